@@ -1,0 +1,123 @@
+"""Build script: setuptools drives CMake for the native tile engine (pybind11 cmake_example style).
+
+Environment:
+  EDGEDEPTH_CUDA=0|1|auto   build edgedepth._native_cuda (auto: when nvcc is found; a failed
+                            CUDA build under auto warns and the install goes on without it)
+  EDGEDEPTH_CUDA_ARCHS      CMake CUDA architectures (default: Jetson Orin 87, Hopper 90, plus 75;80;86;89 PTX-free)
+  EDGEDEPTH_SANITIZE=1      build with AddressSanitizer + UBSan (see README, "Sanitizers")
+  EDGEDEPTH_BUILD_TYPE      CMake build type (default Release)
+  EDGEDEPTH_NATIVE=0        skip the native build altogether (the numpy reference is used, with a warning)
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+
+# train/ and export/ install as edgedepth.train and edgedepth.export (DESIGN.md, Layout).
+PACKAGE_ROOTS = {"edgedepth": "edgedepth", "edgedepth.train": "train", "edgedepth.export": "export"}
+
+
+def _packages() -> tuple[list[str], dict[str, str]]:
+    packages, package_dir = [], {}
+    for name, folder in PACKAGE_ROOTS.items():
+        package_dir[name] = folder
+        for init in sorted((ROOT / folder).rglob("__init__.py")):
+            rel = init.parent.relative_to(ROOT / folder)
+            packages.append(".".join([name, *rel.parts]) if rel.parts else name)
+    return packages, package_dir
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name: str, target: str, optional: bool) -> None:
+        super().__init__(name, sources=[])
+        self.target = target
+        self.optional = optional
+
+
+def _cuda_mode() -> str:
+    mode = os.environ.get("EDGEDEPTH_CUDA", "auto").lower()
+    if mode not in {"0", "1", "auto"}:
+        raise SystemExit(f"EDGEDEPTH_CUDA must be 0, 1 or auto, got {mode!r}")
+    return mode
+
+
+def _nvcc() -> str | None:
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home and (Path(home) / "bin" / "nvcc").exists():
+        return str(Path(home) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+class CMakeBuild(build_ext):
+    def run(self) -> None:
+        if os.environ.get("EDGEDEPTH_NATIVE", "1") == "0":
+            warnings.warn("EDGEDEPTH_NATIVE=0: native tile engine not built; edgedepth uses the numpy reference")
+            return
+        super().run()
+
+    def build_extension(self, ext: CMakeExtension) -> None:
+        try:
+            self._cmake(ext)
+        except (subprocess.CalledProcessError, OSError) as err:
+            if not ext.optional:
+                raise
+            msg = f"optional extension {ext.name} was not built ({err}); continuing without it"
+            warnings.warn(msg)
+            print(f"WARNING: {msg}", file=sys.stderr)
+
+    def _cmake(self, ext: CMakeExtension) -> None:
+        import pybind11
+
+        out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        build_temp = Path(self.build_temp).resolve() / ext.target
+        build_temp.mkdir(parents=True, exist_ok=True)
+        build_type = os.environ.get("EDGEDEPTH_BUILD_TYPE", "Debug" if self.debug else "Release")
+        args = [
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            f"-DCMAKE_BUILD_TYPE={build_type}",
+            f"-DEDGEDEPTH_SANITIZE={'ON' if os.environ.get('EDGEDEPTH_SANITIZE') == '1' else 'OFF'}",
+            f"-DEDGEDEPTH_BUILD_CUDA={'ON' if ext.target == '_native_cuda' else 'OFF'}",
+        ]
+        if ext.target == "_native_cuda":
+            nvcc = _nvcc()
+            if nvcc is None:
+                raise OSError("no nvcc found (set CUDA_HOME or put nvcc on PATH)")
+            args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+            if archs := os.environ.get("EDGEDEPTH_CUDA_ARCHS"):
+                args.append(f"-DCMAKE_CUDA_ARCHITECTURES={archs}")
+        if shutil.which("ninja"):
+            args.append("-GNinja")
+        jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
+        subprocess.run(["cmake", str(ROOT), *args], cwd=build_temp, check=True)
+        subprocess.run(["cmake", "--build", ".", "--target", ext.target, "-j", jobs], cwd=build_temp, check=True)
+
+
+def _extensions() -> list[CMakeExtension]:
+    exts = [CMakeExtension("edgedepth._native", "_native", optional=False)]
+    mode = _cuda_mode()
+    if mode == "1" or (mode == "auto" and _nvcc() is not None):
+        exts.append(CMakeExtension("edgedepth._native_cuda", "_native_cuda", optional=(mode == "auto")))
+    return exts
+
+
+packages, package_dir = _packages()
+setup(
+    packages=packages,
+    package_dir=package_dir,
+    package_data={"edgedepth": ["assets/*", "assets/**/*"]},
+    include_package_data=True,
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": CMakeBuild},
+    zip_safe=False,
+)
