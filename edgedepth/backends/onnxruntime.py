@@ -1,0 +1,47 @@
+"""ONNX Runtime backend: CPU everywhere, the CUDA execution provider when installed and asked for."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .base import Backend, TensorSpec
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
+
+
+class ONNXRuntimeBackend(Backend):
+    name = "onnxruntime"
+    package = "onnxruntime"
+    install_hint = "pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+    formats = ("onnx",)
+    supported_precisions = ("fp32", "fp16", "int8")
+    thread_safe = True  # InferenceSession.run is documented thread-safe
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+        return ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in providers else [])
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        if self.device not in self.devices():
+            raise ValueError(
+                f"onnxruntime cannot run on device {self.device!r} here (available: {', '.join(self.devices())}); "
+                "for CUDA install onnxruntime-gpu"
+            )
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        self.inputs = [TensorSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape),
+                                  _ORT_TYPES.get(i.type, "float32")) for i in self.session.get_inputs()]
+        self.outputs = [TensorSpec(o.name, tuple(d if isinstance(d, int) else None for d in o.shape),
+                                   _ORT_TYPES.get(o.type, "float32")) for o in self.session.get_outputs()]
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        names = [o.name for o in self.outputs]
+        return dict(zip(names, self.session.run(names, dict(feeds))))

@@ -1,0 +1,93 @@
+"""torch backend (development, GPU tests): the bundle's torch checkpoint through edgedepth.train models.
+
+The bundle's torch file is ``torch/model.safetensors`` inside a checkpoint folder (model.json beside
+it; docs/interfaces.md, Checkpoints); both roles rebuild their module from it with
+``edgedepth.train.checkpoint.load_models``. Inputs and outputs are torch tensors on the backend's
+device (``device_tensors = True``): with CUDA the runtime keeps the whole frame on the GPU and
+tiles it with ``edgedepth.tiling_torch``. torch is imported only when this backend is chosen.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+from .base import Backend, TensorSpec
+
+_CACHE: dict[tuple[str, str], Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _load_checkpoint(folder: Path, device: str) -> tuple[Any, Any]:
+    # Coarse and refiner backends share one checkpoint: load it once per (folder, device).
+    from edgedepth.train.checkpoint import load_models
+
+    key = (str(folder), device)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            coarse, refiner, _ = load_models(folder, map_location=device)
+            _CACHE[key] = (coarse, refiner)
+        return _CACHE[key]
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    package = "torch"
+    install_hint = "pip install 'edgedepth[train]' (torch and the edgedepth.train models)"
+    formats = ("torch",)
+    supported_precisions = ("fp32", "fp16")
+    device_tensors = True
+    thread_safe = True  # eval-mode forward under inference_mode holds no shared mutable state
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        import torch
+
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    @classmethod
+    def default_precision(cls, device: str) -> str:
+        return "fp16" if device.startswith("cuda") else "fp32"
+
+    def _load(self) -> None:
+        import torch
+
+        self.torch = torch
+        kind = self.device.split(":")[0]
+        if kind not in self.devices():
+            raise ValueError(f"torch backend cannot use device {self.device!r} here (available: {', '.join(self.devices())})")
+        if self.precision == "fp16" and kind == "cpu":
+            raise ValueError("torch backend runs fp16 only on CUDA; use precision='fp32' on the CPU")
+        if self.threads and kind == "cpu":
+            torch.set_num_threads(int(self.threads))
+        folder = self.path.parent if self.path.is_file() else self.path
+        coarse, refiner = _load_checkpoint(folder, self.device)
+        module = coarse if self.role == "coarse" else refiner
+        if module is None:
+            raise ValueError(f"torch checkpoint {folder} holds no {self.role} model")
+        self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        self.module = module.to(self.dtype) if self.dtype != torch.float32 else module
+        if self.role == "coarse":
+            h, w = module.input_size
+            self.inputs = [TensorSpec("image", (1, 3, h, w))]
+            self.outputs = [TensorSpec("depth", (1, 1, h, w))] + [
+                TensorSpec(f"feat{k}", (1, c, h // s, w // s))
+                for k, (c, s) in enumerate(zip(module.feature_channels, module.feature_strides))
+            ]
+        else:
+            th, tw = module.tile_size
+            self.inputs = [TensorSpec("rgb", (None, 3, th, tw)), TensorSpec("coarse_depth", (None, 1, th, tw))] + [
+                TensorSpec(f"guide{k}", (None, c, h, w)) for k, (c, h, w) in enumerate(module.guidance)
+            ]
+            self.outputs = [TensorSpec("depth", (None, 1, th, tw))]
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        torch = self.torch
+        args = [torch.as_tensor(feeds[s.name]).to(self.device, self.dtype) for s in self.inputs]
+        with torch.inference_mode():
+            if self.role == "coarse":
+                depth, feats = self.module(*args)
+                out = {"depth": depth, **{f"feat{k}": f for k, f in enumerate(feats)}}
+            else:
+                out = {"depth": self.module(*args)}
+        return {k: v.float() for k, v in out.items()}
