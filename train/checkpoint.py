@@ -1,0 +1,294 @@
+"""Checkpoints: model folders (docs/interfaces.md, Checkpoints) and resumable trainer state.
+
+A checkpoint is a folder holding ``model.safetensors`` (tensors prefixed ``coarse.`` and
+``refiner.``), ``model.json`` (how to rebuild the models) and, while training, ``trainer.pt``
+(optimizer, scheduler, scaler, RNG states, step). Every folder and file is written under a
+temporary name and renamed, so a process killed at any instant leaves either the previous
+checkpoint or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+MODEL_FILE = "model.safetensors"
+META_FILE = "model.json"
+TRAINER_FILE = "trainer.pt"
+LATEST_FILE = "latest"
+_TMP_TAG = ".tmp-"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some file systems do not open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{_TMP_TAG}{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_dir(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Create folder ``target`` by filling a temporary sibling and renaming it into place.
+
+    An existing ``target`` is replaced: it is moved aside first and removed after the new
+    folder is in place.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}{_TMP_TAG}{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    # DDP and torch.compile wrap the module; checkpoints hold the plain module's names.
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def _model_tensors(coarse: Optional[nn.Module], refiner: Optional[nn.Module]) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, model in (("coarse.", coarse), ("refiner.", refiner)):
+        if model is None:
+            continue
+        for key, value in _unwrap(model).state_dict().items():
+            # clone: safetensors refuses tensors that share storage (tied or viewed weights)
+            tensors[prefix + key] = value.detach().to("cpu").contiguous().clone()
+    return tensors
+
+
+def _check_spec(meta: dict, key: str) -> None:
+    spec = meta.get(key)
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs", {}), dict):
+        raise ValueError(f"meta[{key!r}] must be {{'name': str, 'kwargs': dict}}, got {spec!r}")
+
+
+def write_model_files(folder: Path, coarse: Optional[nn.Module], refiner: Optional[nn.Module], meta: dict) -> None:
+    """Write ``model.safetensors`` and ``model.json`` into an existing (temporary) folder."""
+    from safetensors.torch import save_file
+
+    if coarse is None:
+        raise ValueError("coarse model is required: every checkpoint carries the coarse model it was trained with")
+    _check_spec(meta, "coarse")
+    if refiner is not None:
+        _check_spec(meta, "refiner")
+    meta = dict(meta)
+    if refiner is None:
+        meta.pop("refiner", None)
+    save_file(_model_tensors(coarse, refiner), str(folder / MODEL_FILE), metadata={"format": "pt"})
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def save_models(path: str | Path, coarse: nn.Module, refiner: Optional[nn.Module], meta: dict) -> Path:
+    """Save a coarse model and optional refiner as a checkpoint folder (atomic).
+
+    ``meta`` is the content of ``model.json``: ``{"coarse": {"name", "kwargs"}, "refiner":
+    {"name", "kwargs"}, "camera": {"fx_norm"}, "train": {...}}``; the names and kwargs must
+    rebuild the models through ``create_coarse`` / ``create_refiner``.
+    """
+    return atomic_dir(Path(path), lambda tmp: write_model_files(tmp, coarse, refiner, meta))
+
+
+def read_meta(path: str | Path) -> dict:
+    """The ``model.json`` of a checkpoint folder."""
+    path = Path(path)
+    meta_file = path / META_FILE
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} has no {META_FILE}")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(meta_file)!r} is not valid JSON: {err}") from err
+    _check_spec(meta, "coarse")
+    return meta
+
+
+def _load_into(model: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, file: Path) -> None:
+    own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(own))
+    unexpected = sorted(set(own) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{str(file)!r} does not match the {prefix.rstrip('.')} model: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for key, value in own.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f"{str(file)!r}: tensor {prefix}{key} has shape {tuple(value.shape)}, "
+                f"the model expects {tuple(expected[key].shape)}"
+            )
+    model.load_state_dict(own, strict=True)
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder's ``model.safetensors``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(path) / MODEL_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} has no {MODEL_FILE}")
+    try:
+        return load_file(str(file))
+    except SafetensorError as err:
+        raise ValueError(f"{str(file)!r} is not a readable safetensors file: {err}") from err
+
+
+def build_coarse(spec: dict) -> nn.Module:
+    from .models import create_coarse
+
+    return create_coarse(spec["name"], **spec.get("kwargs", {}))
+
+
+def build_refiner(spec: dict, coarse: nn.Module) -> nn.Module:
+    from .models import create_refiner
+
+    return create_refiner(spec["name"], coarse, **spec.get("kwargs", {}))
+
+
+def load_models(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Optional[nn.Module], dict]:
+    """Rebuild ``(coarse, refiner, meta)`` from a checkpoint folder; refiner is None if absent.
+
+    Models come back in eval mode on ``map_location``.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    tensors = load_tensors(path)
+    file = path / MODEL_FILE
+    coarse = build_coarse(meta["coarse"])
+    _load_into(coarse, tensors, "coarse.", file)
+    refiner = None
+    if "refiner" in meta:
+        _check_spec(meta, "refiner")
+        refiner = build_refiner(meta["refiner"], coarse)
+        _load_into(refiner, tensors, "refiner.", file)
+    elif any(k.startswith("refiner.") for k in tensors):
+        raise ValueError(f"{str(file)!r} holds refiner tensors but {META_FILE} names no refiner")
+    for model in (coarse, refiner):
+        if model is not None:
+            model.to(map_location).eval()
+    return coarse, refiner, meta
+
+
+def load_refiner_weights(path: str | Path, refiner: nn.Module) -> None:
+    """Load only the refiner tensors of a checkpoint into ``refiner`` (e.g. after Noisy Pretraining)."""
+    tensors = load_tensors(path)
+    _load_into(_unwrap(refiner), tensors, "refiner.", Path(path) / MODEL_FILE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training checkpoints: <run>/checkpoints/step_00000100/ + a `latest` pointer
+
+
+def step_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:08d}"
+
+
+def save_training_checkpoint(
+    run_dir: Path,
+    step: int,
+    coarse: nn.Module,
+    refiner: Optional[nn.Module],
+    meta: dict,
+    trainer_state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write a resumable checkpoint for ``step`` atomically, point ``latest`` at it, prune old ones."""
+
+    def fill(tmp: Path) -> None:
+        write_model_files(tmp, coarse, refiner, meta)
+        torch.save(trainer_state, tmp / TRAINER_FILE)
+
+    target = atomic_dir(step_dir(run_dir, step), fill)
+    atomic_write_text(target.parent / LATEST_FILE, target.name + "\n")
+    complete = _complete_checkpoints(target.parent)
+    for old in complete[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in (MODEL_FILE, META_FILE, TRAINER_FILE))
+
+
+def _complete_checkpoints(ckpt_root: Path) -> list[Path]:
+    found = [p for p in ckpt_root.glob("step_*") if p.is_dir() and _complete(p)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
+    """The newest complete training checkpoint of a run folder, or None.
+
+    Temporary folders left by a killed writer are removed here.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    for stale in root.glob(f".*{_TMP_TAG}*"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    pointer = root / LATEST_FILE
+    if pointer.is_file():
+        candidate = root / pointer.read_text(encoding="utf-8").strip()
+        if candidate.is_dir() and _complete(candidate):
+            return candidate
+    complete = _complete_checkpoints(root)
+    return complete[-1] if complete else None
+
+
+def load_trainer_state(folder: str | Path) -> dict[str, Any]:
+    """The ``trainer.pt`` dictionary of a training checkpoint folder."""
+    file = Path(folder) / TRAINER_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {TRAINER_FILE}; it cannot be resumed")
+    # weights_only=False: the state holds RNG states and optimizer dicts the run wrote itself
+    return torch.load(file, map_location="cpu", weights_only=False)

@@ -1,0 +1,371 @@
+"""Training configuration: dataclasses with working defaults, loaded from YAML.
+
+A config file mirrors :class:`Config` (sections ``model``, ``data``, ``tiling``, ``optim``,
+``loss``, ``train``). Loading checks every key and type and names the offending field
+(``train.steps``) in its error; :func:`validate_config` then checks what needs the model
+registry or the file system (model names, data folders, checkpoints, tile/frame shapes).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+STAGES = ("coarse", "noisy-pretrain", "refiner", "distill")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DETAIL_LOSSES = ("ssigm-local", "ssigm-global", "ssi", "ranking")
+# Lite encoders reduce by 32 at their deepest level; inputs must sit on that grid so every
+# feature map has an integer size (and the ONNX export stays static).
+MODEL_STRIDE = 32
+
+
+@dataclass
+class ModelConfig:
+    """Which registry models to build and which checkpoints to start from."""
+
+    coarse: str = "lite-coarse"
+    coarse_kwargs: dict = field(default_factory=dict)
+    # Checkpoint folder (save_models layout) whose coarse model is loaded and frozen.
+    coarse_checkpoint: Optional[str] = None
+    refiner: str = "prv2-mobile"
+    refiner_kwargs: dict = field(default_factory=dict)
+    tile_size: tuple[int, int] = (128, 128)  # refiner input (h, w) pixels
+    # Checkpoint folder whose refiner weights initialise this run (Noisy Pretraining -> refiner).
+    init_refiner: Optional[str] = None
+    # Distillation teacher: a checkpoint folder holding coarse + refiner.
+    teacher_checkpoint: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    """Where frames come from. ``procedural`` renders scenes on the fly from seeds."""
+
+    source: str = "procedural"  # "procedural" or a kind for edgedepth.datasets.open_dataset
+    root: Optional[str] = None  # data folder for non-procedural sources
+    train_split: Optional[str] = "train"
+    val_split: Optional[str] = "val"
+    frame_size: tuple[int, int] = (192, 256)  # (H, W) frame pixels rendered / expected
+    layouts: tuple[str, ...] = ("street", "indoor")
+    degrade: bool = False  # real-like images with sparse ground truth (distillation)
+    hflip: bool = True
+    val_samples: int = 8
+    val_seed: int = 10_000_000  # procedural val seeds start here, far from training seeds
+    num_workers: int = 0
+
+
+@dataclass
+class TilingConfig:
+    """The tile grid, with the runtime's rules (docs/interfaces.md, Frame -> tiles)."""
+
+    rows: int = 2
+    cols: int = 2
+    overlap_ratio: float = 0.25  # overlap = ratio x tile side, in frame pixels
+    window: str = "cosine"
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with per-module learning rates (PatchRefiner V2 recipe)."""
+
+    lr: float = 1.2e-4
+    weight_decay: float = 1e-5
+    encoder_lr_mult: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "cosine"  # "cosine" or "constant", after a linear warm-up
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+
+
+@dataclass
+class LossConfig:
+    """Loss weights. ``detail`` is the scale-free part of DSD against the teacher."""
+
+    silog: float = 1.0
+    gpct: float = 1.0  # GPCT consistency over the overlaps of the 2x2 tile group
+    bfm: bool = True  # Bias-Free Masking of unreliable synthetic ground truth
+    detail: str = "ssigm-local"
+    detail_weight: float = 1.0  # DSD lambda
+    ssigm_window: int = 23
+    ssigm_windows: int = 100
+    edge_grad: float = 0.0  # SDDR edge-guided gradient loss with self-distilled pseudo-labels
+
+
+@dataclass
+class RunConfig:
+    """The loop: stage, steps, precision, logging and checkpoint cadence."""
+
+    stage: str = "coarse"
+    steps: int = 1000
+    batch_size: int = 4  # frames per micro-batch per process
+    grad_accum: int = 1
+    precision: str = "auto"
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    log_every: int = 10
+    val_every: int = 100
+    ckpt_every: int = 100
+    keep_checkpoints: int = 2
+    out_dir: str = "runs/default"
+    tensorboard: bool = True
+    progress: bool = True
+    fx_norm: float = 0.8  # training camera focal length / image width, recorded in model.json
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# dict / YAML -> dataclasses, with errors naming the field
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Union or (hasattr(types, "UnionType") and origin is getattr(types, "UnionType")):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise TypeError(f"config field {where!r} must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, where + ".")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"config field {where!r} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"config field {where!r} must have {len(args)} items, got {list(value)!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"config field {where!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"config field {where!r} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"config field {where!r} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"config field {where!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"config field {where!r} must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(f"config field {where!r} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"config field {where!r} has unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(
+            f"config field {prefix + str(unknown[0])!r} is unknown; "
+            f"known fields{' of ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build a :class:`Config` from nested plain data; missing fields keep their defaults."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    cfg = _build(Config, data)
+    check_config(cfg)
+    return cfg
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``section.field=value`` strings (value parsed as YAML) to nested config data."""
+    import yaml
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {p!r} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config file, apply ``section.field=value`` overrides, check it."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    data = apply_overrides(data, overrides)
+    return config_from_dict(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML (atomically) so a run records exactly what it trained with."""
+    import yaml
+
+    from .checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _fail(where: str, msg: str) -> None:
+    raise ValueError(f"config field {where!r} {msg}")
+
+
+def check_config(cfg: Config) -> None:
+    """Checks that need nothing but the values themselves (ranges, choices, shapes)."""
+    t = cfg.train
+    if t.stage not in STAGES:
+        _fail("train.stage", f"must be one of {', '.join(STAGES)}, got {t.stage!r}")
+    if t.precision not in PRECISIONS:
+        _fail("train.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    for name in ("steps", "batch_size", "grad_accum", "log_every", "val_every", "ckpt_every", "keep_checkpoints"):
+        if getattr(t, name) < 1:
+            _fail(f"train.{name}", f"must be >= 1, got {getattr(t, name)}")
+    if t.threads < 0:
+        _fail("train.threads", f"must be >= 0, got {t.threads}")
+    if not t.device == "auto" and not (t.device == "cpu" or t.device.startswith("cuda")):
+        _fail("train.device", f"must be auto, cpu or cuda[:N], got {t.device!r}")
+    o = cfg.optim
+    if o.lr <= 0:
+        _fail("optim.lr", f"must be > 0, got {o.lr}")
+    if o.schedule not in ("cosine", "constant"):
+        _fail("optim.schedule", f"must be cosine or constant, got {o.schedule!r}")
+    for name in ("weight_decay", "encoder_lr_mult", "grad_clip", "warmup_steps", "min_lr_ratio"):
+        if getattr(o, name) < 0:
+            _fail(f"optim.{name}", f"must be >= 0, got {getattr(o, name)}")
+    if cfg.loss.detail not in DETAIL_LOSSES:
+        _fail("loss.detail", f"must be one of {', '.join(DETAIL_LOSSES)}, got {cfg.loss.detail!r}")
+    d = cfg.data
+    fh, fw = d.frame_size
+    if fh < 8 or fw < 8:
+        _fail("data.frame_size", f"must be at least 8x8 pixels, got {list(d.frame_size)}")
+    if d.val_samples < 1:
+        _fail("data.val_samples", f"must be >= 1, got {d.val_samples}")
+    if d.num_workers < 0:
+        _fail("data.num_workers", f"must be >= 0, got {d.num_workers}")
+    if d.source == "procedural" and not d.layouts:
+        _fail("data.layouts", "must name at least one procedural layout")
+    th, tw = cfg.model.tile_size
+    if th <= 0 or tw <= 0 or th % MODEL_STRIDE or tw % MODEL_STRIDE:
+        _fail("model.tile_size", f"must be positive multiples of {MODEL_STRIDE}, got {list(cfg.model.tile_size)}")
+    g = cfg.tiling
+    if g.rows < 1 or g.cols < 1:
+        _fail("tiling.rows", f"rows and cols must be >= 1, got {g.rows}x{g.cols}")
+    if not 0 <= g.overlap_ratio < 0.5:
+        _fail("tiling.overlap_ratio", f"must be in [0, 0.5), got {g.overlap_ratio}")
+    if t.stage in ("refiner", "distill"):
+        if g.rows < 2 or g.cols < 2:
+            _fail("tiling.rows", f"GPCT needs a grid of at least 2x2 tiles, got {g.rows}x{g.cols}")
+        if g.overlap_ratio <= 0:
+            _fail("tiling.overlap_ratio", "must be > 0: GPCT needs tiles that overlap")
+    if t.stage == "distill" and not cfg.model.teacher_checkpoint:
+        _fail("model.teacher_checkpoint", "is required by the distill stage")
+    if t.stage in ("refiner", "distill"):
+        tile_h, tile_w = grid_tile_shape(cfg)
+        if tile_h > fh or tile_w > fw or min(tile_h, tile_w) < 4:
+            _fail("tiling.rows", f"a {g.rows}x{g.cols} grid does not fit a {fh}x{fw} frame")
+        # The refiner must see tiles with the aspect ratio it sees at run time; a grid whose
+        # boxes would be squashed into model.tile_size trains on distorted geometry.
+        box_aspect, in_aspect = tile_w / tile_h, tw / th
+        if abs(math.log(box_aspect / in_aspect)) > math.log(1.25):
+            _fail(
+                "model.tile_size",
+                f"{th}x{tw} does not fit the grid: a {g.rows}x{g.cols} grid with overlap ratio "
+                f"{g.overlap_ratio} cuts the {fh}x{fw} frame into {tile_h}x{tile_w} tiles "
+                f"(aspect {box_aspect:.2f} vs {in_aspect:.2f})",
+            )
+
+
+def grid_tile_shape(cfg: Config) -> tuple[int, int]:
+    """Tile box (h, w) in frame pixels, by the runtime's rule in docs/interfaces.md."""
+    (fh, fw), g = cfg.data.frame_size, cfg.tiling
+    ov_y = round(g.overlap_ratio * fh / g.rows)
+    ov_x = round(g.overlap_ratio * fw / g.cols)
+    return math.ceil((fh + (g.rows - 1) * ov_y) / g.rows), math.ceil((fw + (g.cols - 1) * ov_x) / g.cols)
+
+
+def grid_overlap(cfg: Config) -> tuple[int, int]:
+    """Overlap (y, x) in frame pixels, by the runtime's rule."""
+    (fh, fw), g = cfg.data.frame_size, cfg.tiling
+    return round(g.overlap_ratio * fh / g.rows), round(g.overlap_ratio * fw / g.cols)
+
+
+def validate_config(cfg: Config) -> None:
+    """Checks against the model registry and the file system; run before any training starts."""
+    from .models import list_models
+
+    check_config(cfg)
+    m = cfg.model
+    coarse_names = list_models("coarse")
+    if m.coarse_checkpoint is None and m.coarse not in coarse_names:
+        _fail("model.coarse", f"names no registered coarse model: {m.coarse!r}; known: {', '.join(coarse_names)}")
+    if cfg.train.stage != "coarse":
+        refiner_names = list_models("refiner")
+        if m.refiner not in refiner_names:
+            _fail("model.refiner", f"names no registered refiner: {m.refiner!r}; known: {', '.join(refiner_names)}")
+    for key in ("coarse_checkpoint", "init_refiner", "teacher_checkpoint"):
+        value = getattr(m, key)
+        if value is not None:
+            path = Path(value)
+            if not (path / "model.json").is_file() or not (path / "model.safetensors").is_file():
+                raise FileNotFoundError(
+                    f"config field 'model.{key}': {str(path)!r} is not a checkpoint folder "
+                    "(needs model.json and model.safetensors)"
+                )
+    d = cfg.data
+    if d.source != "procedural":
+        if not d.root:
+            _fail("data.root", f"is required for data.source {d.source!r}")
+        if not Path(d.root).is_dir():
+            raise FileNotFoundError(f"config field 'data.root': data folder {d.root!r} does not exist")
