@@ -1,0 +1,166 @@
+"""Explicit INT8 for TensorRT: an ONNX with Q/DQ pairs, calibrated on real frames' tiles.
+
+TensorRT's explicit-quantization rules (METHODS.md §6): symmetric scales, zero-point 0 (signed
+INT8 activations and weights), per-channel weight scales (axis 0 of Conv weights); biases stay
+float (TensorRT folds them). The residual head — the last weighted layer on every path to the
+output and everything after it (the ``coarse + residual`` add and the clamp) — is kept out of
+INT8: it writes metric depth directly, where INT8 steps show as depth terracing. The same file
+runs in ONNX Runtime, which is how it is tested and scored here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .optional import require
+
+# Ops whose weights make them the "last layer" of a path.
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+MIN_CALIB_TILES = 64
+
+
+def head_nodes(model, scope: str = "head") -> list[str]:
+    """Names of the nodes that produce the output from the last weighted layer(s) on, plus any
+    node exported from a module called ``scope`` (``/head/...``)."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    keep: dict[str, None] = {}
+    stack = [o.name for o in model.graph.output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in keep:
+            continue
+        keep[node.name] = None
+        if node.op_type not in WEIGHTED_OPS:
+            stack.extend(node.input)
+    for node in model.graph.node:
+        if f"/{scope}/" in node.name or node.name.startswith(f"{scope}/"):
+            keep[node.name] = None
+    return list(keep)
+
+
+def input_nodes(model, inputs: Sequence[str] = ("coarse_depth",)) -> list[str]:
+    """Names of the nodes between the graph inputs ``inputs`` and the first weighted layer.
+
+    Metric depth spans 0.1–80 m: an INT8 step of 0.6 m there would erase the near range before
+    the refiner's log/normalisation sees it, so that preprocessing stays float.
+    """
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    keep: dict[str, None] = {}
+    stack = [name for name in inputs]
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if node.op_type in WEIGHTED_OPS or node.name in keep:
+                continue
+            keep[node.name] = None
+            stack.extend(node.output)
+    return list(keep)
+
+
+@dataclass(frozen=True)
+class QdqSummary:
+    """What the quantizer did: tiles seen, nodes kept in float, quantized weight tensors."""
+
+    path: Path
+    calib_tiles: int
+    excluded: tuple[str, ...]
+    quantized_weights: int
+
+
+class _Batches:
+    """onnxruntime CalibrationDataReader over a list of input dicts."""
+
+    def __init__(self, batches: Sequence[dict[str, np.ndarray]]) -> None:
+        self._batches = batches
+        self._it = iter(batches)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._batches)
+
+
+def count_tiles(batches: Iterable[dict[str, np.ndarray]]) -> int:
+    """Tiles in calibration batches (the leading axis of each batch's first input)."""
+    return sum(int(next(iter(b.values())).shape[0]) for b in batches)
+
+
+def quantize_int8_qdq(src: str | Path, dst: str | Path, batches: Sequence[dict[str, np.ndarray]], *,
+                      min_tiles: int = MIN_CALIB_TILES, keep_head: bool = True,
+                      exclude: Sequence[str] = ()) -> QdqSummary:
+    """Write a Q/DQ INT8 copy of the float ONNX ``src`` at ``dst``.
+
+    ``batches`` are refiner input dicts (``rgb``, ``coarse_depth``, ``guide*``) from real frames;
+    at least ``min_tiles`` tiles in total. ``keep_head`` keeps :func:`head_nodes` and the metric
+    depth preprocessing (:func:`input_nodes`) in float; ``exclude`` adds node names.
+    """
+    onnx = require("onnx", "INT8 quantization")
+    quant = require("onnxruntime.quantization", "INT8 quantization")
+    src, dst = Path(src), Path(dst)
+    tiles = count_tiles(batches)
+    if tiles < min_tiles:
+        raise ValueError(f"INT8 calibration needs at least {min_tiles} tiles, got {tiles}: "
+                         "add frames to the calibration set (or lower min_tiles / --calib-tiles)")
+    model = onnx.load(str(src))
+    float_nodes = [*head_nodes(model), *input_nodes(model)] if keep_head else []
+    excluded = tuple(dict.fromkeys([*float_nodes, *exclude]))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    root, level = logging.getLogger(), logging.getLogger().level
+    try:
+        root.setLevel(logging.ERROR)  # ORT logs "consider pre-processing" through the root logger
+        quant.quantize_static(
+            str(src), str(tmp), _Batches(list(batches)),
+            quant_format=quant.QuantFormat.QDQ,
+            activation_type=quant.QuantType.QInt8,   # signed: zero-point 0 when symmetric
+            weight_type=quant.QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=list(excluded),
+            calibrate_method=quant.CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                           "QuantizeBias": False},  # TensorRT quantizes weights and activations only
+        )
+        qmodel = onnx.load(str(tmp))
+        onnx.checker.check_model(qmodel, full_check=True)
+        check_qdq(qmodel)
+        os.replace(tmp, dst)
+    finally:
+        root.setLevel(level)
+        tmp.unlink(missing_ok=True)
+    weights = {i.name for i in qmodel.graph.initializer}
+    n_weights = sum(1 for n in qmodel.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
+                    and _init(qmodel, n.input[0]).data_type == onnx.TensorProto.INT8)
+    return QdqSummary(dst, tiles, excluded, n_weights)
+
+
+def _init(model, name: str):
+    return next(i for i in model.graph.initializer if i.name == name)
+
+
+def check_qdq(model) -> None:
+    """Raise ValueError unless every Q/DQ pair is INT8 with zero-point 0, weights per-channel."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if not qdq:
+        raise ValueError("the quantized model has no QuantizeLinear/DequantizeLinear nodes")
+    for node in qdq:
+        if len(node.input) < 3 or node.input[2] not in inits:
+            raise ValueError(f"{node.name}: Q/DQ without a constant zero point")
+        zp = numpy_helper.to_array(inits[node.input[2]])
+        if zp.dtype != np.int8 or np.any(zp != 0):
+            raise ValueError(f"{node.name}: zero point must be int8 0 (symmetric), got {zp.dtype} {zp.ravel()[:4]}")
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            scale = numpy_helper.to_array(inits[node.input[1]])
+            weight = inits[node.input[0]]
+            if len(weight.dims) == 4 and scale.size == 1 and max(weight.dims[:2]) > 1:
+                raise ValueError(f"{node.name}: conv weight {node.input[0]} is not quantized per output channel")
