@@ -1,0 +1,485 @@
+"""`Runtime`: metric depth for one frame, a batch or a camera stream, from a bundle and one backend.
+
+Data flow per frame (DESIGN.md): the whole frame is resized to the coarse input (crop_resize of the
+whole-frame box, normalised) -> coarse model -> coarse depth + feature maps; the TileGrid of the
+frame gives tile boxes; RGB tiles, coarse-depth tiles and feature crops are cut at those boxes
+(scaled to each map) -> the refiner runs batched over tiles -> tiles are stitched back with the
+bundle's window -> depth is made finite and >= 0, and rescaled for the camera's focal length.
+
+Thread safety: ``predict`` may be called from several threads at once. The runtime holds no
+per-call state; backends whose engines are not re-entrant serialise their own ``run``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from . import __version__
+from .backends import PRECISIONS, Backend, select_backend
+from .bundle import Bundle, open_bundle
+from .streaming import pipeline
+
+STAGES = ("preprocess", "coarse", "crop", "refine", "stitch")
+# Bytes per frame pixel the runtime holds at once: the RGB frame (3), the stitch accumulators
+# (value + weight, float64 in the reference engine: 16) and the output (4).
+_BYTES_PER_PIXEL = 23
+DEFAULT_MEMORY_BUDGET_MB = 4096
+DEFAULT_MAX_TILE_BATCH = 16
+
+
+@dataclass
+class DepthResult:
+    """One frame's depth.
+
+    depth: (H, W) float32 metres, finite and >= 0 (a torch tensor on the input's device when a GPU
+        tensor went through the torch or tensorrt backend; numpy otherwise).
+    coarse: (h, w) float32 metres, the coarse model's depth at its input size (same rescaling).
+    timings: milliseconds per stage: preprocess, coarse, crop, refine, stitch (and total).
+    grid: the TileGrid used for this frame.
+    """
+
+    depth: Any
+    coarse: Any
+    timings: dict[str, float]
+    grid: Any
+    fx_scale: float = 1.0
+
+
+@dataclass
+class _Front:
+    """What the front half of the pipeline hands to the back half."""
+
+    frame: Any
+    height: int
+    width: int
+    depth: Any
+    features: dict[str, Any]
+    fx_scale: float
+    timings: dict[str, float] = field(default_factory=dict)
+    returns_tensor: bool = False
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "__dlpack__")
+
+
+def _is_cupy_array(x: Any) -> bool:
+    return type(x).__module__.startswith("cupy")
+
+
+def _check_tiles(tiles: Any) -> tuple[int, int] | None:
+    if tiles is None:
+        return None
+    if (not isinstance(tiles, (tuple, list)) or len(tiles) != 2
+            or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t >= 1 for t in tiles)):
+        raise ValueError(f"tiles must be None or (rows, cols) positive integers, got {tiles!r}")
+    return int(tiles[0]), int(tiles[1])
+
+
+@lru_cache(maxsize=64)
+def _grid(height: int, width: int, rows: int, cols: int, overlap_ratio: float):
+    from .tiling import TileGrid
+
+    # docs/interfaces.md, Bundle: the overlap is a fraction of the tile pitch in frame pixels.
+    overlap = int(round(overlap_ratio * min(height / rows, width / cols)))
+    return TileGrid(height, width, rows, cols, overlap)
+
+
+class _HostOps:
+    """Tile ops on numpy arrays through edgedepth.tiling (native CPU engine or numpy reference)."""
+
+    def __init__(self, threads: int | None) -> None:
+        from . import tiling
+
+        self.tiling = tiling
+        self.threads = threads
+
+    def crop_rgb(self, frame, boxes, size, mean, std):
+        return self.tiling.crop_resize(frame, boxes, size, mean=mean, std=std, threads=self.threads)
+
+    def crop_map(self, chw, boxes, size):
+        return self.tiling.crop_resize(chw, boxes, size, threads=self.threads)
+
+    def concat(self, parts):
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def stitch(self, tiles, boxes, height, width, window):
+        return self.tiling.stitch(tiles, boxes, height, width, window=window, threads=self.threads)[0]
+
+    def finish(self, depth, scale: float):
+        depth = np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
+        depth = np.maximum(depth, 0.0, out=depth)
+        if scale != 1.0:
+            depth *= np.float32(scale)
+        return depth.astype(np.float32, copy=False)
+
+    def to_host(self, x):
+        return x
+
+
+class _TorchOps:
+    """The same ops on torch tensors (edgedepth.tiling_torch), so a CUDA frame never leaves the GPU."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        from . import tiling_torch
+
+        self.torch = torch
+        self.tt = tiling_torch
+        self.device = torch.device(device)
+
+    def upload(self, frame):
+        torch = self.torch
+        if isinstance(frame, np.ndarray):
+            t = torch.from_numpy(np.ascontiguousarray(frame))
+            if self.device.type == "cuda":
+                t = t.pin_memory().to(self.device, non_blocking=True)
+            return t
+        return frame.to(self.device)
+
+    def _boxes(self, boxes):
+        return self.torch.as_tensor(np.asarray(boxes, dtype=np.float64), device=self.device)
+
+    def crop_rgb(self, frame, boxes, size, mean, std):
+        torch = self.torch
+        chw = frame.permute(2, 0, 1).to(torch.float32)
+        tiles = self.tt.crop_resize(chw, self._boxes(boxes), size)
+        # Bilinear sampling commutes with the per-channel affine normalisation: crop, then normalise.
+        m = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        return (tiles / 255.0 - m) / s
+
+    def crop_map(self, chw, boxes, size):
+        return self.tt.crop_resize(chw, self._boxes(boxes), size)
+
+    def concat(self, parts):
+        return parts[0] if len(parts) == 1 else self.torch.cat(parts)
+
+    def stitch(self, tiles, boxes, height, width, window):
+        return self.tt.stitch(tiles, self._boxes(boxes), height, width, window=window)[0]
+
+    def finish(self, depth, scale: float):
+        depth = self.torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0)
+        return depth * scale if scale != 1.0 else depth
+
+    def to_host(self, x):
+        return x.detach().cpu().numpy()
+
+
+class Runtime:
+    """Metric depth from a bundle: ``Runtime(bundle).predict(image).depth`` -> (H, W) float32 metres.
+
+    Args:
+        bundle: path of a ``NAME.edgedepth`` folder; None = the embedded default bundle.
+        backend: "auto" (tensorrt > openvino on Intel > onnxruntime), or a name from
+            ``edgedepth.backends.list_backends()``.
+        device: "auto", "cpu", "cuda", "gpu" (OpenVINO), as the backend understands it.
+        precision: "auto" (the backend's best for the device), "fp32", "fp16" or "int8"; applies to
+            the refiner; the coarse model uses the same precision when the bundle has it, else fp32.
+        tiles: (rows, cols) overriding the bundle's tiling; None = the bundle's.
+        threads: CPU threads for the backend and the tile engine; None = library defaults.
+        memory_budget_mb: frames whose working memory would exceed this are refused (ValueError).
+        max_tile_batch: most tiles per refiner call (bounds peak memory on big grids).
+        cache_dir: compiled-model / engine cache; None = $EDGEDEPTH_CACHE or ~/.cache/edgedepth.
+    """
+
+    def __init__(self, bundle: str | Path | None = None, backend: str = "auto", device: str = "auto",
+                 precision: str = "auto", tiles: tuple[int, int] | None = None, threads: int | None = None,
+                 *, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                 max_tile_batch: int = DEFAULT_MAX_TILE_BATCH, cache_dir: str | Path | None = None) -> None:
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+        if precision != "auto" and precision not in PRECISIONS:
+            raise ValueError(f"precision must be 'auto' or one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+        if not memory_budget_mb > 0:
+            raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb!r}")
+        if not isinstance(max_tile_batch, int) or max_tile_batch < 1:
+            raise ValueError(f"max_tile_batch must be a positive integer, got {max_tile_batch!r}")
+        self.tiles = _check_tiles(tiles)
+        self.threads = threads
+        self.memory_budget_mb = float(memory_budget_mb)
+        self.max_tile_batch = max_tile_batch
+        self.bundle: Bundle = open_bundle(bundle)
+
+        formats = set(self.bundle.formats("refiner"))
+        cls, self.backend_reason = select_backend(backend, formats)
+        self.backend_name = cls.name
+        self.device = self._resolve_device(cls, device)
+        self.precision = self._resolve_precision(cls, precision)
+        cache = Path(cache_dir) if cache_dir is not None else None
+        kwargs = dict(device=self.device, threads=threads, cache_dir=cache)
+        self.refiner: Backend = cls(self._model_file(cls, "refiner", self.precision), role="refiner",
+                                    precision=self.precision, **kwargs)
+        coarse_precision = self.precision if self._has(cls, "coarse", self.precision) else "fp32"
+        self.coarse: Backend = cls(self._model_file(cls, "coarse", coarse_precision), role="coarse",
+                                   precision=coarse_precision, **kwargs)
+        self._check_io()
+        self.ops = _TorchOps(self.device) if cls.device_tensors else _HostOps(threads)
+
+        c, r, t = self.bundle.coarse, self.bundle.refiner, self.bundle.tiling
+        self.coarse_size = (int(c["input_size"][0]), int(c["input_size"][1]))
+        self.mean = tuple(float(v) for v in c["mean"])
+        self.std = tuple(float(v) for v in c["std"])
+        self.tile_size = (int(r["tile_size"][0]), int(r["tile_size"][1]))
+        self.refiner_batch = r.get("batch")
+        self.window = str(t["window"])
+        self.overlap_ratio = float(t["overlap_ratio"])
+        self.rows, self.cols = self.tiles or (int(t["rows"]), int(t["cols"]))
+        # guideK <- featK: which coarse output each refiner guidance input is cropped from.
+        # Entries: (input name, source output, channels, (h, w) of the crop).
+        self.guides = [(s["name"], s.get("source", f"feat{s['name'][5:]}"), int(s["shape"][1]),
+                        (int(s["shape"][2]), int(s["shape"][3])))
+                       for s in r["inputs"] if s["name"].startswith("guide")]
+
+    # --- construction helpers -------------------------------------------------------------------
+    @staticmethod
+    def _resolve_device(cls: type[Backend], device: str) -> str:
+        available = cls.devices()
+        if device == "auto":
+            if not available:
+                raise ValueError(f"backend {cls.name!r} finds no usable device here")
+            return "cuda" if "cuda" in available else available[0]
+        if device.split(":")[0].split(".")[0] not in [d.split(".")[0] for d in available]:
+            raise ValueError(f"backend {cls.name!r} cannot use device {device!r} here (available: {', '.join(available)})")
+        return device
+
+    def _has(self, cls: type[Backend], role: str, precision: str) -> bool:
+        return any(precision in self.bundle.precisions(r, fmt) for fmt in cls.formats
+                   for r in ((role, "refiner") if fmt == "torch" else (role,)))
+
+    def _resolve_precision(self, cls: type[Backend], precision: str) -> str:
+        if precision == "auto":
+            wanted = cls.default_precision(self.device)
+            return wanted if self._has(cls, "refiner", wanted) else "fp32"
+        if precision not in cls.supported_precisions:
+            raise ValueError(f"backend {cls.name!r} cannot run precision {precision!r} "
+                             f"(it runs {', '.join(cls.supported_precisions)})")
+        if not self._has(cls, "refiner", precision):
+            held = {fmt: self.bundle.precisions("refiner", fmt) for fmt in cls.formats}
+            raise ValueError(f"bundle {self.bundle.path} has no refiner at precision {precision!r} for backend "
+                             f"{cls.name!r} (it holds: {held})")
+        return precision
+
+    def _model_file(self, cls: type[Backend], role: str, precision: str) -> Path:
+        for fmt in cls.formats:
+            if precision in self.bundle.precisions(role, fmt):
+                return self.bundle.model_file(role, fmt, precision)
+            # The torch checkpoint holds both models; the manifest may list it under the refiner only.
+            if fmt == "torch" and precision in self.bundle.precisions("refiner", fmt):
+                return self.bundle.model_file("refiner", fmt, precision)
+        raise ValueError(f"bundle {self.bundle.path} has no {role} model for backend {cls.name!r} at {precision}")
+
+    def _check_io(self) -> None:
+        # The manifest and the loaded models must agree, or crops would feed the wrong inputs.
+        for backend, section in ((self.coarse, self.bundle.coarse), (self.refiner, self.bundle.refiner)):
+            declared = {s["name"] for s in section["inputs"]}
+            loaded = {s.name for s in backend.inputs}
+            if declared != loaded:
+                raise ValueError(f"bundle {self.bundle.path}: {backend.role} model {backend.path.name} has inputs "
+                                 f"{sorted(loaded)} but the manifest declares {sorted(declared)}")
+
+    # --- input handling ---------------------------------------------------------------------------
+    def _frame(self, image: Any) -> tuple[Any, bool]:
+        """Validated HWC uint8 RGB frame (numpy, or a torch tensor for device backends)."""
+        device_backend = isinstance(self.ops, _TorchOps)
+        if isinstance(image, (str, Path)):
+            from .depth_io import read_image
+
+            return read_image(image), False
+        if _is_torch_tensor(image) or _is_cupy_array(image):
+            if device_backend:
+                import torch
+
+                t = image if _is_torch_tensor(image) else torch.from_dlpack(image)  # zero-copy
+                self._check_array(tuple(t.shape), str(t.dtype).replace("torch.", ""), "image")
+                if t.dtype.is_floating_point:
+                    t = self._float_to_uint8_torch(t)
+                return t, True
+            host = image.get() if _is_cupy_array(image) else image.detach().cpu().numpy()
+            image = np.asarray(host)
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"image must be a HWC uint8 RGB numpy array, an image path or a torch/CuPy tensor, "
+                            f"got {type(image).__name__}")
+        self._check_array(image.shape, image.dtype.name, "image")
+        if image.dtype != np.uint8:
+            image = self._float_to_uint8(image)
+        return image, False
+
+    @staticmethod
+    def _check_array(shape: tuple, dtype: str, name: str) -> None:
+        if len(shape) != 3 or shape[2] != 3:
+            raise ValueError(f"{name} must be HWC RGB with shape (H, W, 3), got shape {tuple(shape)}")
+        if shape[0] == 0 or shape[1] == 0:
+            raise ValueError(f"{name} is empty: shape {tuple(shape)}")
+        if dtype not in ("uint8", "float32", "float64", "float16"):
+            raise TypeError(f"{name} must be uint8 (0..255) or float in [0, 1], got dtype {dtype}")
+
+    @staticmethod
+    def _float_to_uint8(image: np.ndarray) -> np.ndarray:
+        if not np.isfinite(image).all():
+            raise ValueError("image contains NaN or infinite values")
+        if image.min() < 0.0 or image.max() > 1.0:
+            raise ValueError(f"a float image must hold RGB in [0, 1], got values in [{image.min()}, {image.max()}]")
+        return np.round(image * 255.0).astype(np.uint8)
+
+    @staticmethod
+    def _float_to_uint8_torch(t: Any) -> Any:
+        import torch
+
+        if not torch.isfinite(t).all():
+            raise ValueError("image contains NaN or infinite values")
+        if t.min() < 0 or t.max() > 1:
+            raise ValueError("a float image must hold RGB in [0, 1]")
+        return (t * 255.0).round().to(torch.uint8)
+
+    def _fx_scale(self, intrinsics: Any, width: int) -> float:
+        """Metric depth scale for a camera whose focal length differs from the training camera's.
+
+        A metric model reads distance from apparent size: an object of size S at depth Z spans
+        S·fx/Z pixels. The model learnt Z = S·fx_train/pixels (in units of image width); the same
+        pixel extent seen by a camera with focal length fx means Z' = S·fx/pixels, so
+        Z' = Z · (fx/W) / fx_norm_train. fx/W is resize-invariant, so the resize to the coarse input
+        does not change it.
+        """
+        if intrinsics is None:
+            return 1.0
+        k = np.asarray(intrinsics, dtype=np.float64)
+        if k.shape == ():
+            fx = float(k)
+        elif k.shape == (3, 3):
+            fx = float(k[0, 0])
+        else:
+            raise ValueError(f"intrinsics must be a 3x3 camera matrix or the focal length fx in pixels, got shape {k.shape}")
+        if not math.isfinite(fx) or fx <= 0:
+            raise ValueError(f"intrinsics focal length fx must be finite and > 0 pixels, got {fx}")
+        return (fx / width) / self.bundle.fx_norm
+
+    def _check_budget(self, height: int, width: int) -> None:
+        th, tw = self.tile_size
+        channels = 4 + sum(c for _, _, c, _ in self.guides)
+        tile_bytes = min(self.rows * self.cols, self.max_tile_batch) * channels * th * tw * 4 * 2
+        need_mb = (height * width * _BYTES_PER_PIXEL + tile_bytes) / 2**20
+        if need_mb > self.memory_budget_mb:
+            raise ValueError(f"frame {height}x{width} needs about {need_mb:.0f} MB, over the memory budget of "
+                             f"{self.memory_budget_mb:.0f} MB (Runtime(memory_budget_mb=...)); resize the frame first")
+
+    # --- the two halves of a frame ----------------------------------------------------------------
+    def grid_for(self, height: int, width: int):
+        """The TileGrid used for a (height, width) frame: the bundle's rows/cols, every pixel covered."""
+        return _grid(int(height), int(width), self.rows, self.cols, self.overlap_ratio)
+
+    def _front(self, item: tuple[Any, Any]) -> _Front:
+        image, intrinsics = item
+        t0 = time.perf_counter()
+        frame, is_tensor = self._frame(image)
+        height, width = int(frame.shape[0]), int(frame.shape[1])
+        self._check_budget(height, width)
+        scale = self._fx_scale(intrinsics, width)
+        if isinstance(self.ops, _TorchOps):
+            frame = self.ops.upload(frame)
+        whole = np.array([[0.0, 0.0, height, width]])
+        x = self.ops.crop_rgb(frame, whole, self.coarse_size, self.mean, self.std)
+        t1 = time.perf_counter()
+        out = self.coarse.run({self.coarse.inputs[0].name: x})
+        t2 = time.perf_counter()
+        return _Front(frame, height, width, out.pop("depth"), out, scale,
+                      {"preprocess": (t1 - t0) * 1e3, "coarse": (t2 - t1) * 1e3}, is_tensor)
+
+    def _back(self, f: _Front) -> DepthResult:
+        ops = self.ops
+        t0 = time.perf_counter()
+        grid = self.grid_for(f.height, f.width)
+        ch, cw = f.depth.shape[-2:]
+        feeds = {
+            "rgb": ops.crop_rgb(f.frame, grid.boxes, self.tile_size, self.mean, self.std),
+            "coarse_depth": ops.crop_map(f.depth[0], grid.scaled(ch / f.height, cw / f.width), self.tile_size),
+        }
+        for name, source, _, size in self.guides:
+            feat = f.features[source][0]
+            fh, fw = feat.shape[-2:]
+            feeds[name] = ops.crop_map(feat, grid.scaled(fh / f.height, fw / f.width), size)
+        t1 = time.perf_counter()
+        tiles = ops.concat(self._refine(feeds, len(grid.boxes)))
+        t2 = time.perf_counter()
+        depth = ops.finish(ops.stitch(tiles, grid.boxes, f.height, f.width, self.window), f.fx_scale)
+        coarse = ops.finish(f.depth[0, 0], f.fx_scale)
+        if not f.returns_tensor:
+            depth, coarse = ops.to_host(depth), ops.to_host(coarse)
+        t3 = time.perf_counter()
+        timings = {**f.timings, "crop": (t1 - t0) * 1e3, "refine": (t2 - t1) * 1e3, "stitch": (t3 - t2) * 1e3}
+        timings["total"] = sum(timings[s] for s in STAGES)
+        return DepthResult(depth=depth, coarse=coarse, timings=timings, grid=grid, fx_scale=f.fx_scale)
+
+    def _refine(self, feeds: Mapping[str, Any], n: int) -> list[Any]:
+        """Refiner over all tiles, in chunks of the model's fixed batch (padded) or max_tile_batch."""
+        step = int(self.refiner_batch) if self.refiner_batch else self.max_tile_batch
+        parts = []
+        for start in range(0, n, step):
+            chunk = {k: v[start:start + step] for k, v in feeds.items()}
+            got = len(next(iter(chunk.values())))
+            if self.refiner_batch and got < step:
+                chunk = {k: self._pad(v, step) for k, v in chunk.items()}
+            parts.append(self.refiner.run(chunk)["depth"][:got])
+        return parts
+
+    def _pad(self, x: Any, size: int) -> Any:
+        reps = [x] + [x[-1:]] * (size - len(x))
+        return self.ops.concat(reps)
+
+    # --- public API -------------------------------------------------------------------------------
+    def predict(self, image: Any, intrinsics: Any = None) -> DepthResult:
+        """Depth of one frame.
+
+        image: HWC uint8 RGB numpy array (float in [0, 1] accepted), an image path, or a torch/CuPy
+            tensor (on the GPU: zero-copy through DLPack with the torch and tensorrt backends).
+        intrinsics: optional 3x3 camera matrix or fx, in pixels of this image; rescales metric depth
+            by (fx / width) / bundle camera fx_norm.
+        """
+        return self._back(self._front((image, intrinsics)))
+
+    def predict_batch(self, images: Sequence[Any], intrinsics: Any = None) -> list[DepthResult]:
+        """Depth of several frames (pipelined like ``stream``); results in input order."""
+        return list(self.stream(images, intrinsics))
+
+    def stream(self, frames: Iterable[Any], intrinsics: Any = None, queue_depth: int = 2) -> Iterator[DepthResult]:
+        """Yield one DepthResult per frame, overlapping the coarse pass of frame t+1 with the refinement
+        of frame t (a two-thread pipeline with at most ``queue_depth`` frames in flight between them).
+        Results equal ``predict``'s."""
+        return pipeline(((frame, intrinsics) for frame in frames), self._front, self._back, depth=queue_depth)
+
+    def warmup(self, height: int | None = None, width: int | None = None, runs: int = 1) -> None:
+        """Run ``runs`` dummy frames so that lazy allocations and compilations happen now."""
+        height = height or self.tile_size[0] * self.rows
+        width = width or self.tile_size[1] * self.cols
+        frame = np.zeros((height, width, 3), dtype=np.uint8)
+        for _ in range(runs):
+            self.predict(frame)
+
+    def info(self) -> dict[str, Any]:
+        """What this runtime runs: bundle, backend (and why), device, precision, models, tiling."""
+        from .tiling import native_status
+
+        return {
+            "edgedepth": __version__,
+            "bundle": str(self.bundle.path), "bundle_name": self.bundle.name,
+            "backend": self.backend_name, "backend_reason": self.backend_reason,
+            "device": self.device, "precision": self.precision,
+            "models": [self.coarse.describe(), self.refiner.describe()],
+            "coarse_input": list(self.coarse_size), "tile_size": list(self.tile_size),
+            "tiling": {"rows": self.rows, "cols": self.cols, "overlap_ratio": self.overlap_ratio, "window": self.window},
+            "camera_fx_norm": self.bundle.fx_norm,
+            "tile_engine": native_status(),
+        }
+
+    def __repr__(self) -> str:
+        return (f"Runtime(bundle={str(self.bundle.path)!r}, backend={self.backend_name!r}, device={self.device!r}, "
+                f"precision={self.precision!r}, tiles=({self.rows}, {self.cols}))")

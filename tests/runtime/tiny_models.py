@@ -1,0 +1,105 @@
+"""Tiny torch coarse/refiner pairs with the bundle's ONNX I/O names, and a hand-written bundle writer.
+
+They let the runtime's tests run real ONNX Runtime / OpenVINO sessions on a real bundle without
+depending on the trained models; the end-to-end tests through edgedepth.export live beside them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+COARSE_SIZE = (32, 48)
+TILE = (24, 24)
+FEAT_C, FEAT_STRIDE = 8, 4
+GUIDE = (FEAT_C, 6, 6)
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class TinyCoarse(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, FEAT_C, 3, stride=FEAT_STRIDE, padding=1)
+        self.head = nn.Conv2d(FEAT_C, 1, 3, padding=1)
+
+    def forward(self, image):
+        feat = torch.relu(self.stem(image))
+        depth = F.softplus(F.interpolate(self.head(feat), size=image.shape[-2:], mode="bilinear",
+                                         align_corners=False)) + 1.0
+        return depth, feat
+
+
+class TinyRefiner(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.guide = nn.Conv2d(FEAT_C, 8, 1)
+        self.out = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, rgb, coarse_depth, guide0):
+        g = F.interpolate(self.guide(guide0), size=rgb.shape[-2:], mode="bilinear", align_corners=False)
+        x = torch.relu(self.conv(torch.cat([rgb, coarse_depth], 1)) + g)
+        return torch.clamp(coarse_depth + 0.1 * self.out(x), min=0.0)
+
+
+def export_tiny_onnx(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """Write coarse.onnx and refiner.onnx (dynamic tile axis N) into ``folder``."""
+    torch.manual_seed(seed)
+    coarse, refiner = TinyCoarse().eval(), TinyRefiner().eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    c_path, r_path = folder / "coarse.onnx", folder / "refiner.onnx"
+    torch.onnx.export(coarse, (torch.randn(1, 3, *COARSE_SIZE),), str(c_path), input_names=["image"],
+                      output_names=["depth", "feat0"], opset_version=17, dynamo=False)
+    args = (torch.randn(2, 3, *TILE), torch.rand(2, 1, *TILE), torch.randn(2, *GUIDE))
+    names = ["rgb", "coarse_depth", "guide0"]
+    torch.onnx.export(refiner, args, str(r_path), input_names=names, output_names=["depth"], opset_version=17,
+                      dynamic_axes={n: {0: "N"} for n in names + ["depth"]}, dynamo=False)
+    return c_path, r_path
+
+
+def tiny_manifest(files: dict[str, str], **overrides) -> dict:
+    """A schema-1 manifest for the tiny models (``files``: rel path -> sha256)."""
+    manifest = {
+        "schema": "edgedepth.bundle/1", "edgedepth_version": "0.1.0", "name": "tiny",
+        "coarse": {
+            "input_size": list(COARSE_SIZE), "mean": list(MEAN), "std": list(STD), "metric": True,
+            "inputs": [{"name": "image", "shape": [1, 3, *COARSE_SIZE]}],
+            "outputs": [{"name": "depth", "channels": 1, "stride": 1},
+                        {"name": "feat0", "channels": FEAT_C, "stride": FEAT_STRIDE}],
+            "files": {"onnx": {"fp32": "coarse.onnx"}},
+        },
+        "refiner": {
+            "name": "tiny", "tile_size": list(TILE), "batch": None,
+            "inputs": [{"name": "rgb", "shape": [-1, 3, *TILE]}, {"name": "coarse_depth", "shape": [-1, 1, *TILE]},
+                       {"name": "guide0", "shape": [-1, *GUIDE], "source": "feat0"}],
+            "outputs": [{"name": "depth", "shape": [-1, 1, *TILE]}],
+            "files": {"onnx": {"fp32": "refiner.onnx"}},
+        },
+        "tiling": {"rows": 2, "cols": 2, "overlap_ratio": 0.25, "window": "cosine"},
+        "camera": {"fx_norm": 0.8},
+        "files": files,
+        "parity": {},
+    }
+    for key, value in overrides.items():
+        manifest[key] = value
+    return manifest
+
+
+def write_manifest(bundle: Path, manifest: dict) -> None:
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_tiny_bundle(bundle: Path, seed: int = 0) -> Path:
+    """A complete, valid bundle of the tiny models (ONNX only) at ``bundle``."""
+    export_tiny_onnx(bundle, seed)
+    files = {p.name: sha(p) for p in sorted(bundle.glob("*.onnx"))}
+    write_manifest(bundle, tiny_manifest(files))
+    return bundle
