@@ -1,0 +1,41 @@
+// Argument checks at the native boundary, run before any kernel touches memory. They repeat
+// edgedepth/tiling.py's checks on purpose: the extension can be called directly, and a bad
+// pointer or box must give a Python ValueError (std::invalid_argument), never a read out of bounds.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "tile_math.hpp"
+
+namespace edgedepth {
+
+[[noreturn]] inline void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+inline void check_positive(const char* name, int64_t v) {
+    if (v <= 0) fail(std::string(name) + " must be >= 1, got " + std::to_string(v));
+}
+
+inline Window check_window(int kind) {
+    if (kind < 0 || kind > 3) fail("window kind must be 0..3 (uniform, linear, cosine, gaussian), got " + std::to_string(kind));
+    return static_cast<Window>(kind);
+}
+
+// Boxes (n, 4) [y0, x0, h, w]: finite, h and w > 0, inside [0, frame_h] x [0, frame_w] up to a
+// relative tolerance of 1e-6 (boxes scaled to a smaller map pick up rounding).
+inline void check_boxes(const char* name, const double* boxes, int64_t n, int64_t frame_h, int64_t frame_w) {
+    const double tol_h = 1e-6 * static_cast<double>(frame_h), tol_w = 1e-6 * static_cast<double>(frame_w);
+    for (int64_t b = 0; b < n; ++b) {
+        const double y0 = boxes[4 * b], x0 = boxes[4 * b + 1], h = boxes[4 * b + 2], w = boxes[4 * b + 3];
+        const std::string where = std::string(name) + "[" + std::to_string(b) + "]";
+        if (!std::isfinite(y0) || !std::isfinite(x0) || !std::isfinite(h) || !std::isfinite(w))
+            fail(where + " must be finite");
+        if (!(h > 0.0) || !(w > 0.0)) fail(where + " must have h > 0 and w > 0");
+        if (y0 < -tol_h || x0 < -tol_w || y0 + h > frame_h + tol_h || x0 + w > frame_w + tol_w)
+            fail(where + " lies outside the " + std::to_string(frame_h) + "x" + std::to_string(frame_w) + " frame");
+    }
+}
+
+}  // namespace edgedepth

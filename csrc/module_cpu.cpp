@@ -1,0 +1,152 @@
+// edgedepth._native: the CPU tile engine for Python (numpy in, numpy out, GIL released).
+// Every argument is checked here before the engine runs; nothing is converted or copied
+// implicitly (edgedepth/tiling.py makes arrays contiguous and picks dtypes).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <string>
+
+#include "checks.hpp"
+#include "tile_engine_cpu.hpp"
+
+namespace py = pybind11;
+using namespace edgedepth;
+
+namespace {
+
+enum class DType { U8, F16, F32, F64, Other };
+
+DType dtype_of(const py::array& a) {
+    const py::dtype d = a.dtype();
+    if (d.kind() == 'u' && d.itemsize() == 1) return DType::U8;
+    if (d.kind() == 'f' && d.itemsize() == 2) return DType::F16;
+    if (d.kind() == 'f' && d.itemsize() == 4) return DType::F32;
+    if (d.kind() == 'f' && d.itemsize() == 8) return DType::F64;
+    return DType::Other;
+}
+
+void check_array(const char* name, const py::array& a, py::ssize_t ndim) {
+    if (a.ndim() != ndim) fail(std::string(name) + " must have " + std::to_string(ndim) + " dimensions, got " + std::to_string(a.ndim()));
+    if (!(a.flags() & py::array::c_style)) fail(std::string(name) + " must be C-contiguous");
+    for (py::ssize_t i = 0; i < ndim; ++i)
+        if (a.shape(i) <= 0) fail(std::string(name) + " has an empty dimension " + std::to_string(i));
+}
+
+const double* checked_boxes(const py::array& boxes, int64_t frame_h, int64_t frame_w) {
+    check_array("boxes", boxes, 2);
+    if (dtype_of(boxes) != DType::F64) fail("boxes must be float64");
+    if (boxes.shape(1) != 4) fail("boxes must have shape (N, 4)");
+    const auto* p = static_cast<const double*>(boxes.data());
+    check_boxes("boxes", p, boxes.shape(0), frame_h, frame_w);
+    return p;
+}
+
+py::array empty_out(bool half, std::initializer_list<py::ssize_t> shape) {
+    return py::array(half ? py::dtype("float16") : py::dtype("float32"), std::vector<py::ssize_t>(shape));
+}
+
+py::array crop_rgb(const py::array& src, const py::array& boxes, int out_h, int out_w,
+                   std::array<float, 3> scale, std::array<float, 3> bias, bool half, int threads) {
+    check_array("src", src, 3);
+    if (dtype_of(src) != DType::U8 || src.shape(2) != 3) fail("src must be an (H, W, 3) uint8 RGB image");
+    check_positive("out_h", out_h);
+    check_positive("out_w", out_w);
+    check_positive("threads", threads);
+    const int src_h = static_cast<int>(src.shape(0)), src_w = static_cast<int>(src.shape(1));
+    const double* bx = checked_boxes(boxes, src_h, src_w);
+    const int n = static_cast<int>(boxes.shape(0));
+    py::array out = empty_out(half, {n, 3, out_h, out_w});
+    const auto* s = static_cast<const uint8_t*>(src.data());
+    void* o = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        if (half)
+            crop_rgb_cpu(s, src_h, src_w, bx, n, out_h, out_w, scale.data(), bias.data(), static_cast<uint16_t*>(o), threads);
+        else
+            crop_rgb_cpu(s, src_h, src_w, bx, n, out_h, out_w, scale.data(), bias.data(), static_cast<float*>(o), threads);
+    }
+    return out;
+}
+
+py::array crop_map(const py::array& src, const py::array& boxes, int out_h, int out_w, bool half, int threads) {
+    check_array("src", src, 3);
+    const DType dt = dtype_of(src);
+    if (dt != DType::F32 && dt != DType::F16) fail("src must be a (C, H, W) float32 or float16 map");
+    check_positive("out_h", out_h);
+    check_positive("out_w", out_w);
+    check_positive("threads", threads);
+    const int c = static_cast<int>(src.shape(0)), src_h = static_cast<int>(src.shape(1)), src_w = static_cast<int>(src.shape(2));
+    const double* bx = checked_boxes(boxes, src_h, src_w);
+    const int n = static_cast<int>(boxes.shape(0));
+    py::array out = empty_out(half, {n, c, out_h, out_w});
+    const void* s = src.data();
+    void* o = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        if (dt == DType::F32 && !half)
+            crop_map_cpu(static_cast<const float*>(s), c, src_h, src_w, bx, n, out_h, out_w, static_cast<float*>(o), threads);
+        else if (dt == DType::F32)
+            crop_map_cpu(static_cast<const float*>(s), c, src_h, src_w, bx, n, out_h, out_w, static_cast<uint16_t*>(o), threads);
+        else if (!half)
+            crop_map_cpu(static_cast<const uint16_t*>(s), c, src_h, src_w, bx, n, out_h, out_w, static_cast<float*>(o), threads);
+        else
+            crop_map_cpu(static_cast<const uint16_t*>(s), c, src_h, src_w, bx, n, out_h, out_w, static_cast<uint16_t*>(o), threads);
+    }
+    return out;
+}
+
+py::array window(int h, int w, int kind) {
+    check_positive("h", h);
+    check_positive("w", w);
+    const Window k = check_window(kind);
+    py::array out = empty_out(false, {h, w});
+    window_cpu(h, w, k, static_cast<float*>(out.mutable_data()));
+    return out;
+}
+
+py::array stitch(const py::array& tiles, const py::array& boxes, int height, int width, int kind, int threads) {
+    check_array("tiles", tiles, 4);
+    const DType dt = dtype_of(tiles);
+    if (dt != DType::F32 && dt != DType::F16) fail("tiles must be (N, C, th, tw) float32 or float16");
+    check_positive("height", height);
+    check_positive("width", width);
+    check_positive("threads", threads);
+    const Window k = check_window(kind);
+    const double* bx = checked_boxes(boxes, height, width);
+    if (boxes.shape(0) != tiles.shape(0))
+        fail("tiles has " + std::to_string(tiles.shape(0)) + " tiles but boxes has " + std::to_string(boxes.shape(0)) + " rows");
+    const int n = static_cast<int>(tiles.shape(0)), c = static_cast<int>(tiles.shape(1));
+    const int th = static_cast<int>(tiles.shape(2)), tw = static_cast<int>(tiles.shape(3));
+    py::array out = empty_out(false, {c, height, width});
+    const void* t = tiles.data();
+    auto* o = static_cast<float*>(out.mutable_data());
+    {
+        py::gil_scoped_release nogil;
+        if (dt == DType::F32)
+            stitch_cpu(static_cast<const float*>(t), n, c, th, tw, bx, height, width, k, o, threads);
+        else
+            stitch_cpu(static_cast<const uint16_t*>(t), n, c, th, tw, bx, height, width, k, o, threads);
+    }
+    return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+    m.doc() = "edgedepth CPU tile engine (see edgedepth.tiling for the documented API)";
+    m.def("crop_rgb", &crop_rgb, py::arg("src"), py::arg("boxes"), py::arg("out_h"), py::arg("out_w"),
+          py::arg("scale"), py::arg("bias"), py::arg("half"), py::arg("threads"),
+          "(H, W, 3) uint8 -> (N, 3, out_h, out_w) float32/float16, value * scale[c] + bias[c]");
+    m.def("crop_map", &crop_map, py::arg("src"), py::arg("boxes"), py::arg("out_h"), py::arg("out_w"),
+          py::arg("half"), py::arg("threads"), "(C, H, W) float32/float16 -> (N, C, out_h, out_w)");
+    m.def("window", &window, py::arg("h"), py::arg("w"), py::arg("kind"), "(h, w) float32 window weights");
+    m.def("stitch", &stitch, py::arg("tiles"), py::arg("boxes"), py::arg("height"), py::arg("width"),
+          py::arg("kind"), py::arg("threads"), "(N, C, th, tw) tiles -> (C, height, width) float32");
+#ifdef EDGEDEPTH_SANITIZED
+    m.attr("sanitized") = true;
+#else
+    m.attr("sanitized") = false;
+#endif
+}

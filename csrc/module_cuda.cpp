@@ -1,0 +1,171 @@
+// edgedepth._native_cuda: the CUDA tile engine for Python. Arrays arrive as raw device pointers
+// (edgedepth/tiling.py reads them from __cuda_array_interface__ or DLPack) plus a stream handle;
+// boxes arrive as host numpy arrays. Before any launch this file checks sizes, boxes, that every
+// pointer is device memory of one device and, where the driver can say, that each buffer's extent
+// lies inside its allocation. cudart is linked statically, so the module imports without a GPU.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <stdexcept>
+#include <string>
+
+#include "checks.hpp"
+#include "tile_engine_cuda.hpp"
+
+namespace py = pybind11;
+using namespace edgedepth;
+
+namespace {
+
+void check_cuda(cudaError_t err, const char* what) {
+    if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+}
+
+// cuMemGetAddressRange from the driver, looked up at run time so the module never links libcuda.
+using AddressRangeFn = int (*)(unsigned long long*, size_t*, unsigned long long);
+
+AddressRangeFn address_range_fn() {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult status;
+    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &fn, 12000, cudaEnableDefault, &status) != cudaSuccess ||
+        status != cudaDriverEntryPointSuccess)
+        return nullptr;
+    return reinterpret_cast<AddressRangeFn>(fn);
+}
+
+// Returns the device of `ptr` after checking it is device (or managed) memory with `bytes` room.
+int check_device_ptr(const char* name, uintptr_t ptr, size_t bytes) {
+    if (ptr == 0) fail(std::string(name) + " is a null pointer");
+    cudaPointerAttributes attr{};
+    if (cudaPointerGetAttributes(&attr, reinterpret_cast<const void*>(ptr)) != cudaSuccess) {
+        cudaGetLastError();  // clear the sticky error of a failed query
+        fail(std::string(name) + " is not a CUDA pointer");
+    }
+    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+        fail(std::string(name) + " is not device memory");
+    if (AddressRangeFn range = address_range_fn()) {
+        unsigned long long base = 0;
+        size_t size = 0;
+        if (range(&base, &size, static_cast<unsigned long long>(ptr)) == 0 && ptr + bytes > base + size)
+            fail(std::string(name) + " needs " + std::to_string(bytes) + " bytes but its allocation ends " +
+                 std::to_string(base + size - ptr) + " bytes after it");
+    }
+    return attr.device;
+}
+
+const double* checked_boxes(const py::array& boxes, int64_t frame_h, int64_t frame_w) {
+    if (boxes.ndim() != 2 || boxes.shape(1) != 4 || boxes.shape(0) < 1) fail("boxes must have shape (N, 4) with N >= 1");
+    if (boxes.dtype().kind() != 'f' || boxes.dtype().itemsize() != 8) fail("boxes must be float64");
+    if (!(boxes.flags() & py::array::c_style)) fail("boxes must be C-contiguous");
+    const auto* p = static_cast<const double*>(boxes.data());
+    check_boxes("boxes", p, boxes.shape(0), frame_h, frame_w);
+    return p;
+}
+
+// Makes the pointers' device current for the call and restores the caller's afterwards.
+class DeviceGuard {
+   public:
+    explicit DeviceGuard(std::initializer_list<int> devices) {
+        check_cuda(cudaGetDevice(&previous_), "cudaGetDevice");
+        const int d = *devices.begin();
+        for (int other : devices)
+            if (other != d) fail("all arrays must be on one CUDA device");
+        if (d != previous_) check_cuda(cudaSetDevice(d), "cudaSetDevice");
+    }
+    ~DeviceGuard() { cudaSetDevice(previous_); }
+
+   private:
+    int previous_ = 0;
+};
+
+cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+void crop_rgb(uintptr_t src, int src_h, int src_w, const py::array& boxes, uintptr_t out, int out_h, int out_w,
+              std::array<float, 3> scale, std::array<float, 3> bias, bool half, uintptr_t stream) {
+    check_positive("src_h", src_h);
+    check_positive("src_w", src_w);
+    check_positive("out_h", out_h);
+    check_positive("out_w", out_w);
+    const double* bx = checked_boxes(boxes, src_h, src_w);
+    const int n = static_cast<int>(boxes.shape(0));
+    const size_t out_bytes = static_cast<size_t>(n) * 3 * out_h * out_w * (half ? 2 : 4);
+    DeviceGuard guard{check_device_ptr("src", src, static_cast<size_t>(src_h) * src_w * 3),
+                      check_device_ptr("out", out, out_bytes)};
+    check_cuda(crop_rgb_cuda(reinterpret_cast<const uint8_t*>(src), src_h, src_w, bx, n, out_h, out_w, scale.data(),
+                             bias.data(), reinterpret_cast<void*>(out), half, as_stream(stream)),
+               "crop_rgb");
+}
+
+void crop_map(uintptr_t src, bool src_half, int c, int src_h, int src_w, const py::array& boxes, uintptr_t out,
+              int out_h, int out_w, bool half, uintptr_t stream) {
+    check_positive("c", c);
+    check_positive("src_h", src_h);
+    check_positive("src_w", src_w);
+    check_positive("out_h", out_h);
+    check_positive("out_w", out_w);
+    const double* bx = checked_boxes(boxes, src_h, src_w);
+    const int n = static_cast<int>(boxes.shape(0));
+    const size_t src_bytes = static_cast<size_t>(c) * src_h * src_w * (src_half ? 2 : 4);
+    const size_t out_bytes = static_cast<size_t>(n) * c * out_h * out_w * (half ? 2 : 4);
+    DeviceGuard guard{check_device_ptr("src", src, src_bytes), check_device_ptr("out", out, out_bytes)};
+    check_cuda(crop_map_cuda(reinterpret_cast<const void*>(src), src_half, c, src_h, src_w, bx, n, out_h, out_w,
+                             reinterpret_cast<void*>(out), half, as_stream(stream)),
+               "crop_map");
+}
+
+void window(uintptr_t out, int h, int w, int kind, uintptr_t stream) {
+    check_positive("h", h);
+    check_positive("w", w);
+    check_window(kind);
+    DeviceGuard guard{check_device_ptr("out", out, static_cast<size_t>(h) * w * 4)};
+    check_cuda(window_cuda(h, w, kind, reinterpret_cast<float*>(out), as_stream(stream)), "window");
+}
+
+void stitch(uintptr_t tiles, bool tiles_half, int n, int c, int th, int tw, const py::array& boxes, uintptr_t out,
+            int height, int width, int kind, uintptr_t stream) {
+    check_positive("n", n);
+    check_positive("c", c);
+    check_positive("th", th);
+    check_positive("tw", tw);
+    check_positive("height", height);
+    check_positive("width", width);
+    check_window(kind);
+    const double* bx = checked_boxes(boxes, height, width);
+    if (boxes.shape(0) != n)
+        fail("tiles has " + std::to_string(n) + " tiles but boxes has " + std::to_string(boxes.shape(0)) + " rows");
+    const size_t tile_bytes = static_cast<size_t>(n) * c * th * tw * (tiles_half ? 2 : 4);
+    const size_t out_bytes = static_cast<size_t>(c) * height * width * 4;
+    DeviceGuard guard{check_device_ptr("tiles", tiles, tile_bytes), check_device_ptr("out", out, out_bytes)};
+    check_cuda(stitch_cuda(reinterpret_cast<const void*>(tiles), tiles_half, n, c, th, tw, bx, height, width, kind,
+                           reinterpret_cast<float*>(out), as_stream(stream)),
+               "stitch");
+}
+
+int device_count() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native_cuda, m) {
+    m.doc() = "edgedepth CUDA tile engine (see edgedepth.tiling for the documented API)";
+    m.def("crop_rgb", &crop_rgb, py::arg("src"), py::arg("src_h"), py::arg("src_w"), py::arg("boxes"), py::arg("out"),
+          py::arg("out_h"), py::arg("out_w"), py::arg("scale"), py::arg("bias"), py::arg("half"), py::arg("stream"));
+    m.def("crop_map", &crop_map, py::arg("src"), py::arg("src_half"), py::arg("c"), py::arg("src_h"), py::arg("src_w"),
+          py::arg("boxes"), py::arg("out"), py::arg("out_h"), py::arg("out_w"), py::arg("half"), py::arg("stream"));
+    m.def("window", &window, py::arg("out"), py::arg("h"), py::arg("w"), py::arg("kind"), py::arg("stream"));
+    m.def("stitch", &stitch, py::arg("tiles"), py::arg("tiles_half"), py::arg("n"), py::arg("c"), py::arg("th"),
+          py::arg("tw"), py::arg("boxes"), py::arg("out"), py::arg("height"), py::arg("width"), py::arg("kind"),
+          py::arg("stream"));
+    m.def("device_count", &device_count, "number of CUDA devices the driver reports (0 without a driver or GPU)");
+    m.attr("cuda_runtime_version") = CUDART_VERSION;
+}

@@ -1,0 +1,30 @@
+// CPU tile engine: crop+resize, window weights, blend+stitch (edgedepth/tiling_reference.py).
+// Callers validate every argument first (module_cpu.cpp); these functions trust their inputs.
+// Boxes are (n, 4) float64 rows [y0, x0, h, w]; all arrays are C-contiguous.
+#pragma once
+
+#include <cstdint>
+
+#include "tile_math.hpp"
+
+namespace edgedepth {
+
+// HWC uint8 RGB -> (n, 3, out_h, out_w): out = bilinear(x) * scale[c] + bias[c].
+template <typename Out>
+void crop_rgb_cpu(const uint8_t* src, int src_h, int src_w, const double* boxes, int n, int out_h,
+                  int out_w, const float* scale, const float* bias, Out* out, int threads);
+
+// (c, src_h, src_w) maps -> (n, c, out_h, out_w).
+template <typename In, typename Out>
+void crop_map_cpu(const In* src, int c, int src_h, int src_w, const double* boxes, int n,
+                  int out_h, int out_w, Out* out, int threads);
+
+// (h, w) window weights.
+void window_cpu(int h, int w, Window kind, float* out);
+
+// (n, c, th, tw) tiles -> (c, height, width) weighted average; pixels no box covers are 0.
+template <typename In>
+void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* boxes, int height,
+                int width, Window kind, float* out, int threads);
+
+}  // namespace edgedepth

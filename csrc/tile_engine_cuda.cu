@@ -1,0 +1,244 @@
+#include "tile_engine_cuda.hpp"
+#include "tile_math.hpp"
+
+namespace edgedepth {
+namespace {
+
+constexpr int kBlock = 256;
+
+// Per-box, per-axis sample entry; lo < 0 marks a frame pixel the box does not cover (stitch).
+struct Entry {
+    int lo;
+    int hi;
+    float frac;
+    float weight;
+};
+
+int blocks_for(int64_t total) {
+    // Grid-stride loops cover any size; cap the grid so huge sizes never overflow gridDim.x.
+    const int64_t b = (total + kBlock - 1) / kBlock;
+    return static_cast<int>(b < 65535 ? (b > 0 ? b : 1) : 65535);
+}
+
+#define ED_GRID_STRIDE(idx, total)                                                       \
+    for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;     \
+         idx < (total); idx += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+// Crop tables: entries [b * out_len + i] for axis `coord` (0 = y, 1 = x), computed in double
+// exactly like the CPU engine, once per box and output index instead of once per pixel.
+__global__ void crop_table_kernel(const double* boxes, int n, int coord, int out_len, int src_len, Entry* table) {
+    ED_GRID_STRIDE(idx, static_cast<int64_t>(n) * out_len) {
+        const int b = static_cast<int>(idx / out_len), i = static_cast<int>(idx % out_len);
+        const Tap t = crop_tap(boxes[4 * b + coord], boxes[4 * b + coord + 2], out_len, i, src_len);
+        table[idx] = Entry{t.lo, t.hi, t.frac, 1.0f};
+    }
+}
+
+// Stitch tables: entries [b * frame_len + p] for frame pixel p along axis `coord`.
+__global__ void stitch_table_kernel(const double* boxes, int n, int coord, int tile_len, int frame_len,
+                                    int kind, Entry* table) {
+    ED_GRID_STRIDE(idx, static_cast<int64_t>(n) * frame_len) {
+        const int b = static_cast<int>(idx / frame_len), p = static_cast<int>(idx % frame_len);
+        const double start = boxes[4 * b + coord], length = boxes[4 * b + coord + 2];
+        if (p < stitch_first(start, frame_len) || p >= stitch_stop(start, length, frame_len)) {
+            table[idx] = Entry{-1, -1, 0.0f, 0.0f};
+        } else {
+            const double u = stitch_u(start, length, p);
+            const Tap t = tap_at(u * tile_len - 0.5, tile_len);
+            table[idx] = Entry{t.lo, t.hi, t.frac, static_cast<float>(window_profile(u, static_cast<Window>(kind)))};
+        }
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ float bilinear(const T* plane, int width, const Entry& ty, const Entry& tx) {
+    const float a0 = load(plane, static_cast<int64_t>(ty.lo) * width + tx.lo);
+    const float a1 = load(plane, static_cast<int64_t>(ty.lo) * width + tx.hi);
+    const float b0 = load(plane, static_cast<int64_t>(ty.hi) * width + tx.lo);
+    const float b1 = load(plane, static_cast<int64_t>(ty.hi) * width + tx.hi);
+    const float top = a0 + (a1 - a0) * tx.frac, bot = b0 + (b1 - b0) * tx.frac;
+    return top + (bot - top) * ty.frac;
+}
+
+struct Affine3 {
+    float scale[3];
+    float bias[3];
+};
+
+template <typename Out>
+__global__ void crop_rgb_kernel(const uint8_t* __restrict__ src, int src_w, const Entry* __restrict__ ytab,
+                                const Entry* __restrict__ xtab, int n, int out_h, int out_w, Affine3 affine,
+                                Out* __restrict__ out) {
+    const int64_t plane = static_cast<int64_t>(out_h) * out_w;
+    ED_GRID_STRIDE(idx, n * plane) {
+        const int b = static_cast<int>(idx / plane);
+        const int i = static_cast<int>((idx % plane) / out_w), j = static_cast<int>(idx % out_w);
+        const Entry ty = ytab[static_cast<int64_t>(b) * out_h + i], tx = xtab[static_cast<int64_t>(b) * out_w + j];
+        const uint8_t* r0 = src + static_cast<int64_t>(ty.lo) * src_w * 3;
+        const uint8_t* r1 = src + static_cast<int64_t>(ty.hi) * src_w * 3;
+#pragma unroll
+        for (int ch = 0; ch < 3; ++ch) {
+            const float a0 = r0[tx.lo * 3 + ch], a1 = r0[tx.hi * 3 + ch];
+            const float b0 = r1[tx.lo * 3 + ch], b1 = r1[tx.hi * 3 + ch];
+            const float top = a0 + (a1 - a0) * tx.frac, bot = b0 + (b1 - b0) * tx.frac;
+            store(out, (static_cast<int64_t>(b) * 3 + ch) * plane + idx % plane,
+                  (top + (bot - top) * ty.frac) * affine.scale[ch] + affine.bias[ch]);
+        }
+    }
+}
+
+template <typename In, typename Out>
+__global__ void crop_map_kernel(const In* __restrict__ src, int c, int src_h, int src_w,
+                                const Entry* __restrict__ ytab, const Entry* __restrict__ xtab, int n, int out_h,
+                                int out_w, Out* __restrict__ out) {
+    const int64_t plane = static_cast<int64_t>(out_h) * out_w;
+    ED_GRID_STRIDE(idx, static_cast<int64_t>(n) * c * plane) {
+        const int64_t bc = idx / plane;
+        const int b = static_cast<int>(bc / c), ch = static_cast<int>(bc % c);
+        const int i = static_cast<int>((idx % plane) / out_w), j = static_cast<int>(idx % out_w);
+        const In* p = src + static_cast<int64_t>(ch) * src_h * src_w;
+        store(out, idx, bilinear(p, src_w, ytab[static_cast<int64_t>(b) * out_h + i], xtab[static_cast<int64_t>(b) * out_w + j]));
+    }
+}
+
+__global__ void window_kernel(int h, int w, int kind, float* out) {
+    ED_GRID_STRIDE(idx, static_cast<int64_t>(h) * w) {
+        const int i = static_cast<int>(idx / w), j = static_cast<int>(idx % w);
+        const Window k = static_cast<Window>(kind);
+        out[idx] = static_cast<float>(window_profile((i + 0.5) / h, k) * window_profile((j + 0.5) / w, k));
+    }
+}
+
+// One thread per output pixel gathers from every box that covers it: no atomics, each output
+// written once. Row entries are the same across a warp (broadcast), column entries coalesce.
+template <typename In>
+__global__ void stitch_kernel(const In* __restrict__ tiles, int n, int c, int th, int tw,
+                              const Entry* __restrict__ ytab, const Entry* __restrict__ xtab, int height, int width,
+                              float* __restrict__ out) {
+    const int64_t plane = static_cast<int64_t>(height) * width;
+    const int64_t tile_plane = static_cast<int64_t>(th) * tw;
+    ED_GRID_STRIDE(idx, plane) {
+        const int y = static_cast<int>(idx / width), x = static_cast<int>(idx % width);
+        float wsum = 0.0f;
+        for (int b = 0; b < n; ++b) {
+            const Entry ty = ytab[static_cast<int64_t>(b) * height + y];
+            const Entry tx = xtab[static_cast<int64_t>(b) * width + x];
+            if (ty.lo >= 0 && tx.lo >= 0) wsum += ty.weight * tx.weight;
+        }
+        const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
+        for (int ch = 0; ch < c; ++ch) {
+            float acc = 0.0f;
+            for (int b = 0; b < n; ++b) {
+                const Entry ty = ytab[static_cast<int64_t>(b) * height + y];
+                const Entry tx = xtab[static_cast<int64_t>(b) * width + x];
+                if (ty.lo < 0 || tx.lo < 0) continue;
+                acc += ty.weight * tx.weight * bilinear(tiles + (static_cast<int64_t>(b) * c + ch) * tile_plane, tw, ty, tx);
+            }
+            out[ch * plane + idx] = acc * inv;
+        }
+    }
+}
+
+// Stream-ordered scratch: boxes copied to the device plus two sample tables.
+struct Scratch {
+    void* base = nullptr;
+    cudaStream_t stream;
+    double* boxes = nullptr;
+    Entry* ytab = nullptr;
+    Entry* xtab = nullptr;
+
+    cudaError_t init(const double* host_boxes, int n, int64_t y_entries, int64_t x_entries, cudaStream_t s) {
+        stream = s;
+        const size_t box_bytes = static_cast<size_t>(n) * 4 * sizeof(double);
+        const size_t total = box_bytes + static_cast<size_t>(y_entries + x_entries) * sizeof(Entry);
+        cudaError_t err = cudaMallocAsync(&base, total, stream);
+        if (err != cudaSuccess) return err;
+        boxes = static_cast<double*>(base);
+        ytab = reinterpret_cast<Entry*>(static_cast<char*>(base) + box_bytes);
+        xtab = ytab + y_entries;
+        return cudaMemcpyAsync(boxes, host_boxes, box_bytes, cudaMemcpyHostToDevice, stream);
+    }
+    ~Scratch() {
+        if (base) cudaFreeAsync(base, stream);
+    }
+};
+
+template <typename Out>
+void launch_crop_rgb(const uint8_t* src, int src_w, const Scratch& s, int n, int out_h, int out_w,
+                     const Affine3& a, void* out, cudaStream_t stream) {
+    const int64_t total = static_cast<int64_t>(n) * out_h * out_w;
+    crop_rgb_kernel<Out><<<blocks_for(total), kBlock, 0, stream>>>(src, src_w, s.ytab, s.xtab, n, out_h, out_w, a,
+                                                                   static_cast<Out*>(out));
+}
+
+template <typename In, typename Out>
+void launch_crop_map(const void* src, int c, int src_h, int src_w, const Scratch& s, int n, int out_h, int out_w,
+                     void* out, cudaStream_t stream) {
+    const int64_t total = static_cast<int64_t>(n) * c * out_h * out_w;
+    crop_map_kernel<In, Out><<<blocks_for(total), kBlock, 0, stream>>>(
+        static_cast<const In*>(src), c, src_h, src_w, s.ytab, s.xtab, n, out_h, out_w, static_cast<Out*>(out));
+}
+
+}  // namespace
+
+cudaError_t crop_rgb_cuda(const uint8_t* src, int src_h, int src_w, const double* boxes, int n, int out_h,
+                          int out_w, const float* scale, const float* bias, void* out, bool half,
+                          cudaStream_t stream) {
+    Scratch s;
+    cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream);
+    if (err != cudaSuccess) return err;
+    crop_table_kernel<<<blocks_for(int64_t{n} * out_h), kBlock, 0, stream>>>(s.boxes, n, 0, out_h, src_h, s.ytab);
+    crop_table_kernel<<<blocks_for(int64_t{n} * out_w), kBlock, 0, stream>>>(s.boxes, n, 1, out_w, src_w, s.xtab);
+    Affine3 a;
+    for (int ch = 0; ch < 3; ++ch) {
+        a.scale[ch] = scale[ch];
+        a.bias[ch] = bias[ch];
+    }
+    if (half)
+        launch_crop_rgb<uint16_t>(src, src_w, s, n, out_h, out_w, a, out, stream);
+    else
+        launch_crop_rgb<float>(src, src_w, s, n, out_h, out_w, a, out, stream);
+    return cudaGetLastError();
+}
+
+cudaError_t crop_map_cuda(const void* src, bool src_half, int c, int src_h, int src_w, const double* boxes,
+                          int n, int out_h, int out_w, void* out, bool half, cudaStream_t stream) {
+    Scratch s;
+    cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream);
+    if (err != cudaSuccess) return err;
+    crop_table_kernel<<<blocks_for(int64_t{n} * out_h), kBlock, 0, stream>>>(s.boxes, n, 0, out_h, src_h, s.ytab);
+    crop_table_kernel<<<blocks_for(int64_t{n} * out_w), kBlock, 0, stream>>>(s.boxes, n, 1, out_w, src_w, s.xtab);
+    if (src_half && half)
+        launch_crop_map<uint16_t, uint16_t>(src, c, src_h, src_w, s, n, out_h, out_w, out, stream);
+    else if (src_half)
+        launch_crop_map<uint16_t, float>(src, c, src_h, src_w, s, n, out_h, out_w, out, stream);
+    else if (half)
+        launch_crop_map<float, uint16_t>(src, c, src_h, src_w, s, n, out_h, out_w, out, stream);
+    else
+        launch_crop_map<float, float>(src, c, src_h, src_w, s, n, out_h, out_w, out, stream);
+    return cudaGetLastError();
+}
+
+cudaError_t window_cuda(int h, int w, int kind, float* out, cudaStream_t stream) {
+    window_kernel<<<blocks_for(int64_t{h} * w), kBlock, 0, stream>>>(h, w, kind, out);
+    return cudaGetLastError();
+}
+
+cudaError_t stitch_cuda(const void* tiles, bool tiles_half, int n, int c, int th, int tw, const double* boxes,
+                        int height, int width, int kind, float* out, cudaStream_t stream) {
+    Scratch s;
+    cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * height, static_cast<int64_t>(n) * width, stream);
+    if (err != cudaSuccess) return err;
+    stitch_table_kernel<<<blocks_for(int64_t{n} * height), kBlock, 0, stream>>>(s.boxes, n, 0, th, height, kind, s.ytab);
+    stitch_table_kernel<<<blocks_for(int64_t{n} * width), kBlock, 0, stream>>>(s.boxes, n, 1, tw, width, kind, s.xtab);
+    const int64_t total = static_cast<int64_t>(height) * width;
+    if (tiles_half)
+        stitch_kernel<uint16_t><<<blocks_for(total), kBlock, 0, stream>>>(static_cast<const uint16_t*>(tiles), n, c, th,
+                                                                          tw, s.ytab, s.xtab, height, width, out);
+    else
+        stitch_kernel<float><<<blocks_for(total), kBlock, 0, stream>>>(static_cast<const float*>(tiles), n, c, th, tw,
+                                                                       s.ytab, s.xtab, height, width, out);
+    return cudaGetLastError();
+}
+
+}  // namespace edgedepth

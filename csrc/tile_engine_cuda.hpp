@@ -1,0 +1,21 @@
+// CUDA tile engine launchers (edgedepth/tiling_reference.py semantics). Pointers are device
+// pointers already checked by module_cuda.cpp; boxes are host float64 (n, 4), copied to the device
+// on `stream` (n * 32 bytes, the only host->device transfer). All work is ordered on `stream`.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace edgedepth {
+
+cudaError_t crop_rgb_cuda(const uint8_t* src, int src_h, int src_w, const double* boxes, int n, int out_h,
+                          int out_w, const float* scale, const float* bias, void* out, bool half,
+                          cudaStream_t stream);
+cudaError_t crop_map_cuda(const void* src, bool src_half, int c, int src_h, int src_w, const double* boxes,
+                          int n, int out_h, int out_w, void* out, bool half, cudaStream_t stream);
+cudaError_t window_cuda(int h, int w, int kind, float* out, cudaStream_t stream);
+cudaError_t stitch_cuda(const void* tiles, bool tiles_half, int n, int c, int th, int tw, const double* boxes,
+                        int height, int width, int kind, float* out, cudaStream_t stream);
+
+}  // namespace edgedepth

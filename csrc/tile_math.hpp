@@ -1,0 +1,132 @@
+// Sampling, window and float16 formulas shared by the CPU and CUDA tile engines, so that both
+// follow edgedepth/tiling_reference.py from one definition (DESIGN.md, "one crop semantics").
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define ED_HD __host__ __device__ __forceinline__
+#else
+#define ED_HD inline
+#endif
+
+namespace edgedepth {
+
+enum class Window : int { Uniform = 0, Linear = 1, Cosine = 2, Gaussian = 3 };
+
+constexpr double kWindowFloor = 1e-6;    // tiling_reference.WINDOW_FLOOR
+constexpr double kGaussianSigma = 0.25;  // tiling_reference.GAUSSIAN_SIGMA
+constexpr double kPi = 3.14159265358979323846;
+
+// 1-D window profile f(u), u in [0, 1] across a box side; strictly positive.
+ED_HD double window_profile(double u, Window kind) {
+    double f = 1.0;
+    switch (kind) {
+        case Window::Uniform: f = 1.0; break;
+        case Window::Linear: f = 1.0 - fabs(2.0 * u - 1.0); break;
+        case Window::Cosine: f = 0.5 - 0.5 * cos(2.0 * kPi * u); break;
+        case Window::Gaussian: {
+            const double d = (u - 0.5) / kGaussianSigma;
+            f = exp(-0.5 * d * d);
+            break;
+        }
+    }
+    return f > kWindowFloor ? f : kWindowFloor;
+}
+
+// One bilinear tap along an axis: indices lo/hi into the source and the weight of hi.
+struct Tap {
+    int lo;
+    int hi;
+    float frac;
+};
+
+// Source position pos (pixel-centre coordinates) clamped to [0, src_len - 1].
+ED_HD Tap tap_at(double pos, int src_len) {
+    const double top = static_cast<double>(src_len - 1);
+    pos = pos < 0.0 ? 0.0 : (pos > top ? top : pos);
+    const int lo = static_cast<int>(floor(pos));
+    Tap t;
+    t.lo = lo;
+    t.hi = lo + 1 < src_len ? lo + 1 : src_len - 1;
+    t.frac = static_cast<float>(pos - lo);
+    return t;
+}
+
+// Crop: output index i of an axis resized from [start, start + length) to out_len samples.
+ED_HD Tap crop_tap(double start, double length, int out_len, int i, int src_len) {
+    return tap_at(start + (i + 0.5) * (length / out_len) - 0.5, src_len);
+}
+
+// Stitch: frame pixels covered by [start, start + length) are first..stop-1 (pixel centre inside).
+ED_HD int stitch_first(double start, int frame_len) {
+    const double f = ceil(start - 0.5);
+    return f < 0.0 ? 0 : (f > frame_len ? frame_len : static_cast<int>(f));
+}
+ED_HD int stitch_stop(double start, double length, int frame_len) {
+    const double s = ceil(start + length - 0.5);
+    return s < 0.0 ? 0 : (s > frame_len ? frame_len : static_cast<int>(s));
+}
+ED_HD double stitch_u(double start, double length, int pixel) {
+    return (pixel + 0.5 - start) / length;
+}
+
+// IEEE binary16 <-> binary32, round to nearest even (F. Giesen's branch-light conversions);
+// plain integer code so the CPU module needs no F16C and the result is bit-exact with numpy.
+ED_HD float half_to_float(uint16_t h) {
+    const uint32_t shifted_exp = 0x7c00u << 13;
+    uint32_t o = (static_cast<uint32_t>(h) & 0x7fffu) << 13;
+    const uint32_t exp = shifted_exp & o;
+    o += (127u - 15u) << 23;
+    float f;
+    if (exp == shifted_exp) {
+        o += (128u - 16u) << 23;  // Inf / NaN
+        memcpy(&f, &o, 4);
+    } else if (exp == 0) {
+        o += 1u << 23;  // subnormal: renormalise through the FPU
+        memcpy(&f, &o, 4);
+        f -= 6.10351562e-05f;
+    } else {
+        memcpy(&f, &o, 4);
+    }
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    bits |= (static_cast<uint32_t>(h) & 0x8000u) << 16;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+ED_HD uint16_t float_to_half(float value) {
+    uint32_t f;
+    memcpy(&f, &value, 4);
+    const uint32_t sign = f & 0x80000000u;
+    f ^= sign;
+    uint16_t o;
+    if (f >= 0x47800000u) {  // overflow -> Inf, NaN stays NaN
+        o = f > 0x7f800000u ? 0x7e00u : 0x7c00u;
+    } else if (f < 0x38800000u) {  // subnormal or zero: let the FPU round
+        const uint32_t denorm_magic_bits = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+        float ff, magic;
+        memcpy(&ff, &f, 4);
+        memcpy(&magic, &denorm_magic_bits, 4);
+        ff += magic;
+        memcpy(&f, &ff, 4);
+        o = static_cast<uint16_t>(f - denorm_magic_bits);
+    } else {
+        const uint32_t mant_odd = (f >> 13) & 1u;
+        f += (static_cast<uint32_t>(15 - 127) << 23) + 0xfffu;
+        f += mant_odd;
+        o = static_cast<uint16_t>(f >> 13);
+    }
+    return static_cast<uint16_t>(o | (sign >> 16));
+}
+
+// Load/store helpers templated on the element type (float or uint16_t = binary16).
+ED_HD float load(const float* p, int64_t i) { return p[i]; }
+ED_HD float load(const uint16_t* p, int64_t i) { return half_to_float(p[i]); }
+ED_HD void store(float* p, int64_t i, float v) { p[i] = v; }
+ED_HD void store(uint16_t* p, int64_t i, float v) { p[i] = float_to_half(v); }
+
+}  // namespace edgedepth

@@ -1,0 +1,122 @@
+"""Pure numpy reference of every tile-engine op (DESIGN.md crop semantics).
+
+This module is the specification in code: the native CPU and CUDA kernels and
+`edgedepth.tiling_torch` are tested against it, and `edgedepth.tiling` falls back to it (with a
+warning) when no native extension was built. It does no argument checking; `edgedepth.tiling`
+validates before calling it. Everything is computed in float64 and cast at the end.
+
+Crop: output pixel (i, j) of box (y0, x0, h, w) resized to (H, W) samples the source at
+``y = y0 + (i + 0.5) * (h / H) - 0.5`` (likewise x), bilinear, with the coordinate clamped to
+``[0, size - 1]`` of the *source* (not the box).
+
+Stitch: frame pixel y is covered by box (y0, h) when its centre ``y + 0.5`` lies in
+``[y0, y0 + h)``. Its position in the box is ``u = (y + 0.5 - y0) / h`` in (0, 1); the tile
+(th rows) is sampled at ``u * th - 0.5`` with the crop rule (clamped to the tile), and weighted by
+``f(u_y) * f(u_x)`` where f is the 1-D window profile below. For an integer box this is exactly
+``F.interpolate(tile, (h, w), mode="bilinear", align_corners=False)`` weighted by ``window(h, w)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+WINDOWS = ("uniform", "linear", "cosine", "gaussian")
+# Every window is floored here so that a pixel at the very rim of a fractional box still
+# normalises; for integer boxes of up to ~700 px the floor is never reached.
+WINDOW_FLOOR = 1e-6
+# Gaussian window standard deviation, as a fraction of the box side.
+GAUSSIAN_SIGMA = 0.25
+
+
+def window_profile(u: np.ndarray, kind: str) -> np.ndarray:
+    """1-D window f(u) at positions u in [0, 1] of a box side (float64, >= WINDOW_FLOOR)."""
+    u = np.asarray(u, dtype=np.float64)
+    if kind == "uniform":
+        f = np.ones_like(u)
+    elif kind == "linear":
+        f = 1.0 - np.abs(2.0 * u - 1.0)
+    elif kind == "cosine":
+        f = 0.5 - 0.5 * np.cos(2.0 * np.pi * u)
+    elif kind == "gaussian":
+        f = np.exp(-0.5 * ((u - 0.5) / GAUSSIAN_SIGMA) ** 2)
+    else:
+        raise ValueError(f"window kind must be one of {WINDOWS}, got {kind!r}")
+    return np.maximum(f, WINDOW_FLOOR)
+
+
+def window(h: int, w: int, kind: str = "cosine") -> np.ndarray:
+    """(h, w) float32 weights: f((i + 0.5) / h) * f((j + 0.5) / w)."""
+    fy = window_profile((np.arange(h) + 0.5) / h, kind)
+    fx = window_profile((np.arange(w) + 0.5) / w, kind)
+    return (fy[:, None] * fx[None, :]).astype(np.float32)
+
+
+def crop_axis(start: float, length: float, out_len: int, src_len: int):
+    """Sample table of one crop axis: (lo, hi, frac) with lo/hi int64 indices into the source."""
+    pos = start + (np.arange(out_len, dtype=np.float64) + 0.5) * (length / out_len) - 0.5
+    pos = np.clip(pos, 0.0, src_len - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, src_len - 1)
+    return lo, hi, pos - lo
+
+
+def stitch_axis(start: float, length: float, tile_len: int, frame_len: int, kind: str):
+    """Stitch table of one axis: (first, lo, hi, frac, weight) for frame pixels first..first+n-1."""
+    first = max(int(np.ceil(start - 0.5)), 0)
+    stop = min(int(np.ceil(start + length - 0.5)), frame_len)
+    pix = np.arange(first, max(stop, first), dtype=np.float64)
+    u = (pix + 0.5 - start) / length
+    pos = np.clip(u * tile_len - 0.5, 0.0, tile_len - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, tile_len - 1)
+    return first, lo, hi, pos - lo, window_profile(u, kind)
+
+
+def _bilinear(src: np.ndarray, ty, tx) -> np.ndarray:
+    """src (..., Hs, Ws) float64 sampled at the outer product of two axis tables."""
+    (ylo, yhi, fy), (xlo, xhi, fx) = ty, tx
+    fy = fy[:, None]
+    top = src[..., ylo, :]
+    bot = src[..., yhi, :]
+    rows = top * (1.0 - fy) + bot * fy
+    return rows[..., xlo] * (1.0 - fx) + rows[..., xhi] * fx
+
+
+def crop_resize(src: np.ndarray, boxes: np.ndarray, out_size: tuple[int, int], *, mean=None,
+                std=None, dtype=np.float32) -> np.ndarray:
+    """HWC uint8 RGB -> (N, 3, H, W) normalised, or CHW float -> (N, C, H, W)."""
+    out_h, out_w = out_size
+    if src.dtype == np.uint8:
+        mean = np.zeros(3) if mean is None else np.asarray(mean, dtype=np.float64)
+        std = np.ones(3) if std is None else np.asarray(std, dtype=np.float64)
+        chw = np.transpose(src, (2, 0, 1)).astype(np.float64)
+    else:
+        chw = src.astype(np.float64)
+    _, src_h, src_w = chw.shape
+    out = np.empty((len(boxes), chw.shape[0], out_h, out_w), dtype=dtype)
+    for n, (y0, x0, h, w) in enumerate(np.asarray(boxes, dtype=np.float64)):
+        v = _bilinear(chw, crop_axis(y0, h, out_h, src_h), crop_axis(x0, w, out_w, src_w))
+        if src.dtype == np.uint8:
+            v = (v / 255.0 - mean[:, None, None]) / std[:, None, None]
+        out[n] = v
+    return out
+
+
+def stitch(tiles: np.ndarray, boxes: np.ndarray, height: int, width: int,
+           window: str = "cosine") -> np.ndarray:
+    """(N, C, th, tw) tiles -> (C, height, width) float32 weighted average; uncovered pixels 0."""
+    _, c, th, tw = tiles.shape
+    acc = np.zeros((c, height, width), dtype=np.float64)
+    wsum = np.zeros((height, width), dtype=np.float64)
+    for tile, (y0, x0, h, w) in zip(tiles.astype(np.float64), np.asarray(boxes, dtype=np.float64)):
+        fy0, *ty, wy = stitch_axis(y0, h, th, height, window)
+        fx0, *tx, wx = stitch_axis(x0, w, tw, width, window)
+        if len(wy) == 0 or len(wx) == 0:
+            continue
+        weight = wy[:, None] * wx[None, :]
+        ys, xs = slice(fy0, fy0 + len(wy)), slice(fx0, fx0 + len(wx))
+        acc[:, ys, xs] += _bilinear(tile, ty, tx) * weight
+        wsum[ys, xs] += weight
+    covered = wsum > 0
+    out = np.zeros_like(acc)
+    np.divide(acc, wsum, out=out, where=covered)
+    return out.astype(np.float32)
