@@ -1,0 +1,273 @@
+"""Image and depth file I/O shared by the data sets, evaluation and the runtime's outputs.
+
+Depth on disk: 16-bit PNG in millimetres (0 = invalid, saturates at 65.535 m), float32 ``.npy``
+in metres, or PFM (Middlebury/ETH3D disparity). Every writer writes to a temporary name in the
+target folder and renames it, so a crash never leaves a half-written file. Every reader raises
+``FileNotFoundError``/``ValueError`` naming the file.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: metres per unit of a 16-bit depth PNG written by :func:`write_depth_png`.
+DEPTH_PNG_UNIT = 1e-3
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _pil():
+    from PIL import Image  # Pillow is a runtime dependency; imported lazily to keep startup cheap
+
+    return Image
+
+
+def _open(path: PathLike):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    Image = _pil()
+    try:
+        img = Image.open(path)
+        img.load()
+    except Exception as err:  # Pillow raises several types for truncated/corrupt files
+        raise ValueError(f"cannot decode image {path}: {err}") from err
+    return img
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image file as HWC uint8 RGB."""
+    img = _open(path)
+    if img.mode not in ("RGB", "L", "RGBA", "P", "LA"):
+        if img.mode in ("I;16", "I;16B", "I", "F"):
+            raise ValueError(f"{path} holds a {img.mode} (depth-like) image, expected an 8-bit colour image")
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_png16(path: PathLike) -> np.ndarray:
+    """Read a 16-bit single-channel PNG as HW uint16 (raw values)."""
+    img = _open(path)
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        raise ValueError(f"{path} is a {img.mode} image, expected a 16-bit single-channel PNG")
+    arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise ValueError(f"{path} has shape {arr.shape}, expected a single-channel image")
+    if arr.dtype != np.uint16:
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ValueError(f"{path} holds values outside the 16-bit range")
+        arr = arr.astype(np.uint16)
+    return arr
+
+
+def write_image(path: PathLike, image: np.ndarray) -> None:
+    """Write an HWC uint8 RGB (or HW uint8 grey) image; format from the suffix (PNG preferred)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"image must be HxWx3 or HxW uint8, got {image.shape} {image.dtype}")
+    Image = _pil()
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format=_format(path))
+
+
+def _format(path: PathLike) -> str:
+    ext = Path(path).suffix.lower()
+    return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(
+        ext, "PNG"
+    )
+
+
+def write_png16(path: PathLike, values: np.ndarray) -> None:
+    """Write HW uint16 values as a 16-bit grey PNG."""
+    values = np.asarray(values)
+    if values.dtype != np.uint16 or values.ndim != 2:
+        raise ValueError(f"values must be HxW uint16, got {values.shape} {values.dtype}")
+    Image = _pil()
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(values)).save(tmp, format="PNG")
+
+
+def depth_to_png16(depth: np.ndarray, unit: float = DEPTH_PNG_UNIT) -> np.ndarray:
+    """Quantise HW metres to uint16 in ``unit`` metres (round to nearest; <=0/NaN -> 0, saturating)."""
+    depth = _check_depth(depth, "depth")
+    q = np.rint(np.nan_to_num(depth, nan=0.0, posinf=0.0) / unit)
+    return np.clip(q, 0, 65535).astype(np.uint16)
+
+
+def write_depth_png(path: PathLike, depth: np.ndarray, unit: float = DEPTH_PNG_UNIT) -> None:
+    """Write HW float depth in metres as a 16-bit PNG of ``unit`` metres (default millimetres)."""
+    write_png16(path, depth_to_png16(depth, unit))
+
+
+def read_depth_png(path: PathLike, unit: float = DEPTH_PNG_UNIT) -> np.ndarray:
+    """Read a 16-bit depth PNG as HW float32 metres (raw value x ``unit``; 0 stays 0 = invalid)."""
+    return read_png16(path).astype(np.float32) * np.float32(unit)
+
+
+def write_npy(path: PathLike, array: np.ndarray) -> None:
+    """Write one array as ``.npy`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def read_npy(path: PathLike) -> np.ndarray:
+    """Read a ``.npy`` array (no pickles), naming the file on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"array file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise ValueError(f"cannot read array file {path}: {err}") from err
+
+
+def read_depth(path: PathLike, unit: float = DEPTH_PNG_UNIT) -> np.ndarray:
+    """Read HW float32 metres from ``.npy`` (metres) or a 16-bit ``.png`` (``unit`` metres)."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        arr = read_npy(path)
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"{path} holds {arr.shape} {arr.dtype}, expected an HxW float depth map")
+        return arr.astype(np.float32)
+    if path.suffix.lower() == ".png":
+        return read_depth_png(path, unit)
+    if path.suffix.lower() == ".pfm":
+        return read_pfm(path)
+    raise ValueError(f"unsupported depth file {path}: expected .npy, 16-bit .png or .pfm")
+
+
+def read_pfm(path: PathLike) -> np.ndarray:
+    """Read a PFM file as HW (or HWC) float32, top row first (PFM stores bottom row first)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"PFM file not found: {path}")
+    data = path.read_bytes()
+    try:
+        header, rest = _pfm_header(data)
+        kind, width, height, scale = header
+    except ValueError as err:
+        raise ValueError(f"{path} is not a valid PFM file: {err}") from err
+    channels = 3 if kind == b"PF" else 1
+    endian = "<" if scale < 0 else ">"
+    count = width * height * channels
+    if len(rest) < 4 * count:
+        raise ValueError(f"{path} is truncated: {len(rest)} bytes of pixel data, expected {4 * count}")
+    arr = np.frombuffer(rest, dtype=endian + "f4", count=count).astype(np.float32)
+    arr = arr.reshape(height, width, channels)[::-1]
+    return np.ascontiguousarray(arr[..., 0] if channels == 1 else arr)
+
+
+def _pfm_header(data: bytes):
+    # The header is three whitespace-separated ASCII tokens lines: kind, "W H", scale.
+    tokens, pos = [], 0
+    while len(tokens) < 4:
+        while pos < len(data) and data[pos : pos + 1].isspace():
+            pos += 1
+        start = pos
+        while pos < len(data) and not data[pos : pos + 1].isspace():
+            pos += 1
+        if start == pos:
+            raise ValueError("header ends early")
+        tokens.append(data[start:pos])
+    pos += 1  # exactly one whitespace byte separates the header from the pixels
+    if tokens[0] not in (b"PF", b"Pf"):
+        raise ValueError(f"magic {tokens[0]!r}, expected b'PF' or b'Pf'")
+    width, height, scale = int(tokens[1]), int(tokens[2]), float(tokens[3])
+    if width <= 0 or height <= 0 or scale == 0:
+        raise ValueError(f"bad size {width}x{height} or scale {scale}")
+    return (tokens[0], width, height, scale), data[pos:]
+
+
+def write_pfm(path: PathLike, array: np.ndarray) -> None:
+    """Write HW or HWx3 float32 as little-endian PFM (bottom row first, as the format says)."""
+    array = np.asarray(array, dtype=np.float32)
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(f"array must be HxW or HxWx3, got {array.shape}")
+    kind = b"PF" if array.ndim == 3 else b"Pf"
+    h, w = array.shape[:2]
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(kind + b"\n" + f"{w} {h}\n-1.0\n".encode())
+            f.write(np.ascontiguousarray(array[::-1]).astype("<f4").tobytes())
+
+
+def _check_depth(depth: np.ndarray, name: str) -> np.ndarray:
+    depth = np.asarray(depth)
+    if depth.ndim == 3 and depth.shape[0] == 1:
+        depth = depth[0]
+    if depth.ndim != 2:
+        raise ValueError(f"{name} must be an HxW depth map, got shape {depth.shape}")
+    if not np.issubdtype(depth.dtype, np.floating):
+        raise TypeError(f"{name} must be float (metres), got {depth.dtype}")
+    return depth
+
+
+# Turbo colour map (Mikhailov 2019), sampled at 9 control points and linearly interpolated:
+# close enough for looking at depth, and small enough to keep in source.
+_TURBO = np.array(
+    [
+        [48, 18, 59], [65, 69, 171], [57, 130, 234], [27, 190, 214], [52, 235, 144],
+        [164, 252, 60], [237, 208, 35], [250, 137, 31], [207, 63, 10], [122, 4, 3],
+    ],
+    dtype=np.float32,
+)
+
+
+def colorize(values: np.ndarray, vmin: float, vmax: float, invalid: np.ndarray | None = None) -> np.ndarray:
+    """Map HW values to HWx3 uint8 turbo colours over [vmin, vmax]; ``invalid`` pixels are black."""
+    values = np.asarray(values, dtype=np.float32)
+    span = max(float(vmax) - float(vmin), 1e-12)
+    x = np.clip((np.nan_to_num(values, nan=vmin) - vmin) / span, 0.0, 1.0) * (len(_TURBO) - 1)
+    i0 = np.minimum(x.astype(np.int32), len(_TURBO) - 2)
+    f = (x - i0)[..., None]
+    rgb = _TURBO[i0] * (1 - f) + _TURBO[i0 + 1] * f
+    out = np.rint(rgb).astype(np.uint8)
+    if invalid is not None:
+        out[invalid] = 0
+    return out
+
+
+def colorize_depth(depth: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """Colourise HW metres as HWx3 uint8 RGB: near = red, far = blue, by inverse depth
+    (so near structure gets most of the colour range); depth <= 0 or non-finite is black.
+    ``vmin``/``vmax`` in metres default to the 2nd/98th percentile of the valid depth."""
+    depth = _check_depth(depth, "depth").astype(np.float32)
+    valid = np.isfinite(depth) & (depth > 0)
+    if not valid.any():
+        return np.zeros((*depth.shape, 3), np.uint8)
+    lo = float(np.percentile(depth[valid], 2)) if vmin is None else float(vmin)
+    hi = float(np.percentile(depth[valid], 98)) if vmax is None else float(vmax)
+    if not (0 < lo <= hi):
+        raise ValueError(f"colour range must satisfy 0 < vmin <= vmax, got vmin={lo} vmax={hi}")
+    inv = np.zeros_like(depth)
+    inv[valid] = 1.0 / depth[valid]
+    return colorize(inv, 1.0 / hi, 1.0 / lo if lo < hi else 1.0 / lo + 1e-6, invalid=~valid)
+
+
+def write_colorized_depth(path: PathLike, depth: np.ndarray, vmin: float | None = None,
+                          vmax: float | None = None) -> None:
+    """Write :func:`colorize_depth` of HW metres as an RGB PNG."""
+    write_image(path, colorize_depth(depth, vmin, vmax))
