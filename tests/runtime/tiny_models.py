@@ -103,3 +103,26 @@ def make_tiny_bundle(bundle: Path, seed: int = 0) -> Path:
     files = {p.name: sha(p) for p in sorted(bundle.glob("*.onnx"))}
     write_manifest(bundle, tiny_manifest(files))
     return bundle
+
+
+def reference_depth(image, seed: int = 0, rows: int = 2, cols: int = 2, overlap_ratio: float = 0.25,
+                    window: str = "cosine"):
+    """The tiny pipeline computed independently of the runtime: torch models + the numpy tile reference."""
+    import numpy as np
+
+    from edgedepth import tiling_reference as ref
+    from edgedepth.runtime import _grid
+
+    torch.manual_seed(seed)
+    coarse, refiner = TinyCoarse().eval(), TinyRefiner().eval()
+    h, w = image.shape[:2]
+    x = ref.crop_resize(image, np.array([[0.0, 0.0, h, w]]), COARSE_SIZE, mean=MEAN, std=STD)
+    with torch.no_grad():
+        depth, feat = (t.numpy() for t in coarse(torch.from_numpy(x)))
+    grid = _grid(h, w, rows, cols, overlap_ratio)
+    rgb = ref.crop_resize(image, grid.boxes, TILE, mean=MEAN, std=STD)
+    cd = ref.crop_resize(depth[0], grid.scaled(COARSE_SIZE[0] / h, COARSE_SIZE[1] / w), TILE)
+    g = ref.crop_resize(feat[0], grid.scaled(feat.shape[2] / h, feat.shape[3] / w), GUIDE[1:])
+    with torch.no_grad():
+        tiles = refiner(*(torch.from_numpy(a) for a in (rgb, cd, g))).numpy()
+    return ref.stitch(tiles, grid.boxes, h, w, window)[0], depth[0, 0]

@@ -1,0 +1,77 @@
+"""`edgedepth info`: backends (installed, version, devices), versions, native tile engine, default bundle."""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import platform
+import sys
+from typing import Any
+
+_DISTRIBUTIONS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
+                  "tensorrt": ("tensorrt",), "coreml": ("coremltools",), "torch": ("torch",)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _version(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def collect() -> dict[str, Any]:
+    """Everything `edgedepth info` reports, as a dict."""
+    import numpy as np
+
+    from .. import __version__
+    from ..backends import get_backend, list_backends
+    from ..bundle import DEFAULT_BUNDLE, MANIFEST
+
+    backends = {}
+    for name in list_backends():
+        cls = get_backend(name)
+        entry: dict[str, Any] = {"available": cls.is_available(), "version": _version(_DISTRIBUTIONS.get(name, (name,)))}
+        if entry["available"]:
+            try:
+                entry["devices"] = cls.devices()
+            except Exception as err:  # a broken install should show up here, not crash the report
+                entry["error"] = f"{type(err).__name__}: {err}"
+        else:
+            entry["install"] = cls.install_hint
+        backends[name] = entry
+    try:
+        from ..tiling import native_status
+
+        native = native_status()
+    except ImportError as err:
+        native = {"error": str(err)}
+    return {
+        "edgedepth": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+        "machine": platform.machine(), "numpy": np.__version__, "backends": backends, "tile_engine": native,
+        "default_bundle": {"path": str(DEFAULT_BUNDLE), "present": (DEFAULT_BUNDLE / MANIFEST).is_file()},
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    report = collect()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"edgedepth {report['edgedepth']}  python {report['python']}  numpy {report['numpy']}  {report['platform']}")
+    print("backends:")
+    for name, b in report["backends"].items():
+        if b["available"]:
+            detail = f"{b.get('version') or '?'}  devices: {', '.join(b.get('devices', [])) or b.get('error', 'none')}"
+        else:
+            detail = f"not installed ({b['install']})"
+        print(f"  {name:<12} {detail}")
+    print(f"tile engine: {report['tile_engine']}")
+    d = report["default_bundle"]
+    print(f"default bundle: {d['path']} ({'present' if d['present'] else 'MISSING'})")
+    return 0
