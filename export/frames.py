@@ -1,0 +1,193 @@
+"""Frames → refiner inputs, exactly as the runtime cuts them, for calibration and parity.
+
+The torch float32 coarse model runs once per frame; its depth and features are cropped at the
+runtime's tile boxes with :mod:`edgedepth.tiling` (the same crop semantics and the same grid rule
+as :class:`edgedepth.runtime.Runtime`), so INT8 is calibrated on — and every variant scored on —
+the tensors it will see on the device.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgedepth import tiling
+from edgedepth.runtime import _grid as runtime_grid
+
+from .onnx_export import refiner_input_names
+
+PROCEDURAL = "procedural"
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """The bundle's default tiling (manifest ``tiling``): overlap as a fraction of the tile pitch."""
+
+    rows: int = 2
+    cols: int = 2
+    overlap_ratio: float = 0.25
+    window: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.cols < 1:
+            raise ValueError(f"tiling rows and cols must be >= 1, got {self.rows}x{self.cols}")
+        if not 0.0 <= self.overlap_ratio < 1.0:
+            raise ValueError(f"overlap_ratio must be in [0, 1), got {self.overlap_ratio}")
+        if self.window not in tiling.WINDOWS:
+            raise ValueError(f"window must be one of {tiling.WINDOWS}, got {self.window!r}")
+
+    def grid(self, height: int, width: int):
+        """The runtime's TileGrid for a (height, width) frame."""
+        return runtime_grid(height, width, self.rows, self.cols, self.overlap_ratio)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FrameTiles:
+    """One frame prepared for the refiner.
+
+    ``inputs``: refiner feeds, (N, C, h, w) float32 each; ``coarse``: (h_c, w_c) torch coarse depth
+    (m); ``reference``: (H, W) float32 stitched output of the torch float32 refiner; ``gt``/``valid``:
+    (H, W) ground truth (m) and its validity mask.
+    """
+
+    name: str
+    image: np.ndarray
+    gt: np.ndarray
+    valid: np.ndarray
+    boxes: np.ndarray
+    inputs: dict[str, np.ndarray]
+    coarse: np.ndarray
+    reference: np.ndarray | None = None
+
+
+def load_frames(source: str | Path | Sequence[Any], *, count: int = 8, size: tuple[int, int] = (96, 128),
+                seed: int = 0, what: str = "calibration") -> list[Any]:
+    """Samples from ``source``: a sequence of samples, ``"procedural[:N]"`` (N rendered scenes of
+    ``size``, seeds from ``seed``), or a data-set folder (``open_dataset``, ``KIND:PATH`` picks
+    the reader). Raises ValueError on an empty set, FileNotFoundError on a missing folder."""
+    if isinstance(source, (str, Path)):
+        text = str(source)
+        if text == PROCEDURAL or text.startswith(PROCEDURAL + ":"):
+            from edgedepth.datasets import render_scene
+
+            n = int(text.split(":", 1)[1]) if ":" in text else count
+            layouts = ("street", "indoor")
+            samples = [render_scene(seed + i, size[0], size[1], layouts[i % 2]) for i in range(n)]
+        else:
+            from edgedepth.datasets import open_dataset
+
+            kind, _, root = text.rpartition(":") if ":" in text and not Path(text).exists() else ("", "", text)
+            if not Path(root).exists():
+                raise FileNotFoundError(f"{what} set {root} not found (a data-set folder or 'procedural:N')")
+            samples = list(open_dataset(kind or "folder", root))
+    else:
+        samples = list(source)
+    if not samples:
+        raise ValueError(f"the {what} set {source!r} is empty: give at least one frame")
+    return samples
+
+
+def check_frames(samples: Sequence[Any], tile_size: tuple[int, int], tiling_cfg: Tiling,
+                 what: str = "calibration") -> tuple[int, int]:
+    """Validate frames and return their common (H, W).
+
+    Every frame must be HxWx3 uint8 with HxW depth, all of one resolution, and large enough that
+    the tiling's tiles are at least the refiner's tile size (a smaller frame would be upsampled into
+    tiles, which the refiner never saw in training).
+    """
+    if not samples:
+        raise ValueError(f"the {what} set is empty: give at least one frame")
+    shape = None
+    for s in samples:
+        image, depth, name = s["image"], s["depth"], s.get("name", "?")
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+            raise ValueError(f"{what} frame {name!r}: image must be HxWx3 uint8 RGB, got "
+                             f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
+        if depth.shape != image.shape[:2]:
+            raise ValueError(f"{what} frame {name!r}: depth {depth.shape} does not match image {image.shape[:2]}")
+        if shape is None:
+            shape = image.shape[:2]
+        elif image.shape[:2] != shape:
+            raise ValueError(f"{what} frame {name!r} is {image.shape[0]}x{image.shape[1]} but the set's "
+                             f"resolution is {shape[0]}x{shape[1]}: use frames of one resolution")
+    grid = tiling_cfg.grid(*shape)
+    if grid.tile_h < tile_size[0] or grid.tile_w < tile_size[1]:
+        raise ValueError(
+            f"{what} frames are {shape[0]}x{shape[1]}: a {tiling_cfg.rows}x{tiling_cfg.cols} tiling gives "
+            f"{grid.tile_h}x{grid.tile_w} tiles, smaller than the refiner's {tile_size[0]}x{tile_size[1]} "
+            "tile size; use higher-resolution frames or fewer tiles")
+    return int(shape[0]), int(shape[1])
+
+
+def coarse_input(image: np.ndarray, coarse: nn.Module) -> np.ndarray:
+    """(1, 3, h, w) normalised coarse input of an HxWx3 uint8 frame (the runtime's whole-frame crop)."""
+    whole = np.array([[0.0, 0.0, image.shape[0], image.shape[1]]])
+    return tiling.crop_resize(image, whole, tuple(coarse.input_size), mean=coarse.mean, std=coarse.std)
+
+
+def refiner_feeds(image: np.ndarray, depth: np.ndarray, features: Sequence[np.ndarray], refiner: nn.Module,
+                  boxes_grid, mean: Sequence[float], std: Sequence[float]) -> dict[str, np.ndarray]:
+    """Refiner inputs for one frame: RGB, coarse-depth and feature crops at the grid's boxes.
+
+    ``depth`` (1, h_c, w_c) and ``features[k]`` (C_k, h_k, w_k) are the coarse outputs of the frame;
+    RGB tiles are normalised with the coarse model's ``mean``/``std`` (interfaces.md).
+    """
+    height, width = image.shape[:2]
+    names = refiner_input_names(refiner)
+    feeds = {names[0]: tiling.crop_resize(image, boxes_grid.boxes, tuple(refiner.tile_size), mean=mean, std=std)}
+    ch, cw = depth.shape[-2:]
+    feeds[names[1]] = tiling.crop_resize(depth, boxes_grid.scaled(ch / height, cw / width), tuple(refiner.tile_size))
+    for k, (c, h, w) in enumerate(refiner.guidance):
+        feat = features[k]
+        if feat.shape[0] != c:
+            raise ValueError(f"refiner guide{k} expects {c} channels but coarse feat{k} has {feat.shape[0]}: "
+                             "the refiner was not built for this coarse model")
+        fh, fw = feat.shape[-2:]
+        feeds[f"guide{k}"] = tiling.crop_resize(feat, boxes_grid.scaled(fh / height, fw / width), (h, w))
+    return feeds
+
+
+@torch.no_grad()
+def prepare_frames(coarse: nn.Module, refiner: nn.Module, samples: Sequence[Any], tiling_cfg: Tiling,
+                   *, reference: bool = True) -> list[FrameTiles]:
+    """Run the float32 torch coarse model (and refiner when ``reference``) over ``samples``."""
+    from tqdm.auto import tqdm
+
+    coarse, refiner = coarse.eval(), refiner.eval()
+    out = []
+    for s in tqdm(samples, desc="frames", leave=False, disable=len(samples) < 4):
+        image = s["image"]
+        depth, feats = coarse(torch.from_numpy(coarse_input(image, coarse)))
+        depth_np = depth[0].numpy()
+        feats_np = [f[0].numpy() for f in feats]
+        grid = tiling_cfg.grid(*image.shape[:2])
+        feeds = refiner_feeds(image, depth_np, feats_np, refiner, grid, coarse.mean, coarse.std)
+        gt = np.asarray(s["depth"], dtype=np.float32)
+        valid = gt > 0
+        if s.get("mask") is not None:
+            valid &= s["mask"]
+        frame = FrameTiles(s.get("name", f"frame{len(out)}"), image, gt, valid, grid.boxes, feeds, depth_np[0])
+        if reference:
+            names = refiner_input_names(refiner)
+            tiles = refiner(*[torch.from_numpy(feeds[n]) for n in names]).numpy()
+            frame.reference = stitch_frame(tiles, frame, tiling_cfg.window)
+        out.append(frame)
+    return out
+
+
+def stitch_frame(tiles: np.ndarray, frame: FrameTiles, window: str) -> np.ndarray:
+    """(H, W) float32 depth from (N, 1, th, tw) refined tiles of ``frame``."""
+    height, width = frame.gt.shape
+    return tiling.stitch(np.asarray(tiles, dtype=np.float32), frame.boxes, height, width, window=window)[0]
+
+
+def calibration_batches(frames: Sequence[FrameTiles]) -> list[dict[str, np.ndarray]]:
+    """One refiner feed dict per frame (all its tiles)."""
+    return [f.inputs for f in frames]

@@ -1,0 +1,97 @@
+"""OpenVINO IR (xml/bin) at FP32, FP16 and INT8 (NNCF post-training, optionally accuracy-controlled).
+
+IR is converted from the exported ONNX (one graph for every target). FP16 is weight compression
+(``compress_to_fp16``): the CPU plugin still computes in FP32/BF16, the GPU/NPU plugins in FP16.
+INT8 is NNCF post-training quantization on the same real-frame tiles as TensorRT's Q/DQ, with the
+residual head and the metric-depth preprocessing in the ignored scope; the accuracy-controlled
+variant lets NNCF return layers to float until AbsRel vs ground truth is within ``max_drop``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .frames import FrameTiles
+from .optional import require
+
+
+def _save(model, xml: Path, fp16: bool) -> Path:
+    ov = require("openvino", "OpenVINO export")
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(xml), compress_to_fp16=fp16)
+    return xml
+
+
+def to_openvino(onnx_path: str | Path, xml: str | Path, precision: str = "fp32") -> Path:
+    """Convert ``onnx_path`` to IR at ``xml`` (``.bin`` beside it); precision ``fp32`` or ``fp16``."""
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"to_openvino precision must be 'fp32' or 'fp16' (INT8: quantize_openvino), got {precision!r}")
+    ov = require("openvino", "OpenVINO export")
+    return _save(ov.convert_model(str(onnx_path)), Path(xml), precision == "fp16")
+
+
+def _ignored(onnx_path: Path, ov_model):
+    """NNCF ignored scope: the ONNX nodes kept float in the Q/DQ model, by their OpenVINO names."""
+    import onnx
+
+    nncf = require("nncf", "OpenVINO INT8")
+    from .quantize_qdq import head_nodes, input_nodes
+
+    model = onnx.load(str(onnx_path))
+    names = set(head_nodes(model)) | set(input_nodes(model))
+    present = {op.get_friendly_name() for op in ov_model.get_ops()}
+    return nncf.IgnoredScope(names=sorted(names & present), validate=False)
+
+
+def quantize_openvino(onnx_path: str | Path, xml: str | Path, batches: Sequence[dict[str, np.ndarray]],
+                      *, min_tiles: int = 64) -> Path:
+    """NNCF post-training INT8 of the ONNX ``onnx_path`` calibrated on ``batches``; IR at ``xml``."""
+    from .quantize_qdq import count_tiles
+
+    ov = require("openvino", "OpenVINO INT8")
+    nncf = require("nncf", "OpenVINO INT8")
+    tiles = count_tiles(batches)
+    if tiles < min_tiles:
+        raise ValueError(f"INT8 calibration needs at least {min_tiles} tiles, got {tiles}")
+    model = ov.convert_model(str(onnx_path))
+    q = nncf.quantize(model, nncf.Dataset(list(batches)), preset=nncf.QuantizationPreset.PERFORMANCE,
+                      subset_size=len(batches), ignored_scope=_ignored(Path(onnx_path), model))
+    return _save(q, Path(xml), False)
+
+
+def quantize_openvino_accuracy_control(onnx_path: str | Path, xml: str | Path,
+                                       batches: Sequence[dict[str, np.ndarray]], frames: Sequence[FrameTiles],
+                                       window: str, *, max_drop: float = 0.02) -> Path:
+    """INT8 with NNCF accuracy control: AbsRel vs GT on ``frames`` may rise by at most ``max_drop``
+    (relative, 0.02 = +2 %) over the float model; layers go back to float until it holds."""
+    from .frames import stitch_frame
+    from .parity import scores
+
+    ov = require("openvino", "OpenVINO INT8")
+    nncf = require("nncf", "OpenVINO INT8")
+    if not frames:
+        raise ValueError("accuracy-controlled INT8 needs held-out frames with ground truth")
+
+    def validate(compiled, items) -> tuple[float, list[float]]:
+        # NNCF maximises the metric: use -AbsRel, whose relative drop is the relative AbsRel rise.
+        per = []
+        for f in items:
+            tiles = compiled(f.inputs)[compiled.output(0)]
+            per.append(-scores(stitch_frame(tiles, f, window), f.gt, f.valid)[0])
+        return float(np.mean(per)), per
+
+    model = ov.convert_model(str(onnx_path))
+    q = nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(list(batches)), nncf.Dataset(list(frames), lambda f: f.inputs), validate,
+        max_drop=max_drop, drop_type=nncf.DropType.RELATIVE, subset_size=len(batches),
+        ignored_scope=_ignored(Path(onnx_path), model))
+    return _save(q, Path(xml), False)
+
+
+def runner(xml: str | Path, device: str = "CPU") -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """Compile the IR and return ``run(feeds) -> first output`` (used for parity)."""
+    ov = require("openvino", "OpenVINO inference")
+    compiled = ov.Core().compile_model(str(xml), device, {"INFERENCE_PRECISION_HINT": "f32"})
+    return lambda feeds: np.asarray(compiled(feeds)[compiled.output(0)])
