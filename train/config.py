@@ -27,7 +27,7 @@ MODEL_STRIDE = 32
 class ModelConfig:
     """Which registry models to build and which checkpoints to start from."""
 
-    coarse: str = "lite-coarse"
+    coarse: str = "lite"
     coarse_kwargs: dict = field(default_factory=dict)
     # Checkpoint folder (save_models layout) whose coarse model is loaded and frozen.
     coarse_checkpoint: Optional[str] = None
@@ -50,10 +50,15 @@ class DataConfig:
     val_split: Optional[str] = "val"
     frame_size: tuple[int, int] = (192, 256)  # (H, W) frame pixels rendered / expected
     layouts: tuple[str, ...] = ("street", "indoor")
+    # Transparent panes whose synthetic ground truth is the surface behind (what BFM is for).
+    unreliable: bool = True
+    # Drop the Sample's unreliable pixels from the training loss; False leaves them to BFM, as
+    # with real synthetic data sets that do not mark them. Validation always drops them.
+    use_mask: bool = False
     degrade: bool = False  # real-like images with sparse ground truth (distillation)
     hflip: bool = True
     val_samples: int = 8
-    val_seed: int = 10_000_000  # procedural val seeds start here, far from training seeds
+    val_seed: int = 1_000  # procedural val stream seed; training uses train.seed (keep them apart)
     num_workers: int = 0
 
 
@@ -294,6 +299,8 @@ def check_config(cfg: Config) -> None:
         _fail("data.val_samples", f"must be >= 1, got {d.val_samples}")
     if d.num_workers < 0:
         _fail("data.num_workers", f"must be >= 0, got {d.num_workers}")
+    if d.source == "procedural" and d.val_seed == t.seed:
+        _fail("data.val_seed", f"must differ from train.seed ({t.seed}): validation would replay training scenes")
     if d.source == "procedural" and not d.layouts:
         _fail("data.layouts", "must name at least one procedural layout")
     th, tw = cfg.model.tile_size
@@ -312,7 +319,10 @@ def check_config(cfg: Config) -> None:
     if t.stage == "distill" and not cfg.model.teacher_checkpoint:
         _fail("model.teacher_checkpoint", "is required by the distill stage")
     if t.stage in ("refiner", "distill"):
-        tile_h, tile_w = grid_tile_shape(cfg)
+        try:
+            tile_h, tile_w = grid_tile_shape(cfg)
+        except ValueError as err:
+            _fail("tiling.rows", f"and tiling.cols do not give a tile grid for a {fh}x{fw} frame: {err}")
         if tile_h > fh or tile_w > fw or min(tile_h, tile_w) < 4:
             _fail("tiling.rows", f"a {g.rows}x{g.cols} grid does not fit a {fh}x{fw} frame")
         # The refiner must see tiles with the aspect ratio it sees at run time; a grid whose
@@ -327,18 +337,18 @@ def check_config(cfg: Config) -> None:
             )
 
 
+def runtime_grid(cfg: Config):
+    """The ``edgedepth.tiling.TileGrid`` the runtime cuts a ``data.frame_size`` frame into."""
+    from edgedepth.runtime import _grid
+
+    (fh, fw), g = cfg.data.frame_size, cfg.tiling
+    return _grid(int(fh), int(fw), g.rows, g.cols, float(g.overlap_ratio))
+
+
 def grid_tile_shape(cfg: Config) -> tuple[int, int]:
-    """Tile box (h, w) in frame pixels, by the runtime's rule in docs/interfaces.md."""
-    (fh, fw), g = cfg.data.frame_size, cfg.tiling
-    ov_y = round(g.overlap_ratio * fh / g.rows)
-    ov_x = round(g.overlap_ratio * fw / g.cols)
-    return math.ceil((fh + (g.rows - 1) * ov_y) / g.rows), math.ceil((fw + (g.cols - 1) * ov_x) / g.cols)
-
-
-def grid_overlap(cfg: Config) -> tuple[int, int]:
-    """Overlap (y, x) in frame pixels, by the runtime's rule."""
-    (fh, fw), g = cfg.data.frame_size, cfg.tiling
-    return round(g.overlap_ratio * fh / g.rows), round(g.overlap_ratio * fw / g.cols)
+    """Tile box (h, w) in frame pixels of the runtime's grid."""
+    grid = runtime_grid(cfg)
+    return int(grid.tile_h), int(grid.tile_w)
 
 
 def validate_config(cfg: Config) -> None:

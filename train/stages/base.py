@@ -1,0 +1,140 @@
+"""What every stage shares: the Stage interface, frame -> coarse input, validation metrics."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..checkpoint import build_coarse, load_tensors, read_meta
+from ..config import Config
+from ..data import normalise, scaled_boxes, whole_box
+
+
+class Stage:
+    """One training stage. The trainer optimises ``trainable`` and calls, per micro-batch,
+    ``train_step(model, batch) -> (loss, parts)`` where ``model`` is ``trainable`` (possibly
+    DDP-wrapped, so forward passes must go through it) and ``parts`` holds floats for logging
+    (``parts["loss"]`` the total)."""
+
+    name: str = ""
+    trainable: nn.Module
+
+    def __init__(self, cfg: Config, device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+
+    def train_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def validate_batch(self, batch: dict) -> dict[str, float]:
+        raise NotImplementedError
+
+    def export_models(self) -> tuple[nn.Module, Optional[nn.Module], dict]:
+        """(coarse, refiner or None, model.json meta) for a checkpoint of the current weights."""
+        raise NotImplementedError
+
+    def load_trainable(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore the trainable weights from a checkpoint's tensors (resume)."""
+        raise NotImplementedError
+
+    def train_mode(self) -> None:
+        self.trainable.train()
+
+    def eval_mode(self) -> None:
+        self.trainable.eval()
+
+    def meta(self, coarse: nn.Module, refiner: Optional[nn.Module]) -> dict:
+        out = {
+            "coarse": model_spec(coarse),
+            "camera": {"fx_norm": self.cfg.train.fx_norm},
+            "train": {"stage": self.name, "config": self.cfg.name, "frame_size": list(self.cfg.data.frame_size),
+                      "tiling": {"rows": self.cfg.tiling.rows, "cols": self.cfg.tiling.cols,
+                                 "overlap_ratio": self.cfg.tiling.overlap_ratio, "window": self.cfg.tiling.window}},
+        }
+        if refiner is not None:
+            out["refiner"] = model_spec(refiner)
+        return out
+
+
+def _jsonable(value):
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def model_spec(model: nn.Module) -> dict:
+    """{"name", "kwargs"} that rebuild ``model`` through the registry (recorded by create_*)."""
+    name = getattr(model, "registry_name", None)
+    if not name:
+        raise ValueError(f"{type(model).__name__} was not built by the registry; it cannot be checkpointed by name")
+    kwargs = {k: v for k, v in getattr(model, "registry_kwargs", {}).items() if k not in ("coarse",)}
+    return {"name": name, "kwargs": _jsonable(kwargs)}
+
+
+def load_prefixed(model: nn.Module, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    model.load_state_dict(own, strict=True)
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def build_or_load_coarse(cfg: Config, device: torch.device) -> nn.Module:
+    """The coarse model of ``model.coarse_checkpoint`` (weights loaded), else a new registry model."""
+    m = cfg.model
+    if m.coarse_checkpoint:
+        meta = read_meta(m.coarse_checkpoint)
+        coarse = build_coarse(meta["coarse"])
+        load_prefixed(coarse, load_tensors(m.coarse_checkpoint), "coarse.")
+    else:
+        from ..models import create_coarse
+
+        coarse = create_coarse(m.coarse, **m.coarse_kwargs)
+    return coarse.to(device)
+
+
+def coarse_input(images: torch.Tensor, coarse: nn.Module) -> torch.Tensor:
+    """Frames (B, 3, H, W) uint8 -> the coarse model's input: crop of the whole-frame box, normalised."""
+    from edgedepth import tiling_torch
+
+    b, _, h, w = images.shape
+    boxes = whole_box(h, w).to(images.device).expand(b, 4)
+    index = torch.arange(b, device=images.device)
+    x = tiling_torch.crop_resize(images.float(), boxes, tuple(coarse.input_size), batch_index=index)
+    return normalise(x, coarse.mean, coarse.std)
+
+
+def to_frame(maps: torch.Tensor, frame_hw: tuple[int, int]) -> torch.Tensor:
+    """Resize (B, C, h, w) maps covering the frame to the frame size with the crop semantics."""
+    from edgedepth import tiling_torch
+
+    b, _, h, w = maps.shape
+    boxes = whole_box(h, w).to(maps.device).expand(b, 4)
+    return tiling_torch.crop_resize(maps, boxes, frame_hw, batch_index=torch.arange(b, device=maps.device))
+
+
+def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, prefix: str = "") -> dict[str, float]:
+    """AbsRel, RMSE (m), delta1 and SILog (METHODS section 5) over the valid pixels of a batch."""
+    p = pred[valid].double().clamp_min(1e-3)
+    g = gt[valid].double()
+    if g.numel() == 0:
+        return {}
+    e = torch.log(p) - torch.log(g)
+    ratio = torch.maximum(p / g, g / p)
+    return {
+        f"{prefix}absrel": float(((p - g).abs() / g).mean()),
+        f"{prefix}rmse": float(((p - g) ** 2).mean().sqrt()),
+        f"{prefix}delta1": float((ratio < 1.25).double().mean()),
+        f"{prefix}silog": float(100 * ((e**2).mean() - e.mean() ** 2).clamp_min(0).sqrt()),
+    }
+
+
+__all__ = ["Stage", "model_spec", "frozen", "build_or_load_coarse", "coarse_input", "to_frame", "depth_metrics",
+           "load_prefixed", "scaled_boxes"]

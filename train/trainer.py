@@ -1,0 +1,331 @@
+"""The training loop shared by every stage.
+
+AdamW with per-module learning rates (encoder x ``optim.encoder_lr_mult``), warm-up + cosine
+schedule, mixed precision where the device supports it, gradient accumulation, DDP through
+torchrun, progress bar, metrics to CSV and TensorBoard, validation, and atomic resumable
+checkpoints every ``train.ckpt_every`` steps. What a step computes lives in :mod:`.stages`.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import distributed
+from .checkpoint import latest_checkpoint, load_tensors, load_trainer_state, save_models, save_training_checkpoint
+from .config import Config, save_config, validate_config
+from .data import build_loaders
+
+
+def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``train.precision`` on ``device``; None means full fp32."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None  # CPU autocast is slower than fp32 on most CPUs; ask for bf16 explicitly
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"config field 'train.precision': fp16 needs a CUDA device, the run is on {device}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("config field 'train.precision': bf16 is not supported by this GPU; use fp16")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _encoder_ids(model: nn.Module) -> set[int]:
+    # Refiners say which parameters are their (pretrainable) backbone; other models keep it in
+    # a submodule named "encoder".
+    if hasattr(model, "encoder_parameters"):
+        return {id(p) for p in model.encoder_parameters()}
+    return {id(p) for name, p in model.named_parameters() if "encoder" in name.split(".")}
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float, encoder_lr_mult: float) -> list[dict]:
+    """AdamW groups: encoder parameters at ``lr * encoder_lr_mult``; no decay on norms and biases."""
+    encoder = _encoder_ids(model)
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in encoder, p.ndim <= 1), []).append(p)
+    out = []
+    for (enc, no_decay), params in sorted(groups.items()):
+        out.append({
+            "params": params,
+            "lr": lr * (encoder_lr_mult if enc else 1.0),
+            "weight_decay": 0.0 if no_decay else weight_decay,
+            "name": ("encoder" if enc else "head") + ("/no_decay" if no_decay else ""),
+        })
+    return out
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class MetricsLog:
+    """Rows of metrics in ``<run>/<name>.csv`` (+ TensorBoard), truncated to a step on resume."""
+
+    def __init__(self, run_dir: Path, name: str, tb: Any, resume_step: Optional[int]) -> None:
+        self.path = run_dir / f"{name}.csv"
+        self.tb = tb
+        self.columns: Optional[list[str]] = None
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():
+            self._truncate(resume_step)
+
+    def _truncate(self, step: int) -> None:
+        # Rows written after the checkpoint we resume from (and a row cut by a kill) are replayed.
+        from .checkpoint import atomic_write_text
+
+        with open(self.path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return
+        header, keep = rows[0], [rows[0]]
+        for row in rows[1:]:
+            if len(row) == len(header):
+                try:
+                    if int(row[0]) <= step:
+                        keep.append(row)
+                except ValueError:
+                    pass
+        lines = [",".join(r) for r in keep]
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+        self.columns = header
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if self.columns is None:
+            self.columns = ["step", *sorted(values)]
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                with open(self.path, "w", encoding="utf-8") as fh:
+                    fh.write(",".join(self.columns) + "\n")
+        row = [str(step)] + [f"{values.get(c, float('nan')):.6g}" for c in self.columns[1:]]
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(",".join(row) + "\n")
+        if self.tb is not None:
+            for key, value in values.items():
+                self.tb.add_scalar(key, value, step)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a metrics CSV as dicts of floats (step included)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Runs one stage of ``cfg`` to ``cfg.train.steps`` optimizer steps, resuming if it can.
+
+    ``resume``: "auto" continues from the newest checkpoint in ``train.out_dir`` if there is one,
+    "never" starts over (an existing run folder's checkpoints are then ignored and metrics
+    overwritten), or a path to a checkpoint folder.
+    """
+
+    def __init__(self, cfg: Config, resume: str = "auto") -> None:
+        from .stages import build_stage
+
+        validate_config(cfg)
+        self.cfg = cfg
+        t = cfg.train
+        self.device = distributed.resolve_device(t.device)
+        self.dist = distributed.init(self.device)
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.amp_dtype = resolve_precision(t.precision, self.device)
+        self.run_dir = Path(t.out_dir)
+        # Same seed on every rank: identical initial weights; data differs through the sampler.
+        random.seed(t.seed)
+        np.random.seed(t.seed)
+        torch.manual_seed(t.seed)
+
+        self.stage = build_stage(cfg, self.device)
+        self.model = distributed.wrap(self.stage.trainable, self.dist, self.device)
+        o = cfg.optim
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.stage.trainable, o.lr, o.weight_decay, o.encoder_lr_mult),
+            lr=o.lr, betas=o.betas, **fused,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, t.steps, o.warmup_steps, o.schedule, o.min_lr_ratio)
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+        self.resumed_from: Optional[Path] = None
+        self._resume(resume)
+
+    # -- resume ---------------------------------------------------------------------------------
+
+    def _resume(self, resume: str) -> None:
+        if resume == "never":
+            return
+        folder = latest_checkpoint(self.run_dir) if resume == "auto" else Path(resume)
+        if folder is None:
+            return
+        state = load_trainer_state(folder)
+        tensors = load_tensors(folder)
+        self.stage.load_trainable(tensors)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.resumed_from = folder
+
+    def _trainer_state(self) -> dict:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+
+    # -- loop -----------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _micro_batches(self, loader) -> Iterator[dict]:
+        for batch in loader:
+            yield {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def fit(self) -> dict[str, float]:
+        """Train to ``train.steps``; returns the last validation metrics."""
+        cfg, t = self.cfg, self.cfg.train
+        main = self.dist.is_main
+        resume_step = self.step if self.resumed_from is not None else None
+        tb = None
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            if t.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
+        train_log = MetricsLog(self.run_dir, "train", tb, resume_step) if main else None
+        val_log = MetricsLog(self.run_dir, "val", tb, resume_step) if main else None
+        train_loader, val_loader = build_loaders(cfg, self.dist, start_step=self.step)
+        batches = self._micro_batches(train_loader)
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=t.steps, initial=self.step, disable=not (main and t.progress),
+                   desc=f"{cfg.name} [{t.stage}]", dynamic_ncols=True, leave=True)
+        sums: dict[str, float] = {}
+        count = 0
+        last_val: dict[str, float] = {}
+        tick = time.perf_counter()
+        self.stage.train_mode()
+        while self.step < t.steps:
+            for a in range(t.grad_accum):
+                batch = next(batches)
+                sync = a == t.grad_accum - 1
+                ctx = self.model.no_sync() if (self.dist.enabled and not sync) else contextlib.nullcontext()
+                with ctx:
+                    with self._autocast():
+                        loss, parts = self.stage.train_step(self.model, batch)
+                    self.scaler.scale(loss / t.grad_accum).backward()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                count += 1
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.stage.trainable.parameters(), cfg.optim.grad_clip or float("inf")
+            )
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+            bar.update(1)
+
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                logs = {f"train/{k}": v / count for k, v in sums.items()}
+                logs = distributed.all_reduce_mean(logs, self.dist, self.device)
+                elapsed = time.perf_counter() - tick
+                logs["train/lr"] = self.scheduler.get_last_lr()[-1]
+                logs["train/grad_norm"] = float(grad_norm)
+                logs["train/sec_per_step"] = elapsed / max(1, count // t.grad_accum)
+                if train_log is not None:
+                    train_log.write(self.step, logs)
+                bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.4f}")
+                sums, count, tick = {}, 0, time.perf_counter()
+
+            if self.step % t.val_every == 0 or self.step == t.steps:
+                last_val = self.validate(val_loader)
+                if val_log is not None:
+                    val_log.write(self.step, last_val)
+                    bar.write(f"step {self.step}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in last_val.items()))
+
+            if self.step % t.ckpt_every == 0 or self.step == t.steps:
+                self.save_checkpoint()
+        bar.close()
+        if main:
+            coarse, refiner, meta = self.stage.export_models()
+            save_models(self.run_dir / "final", coarse, refiner, meta)
+            if tb is not None:
+                tb.close()
+        distributed.barrier(self.dist)
+        return last_val
+
+    def save_checkpoint(self) -> Optional[Path]:
+        """Write a resumable checkpoint of the current step (main process only)."""
+        folder = None
+        if self.dist.is_main:
+            coarse, refiner, meta = self.stage.export_models()
+            folder = save_training_checkpoint(
+                self.run_dir, self.step, coarse, refiner, meta, self._trainer_state(), keep=self.cfg.train.keep_checkpoints
+            )
+        distributed.barrier(self.dist)
+        return folder
+
+    @torch.no_grad()
+    def validate(self, val_loader) -> dict[str, float]:
+        """Validation metrics over this process's share of the val set, averaged over processes."""
+        self.stage.eval_mode()
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in self._micro_batches(val_loader):
+            with self._autocast():
+                metrics = self.stage.validate_batch(batch)
+            size = int(batch["image"].shape[0])
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * size
+            n += size
+        self.stage.train_mode()
+        values = {f"val/{k}": v / max(1, n) for k, v in sums.items()}
+        return distributed.all_reduce_mean(values, self.dist, self.device)
