@@ -1,0 +1,291 @@
+"""Checkpoint → bundle: every requested target and precision, parity-checked, written atomically.
+
+Order of work: validate everything that can be validated without work (targets, precisions,
+optional packages, model/config consistency, calibration and held-out frames), then export ONNX,
+quantize, convert per target, score every variant on held-out frames, fail on INT8 drift, and
+publish the bundle. See :func:`export_bundle` and :func:`export_checkpoint`.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import onnx_export
+from .bundle import BundleWriter
+from .frames import Tiling, calibration_batches, check_frames, coarse_input, load_frames, prepare_frames
+from .optional import available, missing
+from .parity import DEFAULT_INT8_BOUND, ParityRow, check_drift, markdown, reference_row, score_coarse, score_refiner
+
+TARGETS = ("onnx", "openvino", "coreml", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+# Python packages each target needs on the export host (TensorRT builds on the device).
+TARGET_PACKAGES = {
+    "onnx": ["onnx", "onnxsim", "onnxruntime"],
+    "tensorrt": ["onnx", "onnxsim", "onnxruntime"],
+    "openvino": ["onnx", "onnxsim", "openvino", "nncf"],
+    "coreml": ["coremltools"],
+}
+
+
+@dataclass
+class ExportConfig:
+    """What to export. Frame sets are ``"procedural:N"``, a data-set folder, or a list of samples."""
+
+    targets: Sequence[str] = ("onnx",)
+    precisions: Sequence[str] = ("fp32", "fp16", "int8")
+    calib: Any = "procedural:16"
+    heldout: Any = "procedural:4"
+    frame_size: tuple[int, int] = (384, 512)   # (H, W) of procedural frames
+    tiling: Tiling = field(default_factory=Tiling)
+    calib_tiles: int = 64                       # minimum INT8 calibration tiles
+    int8_bound: float = DEFAULT_INT8_BOUND      # relative AbsRel rise allowed for INT8
+    accuracy_control: bool = True               # OpenVINO INT8 by NNCF accuracy control (else plain PTQ)
+    pipeline_size: Optional[tuple[int, int]] = None  # (H, W) of the fused pipeline; None = none
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Raise ValueError / ImportError before any work when the request cannot be honoured."""
+        bad = [t for t in self.targets if t not in TARGETS]
+        if bad or not self.targets:
+            raise ValueError(f"unknown target(s) {bad or '(none)'}: choose from {', '.join(TARGETS)}")
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad or not self.precisions:
+            raise ValueError(f"unknown precision(s) {bad or '(none)'}: choose from {', '.join(PRECISIONS)}")
+        need = sorted({m for t in self.targets for m in TARGET_PACKAGES[t]}
+                      | ({"onnx", "onnxsim"} if self.pipeline_size else set()))
+        absent = missing(need)
+        if absent:
+            raise ImportError(f"export targets {', '.join(self.targets)} need the optional package(s) "
+                              f"{', '.join(absent)}: pip install 'edgedepth[export]'")
+        if self.calib_tiles < 1:
+            raise ValueError(f"calib_tiles must be >= 1, got {self.calib_tiles}")
+        if not self.int8_bound >= 0:
+            raise ValueError(f"int8_bound must be >= 0, got {self.int8_bound}")
+
+
+def check_models(coarse: nn.Module, refiner: Optional[nn.Module]) -> None:
+    """ValueError unless the refiner consumes what the coarse model produces (interfaces.md)."""
+    if refiner is None:
+        raise ValueError("the checkpoint has no refiner: a bundle needs a coarse model and a refiner")
+    for attr in ("input_size", "mean", "std", "feature_channels", "feature_strides", "metric"):
+        if not hasattr(coarse, attr):
+            raise ValueError(f"coarse model {type(coarse).__name__} lacks {attr!r} (docs/interfaces.md, Models)")
+    for attr in ("tile_size", "guidance"):
+        if not hasattr(refiner, attr):
+            raise ValueError(f"refiner {type(refiner).__name__} lacks {attr!r} (docs/interfaces.md, Models)")
+    if len(refiner.guidance) > len(coarse.feature_channels):
+        raise ValueError(f"refiner takes {len(refiner.guidance)} guidance maps but the coarse model gives "
+                         f"{len(coarse.feature_channels)} feature maps")
+    for k, (c, _, _) in enumerate(refiner.guidance):
+        if c != coarse.feature_channels[k]:
+            raise ValueError(f"refiner guide{k} expects {c} channels, coarse feat{k} has "
+                             f"{coarse.feature_channels[k]}: the checkpoint's models do not match")
+
+
+def _onnx_runner(path: Path) -> Callable:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda feeds: sess.run(None, feeds if isinstance(feeds, dict) else {"image": feeds})[0]
+
+
+def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | Path,
+                  cfg: ExportConfig = ExportConfig(), *, log: Callable[[str], None] = print) -> Path:
+    """Export ``coarse`` + ``refiner`` to the bundle folder ``out`` (``NAME.edgedepth``) and return it."""
+    from .coreml_export import folder_bytes
+
+    cfg.validate()
+    check_models(coarse, refiner)
+    coarse, refiner = coarse.eval().float(), refiner.eval().float()
+    calib = load_frames(cfg.calib, size=cfg.frame_size, seed=0, what="calibration")
+    heldout = load_frames(cfg.heldout, size=cfg.frame_size, seed=100_000, what="held-out")
+    check_frames(calib, refiner.tile_size, cfg.tiling, "calibration")
+    check_frames(heldout, refiner.tile_size, cfg.tiling, "held-out")
+    int8 = "int8" in cfg.precisions
+    if int8:
+        tiles = len(calib) * cfg.tiling.rows * cfg.tiling.cols
+        if tiles < cfg.calib_tiles:
+            raise ValueError(f"the calibration set gives {tiles} tiles ({len(calib)} frames x "
+                             f"{cfg.tiling.rows * cfg.tiling.cols}); INT8 needs at least {cfg.calib_tiles}: "
+                             "add frames or lower --calib-tiles")
+
+    with BundleWriter(out, overwrite=cfg.overwrite) as w:
+        log(f"preparing {len(calib)} calibration and {len(heldout)} held-out frames")
+        calib_frames = prepare_frames(coarse, refiner, calib, cfg.tiling, reference=False) if int8 else []
+        frames = prepare_frames(coarse, refiner, heldout, cfg.tiling)
+        coarse_inputs = [coarse_input(s["image"], coarse) for s in heldout]
+        files: dict[str, dict[str, dict[str, str]]] = {"coarse": {}, "refiner": {}}
+        rows: list[ParityRow] = []
+        baselines = {"coarse": reference_row("coarse", frames), "refiner": reference_row("refiner", frames)}
+
+        def add(role: str, fmt: str, prec: str, path: Path, run: Optional[Callable]) -> None:
+            files[role].setdefault(fmt, {})[prec] = w.rel(path)
+            if run is None:
+                return
+            variant = f"{role}/{fmt}/{prec}"
+            size = folder_bytes(path) + (folder_bytes(path.with_suffix(".bin")) if path.suffix == ".xml" else 0)
+            row = (score_refiner(variant, run, frames, cfg.tiling.window, size) if role == "refiner"
+                   else score_coarse(variant, run, coarse_inputs, frames, size))
+            rows.append(row)
+            log(f"  {variant}: AbsRel vs fp32 {row.absrel_vs_fp32:.5f}, vs GT {row.absrel_vs_gt:.4f}")
+
+        # ONNX: the source of every other format (and what TensorRT builds engines from on the device).
+        log("exporting ONNX")
+        onnx_files = {"coarse": {"fp32": onnx_export.export_coarse(coarse, w.file("coarse.onnx"))},
+                      "refiner": {"fp32": onnx_export.export_refiner(refiner, w.file("refiner.onnx"))}}
+        want_onnx = {"onnx", "tensorrt"} & set(cfg.targets)
+        if "fp16" in cfg.precisions and want_onnx:
+            for role in ("coarse", "refiner"):
+                onnx_files[role]["fp16"] = onnx_export.convert_fp16(onnx_files[role]["fp32"], w.file(f"{role}.fp16.onnx"))
+        if int8 and want_onnx:
+            from .quantize_qdq import quantize_int8_qdq
+
+            log("quantizing the refiner to INT8 (Q/DQ)")
+            quantize_int8_qdq(onnx_files["refiner"]["fp32"], w.file("refiner.int8.qdq.onnx"),
+                              calibration_batches(calib_frames), min_tiles=cfg.calib_tiles)
+            onnx_files["refiner"]["int8"] = w.file("refiner.int8.qdq.onnx")
+        for role, table in onnx_files.items():
+            for prec, path in table.items():
+                if want_onnx and (prec in cfg.precisions or prec == "fp32"):
+                    add(role, "onnx", prec, path, _onnx_runner(path))
+        if "tensorrt" in cfg.targets:
+            _tensorrt_notes(onnx_files["refiner"], cfg, log)
+
+        if "openvino" in cfg.targets:
+            from . import openvino_export as ove
+
+            log("converting to OpenVINO IR")
+            for role in ("coarse", "refiner"):
+                for prec in ("fp32", "fp16"):
+                    if prec in cfg.precisions or prec == "fp32":
+                        xml = ove.to_openvino(onnx_files[role]["fp32"], w.file(f"openvino/{role}.{prec}.xml"), prec)
+                        add(role, "openvino", prec, xml, ove.runner(xml))
+            if int8:
+                # With accuracy control the shipped INT8 IR is the one NNCF proved within the bound.
+                batches, dst = calibration_batches(calib_frames), w.file("openvino/refiner.int8.xml")
+                if cfg.accuracy_control:
+                    xml = ove.quantize_openvino_accuracy_control(onnx_files["refiner"]["fp32"], dst, batches, frames,
+                                                                 cfg.tiling.window, max_drop=cfg.int8_bound)
+                else:
+                    xml = ove.quantize_openvino(onnx_files["refiner"]["fp32"], dst, batches, min_tiles=cfg.calib_tiles)
+                add("refiner", "openvino", "int8", xml, ove.runner(xml))
+
+        if "coreml" in cfg.targets:
+            from .coreml_export import to_coreml, validate_coreml
+
+            log("converting to CoreML")
+            n = cfg.tiling.rows * cfg.tiling.cols  # fixed batch: the Neural Engine needs fixed shapes
+            example = dict(zip(onnx_export.refiner_input_names(refiner), onnx_export.refiner_example_inputs(refiner, n)))
+            variants = ["fp16"] + (["int8", "palette6"] if int8 else [])
+            for variant in variants:
+                path = to_coreml(refiner, example, ["depth"], w.file(f"coreml/refiner.{variant}.mlpackage"), variant)
+                validate_coreml(path, {k: v.shape for k, v in example.items()}, ["depth"])
+                add("refiner", "coreml", variant, path, None)
+            h, wd = coarse.input_size
+            image = torch.randn(1, 3, h, wd)
+            names = ["depth", *[f"feat{k}" for k in range(len(coarse.feature_channels))]]
+            path = to_coreml(onnx_export._CoarseOutputs(coarse), {"image": image}, names, w.file("coreml/coarse.fp16.mlpackage"))
+            validate_coreml(path, {"image": image.shape}, names)
+            add("coarse", "coreml", "fp16", path, None)
+
+        check_drift(rows, baselines, cfg.int8_bound)
+        pipeline = _pipeline(coarse, refiner, cfg, w, log) if cfg.pipeline_size else None
+        manifest = _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline)
+        report = "# Parity report\n\n" + markdown([baselines["coarse"], baselines["refiner"], *rows])
+        w.file("parity.md").write_text(report, encoding="utf-8")
+        path = w.commit(manifest)
+    log(report)
+    log(f"bundle written: {path}")
+    return path
+
+
+def _tensorrt_notes(onnx_refiner: dict[str, Path], cfg: ExportConfig, log) -> None:
+    from .tensorrt import BuildOptions, trtexec_command
+
+    n = cfg.tiling.rows * cfg.tiling.cols
+    for prec, path in onnx_refiner.items():
+        opts = BuildOptions(precision=prec, opt_batch=n, max_batch=max(16, n))
+        log(f"TensorRT ({prec}) on the device: {trtexec_command(path.name, path.with_suffix('.engine').name, opts)}")
+    if not available("tensorrt"):
+        log("tensorrt is not installed here: engines are built on the device from the bundle's ONNX")
+
+
+def _pipeline(coarse, refiner, cfg: ExportConfig, w: BundleWriter, log) -> dict:
+    from .pipeline import FusedPipeline, export_pipeline_coreml, export_pipeline_onnx
+
+    h, wd = cfg.pipeline_size
+    log(f"building the fused {wd}x{h} pipeline")
+    pipe = FusedPipeline(coarse, refiner, h, wd, cfg.tiling)
+    out: dict[str, Any] = {"input_size": [h, wd]}
+    if {"onnx", "tensorrt", "openvino"} & set(cfg.targets):
+        path = export_pipeline_onnx(pipe, w.file(f"pipeline_{wd}x{h}.onnx"))
+        out["onnx"] = {"fp32": w.rel(path)}
+    if "coreml" in cfg.targets:
+        from .coreml_export import validate_coreml
+
+        path = export_pipeline_coreml(pipe, w.file(f"coreml/pipeline_{wd}x{h}.fp16.mlpackage"))
+        validate_coreml(path, {"image": (1, 3, h, wd)}, ["depth"])
+        out["coreml"] = {"fp16": w.rel(path)}
+    return out
+
+
+def _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline) -> dict:
+    ch, cw = coarse.input_size
+    th, tw = refiner.tile_size
+    feat_out = [{"name": f"feat{k}", "channels": int(c), "stride": int(s)}
+                for k, (c, s) in enumerate(zip(coarse.feature_channels, coarse.feature_strides))]
+    guides = [{"name": f"guide{k}", "shape": [-1, int(c), int(h), int(w)], "source": f"feat{k}"}
+              for k, (c, h, w) in enumerate(refiner.guidance)]
+    manifest = {
+        "coarse": {
+            "name": meta.get("coarse", {}).get("name", type(coarse).__name__),
+            "input_size": [ch, cw], "mean": list(map(float, coarse.mean)), "std": list(map(float, coarse.std)),
+            "metric": bool(coarse.metric),
+            "inputs": [{"name": "image", "shape": [1, 3, ch, cw]}],
+            "outputs": [{"name": "depth", "channels": 1, "stride": 1}, *feat_out],
+            "files": files["coarse"],
+        },
+        "refiner": {
+            "name": meta.get("refiner", {}).get("name", type(refiner).__name__),
+            "tile_size": [th, tw], "batch": None,
+            # CoreML models have the default grid's tile count fixed (the Neural Engine needs it).
+            "coreml_batch": cfg.tiling.rows * cfg.tiling.cols if "coreml" in files["refiner"] else None,
+            "inputs": [{"name": "rgb", "shape": [-1, 3, th, tw]}, {"name": "coarse_depth", "shape": [-1, 1, th, tw]},
+                       *guides],
+            "outputs": [{"name": "depth", "shape": [-1, 1, th, tw]}],
+            "files": files["refiner"],
+        },
+        "tiling": cfg.tiling.to_json(),
+        "camera": {"fx_norm": float(meta.get("camera", {}).get("fx_norm", _default_fx_norm()))},
+        "parity": {r.variant: r.to_json() for r in [*baselines.values(), *rows]},
+    }
+    if pipeline:
+        manifest["pipeline"] = pipeline
+    return manifest
+
+
+def _default_fx_norm() -> float:
+    from edgedepth.datasets import FX_NORM  # the procedural camera the models are trained on
+
+    return FX_NORM
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, cfg: ExportConfig = ExportConfig(), *,
+                      log: Callable[[str], None] = print) -> Path:
+    """Load a checkpoint folder (``edgedepth.train.checkpoint``) and export it with ``cfg``."""
+    cfg.validate()  # before loading: a bad target should not wait for a large checkpoint
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found (expected a folder with model.safetensors "
+                                "and model.json)")
+    from edgedepth.train.checkpoint import load_models
+
+    coarse, refiner, meta = load_models(checkpoint)
+    return export_bundle(coarse, refiner, meta, out, cfg, log=log)
