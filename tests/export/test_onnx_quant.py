@@ -1,0 +1,119 @@
+"""ONNX export, FP16 and Q/DQ INT8 of the tiny refiner/coarse, run for real in ONNX Runtime."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgedepth.export import onnx_export as oe
+from edgedepth.export.quantize_qdq import check_qdq, head_nodes, input_nodes, quantize_int8_qdq
+
+
+def _feeds(refiner, batch, seed):
+    torch.manual_seed(seed)
+    return {k: v.numpy() for k, v in zip(oe.refiner_input_names(refiner), oe.refiner_example_inputs(refiner, batch))}
+
+
+def _run(path, feeds):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_models, tmp_path_factory):
+    coarse, refiner = tiny_models
+    d = tmp_path_factory.mktemp("onnx")
+    return {"refiner": oe.export_refiner(refiner, d / "refiner.onnx"), "coarse": oe.export_coarse(coarse, d / "coarse.onnx"),
+            "dir": d}
+
+
+def test_refiner_onnx_names_dynamic_batch_and_matches_torch(tiny_models, exported):
+    _, refiner = tiny_models
+    inputs, outputs = oe.io_specs(exported["refiner"])
+    assert [s.name for s in inputs] == ["rgb", "coarse_depth", "guide0"]
+    assert [s.name for s in outputs] == ["depth"]
+    assert inputs[0].shape == (-1, 3, 16, 16) and inputs[2].shape == (-1, 8, 4, 4)
+    assert onnx.load(str(exported["refiner"])).opset_import[0].version >= 17
+    for batch in (1, 5):  # the dynamic tile axis serves any count
+        feeds = _feeds(refiner, batch, batch)
+        want = refiner(*[torch.from_numpy(v) for v in feeds.values()]).detach().numpy()
+        got = _run(exported["refiner"], feeds)[0]
+        assert got.shape == (batch, 1, 16, 16)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_coarse_onnx_outputs(tiny_models, exported):
+    coarse, _ = tiny_models
+    inputs, outputs = oe.io_specs(exported["coarse"])
+    assert inputs[0].name == "image" and inputs[0].shape == (1, 3, 24, 32)
+    assert [o.name for o in outputs] == ["depth", "feat0"]
+    x = torch.randn(1, 3, 24, 32)
+    depth, feats = coarse(x)
+    got = _run(exported["coarse"], {"image": x.numpy()})
+    np.testing.assert_allclose(got[0], depth.detach().numpy(), atol=1e-4)
+    np.testing.assert_allclose(got[1], feats[0].detach().numpy(), atol=1e-4)
+
+
+def test_fp16_variant_is_half_and_close(tiny_models, exported):
+    _, refiner = tiny_models
+    dst = oe.convert_fp16(exported["refiner"], exported["dir"] / "refiner.fp16.onnx")
+    model = onnx.load(str(dst))
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    dtypes = {i.data_type for i in model.graph.initializer if i.name in conv_weights}
+    assert dtypes == {onnx.TensorProto.FLOAT16}
+    feeds = _feeds(refiner, 3, 7)
+    np.testing.assert_allclose(_run(dst, feeds)[0], _run(exported["refiner"], feeds)[0], atol=2e-2, rtol=1e-2)
+
+
+def test_opset_below_17_refused(tiny_models, tmp_path):
+    with pytest.raises(ValueError, match="opset must be >= 17"):
+        oe.export_refiner(tiny_models[1], tmp_path / "r.onnx", opset=13)
+
+
+def test_qdq_int8_symmetric_per_channel_head_float(tiny_models, exported):
+    _, refiner = tiny_models
+    batches = [_feeds(refiner, 8, s) for s in range(8)]  # 64 tiles
+    dst = exported["dir"] / "refiner.int8.qdq.onnx"
+    summary = quantize_int8_qdq(exported["refiner"], dst, batches)
+    model = onnx.load(str(dst))
+    check_qdq(model)  # int8, zero point 0, per-channel conv weights (raises otherwise)
+    assert summary.calib_tiles == 64 and summary.quantized_weights == 3  # enc x2 + fuse; head stays float
+    assert "/head/Conv" in summary.excluded and "/Log" in summary.excluded
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    head = next(n for n in model.graph.node if n.name == "/head/Conv")
+    assert producer.get(head.input[1]) != "DequantizeLinear"  # float weight
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name != "/head/Conv"]
+    assert all(producer[c.input[1]] == "DequantizeLinear" for c in convs)
+    feeds = _feeds(refiner, 4, 99)
+    fp32, int8 = _run(exported["refiner"], feeds)[0], _run(dst, feeds)[0]
+    rel = np.mean(np.abs(int8 - fp32) / fp32)
+    assert 0 < rel < 0.01
+
+
+def test_head_and_input_nodes_found_from_graph(exported):
+    model = onnx.load(str(exported["refiner"]))
+    heads = head_nodes(model)
+    ops = {n.name: n.op_type for n in model.graph.node}
+    assert [ops[h] for h in heads].count("Conv") == 1 and "/Add" in heads
+    assert "/Log" in input_nodes(model) and all(ops[n] != "Conv" for n in input_nodes(model))
+
+
+def test_too_few_calibration_tiles_refused(tiny_models, exported, tmp_path):
+    batches = [_feeds(tiny_models[1], 8, 0)]
+    with pytest.raises(ValueError, match="at least 64 tiles, got 8"):
+        quantize_int8_qdq(exported["refiner"], tmp_path / "q.onnx", batches)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_check_qdq_rejects_nonzero_zero_point(tiny_models, exported, tmp_path):
+    from onnx import numpy_helper
+
+    batches = [_feeds(tiny_models[1], 8, s) for s in range(8)]
+    dst = quantize_int8_qdq(exported["refiner"], tmp_path / "q.onnx", batches).path
+    model = onnx.load(str(dst))
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+    zp = next(i for i in model.graph.initializer if i.name == q.input[2])
+    zp.CopyFrom(numpy_helper.from_array(np.array(3, dtype=np.int8), zp.name))
+    with pytest.raises(ValueError, match="zero point must be int8 0"):
+        check_qdq(model)
