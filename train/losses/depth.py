@@ -1,0 +1,48 @@
+"""Pixel-wise depth losses: SILog (metric) and the scale-and-shift-invariant L1 (MiDaS style)."""
+from __future__ import annotations
+
+import torch
+
+from .alignment import fit_scale_shift
+from .masks import as_map, masked_mean, valid_mask
+
+__all__ = ["silog_loss", "ssi_loss"]
+
+
+def _per_sample_mean(values: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+    """Mean over samples that had valid pixels; 0 when none had."""
+    h = has.to(values.dtype)
+    return (torch.where(has, values, torch.zeros_like(values)) * h).sum() / h.sum().clamp_min(1.0)
+
+
+def silog_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
+               variance_focus: float = 0.85, scale: float = 10.0, min_depth: float = 1e-3) -> torch.Tensor:
+    """Scale-invariant log loss (Eigen et al.; ZoeDepth/PatchFusion form), averaged over samples.
+
+    With e = log(pred) - log(target) over the valid pixels of a sample:
+    scale * sqrt(mean(e^2) - variance_focus * mean(e)^2). ``variance_focus=1`` makes it invariant to
+    a per-sample scale of ``pred``. pred, target (B, 1, H, W) metres; target 0 = invalid.
+    """
+    if not 0.0 <= variance_focus <= 1.0:
+        raise ValueError(f"variance_focus must be in [0, 1], got {variance_focus}")
+    valid = valid_mask(target, mask, pred)
+    pred, target = as_map(pred, "pred"), as_map(target, "target")
+    e = torch.log(pred.clamp_min(min_depth)) - torch.log(target.clamp_min(min_depth))
+    dims = (1, 2, 3)
+    mean_e = masked_mean(e, valid, dims)
+    mean_e2 = masked_mean(e * e, valid, dims)
+    # clamp keeps sqrt's gradient finite at a perfect prediction.
+    per = torch.sqrt((mean_e2 - variance_focus * mean_e * mean_e).clamp_min(1e-12))
+    return scale * _per_sample_mean(per, valid.flatten(1).any(1))
+
+
+def ssi_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scale-and-shift-invariant L1: fit s, t per sample by least squares, then mean |s*pred + t - target|.
+
+    Invariant to any affine change a*pred + b (a != 0) of the prediction. (B, 1, H, W) inputs.
+    """
+    valid = valid_mask(target, mask, pred)
+    pred, target = as_map(pred, "pred"), as_map(target, "target")
+    s, t = fit_scale_shift(pred, target, valid)
+    per = masked_mean((s * pred + t - target).abs(), valid, (1, 2, 3))
+    return _per_sample_mean(per, valid.flatten(1).any(1))

@@ -1,0 +1,81 @@
+"""Validity masks, masked reductions and the Bias-Free Masking of PRO (METHODS.md §3)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["as_map", "valid_mask", "masked_mean", "sobel_magnitude", "bfm_mask"]
+
+
+def as_map(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Accept (B, H, W) or (B, 1, H, W); return (B, 1, H, W)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"{name} must be (B, 1, H, W) or (B, H, W), got {tuple(x.shape)}")
+    return x
+
+
+def valid_mask(target: torch.Tensor, mask: torch.Tensor | None = None, pred: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 1, H, W) bool: target > 0 and finite, and ``mask`` (False = unreliable) where given.
+
+    ``pred``, when given, only has its shape checked against ``target``.
+    """
+    target = as_map(target, "target")
+    if pred is not None and as_map(pred, "pred").shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
+    valid = torch.isfinite(target) & (target > 0)
+    if mask is not None:
+        mask = as_map(mask, "mask")
+        if mask.shape != target.shape:
+            raise ValueError(f"mask {tuple(mask.shape)} must match target {tuple(target.shape)}")
+        valid = valid & mask.bool()
+    return valid
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Mean of ``x`` over ``mask``; 0 (still differentiable) where the mask is empty, never NaN."""
+    # where(), not a product, so NaN/inf outside the mask cannot leak in.
+    x = torch.where(mask, x, torch.zeros_like(x))
+    m = mask.expand_as(x).to(x.dtype)
+    if dims is None:
+        return x.sum() / m.sum().clamp_min(1.0)
+    return x.sum(dims) / m.sum(dims).clamp_min(1.0)
+
+
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """Sobel gradient magnitude of (B, 1, H, W) (replicate padding), per pixel, divided by 8."""
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device) / 8
+    k = torch.stack([kx, kx.t()]).unsqueeze(1)
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+    return g.pow(2).sum(1, keepdim=True).sqrt()
+
+
+def _minmax(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    big = torch.finfo(x.dtype).max
+    lo = torch.where(valid, x, torch.full_like(x, big)).amin((1, 2, 3), keepdim=True)
+    hi = torch.where(valid, x, torch.full_like(x, -big)).amax((1, 2, 3), keepdim=True)
+    rng = (hi - lo).clamp_min(1e-12)
+    return torch.where(valid, (x - lo) / rng, torch.zeros_like(x))
+
+
+@torch.no_grad()
+def bfm_mask(coarse: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
+             ratio: float = 2.0, edge_threshold: float = 0.05, eps: float = 1e-3) -> torch.Tensor:
+    """Bias-Free Masking (PRO): True where the ground truth is trusted.
+
+    Both maps are min-max normalised over the valid pixels of each sample (N). A pixel is dropped
+    where max(N(coarse)/N(gt), N(gt)/N(coarse)) > ``ratio`` (``eps`` added to both), unless it lies on
+    an edge both maps agree on (Sobel magnitude of both normalised maps > ``edge_threshold``).
+    coarse, target (B, 1, H, W) metres at the same resolution -> (B, 1, H, W) bool.
+    """
+    valid = valid_mask(target, mask, coarse)
+    coarse = as_map(coarse, "coarse")
+    if ratio <= 1:
+        raise ValueError(f"ratio must be > 1, got {ratio}")
+    nc, ng = _minmax(coarse.float(), valid), _minmax(as_map(target, "target").float(), valid)
+    r = torch.maximum((nc + eps) / (ng + eps), (ng + eps) / (nc + eps))
+    agreed_edge = (sobel_magnitude(nc) > edge_threshold) & (sobel_magnitude(ng) > edge_threshold)
+    return valid & ((r <= ratio) | agreed_edge)
