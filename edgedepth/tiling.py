@@ -1,0 +1,367 @@
+"""Tile engine: tile geometry, batched crop+resize, window weights and blend+stitch.
+
+numpy in, numpy out (native CPU engine, multi-threaded, GIL released); torch CUDA tensors and
+CuPy arrays in, the same kind out (CUDA engine, on the framework's current stream, no host round
+trip). Without the CPU extension the numpy reference `edgedepth.tiling_reference` runs, with a
+warning. Semantics (DESIGN.md "one crop semantics", window and stitch rules) are documented in
+`edgedepth.tiling_reference` and docs/native.md.
+
+Every argument is checked here before native code runs; bad input raises ValueError/TypeError
+naming the argument. Non-contiguous arrays are copied (never rejected).
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import native, tiling_reference
+from .tiling_reference import WINDOWS
+
+__all__ = [
+    "TileGrid", "crop_resize", "window", "stitch", "WINDOWS", "get_num_threads", "set_num_threads",
+    "native_status",
+]
+
+native_status = native.native_status
+
+
+# ---------------------------------------------------------------- threads
+
+def _available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+_threads = _available_cores()
+_warned_fallback = threading.Event()
+
+
+def get_num_threads() -> int:
+    """Threads the CPU engine uses when a call passes threads=None (default: all usable cores)."""
+    return _threads
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the default thread count of the CPU engine (>= 1)."""
+    global _threads
+    _threads = _check_int("n", n, minimum=1)
+
+
+# ---------------------------------------------------------------- tile geometry
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _axis(size: int, count: int, overlap: int, tile: Optional[int], what: str) -> tuple[int, list[int]]:
+    """Tile length and integer starts of `count` equal tiles covering [0, size) along one axis."""
+    if count > size:
+        raise ValueError(f"{what}: {count} tiles do not fit in {size} pixels")
+    if tile is None:
+        tile = size if count == 1 else -(-(size + (count - 1) * overlap) // count)
+    if tile > size:
+        raise ValueError(
+            f"{what}: tiles of {tile} px would be larger than the frame ({size} px); "
+            f"lower overlap={overlap} or the tile count"
+        )
+    if count > 1 and overlap >= tile:
+        raise ValueError(f"{what}: overlap={overlap} must be smaller than the tile ({tile} px)")
+    if count * tile - (count - 1) * overlap < size:
+        raise ValueError(f"{what}: {count} tiles of {tile} px with overlap {overlap} do not cover {size} px")
+    if count == 1:
+        return tile, [0]
+    # Starts spread evenly, rounded half up; consecutive starts differ by at most
+    # ceil((size - tile) / (count - 1)) <= tile - overlap, so no pixel is left out.
+    span, den = size - tile, count - 1
+    return tile, [(2 * k * span + den) // (2 * den) for k in range(count)]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Equal tiles covering a height x width frame, `overlap` frame pixels shared between neighbours.
+
+    tile_h/tile_w default to the smallest tile that covers the frame with that overlap,
+    ceil((H + (rows - 1) * overlap) / rows); the actual overlap can exceed `overlap` by rounding.
+    Tiles larger than the frame are rejected (`for_tile` clamps them instead).
+    """
+
+    height: int
+    width: int
+    rows: int
+    cols: int
+    overlap: int
+    tile_h: Optional[int] = None
+    tile_w: Optional[int] = None
+    boxes: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        h = _check_int("height", self.height, 1)
+        w = _check_int("width", self.width, 1)
+        rows = _check_int("rows", self.rows, 1)
+        cols = _check_int("cols", self.cols, 1)
+        ov = _check_int("overlap", self.overlap, 0)
+        th = None if self.tile_h is None else _check_int("tile_h", self.tile_h, 1)
+        tw = None if self.tile_w is None else _check_int("tile_w", self.tile_w, 1)
+        th, ys = _axis(h, rows, ov, th, "rows/height")
+        tw, xs = _axis(w, cols, ov, tw, "cols/width")
+        boxes = np.array([[y, x, th, tw] for y in ys for x in xs], dtype=np.float64)
+        boxes.setflags(write=False)
+        for name, value in (("tile_h", th), ("tile_w", tw), ("boxes", boxes)):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def for_tile(cls, height: int, width: int, tile_h: int, tile_w: int, overlap: int) -> "TileGrid":
+        """Fewest tiles of (tile_h, tile_w) covering the frame with at least `overlap` px shared.
+
+        A tile side larger than the frame is clamped to the frame (one tile along that axis).
+        """
+        height, width = _check_int("height", height, 1), _check_int("width", width, 1)
+        th = min(_check_int("tile_h", tile_h, 1), height)
+        tw = min(_check_int("tile_w", tile_w, 1), width)
+        ov = _check_int("overlap", overlap, 0)
+
+        def count(size: int, tile: int) -> int:
+            if tile >= size:
+                return 1
+            if ov >= tile:
+                raise ValueError(f"overlap={ov} must be smaller than the tile ({tile} px)")
+            return -(-(size - ov) // (tile - ov))
+
+        return cls(height, width, count(height, th), count(width, tw), ov, tile_h=th, tile_w=tw)
+
+    def __len__(self) -> int:
+        return self.rows * self.cols
+
+    def scaled(self, sy: float, sx: float) -> np.ndarray:
+        """The boxes on a map of size (height * sy, width * sx): (N, 4) float64, fractional legal."""
+        for name, s in (("sy", sy), ("sx", sx)):
+            if not isinstance(s, (int, float, np.number)) or not math.isfinite(s) or s <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {s!r}")
+        return self.boxes * np.array([sy, sx, sy, sx], dtype=np.float64)
+
+
+# ---------------------------------------------------------------- argument checks
+
+def _check_boxes(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
+    if native.is_device_array(boxes):
+        raise TypeError("boxes must be a host array (numpy), not a device array")
+    try:
+        arr = np.asarray(boxes)
+    except Exception as err:
+        raise TypeError(f"boxes must be an (N, 4) numeric array, got {type(boxes).__name__}") from err
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"boxes must be an (N, 4) numeric array, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4) [y0, x0, h, w], got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("boxes must be finite (found NaN or inf)")
+    y0, x0, h, w = arr.T
+    if not ((h > 0) & (w > 0)).all():
+        raise ValueError("boxes must have h > 0 and w > 0")
+    tol_h, tol_w = 1e-6 * frame_h, 1e-6 * frame_w  # as in csrc/checks.hpp
+    bad = (y0 < -tol_h) | (x0 < -tol_w) | (y0 + h > frame_h + tol_h) | (x0 + w > frame_w + tol_w)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"boxes[{i}] = {arr[i].tolist()} lies outside the {frame_h}x{frame_w} frame")
+    return arr
+
+
+def _check_threads(threads: Optional[int]) -> int:
+    return _threads if threads is None else _check_int("threads", threads, 1)
+
+
+def _check_window(kind: Any) -> int:
+    if kind not in WINDOWS:
+        raise ValueError(f"window must be one of {WINDOWS}, got {kind!r}")
+    return WINDOWS.index(kind)
+
+
+def _check_out_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype must be float32 or float16, got {dtype!r}") from err
+    if dt not in (np.float32, np.float16):
+        raise TypeError(f"dtype must be float32 or float16, got {dt}")
+    return dt
+
+
+def _check_affine(name: str, value: Any, default: float) -> np.ndarray:
+    if value is None:
+        return np.full(3, default)
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.size == 1:
+        arr = np.repeat(arr, 3)
+    if arr.size != 3 or not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be 3 finite numbers (RGB in [0, 1] units), got {value!r}")
+    return arr
+
+
+def _uncovered_pixel(boxes: np.ndarray, height: int, width: int) -> Optional[tuple[int, int]]:
+    """A frame pixel no box covers (centre inside the box), or None; exact, on compressed coordinates."""
+    ys = np.clip(np.ceil(boxes[:, 0] - 0.5), 0, height).astype(np.int64)
+    ye = np.clip(np.ceil(boxes[:, 0] + boxes[:, 2] - 0.5), 0, height).astype(np.int64)
+    xs = np.clip(np.ceil(boxes[:, 1] - 0.5), 0, width).astype(np.int64)
+    xe = np.clip(np.ceil(boxes[:, 1] + boxes[:, 3] - 0.5), 0, width).astype(np.int64)
+    yb = np.unique(np.concatenate([[0, height], ys, ye]))
+    xb = np.unique(np.concatenate([[0, width], xs, xe]))
+    cells = np.zeros((len(yb) - 1, len(xb) - 1), dtype=bool)
+    for a, b, c, d in zip(np.searchsorted(yb, ys), np.searchsorted(yb, ye), np.searchsorted(xb, xs), np.searchsorted(xb, xe)):
+        cells[a:b, c:d] = True
+    holes = np.argwhere(~cells)
+    return None if len(holes) == 0 else (int(yb[holes[0][0]]), int(xb[holes[0][1]]))
+
+
+def _host_array(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "__array__"):
+        return np.asarray(x)
+    raise TypeError(f"{name} must be a numpy array (or a torch/CuPy CUDA array), got {type(x).__name__}")
+
+
+def _fallback(op: str) -> None:
+    if not _warned_fallback.is_set():
+        _warned_fallback.set()
+        warnings.warn(
+            f"edgedepth native tile engine not available ({native.cpu_error}); {op} uses the slow numpy reference",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _need_cuda(name: str) -> Any:
+    if native.cuda is None:
+        raise RuntimeError(f"{name} is a CUDA array but edgedepth._native_cuda is not built ({native.cuda_error})")
+    return native.cuda
+
+
+# ---------------------------------------------------------------- operations
+
+def crop_resize(src: Any, boxes: Any, out_size: Sequence[int], *, mean: Any = None, std: Any = None,
+                dtype: Any = np.float32, threads: Optional[int] = None) -> Any:
+    """Batched crops resized to out_size = (H, W) with the DESIGN crop semantics.
+
+    src (h, w, 3) uint8 RGB -> (N, 3, H, W), normalised as (x / 255 - mean) / std (mean/std
+    per channel on RGB in [0, 1]; default 0 and 1). src (C, h, w) float32/float16 -> (N, C, H, W)
+    (mean/std not allowed). boxes (N, 4) [y0, x0, h, w] in src pixels, inside src. dtype:
+    float32 or float16 output. A torch CUDA tensor or CuPy array src gives the same kind back.
+    """
+    out_dt = _check_out_dtype(dtype)
+    if not isinstance(out_size, (tuple, list)) or len(out_size) != 2:
+        raise ValueError(f"out_size must be (H, W), got {out_size!r}")
+    out_h, out_w = (_check_int("out_size", v, 1) for v in out_size)
+    on_device = native.is_device_array(src)
+    dev = native.DeviceArray.wrap(src, "src") if on_device else None
+    arr = None if on_device else _host_array(src, "src")
+    shape, kind = (dev.shape, dev.dtype) if on_device else (arr.shape, str(arr.dtype))
+    if kind == "uint8":
+        if len(shape) != 3 or shape[2] != 3:
+            raise ValueError(f"src: a uint8 image must be (H, W, 3) RGB, got shape {tuple(shape)}")
+        frame_h, frame_w, channels = shape[0], shape[1], 3
+    elif kind in ("float32", "float16"):
+        if len(shape) != 3:
+            raise ValueError(f"src: a float map must be (C, H, W), got shape {tuple(shape)}")
+        if mean is not None or std is not None:
+            raise ValueError("mean/std apply to uint8 RGB src only; float maps are cropped as they are")
+        channels, frame_h, frame_w = shape
+    else:
+        raise TypeError(f"src must be uint8 (H, W, 3) RGB or float32/float16 (C, H, W), got dtype {kind}")
+    if min(shape) == 0:
+        raise ValueError(f"src must not be empty, got shape {tuple(shape)}")
+    bx = _check_boxes(boxes, frame_h, frame_w)
+    m, s = _check_affine("mean", mean, 0.0), _check_affine("std", std, 1.0)
+    if (s <= 0).any():
+        raise ValueError(f"std must be > 0, got {std!r}")
+    scale, bias = (1.0 / (255.0 * s)).tolist(), (-m / s).tolist()
+    half = out_dt == np.float16
+    n = len(bx)
+    nthreads = _check_threads(threads)
+
+    if on_device:
+        cuda = _need_cuda("src")
+        out = dev.empty((n, channels, out_h, out_w), str(out_dt))
+        if n == 0:
+            return out.obj
+        if kind == "uint8":
+            cuda.crop_rgb(dev.ptr, frame_h, frame_w, bx, out.ptr, out_h, out_w, scale, bias, half, dev.stream)
+        else:
+            cuda.crop_map(dev.ptr, kind == "float16", channels, frame_h, frame_w, bx, out.ptr, out_h, out_w, half,
+                          dev.stream)
+        return out.obj
+    if n == 0:
+        return np.empty((0, channels, out_h, out_w), dtype=out_dt)
+    arr = np.ascontiguousarray(arr)
+    if native.cpu is None:
+        _fallback("crop_resize")
+        return tiling_reference.crop_resize(arr, bx, (out_h, out_w), mean=m if kind == "uint8" else None,
+                                            std=s if kind == "uint8" else None, dtype=out_dt)
+    if kind == "uint8":
+        return native.cpu.crop_rgb(arr, bx, out_h, out_w, scale, bias, half, nthreads)
+    return native.cpu.crop_map(arr, bx, out_h, out_w, half, nthreads)
+
+
+def window(h: int, w: int, kind: str = "cosine") -> np.ndarray:
+    """(h, w) float32 weights f((i + 0.5) / h) * f((j + 0.5) / w), strictly positive.
+
+    kind: "uniform", "linear" (pyramid), "cosine" (Hann), "gaussian" (sigma = side / 4).
+    """
+    h, w, k = _check_int("h", h, 1), _check_int("w", w, 1), _check_window(kind)
+    if native.cpu is None:
+        _fallback("window")
+        return tiling_reference.window(h, w, kind)
+    return native.cpu.window(h, w, k)
+
+
+def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosine",
+           threads: Optional[int] = None) -> Any:
+    """Blends tiles (N, C, th, tw) float32/float16 placed at boxes into (C, height, width) float32.
+
+    Each tile is resized back to its box (DESIGN crop semantics, source = the tile) and weighted
+    by the window evaluated at the frame pixel's position in its box; weights are accumulated and
+    normalised. The boxes must lie inside the frame and together cover every pixel.
+    """
+    k = _check_window(window)
+    height, width = _check_int("height", height, 1), _check_int("width", width, 1)
+    on_device = native.is_device_array(tiles)
+    dev = native.DeviceArray.wrap(tiles, "tiles") if on_device else None
+    arr = None if on_device else _host_array(tiles, "tiles")
+    shape, kind = (dev.shape, dev.dtype) if on_device else (arr.shape, str(arr.dtype))
+    if kind not in ("float32", "float16"):
+        raise TypeError(f"tiles must be float32 or float16, got dtype {kind}")
+    if len(shape) != 4:
+        raise ValueError(f"tiles must be (N, C, th, tw), got shape {tuple(shape)}")
+    if min(shape) == 0:
+        raise ValueError(f"tiles must not be empty, got shape {tuple(shape)}")
+    bx = _check_boxes(boxes, height, width)
+    if len(bx) != shape[0]:
+        raise ValueError(f"tiles has {shape[0]} tiles but boxes has {len(bx)} rows")
+    hole = _uncovered_pixel(bx, height, width)
+    if hole is not None:
+        raise ValueError(f"boxes leave frame pixel (y, x) = {hole} uncovered")
+    nthreads = _check_threads(threads)
+    n, c, th, tw = shape
+
+    if on_device:
+        cuda = _need_cuda("tiles")
+        out = dev.empty((c, height, width), "float32")
+        cuda.stitch(dev.ptr, kind == "float16", n, c, th, tw, bx, out.ptr, height, width, k, dev.stream)
+        return out.obj
+    arr = np.ascontiguousarray(arr)
+    if native.cpu is None:
+        _fallback("stitch")
+        return tiling_reference.stitch(arr, bx, height, width, window)
+    return native.cpu.stitch(arr, bx, height, width, k, nthreads)

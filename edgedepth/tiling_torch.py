@@ -1,0 +1,129 @@
+"""crop_resize and stitch on torch tensors: differentiable, batched, any device.
+
+Same semantics as `edgedepth.tiling` (tested equal to `edgedepth.tiling_reference`): sample
+tables (indices and fractions) are computed in float64 from the boxes exactly as the reference
+does, then applied with index_select + lerp, so no float32 coordinate rounding creeps in (which
+grid_sample's normalised coordinates would add on large frames). Gradients flow to `src` and
+`tiles`; boxes are constants. Imports torch: `edgedepth.tiling` never imports this module.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .tiling import _check_boxes, _check_int, _check_window, _uncovered_pixel
+from .tiling_reference import crop_axis, stitch_axis
+
+__all__ = ["crop_resize", "stitch"]
+
+
+def _boxes_np(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
+    if isinstance(boxes, torch.Tensor):
+        boxes = boxes.detach().cpu().numpy()
+    return _check_boxes(boxes, frame_h, frame_w)
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _lerp_rows(img: torch.Tensor, lo: np.ndarray, hi: np.ndarray, frac: np.ndarray, dim: int) -> torch.Tensor:
+    """Bilinear along one dim of img with a sample table from the reference."""
+    dev = img.device
+    a = img.index_select(dim, torch.from_numpy(lo).to(dev))
+    b = img.index_select(dim, torch.from_numpy(hi).to(dev))
+    shape = [1] * img.dim()
+    shape[dim] = len(frac)
+    f = torch.from_numpy(frac).to(device=dev, dtype=img.dtype).view(shape)
+    return a * (1.0 - f) + b * f
+
+
+def _crop_one(img: torch.Tensor, box: np.ndarray, out_h: int, out_w: int) -> torch.Tensor:
+    """img (C, H, W) in compute dtype -> (C, out_h, out_w)."""
+    _, src_h, src_w = img.shape
+    y0, x0, h, w = box
+    xlo, xhi, fx = crop_axis(x0, w, out_w, src_w)
+    first, last = int(xlo.min()), int(xhi.max())  # only the columns the box samples
+    rows = _lerp_rows(img[:, :, first:last + 1], *crop_axis(y0, h, out_h, src_h), dim=1)
+    return _lerp_rows(rows, xlo - first, xhi - first, fx, dim=2)
+
+
+def crop_resize(src: torch.Tensor, boxes: Any, out_size: Sequence[int], *, mean: Any = None,
+                std: Any = None) -> torch.Tensor:
+    """Batched crops resized to out_size = (H, W) with the DESIGN crop semantics.
+
+    src (C, h, w) float -> (N, C, H, W) in src's dtype; src (h, w, 3) uint8 RGB -> (N, 3, H, W)
+    float32 normalised as (x / 255 - mean) / std; src (B, C, h, w) float with boxes (B, N, 4)
+    -> (B, N, C, H, W). boxes are numpy or torch, [y0, x0, h, w] in src pixels.
+    """
+    if not isinstance(src, torch.Tensor):
+        raise TypeError(f"src must be a torch.Tensor, got {type(src).__name__}")
+    if not isinstance(out_size, (tuple, list)) or len(out_size) != 2:
+        raise ValueError(f"out_size must be (H, W), got {out_size!r}")
+    out_h, out_w = (_check_int("out_size", v, 1) for v in out_size)
+    if src.dtype == torch.uint8:
+        if src.dim() != 3 or src.shape[2] != 3:
+            raise ValueError(f"src: a uint8 image must be (H, W, 3) RGB, got shape {tuple(src.shape)}")
+        img = src.permute(2, 0, 1).to(torch.float32) / 255.0
+        m = torch.as_tensor(np.zeros(3) if mean is None else mean, dtype=torch.float32, device=src.device)
+        s = torch.as_tensor(np.ones(3) if std is None else std, dtype=torch.float32, device=src.device)
+        if m.numel() not in (1, 3) or s.numel() not in (1, 3) or not bool((s > 0).all()):
+            raise ValueError("mean/std must be 1 or 3 numbers with std > 0")
+        img = (img - m.reshape(-1, 1, 1)) / s.reshape(-1, 1, 1)
+        return crop_resize(img, boxes, (out_h, out_w))
+    if not src.is_floating_point():
+        raise TypeError(f"src must be a float tensor or (H, W, 3) uint8, got dtype {src.dtype}")
+    if mean is not None or std is not None:
+        raise ValueError("mean/std apply to uint8 RGB src only; float maps are cropped as they are")
+    if src.dim() == 4:
+        if isinstance(boxes, torch.Tensor):
+            boxes = boxes.detach().cpu().numpy()
+        boxes = np.asarray(boxes)
+        if boxes.ndim != 3 or boxes.shape[0] != src.shape[0]:
+            raise ValueError(f"boxes for a (B, C, H, W) src must be (B, N, 4), got shape {boxes.shape}")
+        return torch.stack([crop_resize(img, b, (out_h, out_w)) for img, b in zip(src, boxes)])
+    if src.dim() != 3 or min(src.shape) == 0:
+        raise ValueError(f"src must be a non-empty (C, H, W) or (B, C, H, W) tensor, got shape {tuple(src.shape)}")
+    bx = _boxes_np(boxes, src.shape[1], src.shape[2])
+    img = src.to(_compute_dtype(src))
+    if len(bx) == 0:
+        return src.new_empty((0, src.shape[0], out_h, out_w))
+    return torch.stack([_crop_one(img, box, out_h, out_w) for box in bx]).to(src.dtype)
+
+
+def stitch(tiles: torch.Tensor, boxes: Any, height: int, width: int, window: str = "cosine") -> torch.Tensor:
+    """tiles (N, C, th, tw) placed at boxes -> (C, height, width) weighted average (tiles' dtype).
+
+    Same rule as `edgedepth.tiling.stitch`: each tile resized back to its box, weighted by the
+    window at the frame pixel's position in the box, accumulated and normalised.
+    """
+    if not isinstance(tiles, torch.Tensor):
+        raise TypeError(f"tiles must be a torch.Tensor, got {type(tiles).__name__}")
+    if not tiles.is_floating_point():
+        raise TypeError(f"tiles must be a float tensor, got dtype {tiles.dtype}")
+    if tiles.dim() != 4 or min(tiles.shape) == 0:
+        raise ValueError(f"tiles must be a non-empty (N, C, th, tw) tensor, got shape {tuple(tiles.shape)}")
+    _check_window(window)
+    height, width = _check_int("height", height, 1), _check_int("width", width, 1)
+    bx = _boxes_np(boxes, height, width)
+    if len(bx) != tiles.shape[0]:
+        raise ValueError(f"tiles has {tiles.shape[0]} tiles but boxes has {len(bx)} rows")
+    hole = _uncovered_pixel(bx, height, width)
+    if hole is not None:
+        raise ValueError(f"boxes leave frame pixel (y, x) = {hole} uncovered")
+    _, c, th, tw = tiles.shape
+    dtype = _compute_dtype(tiles)
+    acc = tiles.new_zeros((c, height, width), dtype=dtype)
+    wsum = np.zeros((height, width), dtype=np.float64)
+    for tile, (y0, x0, h, w) in zip(tiles.to(dtype), bx):
+        fy0, ylo, yhi, fy, wy = stitch_axis(y0, h, th, height, window)
+        fx0, xlo, xhi, fx, wx = stitch_axis(x0, w, tw, width, window)
+        weight = wy[:, None] * wx[None, :]
+        wsum[fy0:fy0 + len(wy), fx0:fx0 + len(wx)] += weight
+        value = _lerp_rows(_lerp_rows(tile, ylo, yhi, fy, dim=1), xlo, xhi, fx, dim=2)
+        w_t = torch.from_numpy(weight).to(device=tiles.device, dtype=dtype)
+        acc[:, fy0:fy0 + len(wy), fx0:fx0 + len(wx)] += value * w_t
+    inv = torch.from_numpy(1.0 / wsum).to(device=tiles.device, dtype=dtype)  # every pixel is covered
+    return (acc * inv).to(tiles.dtype)
