@@ -84,9 +84,16 @@ def _check_tiles(tiles: Any) -> tuple[int, int] | None:
 
 @lru_cache(maxsize=64)
 def _grid(height: int, width: int, rows: int, cols: int, overlap_ratio: float):
+    """The TileGrid of a (height, width) frame for the bundle's rows x cols and overlap ratio.
+
+    A frame smaller than the grid gets fewer tiles (at most one per pixel), so any frame size works.
+    TileGrid holds one overlap for both axes: the ratio of the smaller tile pitch, which keeps the
+    overlap below the tile side along both axes (docs/interfaces.md, Bundle). edgedepth.export cuts
+    its calibration tiles with this same function.
+    """
     from .tiling import TileGrid
 
-    # docs/interfaces.md, Bundle: the overlap is a fraction of the tile pitch in frame pixels.
+    rows, cols = min(rows, height), min(cols, width)
     overlap = int(round(overlap_ratio * min(height / rows, width / cols)))
     return TileGrid(height, width, rows, cols, overlap)
 
@@ -124,46 +131,40 @@ class _HostOps:
 
 
 class _TorchOps:
-    """The same ops on torch tensors (edgedepth.tiling_torch), so a CUDA frame never leaves the GPU."""
+    """The same ops on torch tensors: on CUDA through the native CUDA tile engine of edgedepth.tiling
+    (the frame never leaves the GPU), on the CPU (or without the CUDA extension) through
+    edgedepth.tiling_torch."""
 
     def __init__(self, device: str) -> None:
         import torch
 
-        from . import tiling_torch
+        from . import tiling, tiling_torch
 
         self.torch = torch
-        self.tt = tiling_torch
         self.device = torch.device(device)
+        native_cuda = self.device.type == "cuda" and tiling.native_status().get("cuda", False)
+        self.impl = tiling if native_cuda else tiling_torch
 
     def upload(self, frame):
-        torch = self.torch
         if isinstance(frame, np.ndarray):
-            t = torch.from_numpy(np.ascontiguousarray(frame))
+            t = self.torch.from_numpy(np.ascontiguousarray(frame))
             if self.device.type == "cuda":
+                # Pinned host memory makes the copy asynchronous on the current stream.
                 t = t.pin_memory().to(self.device, non_blocking=True)
             return t
         return frame.to(self.device)
 
-    def _boxes(self, boxes):
-        return self.torch.as_tensor(np.asarray(boxes, dtype=np.float64), device=self.device)
-
     def crop_rgb(self, frame, boxes, size, mean, std):
-        torch = self.torch
-        chw = frame.permute(2, 0, 1).to(torch.float32)
-        tiles = self.tt.crop_resize(chw, self._boxes(boxes), size)
-        # Bilinear sampling commutes with the per-channel affine normalisation: crop, then normalise.
-        m = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        return (tiles / 255.0 - m) / s
+        return self.impl.crop_resize(frame, boxes, size, mean=mean, std=std)
 
     def crop_map(self, chw, boxes, size):
-        return self.tt.crop_resize(chw, self._boxes(boxes), size)
+        return self.impl.crop_resize(chw.contiguous(), boxes, size)
 
     def concat(self, parts):
         return parts[0] if len(parts) == 1 else self.torch.cat(parts)
 
     def stitch(self, tiles, boxes, height, width, window):
-        return self.tt.stitch(tiles, self._boxes(boxes), height, width, window=window)[0]
+        return self.impl.stitch(tiles.float().contiguous(), boxes, height, width, window=window)[0]
 
     def finish(self, depth, scale: float):
         depth = self.torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0)
