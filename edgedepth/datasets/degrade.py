@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..metrics import dilate, ratio_edges
 from .procedural import FX_NORM
 from .sample import Sample, check_sample
 
@@ -54,37 +55,6 @@ class SensorConfig:
             raise ValueError("need 0 <= dropout < 1, noise >= 0, edge_holes >= 0 and edge_ratio > 1")
 
 
-def depth_edges(depth: np.ndarray, ratio: float) -> np.ndarray:
-    """HW bool: pixels with a 4-neighbour whose depth differs by more than ``ratio`` times
-    (either pixel invalid counts as a jump when the other is valid)."""
-    d = np.where(depth > 0, depth, np.float32(1e-6))
-    edges = np.zeros(depth.shape, bool)
-    for axis in (0, 1):
-        a = np.take(d, np.arange(d.shape[axis] - 1), axis=axis)
-        b = np.take(d, np.arange(1, d.shape[axis]), axis=axis)
-        jump = np.maximum(a / b, b / a) > ratio
-        if axis == 0:
-            edges[:-1] |= jump
-            edges[1:] |= jump
-        else:
-            edges[:, :-1] |= jump
-            edges[:, 1:] |= jump
-    return edges
-
-
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation of an HW bool mask by a (2r+1)x(2r+1) square (r = ``radius`` px)."""
-    out = mask.copy()
-    for _ in range(radius):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= grown[:, :-1].copy()
-        grown[:, :-1] |= grown[:, 1:].copy()
-        out = grown
-    return out
-
-
 def _lidar_mask(shape, K, cfg: SensorConfig, rng) -> np.ndarray:
     h, w = shape
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
@@ -123,7 +93,7 @@ def degrade(sample: Sample, config: Optional[SensorConfig] = None, seed: int = 0
         f = FX_NORM * w
         K = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]])
     valid = depth > 0
-    holes = dilate(depth_edges(depth, cfg.edge_ratio), cfg.edge_holes) if cfg.edge_holes else np.zeros_like(valid)
+    holes = dilate(ratio_edges(depth, cfg.edge_ratio), cfg.edge_holes) if cfg.edge_holes else np.zeros_like(valid)
     if cfg.kind == "lidar":
         keep = _lidar_mask(depth.shape, K, cfg, rng) & (depth <= cfg.max_range)
         sigma = cfg.noise * depth
@@ -142,4 +112,4 @@ def degrade(sample: Sample, config: Optional[SensorConfig] = None, seed: int = 0
                   name=sample["name"] + f"_{cfg.kind}")
 
 
-__all__ = ["SensorConfig", "SENSORS", "degrade", "depth_edges", "dilate"]
+__all__ = ["SensorConfig", "SENSORS", "degrade"]
