@@ -45,7 +45,7 @@ def _ct():
 
 def to_coreml(module: nn.Module, example: dict[str, torch.Tensor], outputs: Sequence[str], path: str | Path,
               variant: str = "fp16", *, deployment_target: str = DEPLOYMENT_TARGET) -> Path:
-    """Trace ``module`` on ``example`` (name → tensor, in forward order) and save an mlprogram.
+    """Export ``module`` on ``example`` (name → tensor, in forward order) and save an mlprogram.
 
     The example shapes become the model's fixed shapes; ``variant`` is one of :data:`VARIANTS`.
     """
@@ -55,15 +55,17 @@ def to_coreml(module: nn.Module, example: dict[str, torch.Tensor], outputs: Sequ
     path = Path(path)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module.eval(), tuple(example.values()))
+        # torch.export, not jit.trace: traced shape arithmetic (F.interpolate(size=x.shape)) leaves
+        # aten::Int casts that coremltools cannot fold.
+        program = torch.export.export(module.eval(), tuple(example.values())).run_decompositions({})
         model = ct.convert(
-            traced, inputs=[ct.TensorType(name=n, shape=tuple(t.shape)) for n, t in example.items()],
+            program, inputs=[ct.TensorType(name=n, shape=tuple(t.shape)) for n, t in example.items()],
             outputs=[ct.TensorType(name=n) for n in outputs], convert_to="mlprogram",
             compute_precision=ct.precision.FLOAT16,
             minimum_deployment_target=getattr(ct.target, deployment_target))
         model = compress(model, variant)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".tmp-{path.name}")  # coremltools insists on the .mlpackage suffix
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(str(tmp))
     if path.exists():

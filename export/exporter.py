@@ -134,7 +134,7 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             row = (score_refiner(variant, run, frames, cfg.tiling.window, size) if role == "refiner"
                    else score_coarse(variant, run, coarse_inputs, frames, size))
             rows.append(row)
-            log(f"  {variant}: AbsRel vs fp32 {row.absrel_vs_fp32:.5f}, vs GT {row.absrel_vs_gt:.4f}")
+            log(f"  {variant}: AbsRel vs fp32 {row.absrel_vs_fp32:.2e}, vs GT {row.absrel_vs_gt:.4f}")
 
         # ONNX: the source of every other format (and what TensorRT builds engines from on the device).
         log("exporting ONNX")
@@ -212,7 +212,7 @@ def _tensorrt_notes(onnx_refiner: dict[str, Path], cfg: ExportConfig, log) -> No
     n = cfg.tiling.rows * cfg.tiling.cols
     for prec, path in onnx_refiner.items():
         opts = BuildOptions(precision=prec, opt_batch=n, max_batch=max(16, n))
-        log(f"TensorRT ({prec}) on the device: {trtexec_command(path.name, path.with_suffix('.engine').name, opts)}")
+        log(f"TensorRT ({prec}) on the device: {trtexec_command(path, path.with_suffix('.engine').name, opts, shown_onnx=path.name)}")
     if not available("tensorrt"):
         log("tensorrt is not installed here: engines are built on the device from the bundle's ONNX")
 

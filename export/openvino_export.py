@@ -8,6 +8,7 @@ variant lets NNCF return layers to float until AbsRel vs ground truth is within 
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,11 +33,17 @@ def to_openvino(onnx_path: str | Path, xml: str | Path, precision: str = "fp32")
     return _save(ov.convert_model(str(onnx_path)), Path(xml), precision == "fp16")
 
 
+def _nncf():
+    nncf = require("nncf", "OpenVINO INT8")
+    nncf.set_log_level(logging.WARNING)  # per-layer INFO lines drown the export's own progress
+    return nncf
+
+
 def _ignored(onnx_path: Path, ov_model):
     """NNCF ignored scope: the ONNX nodes kept float in the Q/DQ model, by their OpenVINO names."""
     import onnx
 
-    nncf = require("nncf", "OpenVINO INT8")
+    nncf = _nncf()
     from .quantize_qdq import head_nodes, input_nodes
 
     model = onnx.load(str(onnx_path))
@@ -51,7 +58,7 @@ def quantize_openvino(onnx_path: str | Path, xml: str | Path, batches: Sequence[
     from .quantize_qdq import count_tiles
 
     ov = require("openvino", "OpenVINO INT8")
-    nncf = require("nncf", "OpenVINO INT8")
+    nncf = _nncf()
     tiles = count_tiles(batches)
     if tiles < min_tiles:
         raise ValueError(f"INT8 calibration needs at least {min_tiles} tiles, got {tiles}")
@@ -70,7 +77,7 @@ def quantize_openvino_accuracy_control(onnx_path: str | Path, xml: str | Path,
     from .parity import scores
 
     ov = require("openvino", "OpenVINO INT8")
-    nncf = require("nncf", "OpenVINO INT8")
+    nncf = _nncf()
     if not frames:
         raise ValueError("accuracy-controlled INT8 needs held-out frames with ground truth")
 

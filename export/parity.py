@@ -113,7 +113,7 @@ def markdown(rows: Sequence[ParityRow]) -> str:
     """The parity table as markdown (one row per variant)."""
     head = ("| variant | AbsRel vs fp32 | AbsRel vs GT | δ1 | RMSE (m) | max abs (m) | size |\n"
             "|---|---:|---:|---:|---:|---:|---:|\n")
-    body = "".join(f"| {r.variant} | {r.absrel_vs_fp32:.5f} | {r.absrel_vs_gt:.4f} | {r.delta1:.4f} | "
+    body = "".join(f"| {r.variant} | {r.absrel_vs_fp32:.2e} | {r.absrel_vs_gt:.4f} | {r.delta1:.4f} | "
                    f"{r.rmse:.4f} | {r.max_abs:.4f} | {_size(r.bytes)} |\n" for r in rows)
     return head + body
 

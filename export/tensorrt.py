@@ -84,9 +84,13 @@ def _profile_shapes(onnx_path: Path, options: BuildOptions) -> dict[str, tuple[t
 
 
 def trtexec_command(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions,
-                    timing_cache: str | Path | None = None) -> str:
-    """The ``trtexec`` command line that builds the same engine as :func:`build_engine`."""
-    args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
+                    timing_cache: str | Path | None = None, *, shown_onnx: str | None = None) -> str:
+    """The ``trtexec`` command line that builds the same engine as :func:`build_engine`.
+
+    Shapes are read from ``onnx_path``; ``shown_onnx`` replaces its path in the line (e.g. the
+    name the file will have inside a bundle).
+    """
+    args = ["trtexec", f"--onnx={shown_onnx or onnx_path}", f"--saveEngine={engine_path}"]
     if options.precision in ("fp16", "int8"):
         args.append("--fp16")
     if options.precision == "int8":
