@@ -17,7 +17,6 @@ from typing import Any, Iterable, Optional, Union
 
 STAGES = ("coarse", "noisy-pretrain", "refiner", "distill")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DETAIL_LOSSES = ("ssigm-local", "ssigm-global", "ssi", "ranking")
 # Lite encoders reduce by 32 at their deepest level; inputs must sit on that grid so every
 # feature map has an integer size (and the ONNX export stays static).
 MODEL_STRIDE = 32
@@ -93,11 +92,12 @@ class LossConfig:
     silog: float = 1.0
     gpct: float = 1.0  # GPCT consistency over the overlaps of the 2x2 tile group
     bfm: bool = True  # Bias-Free Masking of unreliable synthetic ground truth
-    detail: str = "ssigm-local"
+    detail: str = "local_ssigm"  # a key of edgedepth.train.losses.DETAIL_LOSSES
     detail_weight: float = 1.0  # DSD lambda
     ssigm_window: int = 23
     ssigm_windows: int = 100
-    edge_grad: float = 0.0  # SDDR edge-guided gradient loss with self-distilled pseudo-labels
+    # SDDR edge-guided gradient loss against self-distilled edge pseudo-labels (distill stage).
+    edge_grad: float = 0.0
 
 
 @dataclass
@@ -289,8 +289,10 @@ def check_config(cfg: Config) -> None:
     for name in ("weight_decay", "encoder_lr_mult", "grad_clip", "warmup_steps", "min_lr_ratio"):
         if getattr(o, name) < 0:
             _fail(f"optim.{name}", f"must be >= 0, got {getattr(o, name)}")
+    from .losses import DETAIL_LOSSES
+
     if cfg.loss.detail not in DETAIL_LOSSES:
-        _fail("loss.detail", f"must be one of {', '.join(DETAIL_LOSSES)}, got {cfg.loss.detail!r}")
+        _fail("loss.detail", f"must be one of {', '.join(sorted(DETAIL_LOSSES))}, got {cfg.loss.detail!r}")
     d = cfg.data
     fh, fw = d.frame_size
     if fh < 8 or fw < 8:

@@ -121,10 +121,10 @@ def resize_frame(item: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[s
 
     h, w = item["image"].shape[-2:]
     box = whole_box(h, w)
-    image = tiling_torch.crop_resize(item["image"][None].float(), box, size)[0]
-    depth, _ = crop_valid(item["depth"][None], box, size)
-    reliable = tiling_torch.crop_resize(item["reliable"][None].float(), box, size) > 1.0 - 1e-4
-    return {**item, "image": image.round().clamp(0, 255).to(torch.uint8), "depth": depth[0], "reliable": reliable[0]}
+    image = tiling_torch.crop_resize(item["image"].float(), box, size)[0]
+    depth, _ = crop_valid(item["depth"][None], box[None], size)
+    reliable = tiling_torch.crop_resize(item["reliable"].float(), box, size)[0] > 1.0 - 1e-4
+    return {**item, "image": image.round().clamp(0, 255).to(torch.uint8), "depth": depth[0], "reliable": reliable}
 
 
 # -- sampling: frame index = f(step, micro-batch, rank) ------------------------------------------
@@ -195,17 +195,22 @@ def whole_box(height: int, width: int) -> torch.Tensor:
     return torch.tensor([[0.0, 0.0, float(height), float(width)]], dtype=torch.float64)
 
 
-def crop_valid(depth: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
-               batch_index: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop ground truth (0 = invalid): bilinear depth, kept only where every bilinear neighbour was valid.
-
-    depth (B, 1, H, W) -> depth (N, 1, h, w) metres (0 where invalid), valid (N, 1, h, w) bool.
-    """
+def crop_frames(src: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop N boxes from each of B maps with the crop semantics: (B, C, H, W), boxes (B, N, 4) in
+    the maps' pixels -> (B * N, C, h, w), frame-major."""
     from edgedepth import tiling_torch
 
-    valid = (depth > 0).to(depth.dtype)
-    d = tiling_torch.crop_resize(depth, boxes, size, batch_index=batch_index)
-    v = tiling_torch.crop_resize(valid, boxes, size, batch_index=batch_index)
+    out = tiling_torch.crop_resize(src, boxes, size)
+    return out.reshape(-1, *out.shape[2:])
+
+
+def crop_valid(depth: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop ground truth (0 = invalid): bilinear depth, kept only where every bilinear neighbour was valid.
+
+    depth (B, 1, H, W), boxes (B, N, 4) -> depth (B * N, 1, h, w) metres (0 where invalid), valid bool.
+    """
+    d = crop_frames(depth, boxes, size)
+    v = crop_frames((depth > 0).to(depth.dtype), boxes, size)
     keep = v > 1.0 - 1e-4
     return torch.where(keep, d, torch.zeros_like(d)), keep
 
@@ -221,6 +226,10 @@ class TileLayout:
     @classmethod
     def from_config(cls, cfg: Config) -> "TileLayout":
         return cls(grid=runtime_grid(cfg), rows=cfg.tiling.rows, cols=cfg.tiling.cols)
+
+    @property
+    def count(self) -> int:
+        return self.rows * self.cols
 
     @property
     def boxes(self) -> torch.Tensor:

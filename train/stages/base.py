@@ -8,7 +8,7 @@ from torch import nn
 
 from ..checkpoint import build_coarse, load_tensors, read_meta
 from ..config import Config
-from ..data import normalise, scaled_boxes, whole_box
+from ..data import crop_frames, normalise, scaled_boxes, whole_box
 
 
 class Stage:
@@ -102,22 +102,15 @@ def build_or_load_coarse(cfg: Config, device: torch.device) -> nn.Module:
 
 def coarse_input(images: torch.Tensor, coarse: nn.Module) -> torch.Tensor:
     """Frames (B, 3, H, W) uint8 -> the coarse model's input: crop of the whole-frame box, normalised."""
-    from edgedepth import tiling_torch
-
     b, _, h, w = images.shape
-    boxes = whole_box(h, w).to(images.device).expand(b, 4)
-    index = torch.arange(b, device=images.device)
-    x = tiling_torch.crop_resize(images.float(), boxes, tuple(coarse.input_size), batch_index=index)
-    return normalise(x, coarse.mean, coarse.std)
+    boxes = whole_box(h, w).expand(b, 1, 4)
+    return normalise(crop_frames(images.float(), boxes, tuple(coarse.input_size)), coarse.mean, coarse.std)
 
 
 def to_frame(maps: torch.Tensor, frame_hw: tuple[int, int]) -> torch.Tensor:
     """Resize (B, C, h, w) maps covering the frame to the frame size with the crop semantics."""
-    from edgedepth import tiling_torch
-
     b, _, h, w = maps.shape
-    boxes = whole_box(h, w).to(maps.device).expand(b, 4)
-    return tiling_torch.crop_resize(maps, boxes, frame_hw, batch_index=torch.arange(b, device=maps.device))
+    return crop_frames(maps, whole_box(h, w).expand(b, 1, 4), frame_hw)
 
 
 def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, prefix: str = "") -> dict[str, float]:
