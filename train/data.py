@@ -234,7 +234,7 @@ class TileLayout:
     @property
     def boxes(self) -> torch.Tensor:
         """(rows*cols, 4) float64 frame-pixel boxes, row-major."""
-        return torch.as_tensor(np.asarray(self.grid.boxes, dtype=np.float64))
+        return torch.tensor(np.asarray(self.grid.boxes, dtype=np.float64))
 
     def group(self, r0: int, c0: int) -> list[int]:
         """Tile ids of the 2x2 neighbourhood whose top-left tile is (r0, c0): TL, TR, BL, BR."""

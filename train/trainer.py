@@ -277,7 +277,7 @@ class Trainer:
                 logs = {f"train/{k}": v / count for k, v in sums.items()}
                 logs = distributed.all_reduce_mean(logs, self.dist, self.device)
                 elapsed = time.perf_counter() - tick
-                logs["train/lr"] = self.scheduler.get_last_lr()[-1]
+                logs["train/lr"] = max(self.scheduler.get_last_lr())  # the head lr; encoder lr is x encoder_lr_mult
                 logs["train/grad_norm"] = float(grad_norm)
                 logs["train/sec_per_step"] = elapsed / max(1, count // t.grad_accum)
                 if train_log is not None:

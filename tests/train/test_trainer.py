@@ -1,0 +1,135 @@
+"""The trainer on real registry models and real procedural frames, tiny sizes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgedepth import tiling
+from edgedepth.train.checkpoint import load_models
+from edgedepth.train.config import load_config, runtime_grid
+from edgedepth.train.data import ProceduralFrames, TileLayout
+from edgedepth.train.stages.refiner import cut_tiles
+from edgedepth.train.trainer import Trainer, param_groups, read_metrics
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def cfg_for(name, tmp_path, **over):
+    sets = [f"train.out_dir={tmp_path / name}"] + [f"{k}={v}" for k, v in over.items()]
+    return load_config(CONFIGS / f"tiny-{name}.yaml", sets)
+
+
+@pytest.fixture(scope="module")
+def coarse_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("coarse")
+    cfg = cfg_for("coarse", tmp, **{"train.tensorboard": "true"})
+    metrics = Trainer(cfg, resume="never").fit()
+    return tmp / "coarse", metrics
+
+
+def test_coarse_run_writes_metrics_checkpoints_and_a_loadable_model(coarse_run):
+    run, metrics = coarse_run
+    rows = read_metrics(run / "train.csv")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["train/loss"]) for r in rows)
+    assert [r["step"] for r in read_metrics(run / "val.csv")] == [3, 6]
+    assert {"val/loss", "val/absrel", "val/delta1", "val/rmse"} <= set(metrics)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_00000003", "step_00000006"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    coarse, refiner, meta = load_models(run / "final")
+    assert refiner is None and meta["train"]["stage"] == "coarse" and meta["camera"]["fx_norm"] == 0.8
+    fresh = load_config(CONFIGS / "tiny-coarse.yaml")
+    from edgedepth.train.models import create_coarse
+
+    torch.manual_seed(fresh.train.seed)
+    init = create_coarse(fresh.model.coarse, **fresh.model.coarse_kwargs)
+    changed = [n for (n, a), b in zip(coarse.state_dict().items(), init.state_dict().values())
+               if a.is_floating_point() and not torch.equal(a, b)]
+    assert changed, "training changed no weight"
+
+
+def test_encoder_gets_a_tenth_of_the_learning_rate(tmp_path):
+    cfg = cfg_for("refiner", tmp_path, **{"optim.lr": "1.0e-3", "optim.encoder_lr_mult": "0.1"})
+    trainer = Trainer(cfg, resume="never")
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert groups["encoder"]["lr"] == pytest.approx(1e-4) and groups["head"]["lr"] == pytest.approx(1e-3)
+    assert groups["head/no_decay"]["weight_decay"] == 0.0
+    enc = {id(p) for p in trainer.stage.refiner.encoder_parameters()}
+    assert {id(p) for p in groups["encoder"]["params"]} | {id(p) for p in groups["encoder/no_decay"]["params"]} == enc
+    n = sum(len(g["params"]) for g in param_groups(trainer.stage.refiner, 1.0, 0.0, 0.1))
+    assert n == len(list(trainer.stage.refiner.parameters()))
+
+
+def test_training_tiles_equal_the_runtime_crops(tmp_path):
+    """The refiner sees in training exactly what the runtime's tile engine gives it."""
+    cfg = cfg_for("refiner", tmp_path)
+    trainer = Trainer(cfg, resume="never")
+    stage = trainer.stage
+    layout = TileLayout.from_config(cfg)
+    frames = ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3)
+    items = [frames[0], frames[1]]
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    ids = [layout.group(0, 1), layout.group(0, 0)]
+    tiles = cut_tiles(batch, stage.coarse, stage.refiner, ids, layout)
+    grid = runtime_grid(cfg)
+    coarse = stage.coarse
+    th, tw = cfg.model.tile_size
+    for b, item in enumerate(items):
+        image = item["image"].permute(1, 2, 0).numpy()
+        x = tiling.crop_resize(image, np.array([[0, 0, *image.shape[:2]]], float), coarse.input_size,
+                               mean=coarse.mean, std=coarse.std)
+        with torch.no_grad():
+            cdepth, feats = coarse(torch.from_numpy(x))
+        cd = cdepth[0].numpy()
+        for j, tid in enumerate(ids[b]):
+            n = b * 4 + j
+            box = grid.boxes[tid:tid + 1]
+            rgb = tiling.crop_resize(image, box, (th, tw), mean=coarse.mean, std=coarse.std)
+            np.testing.assert_allclose(tiles.rgb[n].numpy(), rgb[0], atol=2e-5)
+            sy, sx = cd.shape[1] / image.shape[0], cd.shape[2] / image.shape[1]
+            dep = tiling.crop_resize(cd, grid.scaled(sy, sx)[tid:tid + 1], (th, tw))
+            np.testing.assert_allclose(tiles.coarse[n].numpy(), dep[0], rtol=1e-4, atol=1e-4)
+            for k, (c, gh, gw) in enumerate(stage.refiner.guidance):
+                f = feats[stage.refiner.guide_indices[k]][0].numpy()
+                fy, fx = f.shape[1] / image.shape[0], f.shape[2] / image.shape[1]
+                g = tiling.crop_resize(f, grid.scaled(fy, fx)[tid:tid + 1], (gh, gw))
+                np.testing.assert_allclose(tiles.guidance[k][n].numpy(), g[0], rtol=1e-4, atol=1e-4)
+
+
+def test_refiner_noisy_and_distill_stages_train(coarse_run, tmp_path):
+    coarse_ckpt = coarse_run[0] / "final"
+    noisy = cfg_for("refiner", tmp_path, **{"train.stage": "noisy-pretrain", "train.steps": 2,
+                                            "model.coarse_checkpoint": coarse_ckpt})
+    Trainer(noisy, resume="never").fit()
+    ref = cfg_for("refiner", tmp_path, **{"train.steps": 2, "model.coarse_checkpoint": coarse_ckpt,
+                                          "model.init_refiner": tmp_path / "refiner" / "final",
+                                          "train.out_dir": tmp_path / "ref2"})
+    metrics = Trainer(ref, resume="never").fit()
+    assert {"val/absrel", "val/coarse_absrel", "val/gpct"} <= set(metrics)
+    rows = read_metrics(tmp_path / "ref2" / "train.csv")
+    assert all(0 < r["train/bfm_kept"] <= 1 and r["train/gpct"] >= 0 for r in rows)
+    distill = cfg_for("refiner", tmp_path, **{"train.stage": "distill", "train.steps": 2, "data.degrade": "true",
+                                              "model.teacher_checkpoint": tmp_path / "ref2" / "final",
+                                              "loss.edge_grad": 0.5, "train.out_dir": tmp_path / "distill"})
+    Trainer(distill, resume="never").fit()
+    rows = read_metrics(tmp_path / "distill" / "train.csv")
+    assert all(np.isfinite(r["train/dsd"]) and r["train/edge_grad"] >= 0 for r in rows)
+    _, refiner, meta = load_models(tmp_path / "distill" / "final")
+    assert meta["train"]["stage"] == "distill" and refiner is not None
+
+
+def test_precision_choices(tmp_path):
+    with pytest.raises(ValueError, match="'train.precision'"):
+        Trainer(cfg_for("coarse", tmp_path, **{"train.precision": "fp16"}), resume="never")
+    cfg = cfg_for("coarse", tmp_path, **{"train.precision": "bf16", "train.steps": 1})
+    metrics = Trainer(cfg, resume="never").fit()
+    assert np.isfinite(metrics["val/loss"])
+
+
+def test_bad_config_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="'model.refiner'"):
+        Trainer(cfg_for("refiner", tmp_path, **{"model.refiner": "prv2-huge"}))
+    assert not (tmp_path / "refiner").exists()
