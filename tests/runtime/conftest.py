@@ -1,4 +1,10 @@
-"""Fixtures for the runtime tests: bundles exported within the test run (nothing downloaded)."""
+"""Fixtures for the runtime tests: bundles exported within the test run (nothing downloaded).
+
+* ``tiny_bundle``: hand-written manifest over tiny ONNX models (tiny_models.py) — for the bundle
+  checks and the runtime internals, independent of the export layer.
+* ``exported_bundle``: real registry models (edgedepth.train.models, random init) exported through
+  edgedepth.export to ONNX + OpenVINO, plus the torch checkpoint the torch backend loads.
+"""
 from __future__ import annotations
 
 import shutil
@@ -7,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from .tiny_models import make_tiny_bundle
+
+FX_NORM = 0.8
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +27,52 @@ def tiny_bundle(tmp_path_factory) -> Path:
 def tiny_bundle_copy(tiny_bundle, tmp_path) -> Path:
     """A private copy of ``tiny_bundle`` a test may damage."""
     return Path(shutil.copytree(tiny_bundle, tmp_path / "tiny.edgedepth"))
+
+
+@pytest.fixture(scope="session")
+def exported_models():
+    """Tiny random-init registry models (coarse "lite", refiner "prv2-mobile") and their meta."""
+    torch = pytest.importorskip("torch")
+    from edgedepth.train.models import create_coarse, create_refiner
+
+    torch.manual_seed(0)
+    ckw = {"input_size": (64, 96), "width": 0.35, "decoder_channels": (8, 8, 16, 16)}
+    rkw = {"width": 0.35, "decoder_width": 0.5}
+    coarse = create_coarse("lite", **ckw).eval()
+    refiner = create_refiner("prv2-mobile", coarse, (64, 64), **rkw).eval()
+    meta = {"coarse": {"name": "lite", "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in ckw.items()}},
+            "refiner": {"name": "prv2-mobile", "kwargs": {"tile_size": [64, 64], **rkw}},
+            "camera": {"fx_norm": FX_NORM}}
+    return coarse, refiner, meta
+
+
+@pytest.fixture(scope="session")
+def exported_bundle(tmp_path_factory, exported_models) -> Path:
+    """The models exported by edgedepth.export (ONNX + OpenVINO fp32), with the torch checkpoint added.
+
+    The exporter has no torch target yet, so the checkpoint is added by re-publishing the bundle
+    through the export layer's own atomic, verifying BundleWriter.
+    """
+    pytest.importorskip("openvino")
+    from edgedepth.export.bundle import BundleWriter
+    from edgedepth.export.exporter import ExportConfig, export_bundle
+    from edgedepth.export.frames import Tiling
+    from edgedepth.train.checkpoint import write_model_files
+
+    from edgedepth.bundle import open_bundle
+
+    coarse, refiner, meta = exported_models
+    root = tmp_path_factory.mktemp("exported")
+    cfg = ExportConfig(targets=("onnx", "openvino"), precisions=("fp32",), calib="procedural:1",
+                       heldout="procedural:1", frame_size=(144, 176), tiling=Tiling(2, 2, 0.25, "cosine"))
+    onnx_only = export_bundle(coarse, refiner, meta, root / "stage.edgedepth", cfg, log=lambda _: None)
+    manifest = dict(open_bundle(onnx_only).manifest)
+    with BundleWriter(root / "e2e.edgedepth") as w:
+        for rel in manifest["files"]:
+            shutil.copy2(onnx_only / rel, w.file(rel))
+        folder = w.file("torch/model.safetensors").parent
+        write_model_files(folder, coarse, refiner, meta)
+        manifest["refiner"]["files"]["torch"] = {"fp32": "torch/model.safetensors"}
+        for key in ("schema", "edgedepth_version", "name", "files"):
+            manifest.pop(key)
+        return w.commit(manifest)

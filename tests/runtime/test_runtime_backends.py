@@ -1,0 +1,86 @@
+"""End to end on a bundle exported by edgedepth.export from the registry models: every backend
+available here agrees with the others and with the torch models run through the torch tile ops."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgedepth import Runtime
+from edgedepth.backends import get_backend
+
+BACKENDS = [b for b in ("onnxruntime", "openvino", "torch") if get_backend(b).is_available()]
+
+
+def _frame(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _torch_reference(models, image, rows=2, cols=2, ratio=0.25):
+    """The pipeline written out in torch + edgedepth.tiling_torch, without the runtime."""
+    import torch
+
+    from edgedepth import tiling_torch as tt
+    from edgedepth.runtime import _grid
+
+    coarse, refiner, _ = models
+    h, w = image.shape[:2]
+    img = torch.from_numpy(image)
+    with torch.no_grad():
+        x = tt.crop_resize(img, np.array([[0.0, 0.0, h, w]]), coarse.input_size, mean=coarse.mean, std=coarse.std)
+        depth, feats = coarse(x)
+        grid = _grid(h, w, rows, cols, ratio)
+        ch, cw = depth.shape[-2:]
+        feeds = [tt.crop_resize(img, grid.boxes, refiner.tile_size, mean=coarse.mean, std=coarse.std),
+                 tt.crop_resize(depth[0], grid.scaled(ch / h, cw / w), refiner.tile_size)]
+        for (c, gh, gw), f in zip(refiner.guidance, feats):
+            feeds.append(tt.crop_resize(f[0], grid.scaled(f.shape[-2] / h, f.shape[-1] / w), (gh, gw)))
+        tiles = refiner(*feeds)
+        return tt.stitch(tiles, grid.boxes, h, w, window="cosine")[0].clamp(min=0).numpy()
+
+
+@pytest.fixture(scope="module")
+def runtimes(exported_bundle, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("ov-cache")
+    return {b: Runtime(exported_bundle, backend=b, device="cpu", threads=1, cache_dir=cache) for b in BACKENDS}
+
+
+@pytest.mark.parametrize("shape", [(96, 128), (75, 203)])
+def test_backends_agree_with_each_other_and_torch(runtimes, exported_models, shape):
+    image = _frame(*shape, seed=shape[0])
+    reference = _torch_reference(exported_models, image)
+    assert np.isfinite(reference).all() and reference.mean() > 0
+    for name, rt in runtimes.items():
+        depth = rt.predict(image).depth
+        assert depth.shape == shape and depth.dtype == np.float32, name
+        err = np.abs(depth - reference) / np.maximum(reference, 1e-3)
+        assert err.mean() < 1e-4 and err.max() < 1e-3, (name, err.mean(), err.max())
+
+
+def test_torch_backend_stream_equals_predict(runtimes):
+    rt = runtimes["torch"] if "torch" in runtimes else pytest.skip("torch not installed")
+    frames = [_frame(80, 100, seed=i) for i in range(3)]
+    expected = [rt.predict(f).depth for f in frames]
+    for got, want in zip(rt.stream(frames), expected):
+        assert isinstance(got.depth, np.ndarray)
+        np.testing.assert_array_equal(got.depth, want)
+
+
+def test_torch_tensor_in_torch_tensor_out(runtimes):
+    torch = pytest.importorskip("torch")
+    rt = runtimes["torch"]
+    image = _frame(64, 80)
+    result = rt.predict(torch.from_numpy(image))
+    assert isinstance(result.depth, torch.Tensor) and tuple(result.depth.shape) == (64, 80)
+    np.testing.assert_allclose(result.depth.numpy(), rt.predict(image).depth, rtol=1e-6, atol=1e-6)
+
+
+def test_cuda_frame_stays_on_gpu(exported_bundle, runtimes):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU with torch CUDA; none on this machine")
+    rt = Runtime(exported_bundle, backend="torch", device="cuda", precision="fp32")
+    image = _frame(96, 128)
+    result = rt.predict(torch.from_numpy(image).cuda())
+    assert result.depth.is_cuda and tuple(result.depth.shape) == (96, 128)
+    expected = runtimes["onnxruntime"].predict(image).depth
+    np.testing.assert_allclose(result.depth.cpu().numpy(), expected, rtol=1e-3, atol=1e-3)
