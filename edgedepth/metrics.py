@@ -228,6 +228,12 @@ def canny(value: np.ndarray, low: float, high: float, valid: Optional[np.ndarray
         edges = grown
 
 
+def depth_edges(depth: np.ndarray, valid: np.ndarray, *, low: float = 0.02, high: float = 0.04) -> np.ndarray:
+    """HW bool: Canny edges of ln depth inside ``valid`` (thresholds in ln units per pixel)."""
+    depth = _as_map(depth, "depth")
+    return canny(np.log(np.where(valid, np.maximum(depth, 1e-12), 1.0)), low, high, valid)
+
+
 def boundary_prf(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, *, tolerance: int = 1,
                  low: float = 0.02, high: float = 0.04) -> dict:
     """Boundary precision/recall/F1: Canny edges of ln depth (see :func:`canny`; thresholds in ln
@@ -236,11 +242,8 @@ def boundary_prf(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, *, toleran
     edge pixels within ``tolerance`` of a predicted edge; F1 their harmonic mean (0 if both 0).
     Keys ``b_precision``, ``b_recall``, ``b_f1`` (NaN precision/recall when there is nothing to
     measure)."""
-    pred, gt = _as_map(pred, "pred"), _as_map(gt, "gt")
-    log_gt = np.log(np.where(valid, gt, 1.0))
-    log_pred = np.log(np.maximum(pred, 1e-12))
-    eg = canny(log_gt, low, high, valid)
-    ep = canny(log_pred, low, high, valid)
+    eg = depth_edges(gt, valid, low=low, high=high)
+    ep = depth_edges(pred, valid, low=low, high=high)
     n_p, n_g = int(ep.sum()), int(eg.sum())
     precision = float((ep & dilate(eg, tolerance)).sum() / n_p) if n_p else float("nan")
     recall = float((eg & dilate(ep, tolerance)).sum() / n_g) if n_g else float("nan")
