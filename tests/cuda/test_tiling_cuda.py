@@ -1,0 +1,104 @@
+"""CUDA tile engine == numpy reference, on torch device tensors and a non-default stream.
+
+Runs on a machine with an NVIDIA GPU and edgedepth._native_cuda; skips with the reason elsewhere.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edgedepth import native, tiling
+from edgedepth import tiling_reference as ref
+from edgedepth.tiling import TileGrid
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA GPU visible to torch", allow_module_level=True)
+if native.cuda is None:
+    pytest.skip(f"edgedepth._native_cuda not built: {native.cuda_error}", allow_module_level=True)
+
+pytestmark = pytest.mark.cuda
+DEV = torch.device("cuda")
+
+
+def _on_stream(fn):
+    """Runs fn on a fresh non-default stream and returns its result after that stream finished."""
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        out = fn()
+    stream.synchronize()
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("half", [False, True])
+def test_crop_maps(seed: int, half: bool) -> None:
+    rng = np.random.default_rng(seed)
+    C, H, W = int(rng.integers(1, 9)), int(rng.integers(1, 90)), int(rng.integers(1, 90))
+    src = rng.standard_normal((C, H, W)).astype(np.float16 if half else np.float32)
+    h, w = rng.uniform(0.2, 1, 2) * (H, W)
+    boxes = np.array([[rng.uniform(0, H - h), rng.uniform(0, W - w), h, w], [0, 0, H, W]])
+    out = (int(rng.integers(1, 50)), int(rng.integers(1, 50)))
+    got = _on_stream(lambda: tiling.crop_resize(torch.from_numpy(src).to(DEV), boxes, out))
+    assert got.is_cuda and got.dtype == torch.float32
+    np.testing.assert_allclose(got.cpu().numpy(), ref.crop_resize(src, boxes, out), rtol=0, atol=1e-5)
+
+
+def test_crop_rgb_float_and_half_outputs() -> None:
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (123, 211, 3), dtype=np.uint8)
+    g = TileGrid(123, 211, 3, 4, 9)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    want = ref.crop_resize(img, g.boxes, (64, 48), mean=np.array(mean), std=np.array(std))
+    for dtype, tol in [(np.float32, 1e-5), (np.float16, 2e-3)]:
+        got = _on_stream(lambda: tiling.crop_resize(torch.from_numpy(img).to(DEV), g.boxes, (64, 48), mean=mean,
+                                                    std=std, dtype=dtype))
+        np.testing.assert_allclose(got.float().cpu().numpy(), want, rtol=tol, atol=tol)
+
+
+def test_crop_equals_torch_interpolate() -> None:
+    src = torch.rand(3, 60, 80, device=DEV)
+    got = tiling.crop_resize(src, np.array([[10.0, 20, 40, 50]]), (17, 23))
+    want = F.interpolate(src[None, :, 10:50, 20:70], (17, 23), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", tiling.WINDOWS)
+def test_window_and_stitch(kind: str) -> None:
+    g = TileGrid(97, 131, 3, 3, 11)
+    tiles = np.random.default_rng(2).random((len(g), 2, 40, 40)).astype(np.float32)
+    got = _on_stream(lambda: tiling.stitch(torch.from_numpy(tiles).to(DEV), g.boxes, 97, 131, kind))
+    np.testing.assert_allclose(got.cpu().numpy(), ref.stitch(tiles, g.boxes, 97, 131, kind), rtol=0, atol=1e-5)
+    got16 = tiling.stitch(torch.from_numpy(tiles).half().to(DEV), g.boxes, 97, 131, kind)
+    np.testing.assert_allclose(got16.cpu().numpy(), ref.stitch(tiles.astype(np.float16), g.boxes, 97, 131, kind),
+                               rtol=0, atol=1e-5)
+    win = torch.empty(13, 17, device=DEV)
+    native.cuda.window(win.data_ptr(), 13, 17, tiling.WINDOWS.index(kind), torch.cuda.current_stream().cuda_stream)
+    np.testing.assert_array_equal(win.cpu().numpy(), ref.window(13, 17, kind))
+
+
+def test_stitching_crops_gives_the_image_back_on_device() -> None:
+    g = TileGrid(2160 // 8, 3840 // 8, 4, 4, 17)
+    img = torch.rand(1, g.height, g.width, device=DEV)
+    crops = tiling.crop_resize(img, g.boxes, (g.tile_h, g.tile_w))
+    torch.testing.assert_close(tiling.stitch(crops, g.boxes, g.height, g.width), img, rtol=0, atol=1e-5)
+
+
+def test_non_contiguous_device_input_is_copied() -> None:
+    src = torch.rand(20, 30, 2, device=DEV).permute(2, 0, 1)
+    got = tiling.crop_resize(src, np.array([[0.0, 0, 20, 30]]), (5, 5))
+    np.testing.assert_allclose(got.cpu().numpy(), ref.crop_resize(src.cpu().numpy(), np.array([[0.0, 0, 20, 30]]), (5, 5)),
+                               atol=1e-5)
+
+
+def test_device_errors() -> None:
+    src = torch.rand(1, 8, 8, device=DEV)
+    with pytest.raises(ValueError, match="outside"):
+        tiling.crop_resize(src, np.array([[0.0, 0, 9, 8]]), (2, 2))
+    with pytest.raises(TypeError, match="boxes"):
+        tiling.crop_resize(src, torch.zeros(1, 4, device=DEV), (2, 2))
+    with pytest.raises(ValueError, match="out"):  # the C++ extent check: a buffer too small for the output
+        small = torch.empty(1, device=DEV)
+        native.cuda.crop_map(src.data_ptr(), False, 1, 8, 8, np.array([[0.0, 0, 8, 8]]), small.data_ptr(), 4096, 4096,
+                             False, 0)

@@ -1,0 +1,87 @@
+"""The native extension builds: the modules exist, their own boundary checks hold, CUDA compiles."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgedepth
+from edgedepth import native
+
+PKG = Path(edgedepth.__file__).parent
+needs_native = pytest.mark.skipif(native.cpu is None, reason=f"native CPU engine not built: {native.cpu_error}")
+
+
+def test_cpu_module_built() -> None:
+    if os.environ.get("EDGEDEPTH_NATIVE") == "0":
+        pytest.skip("EDGEDEPTH_NATIVE=0: native build switched off")
+    assert list(PKG.glob("_native.*")), "edgedepth/_native.*.so missing: pip install --no-build-isolation -e ."
+    assert native.cpu is not None, native.cpu_error
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get("CUDA_HOME"), reason="no nvcc on this machine")
+def test_cuda_module_compiled_when_nvcc_present() -> None:
+    if os.environ.get("EDGEDEPTH_CUDA", "auto") == "0" or os.environ.get("EDGEDEPTH_NATIVE") == "0":
+        pytest.skip("CUDA build switched off by EDGEDEPTH_CUDA=0 / EDGEDEPTH_NATIVE=0")
+    assert list(PKG.glob("_native_cuda.*")), "nvcc is present but edgedepth/_native_cuda.*.so was not built"
+    # cudart is static: the module imports (and counts devices) without a GPU or driver.
+    assert native.cuda is not None, native.cuda_error
+    assert native.cuda.device_count() >= 0
+    assert native.cuda.cuda_runtime_version >= 12000
+
+
+def test_cpu_module_does_not_link_cuda() -> None:
+    so = next(PKG.glob("_native.cpython*"), None) or next(PKG.glob("_native.*"), None)
+    if so is None or shutil.which("ldd") is None:
+        pytest.skip("no CPU module or no ldd")
+    assert "cuda" not in subprocess.run(["ldd", str(so)], capture_output=True, text=True).stdout.lower()
+
+
+@pytest.mark.skipif(native.cuda is None or native.cuda_device_count() > 0, reason="needs the CUDA module without a GPU")
+def test_cuda_module_rejects_host_pointers() -> None:
+    host = np.zeros((4, 4, 3), np.uint8)
+    out = np.zeros((1, 3, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="src"):
+        native.cuda.crop_rgb(host.ctypes.data, 4, 4, np.array([[0.0, 0, 2, 2]]), out.ctypes.data, 2, 2,
+                             [1, 1, 1], [0, 0, 0], False, 0)
+    with pytest.raises(ValueError, match="boxes"):
+        native.cuda.stitch(host.ctypes.data, False, 1, 1, 2, 2, np.array([[0.0, 0, 9, 2]]), out.ctypes.data, 4, 4, 2, 0)
+
+
+@needs_native
+@pytest.mark.parametrize("call, match", [
+    (lambda c: c.crop_map(np.zeros((2, 8, 8), np.float32)[:, ::2], np.array([[0.0, 0, 2, 2]]), 2, 2, False, 1), "contiguous"),
+    (lambda c: c.crop_map(np.zeros((2, 8, 8), np.float64), np.array([[0.0, 0, 2, 2]]), 2, 2, False, 1), "float32"),
+    (lambda c: c.crop_map(np.zeros((2, 8, 8), np.float32), np.array([[0.0, 0, 9, 2]]), 2, 2, False, 1), "outside"),
+    (lambda c: c.crop_map(np.zeros((2, 8, 8), np.float32), np.array([[np.nan, 0, 2, 2]]), 2, 2, False, 1), "finite"),
+    (lambda c: c.crop_map(np.zeros((2, 8, 8), np.float32), np.array([[0, 0, 2, 2]], np.float32), 2, 2, False, 1), "float64"),
+    (lambda c: c.crop_map(np.zeros((2, 8, 8), np.float32), np.array([[0.0, 0, 2, 2]]), 0, 2, False, 1), "out_h"),
+    (lambda c: c.crop_rgb(np.zeros((8, 8, 4), np.uint8), np.array([[0.0, 0, 2, 2]]), 2, 2, [1] * 3, [0] * 3, False, 1), "RGB"),
+    (lambda c: c.crop_rgb(np.zeros((8, 8, 3), np.uint8), np.array([[0.0, 0, 2, 2]]), 2, 2, [1] * 3, [0] * 3, False, 0), "threads"),
+    (lambda c: c.stitch(np.zeros((2, 1, 4, 4), np.float32), np.array([[0.0, 0, 2, 2]]), 4, 4, 2, 1), "2 tiles"),
+    (lambda c: c.stitch(np.zeros((1, 1, 4, 4), np.float32), np.array([[0.0, 0, 2, 2]]), 4, 4, 7, 1), "window"),
+    (lambda c: c.window(3, -1, 0), "w"),
+])
+def test_cpu_module_checks_its_own_arguments(call, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        call(native.cpu)
+
+
+def test_require_native_raises_when_missing() -> None:
+    code = ("import sys; sys.modules['edgedepth._native'] = None\n"
+            "try:\n import edgedepth.tiling\nexcept ImportError as e:\n print('IMPORTERROR', e)\n")
+    env = dict(os.environ, EDGEDEPTH_REQUIRE_NATIVE="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "IMPORTERROR" in out.stdout and "EDGEDEPTH_REQUIRE_NATIVE" in out.stdout, out.stderr
+
+
+def test_native_status_reports_engines() -> None:
+    status = native.native_status()
+    assert status["cpu"] == (native.cpu is not None)
+    assert status["threads"] >= 1
+    assert set(status) >= {"cpu", "cpu_error", "cuda", "cuda_error", "cuda_devices"}

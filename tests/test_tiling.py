@@ -1,0 +1,349 @@
+"""edgedepth.tiling: geometry, native CPU engine == numpy reference == torch interpolate, errors."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgedepth import native, tiling
+from edgedepth import tiling_reference as ref
+from edgedepth.tiling import TileGrid
+
+needs_native = pytest.mark.skipif(native.cpu is None, reason=f"native CPU engine not built: {native.cpu_error}")
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _coverage(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    count = np.zeros((height, width), dtype=np.int32)
+    for y0, x0, h, w in boxes.astype(int):
+        count[y0:y0 + h, x0:x0 + w] += 1
+    return count
+
+
+# ---------------------------------------------------------------- TileGrid
+
+def test_grid_4k_layout() -> None:
+    g = TileGrid(2160, 3840, 4, 4, 135)
+    assert (g.tile_h, g.tile_w) == (642, 1062)
+    assert g.boxes.shape == (16, 4) and g.boxes.dtype == np.float64
+    assert g.boxes[-1, 0] + g.tile_h == 2160 and g.boxes[-1, 1] + g.tile_w == 3840
+    ys = np.unique(g.boxes[:, 0])
+    assert (np.diff(ys) <= g.tile_h - 135).all()  # requested overlap honoured
+    assert _coverage(g.boxes, 2160, 3840).min() >= 1
+
+
+@FAST
+@given(h=st.integers(1, 300), w=st.integers(1, 300), rows=st.integers(1, 9), cols=st.integers(1, 9),
+       ov=st.integers(0, 60))
+def test_grid_covers_frame_and_stays_inside(h: int, w: int, rows: int, cols: int, ov: int) -> None:
+    try:
+        g = TileGrid(h, w, rows, cols, ov)
+    except ValueError:
+        return  # impossible layouts are rejected (tested below)
+    b = g.boxes
+    assert len(g) == rows * cols == len(b)
+    assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
+    assert (b[:, 0] + b[:, 2] <= h).all() and (b[:, 1] + b[:, 3] <= w).all()
+    assert (b[:, 2] == g.tile_h).all() and (b[:, 3] == g.tile_w).all()
+    assert _coverage(b, h, w).min() >= 1
+    if rows > 1:
+        assert (np.diff(np.unique(b[:, 0])) <= g.tile_h - ov).all()
+
+
+@FAST
+@given(h=st.integers(1, 400), w=st.integers(1, 400), th=st.integers(1, 500), tw=st.integers(1, 500),
+       ov=st.integers(0, 40))
+def test_for_tile_fewest_tiles(h: int, w: int, th: int, tw: int, ov: int) -> None:
+    if (th < h and ov >= th) or (tw < w and ov >= tw):
+        with pytest.raises(ValueError, match="overlap"):
+            TileGrid.for_tile(h, w, th, tw, ov)
+        return
+    g = TileGrid.for_tile(h, w, th, tw, ov)
+    assert g.tile_h == min(th, h) and g.tile_w == min(tw, w)
+    assert _coverage(g.boxes, h, w).min() >= 1
+    if g.rows > 1:  # one tile fewer would not cover
+        assert (g.rows - 1) * g.tile_h - (g.rows - 2) * ov < h
+
+
+def test_scaled_boxes() -> None:
+    g = TileGrid(100, 200, 2, 2, 10)
+    s = g.scaled(0.5, 0.25)
+    np.testing.assert_array_equal(s, g.boxes * [0.5, 0.25, 0.5, 0.25])
+    with pytest.raises(ValueError, match="sy"):
+        g.scaled(0, 1)
+    with pytest.raises(ValueError, match="sx"):
+        g.scaled(1, float("nan"))
+
+
+@pytest.mark.parametrize("args, match", [
+    ((0, 10, 1, 1, 0), "height"), ((10, 10, 0, 1, 0), "rows"), ((10, 10, 1, 1, -1), "overlap"),
+    ((10, 10, 11, 1, 0), "do not fit"), ((100, 100, 2, 2, 150), "larger than the frame"),
+    ((100, 100, 2, 2, 100), "smaller than the tile"),
+])
+def test_grid_rejects(args, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        TileGrid(*args)
+
+
+def test_grid_rejects_types_and_bad_tiles() -> None:
+    with pytest.raises(TypeError, match="rows"):
+        TileGrid(10, 10, 1.5, 1, 0)
+    with pytest.raises(TypeError, match="height"):
+        TileGrid(True, 10, 1, 1, 0)
+    with pytest.raises(ValueError, match="do not cover"):
+        TileGrid(100, 100, 2, 2, 0, tile_h=40)
+    with pytest.raises(ValueError, match="larger than the frame"):
+        TileGrid(100, 100, 1, 1, 0, tile_h=120)
+
+
+# ---------------------------------------------------------------- crop_resize
+
+def _rand_boxes(rng: np.random.Generator, n: int, H: int, W: int, integer: bool) -> np.ndarray:
+    h = rng.uniform(0.3, H, n)
+    w = rng.uniform(0.3, W, n)
+    y0 = rng.uniform(0, H - h)
+    x0 = rng.uniform(0, W - w)
+    b = np.stack([y0, x0, h, w], 1)
+    if integer:
+        b = np.floor(b)
+        b[:, 2:] = np.maximum(b[:, 2:], 1)
+        b[:, 2] = np.minimum(b[:, 2], H - b[:, 0])
+        b[:, 3] = np.minimum(b[:, 3], W - b[:, 1])
+    return b
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(8))
+def test_crop_maps_native_equals_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    C, H, W = int(rng.integers(1, 7)), int(rng.integers(1, 60)), int(rng.integers(1, 60))
+    src = rng.standard_normal((C, H, W)).astype(np.float32)
+    boxes = _rand_boxes(rng, int(rng.integers(1, 6)), H, W, integer=False)
+    out = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+    got = tiling.crop_resize(src, boxes, out, threads=int(rng.integers(1, 4)))
+    assert got.shape == (len(boxes), C, *out) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref.crop_resize(src, boxes, out), rtol=0, atol=1e-5)
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(6))
+def test_crop_rgb_native_equals_reference(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    H, W = int(rng.integers(1, 70)), int(rng.integers(1, 70))
+    img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    boxes = _rand_boxes(rng, 4, H, W, integer=bool(seed % 2))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    got = tiling.crop_resize(img, boxes, (17, 23), mean=mean, std=std)
+    want = ref.crop_resize(img, boxes, (17, 23), mean=np.array(mean), std=np.array(std))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    half = tiling.crop_resize(img, boxes, (17, 23), mean=mean, std=std, dtype=np.float16)
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half.astype(np.float32), want, rtol=1e-3, atol=1e-3)
+
+
+@needs_native
+@pytest.mark.parametrize("size, box, out", [
+    ((31, 47), (0, 0, 31, 47), (13, 19)),       # whole frame, downscale
+    ((31, 47), (5, 7, 20, 33), (8, 8)),         # inner box, downscale
+    ((31, 47), (2, 3, 24, 40), (24, 40)),       # identity size
+    ((64, 64), (0, 0, 64, 64), (17, 5)),        # non-uniform downscale
+    ((9, 13), (0, 0, 9, 13), (27, 52)),         # upscale, whole frame (samples clamp to the frame)
+    ((1, 50), (0, 0, 1, 50), (1, 7)),           # 1-pixel-high frame
+])
+def test_crop_equals_torch_interpolate(size, box, out) -> None:
+    rng = np.random.default_rng(7)
+    src = rng.random((3, *size)).astype(np.float32)
+    y0, x0, h, w = box
+    want = F.interpolate(torch.from_numpy(src)[None, :, y0:y0 + h, x0:x0 + w], size=out, mode="bilinear",
+                         align_corners=False)[0].numpy()
+    got = tiling.crop_resize(src, np.array([box], dtype=float), out)[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ref.crop_resize(src, np.array([box], dtype=float), out)[0], want, rtol=0, atol=1e-5)
+
+
+@needs_native
+@settings(max_examples=80, deadline=None)
+@given(H=st.integers(1, 40), W=st.integers(1, 40), C=st.integers(1, 3), oh=st.integers(1, 24),
+       ow=st.integers(1, 24), fy=st.floats(0, 1), fx=st.floats(0, 1), fh=st.floats(1e-3, 1), fw=st.floats(1e-3, 1),
+       half_in=st.booleans())
+def test_crop_property(H, W, C, oh, ow, fy, fx, fh, fw, half_in) -> None:
+    h, w = fh * H, fw * W  # fractional boxes down to 1/1000 px, any aspect ratio
+    box = np.array([[fy * (H - h), fx * (W - w), h, w]])
+    src = np.random.default_rng(H * W).random((C, H, W)).astype(np.float16 if half_in else np.float32)
+    got = tiling.crop_resize(src, box, (oh, ow))
+    np.testing.assert_allclose(got, ref.crop_resize(src, box, (oh, ow)), rtol=0, atol=1e-5)
+    assert np.isfinite(got).all() and got.min() >= src.min() - 1e-6 and got.max() <= src.max() + 1e-6
+
+
+@needs_native
+def test_crop_extreme_aspect_and_one_pixel_boxes() -> None:
+    rng = np.random.default_rng(3)
+    src = rng.random((2, 5, 400)).astype(np.float32)
+    boxes = np.array([[0, 0, 5, 400], [2, 100, 1, 1], [4.5, 399.5, 0.5, 0.5], [0, 0, 0.01, 400]])
+    for out in [(1, 1), (50, 2), (1, 300)]:
+        np.testing.assert_allclose(tiling.crop_resize(src, boxes, out), ref.crop_resize(src, boxes, out), atol=1e-5)
+
+
+def test_crop_copies_non_contiguous_and_empty_batch() -> None:
+    src = np.random.default_rng(0).random((20, 30, 4)).astype(np.float32)
+    view = src.transpose(2, 0, 1)  # non-contiguous CHW view
+    box = np.array([[1.0, 2.0, 10.0, 20.0]])
+    np.testing.assert_allclose(tiling.crop_resize(view, box, (5, 5)),
+                               ref.crop_resize(np.ascontiguousarray(view), box, (5, 5)), atol=1e-5)
+    assert tiling.crop_resize(view, np.zeros((0, 4)), (5, 6)).shape == (0, 4, 5, 6)
+
+
+# ---------------------------------------------------------------- window
+
+@needs_native
+@pytest.mark.parametrize("kind", tiling.WINDOWS)
+def test_window(kind: str) -> None:
+    for h, w in [(1, 1), (1, 9), (448, 448), (7, 300)]:
+        got = tiling.window(h, w, kind)
+        assert got.shape == (h, w) and got.dtype == np.float32 and (got > 0).all()
+        np.testing.assert_array_equal(got, ref.window(h, w, kind))
+    win = tiling.window(9, 9, kind)
+    np.testing.assert_allclose(win, win[::-1, ::-1])  # symmetric
+    assert win[4, 4] == win.max()
+
+
+# ---------------------------------------------------------------- stitch
+
+@needs_native
+@pytest.mark.parametrize("kind", tiling.WINDOWS)
+@pytest.mark.parametrize("grid, tile", [((37, 53, 2, 3, 5), (11, 13)), ((64, 64, 3, 3, 8), (32, 32)),
+                                        ((50, 9, 4, 1, 2), (16, 16)), ((20, 30, 1, 1, 0), (20, 30))])
+def test_stitch_native_equals_reference(kind: str, grid, tile) -> None:
+    g = TileGrid(*grid)
+    rng = np.random.default_rng(1)
+    tiles = rng.random((len(g), 2, *tile)).astype(np.float32)
+    got = tiling.stitch(tiles, g.boxes, g.height, g.width, kind, threads=2)
+    np.testing.assert_allclose(got, ref.stitch(tiles, g.boxes, g.height, g.width, kind), rtol=0, atol=1e-5)
+    got16 = tiling.stitch(tiles.astype(np.float16), g.boxes, g.height, g.width, kind)
+    np.testing.assert_allclose(got16, ref.stitch(tiles.astype(np.float16), g.boxes, g.height, g.width, kind),
+                               rtol=0, atol=1e-5)
+
+
+@needs_native
+@pytest.mark.parametrize("kind", tiling.WINDOWS)
+def test_stitch_single_tile_equals_torch_interpolate(kind: str) -> None:
+    tile = np.random.default_rng(2).random((1, 3, 12, 17)).astype(np.float32)
+    box = np.array([[0.0, 0.0, 29.0, 41.0]])
+    want = F.interpolate(torch.from_numpy(tile), (29, 41), mode="bilinear", align_corners=False)[0].numpy()
+    np.testing.assert_allclose(tiling.stitch(tile, box, 29, 41, kind), want, rtol=0, atol=1e-5)
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 80), w=st.integers(1, 80), rows=st.integers(1, 4), cols=st.integers(1, 4),
+       ov=st.integers(0, 12), kind=st.sampled_from(tiling.WINDOWS), value=st.floats(-1e3, 1e3))
+def test_stitch_constant_tiles_give_the_constant(h, w, rows, cols, ov, kind, value) -> None:
+    try:
+        g = TileGrid(h, w, rows, cols, ov)
+    except ValueError:
+        return
+    tiles = np.full((len(g), 1, 7, 5), value, dtype=np.float32)
+    np.testing.assert_allclose(tiling.stitch(tiles, g.boxes, h, w, kind), value, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(2, 70), w=st.integers(2, 70), rows=st.integers(1, 4), cols=st.integers(1, 4),
+       ov=st.integers(0, 10), kind=st.sampled_from(tiling.WINDOWS))
+def test_stitching_crops_gives_the_image_back(h, w, rows, cols, ov, kind) -> None:
+    try:
+        g = TileGrid(h, w, rows, cols, ov)
+    except ValueError:
+        return
+    img = np.random.default_rng(h + w).random((2, h, w)).astype(np.float32)
+    crops = tiling.crop_resize(img, g.boxes, (g.tile_h, g.tile_w))  # same size: exact crops
+    np.testing.assert_allclose(tiling.stitch(crops, g.boxes, h, w, kind), img, rtol=0, atol=1e-5)
+
+
+@needs_native
+def test_stitch_fractional_boxes_match_reference() -> None:
+    rng = np.random.default_rng(5)
+    boxes = np.array([[0, 0, 20.5, 30.25], [10.3, 12.7, 19.7, 27.3], [0, 25.1, 30, 14.9], [15.2, 0, 14.8, 40]])
+    tiles = rng.random((4, 1, 9, 6)).astype(np.float32)
+    np.testing.assert_allclose(tiling.stitch(tiles, boxes, 30, 40, "linear"), ref.stitch(tiles, boxes, 30, 40, "linear"),
+                               rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- errors
+
+IMG = np.zeros((10, 12, 3), np.uint8)
+MAP = np.zeros((2, 10, 12), np.float32)
+BOX = np.array([[0.0, 0.0, 5.0, 5.0]])
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: tiling.crop_resize(np.zeros((10, 12, 4), np.uint8), BOX, (4, 4)), ValueError, "src.*RGB"),
+    (lambda: tiling.crop_resize(np.zeros((10, 12), np.float32), BOX, (4, 4)), ValueError, "src.*C, H, W"),
+    (lambda: tiling.crop_resize(np.zeros((2, 10, 12), np.int32), BOX, (4, 4)), TypeError, "src.*dtype"),
+    (lambda: tiling.crop_resize(np.zeros((0, 10, 12), np.float32), BOX, (4, 4)), ValueError, "src.*empty"),
+    (lambda: tiling.crop_resize([[1]], BOX, (4, 4)), TypeError, "src"),
+    (lambda: tiling.crop_resize("img", BOX, (4, 4)), TypeError, "src"),
+    (lambda: tiling.crop_resize(MAP, BOX, (4, 4), mean=0.5), ValueError, "mean/std"),
+    (lambda: tiling.crop_resize(IMG, BOX, (4, 4), std=(1, 0, 1)), ValueError, "std"),
+    (lambda: tiling.crop_resize(IMG, BOX, (4, 4), mean=(1, 2)), ValueError, "mean"),
+    (lambda: tiling.crop_resize(IMG, BOX, (0, 4)), ValueError, "out_size"),
+    (lambda: tiling.crop_resize(IMG, BOX, 4), ValueError, "out_size"),
+    (lambda: tiling.crop_resize(IMG, BOX, (4, 4), dtype=np.int8), TypeError, "dtype"),
+    (lambda: tiling.crop_resize(IMG, BOX, (4, 4), threads=0), ValueError, "threads"),
+    (lambda: tiling.crop_resize(MAP, np.zeros((1, 3)), (4, 4)), ValueError, "boxes.*shape"),
+    (lambda: tiling.crop_resize(MAP, np.array([["a", "b", "c", "d"]]), (4, 4)), TypeError, "boxes"),
+    (lambda: tiling.crop_resize(MAP, np.array([[0, 0, np.nan, 5]]), (4, 4)), ValueError, "boxes.*finite"),
+    (lambda: tiling.crop_resize(MAP, np.array([[0, 0, 0, 5]]), (4, 4)), ValueError, "h > 0"),
+    (lambda: tiling.crop_resize(MAP, np.array([[6, 0, 5, 5]]), (4, 4)), ValueError, "outside"),
+    (lambda: tiling.crop_resize(MAP, np.array([[0, -1, 5, 5]]), (4, 4)), ValueError, "outside"),
+    (lambda: tiling.window(0, 4), ValueError, "h"),
+    (lambda: tiling.window(4, 4, "hann"), ValueError, "window"),
+    (lambda: tiling.stitch(np.zeros((1, 1, 4, 4), np.float64), BOX, 5, 5), TypeError, "tiles.*dtype"),
+    (lambda: tiling.stitch(np.zeros((1, 4, 4), np.float32), BOX, 5, 5), ValueError, "tiles.*N, C"),
+    (lambda: tiling.stitch(np.zeros((2, 1, 4, 4), np.float32), BOX, 5, 5), ValueError, "2 tiles but boxes has 1"),
+    (lambda: tiling.stitch(np.zeros((1, 1, 4, 4), np.float32), BOX, 5, 6), ValueError, "uncovered"),
+    (lambda: tiling.stitch(np.zeros((1, 1, 4, 4), np.float32), BOX, 4, 4), ValueError, "outside"),
+    (lambda: tiling.stitch(np.zeros((1, 1, 4, 4), np.float32), BOX, 5, 5, "box"), ValueError, "window"),
+    (lambda: tiling.stitch(np.zeros((1, 0, 4, 4), np.float32), BOX, 5, 5), ValueError, "empty"),
+    (lambda: tiling.set_num_threads(0), ValueError, "n"),
+])
+def test_errors_name_the_argument(call, exc, match) -> None:
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_uncovered_pixel_is_found_between_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 4], [0, 5, 10, 5]], dtype=float)  # column 4 left out
+    with pytest.raises(ValueError, match=r"\(0, 4\)"):
+        tiling.stitch(np.ones((2, 1, 3, 3), np.float32), boxes, 10, 10)
+
+
+def test_threads_setting() -> None:
+    old = tiling.get_num_threads()
+    try:
+        tiling.set_num_threads(1)
+        assert tiling.get_num_threads() == 1
+    finally:
+        tiling.set_num_threads(old)
+    assert old >= 1
+
+
+# ---------------------------------------------------------------- fallback
+
+def test_fallback_warns_and_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "cpu", None)
+    monkeypatch.setattr(tiling, "_warned_fallback", type(tiling._warned_fallback)())
+    g = TileGrid(20, 24, 2, 2, 4)
+    tiles = np.random.default_rng(0).random((4, 1, 6, 6)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="numpy reference"):
+        got = tiling.stitch(tiles, g.boxes, 20, 24)
+    np.testing.assert_array_equal(got, ref.stitch(tiles, g.boxes, 20, 24))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once only
+        out = tiling.crop_resize(IMG, BOX, (3, 3))
+    assert out.shape == (1, 3, 3, 3)
