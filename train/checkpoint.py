@@ -267,15 +267,11 @@ def _complete_checkpoints(ckpt_root: Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
-    """The newest complete training checkpoint of a run folder, or None.
-
-    Temporary folders left by a killed writer are removed here.
-    """
+    """The newest complete training checkpoint of a run folder, or None (read-only: safe while
+    the run is still writing)."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return None
-    for stale in root.glob(f".*{_TMP_TAG}*"):
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     pointer = root / LATEST_FILE
     if pointer.is_file():
         candidate = root / pointer.read_text(encoding="utf-8").strip()
@@ -283,6 +279,16 @@ def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
             return candidate
     complete = _complete_checkpoints(root)
     return complete[-1] if complete else None
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> int:
+    """Delete temporary checkpoint folders a killed writer left behind; call only from the
+    process that owns the run (never while another process may be writing). Returns the count."""
+    root = Path(run_dir) / "checkpoints"
+    stale = list(root.glob(f".*{_TMP_TAG}*")) if root.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def load_trainer_state(folder: str | Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .checkpoint import latest_checkpoint, load_tensors, load_trainer_state, save_models, save_training_checkpoint
+from .checkpoint import latest_checkpoint, load_tensors, remove_stale_temporaries, load_trainer_state, save_models, save_training_checkpoint
 from .config import Config, save_config, validate_config
 from .data import build_loaders
 
@@ -189,6 +189,8 @@ class Trainer:
     def _resume(self, resume: str) -> None:
         if resume == "never":
             return
+        if self.dist.is_main:
+            remove_stale_temporaries(self.run_dir)
         folder = latest_checkpoint(self.run_dir) if resume == "auto" else Path(resume)
         if folder is None:
             return

@@ -1,0 +1,292 @@
+"""edgedepth.train.models: encoders, coarse models (lite, module, transformers adapter), refiners."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgedepth.train.models import (CoarseSpec, create_coarse, create_encoder, create_refiner, guide_level,
+                                    list_models, widen_stem)
+from edgedepth.train.models.encoders import first_conv
+
+ENCODERS = ["mobilenetv3_small", "mobilenetv4_small", "efficientnet_lite0", "convnext_lite"]
+REFINERS = ["prv2-mobile", "prv2-efficient", "prv2-convnext", "prv2-mobile-dg", "prv2-efficient-dg",
+            "prv2-convnext-dg", "patchrefiner"]
+TILE = (64, 96)
+
+
+@pytest.fixture(scope="module")
+def coarse():
+    torch.manual_seed(0)
+    return create_coarse("lite", input_size=(64, 64), width=0.5, decoder_channels=(16, 16, 24, 32)).eval()
+
+
+def test_registries_list_every_model():
+    assert set(ENCODERS) <= set(list_models("encoder"))
+    assert set(REFINERS) <= set(list_models("refiner"))
+    assert {"lite", "hf", "module"} <= set(list_models("coarse"))
+    with pytest.raises(ValueError, match="kind"):
+        list_models("decoder")
+    with pytest.raises(ValueError, match="unknown encoder model 'resnet50'"):
+        create_encoder("resnet50")
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoder_features_at_strides_2_to_32(name):
+    enc = create_encoder(name, width=0.5).eval()
+    feats = enc(torch.randn(2, 3, 64, 96))
+    assert enc.feature_info.reductions() == [2, 4, 8, 16, 32]
+    assert [f.shape[1] for f in feats] == enc.feature_info.channels()
+    assert [tuple(f.shape[-2:]) for f in feats] == [(64 // s, 96 // s) for s in (2, 4, 8, 16, 32)]
+    wide = create_encoder(name, width=1.0)
+    assert all(a > b for a, b in zip(wide.feature_info.channels(), enc.feature_info.channels()))
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in enc.parameters())
+
+
+def test_encoder_in_chans_and_width_errors():
+    enc = create_encoder("mobilenetv3_small", in_chans=5, width=0.5).eval()
+    assert enc(torch.randn(1, 5, 32, 32))[0].shape[1] == enc.feature_info.channels()[0]
+    with pytest.raises(ValueError, match="in_chans"):
+        create_encoder("mobilenetv3_small", in_chans=0)
+    with pytest.raises(ValueError, match="width"):
+        create_encoder("mobilenetv3_small", width=0)
+    with pytest.raises(ValueError, match="pretrained"):
+        create_encoder("mobilenetv3_small", pretrained=True)
+    with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
+        create_encoder("mobilenetv3_small", pretrained="/nowhere.safetensors")
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_widen_stem_adds_zero_channel_and_keeps_the_function(name):
+    torch.manual_seed(0)
+    enc = create_encoder(name, width=0.5).eval()
+    x = torch.randn(2, 3, 32, 64)
+    before = enc(x)
+    widen_stem(enc, 4)
+    stem = first_conv(enc)[2]
+    assert stem.in_channels == 4 and enc.in_chans == 4
+    assert torch.count_nonzero(stem.weight[:, 3:]) == 0
+    after = enc(torch.cat([x, 100 * torch.randn(2, 1, 32, 64)], 1))  # any depth values: no effect yet
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="in_chans"):
+        widen_stem(enc, 3)
+
+
+def test_pretrained_3_channel_file_loads_into_4_channel_stem(tmp_path):
+    from safetensors.torch import save_file
+
+    src = create_encoder("mobilenetv3_small", width=0.5)
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "enc.safetensors"))
+    enc = create_encoder("mobilenetv3_small", in_chans=4, width=0.5, pretrained=tmp_path / "enc.safetensors")
+    stem, src_stem = first_conv(enc)[2], first_conv(src)[2]
+    torch.testing.assert_close(stem.weight[:, :3], src_stem.weight)
+    assert torch.count_nonzero(stem.weight[:, 3]) == 0
+    with pytest.raises(ValueError, match="does not match encoder"):
+        create_encoder("convnext_lite", pretrained=tmp_path / "enc.safetensors")
+
+
+def test_lite_coarse_contract(coarse):
+    x = torch.randn(2, 3, 64, 64)
+    depth, feats = coarse(x)
+    assert depth.shape == (2, 1, 64, 64)
+    assert bool((depth > 0).all()) and bool((depth <= coarse.max_depth).all())
+    assert [f.shape[1] for f in feats] == coarse.feature_channels == [16, 16, 24, 32]
+    assert [64 // f.shape[-2] for f in feats] == coarse.feature_strides == [4, 8, 16, 32]
+    spec = coarse.spec()
+    assert spec.input_size == (64, 64) and spec.metric and spec.name == "lite"
+    with pytest.raises(ValueError, match="x must be"):
+        coarse(torch.randn(2, 4, 64, 64))
+    with pytest.raises(ValueError, match="input_size"):
+        create_coarse("lite", input_size=(60, 64))
+
+
+def test_lite_coarse_trains_on_cpu():
+    torch.manual_seed(0)
+    model = create_coarse("lite", input_size=(32, 32), width=0.35, decoder_channels=(8, 8, 16, 16))
+    x = torch.randn(4, 3, 32, 32)
+    target = torch.linspace(2.0, 20.0, 32).view(1, 1, 32, 1).expand(4, 1, 32, 32)  # a ground plane
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    losses = []
+    for _ in range(30):
+        loss = (torch.log(model(x)[0]) - torch.log(target)).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+class _Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class _Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 3, 2, 1)
+        self.b = nn.Conv2d(6, 10, 3, 2, 1)
+
+    def forward(self, x):
+        f1 = self.a(x)
+        f2 = self.b(f1)
+        return torch.nn.functional.softplus(x[:, :1]), [f1, f2]
+
+
+def test_module_coarse_measures_features():
+    m = create_coarse("module", module=_Toy(), input_size=(32, 48), metric=False)
+    assert m.feature_channels == [6, 10] and m.feature_strides == [2, 4] and not m.metric
+    depth, feats = m(torch.randn(1, 3, 32, 48))
+    assert depth.shape == (1, 1, 32, 48) and len(feats) == 2
+    assert "module" not in m.spec().kwargs
+    with pytest.raises(TypeError, match="module"):
+        create_coarse("module", module="not a module", input_size=(32, 32))
+    with pytest.raises(TypeError, match="must return"):
+        create_coarse("module", module=nn.Conv2d(3, 1, 1), input_size=(8, 8))  # returns no features
+    with pytest.raises(ValueError, match="coarse depth must be"):
+        create_coarse("module", module=_Fn(lambda x: (x, [x])), input_size=(8, 8))  # 3-channel "depth"
+
+
+def _save_tiny_depth_anything(path):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            intermediate_size=64, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 24, 32],
+                              fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type="metric", max_depth=20)
+    model = DepthAnythingForDepthEstimation(cfg).eval()
+    model.save_pretrained(path)
+    return model
+
+
+def test_hf_adapter_depth_anything_metric(tmp_path):
+    pytest.importorskip("transformers")
+    ref = _save_tiny_depth_anything(tmp_path / "da")
+    coarse = create_coarse("hf", path=str(tmp_path / "da"), input_size=(56, 84)).eval()
+    assert coarse.metric and coarse.input_size == (56, 84)
+    assert coarse.feature_channels == [16, 16, 16, 16] and coarse.feature_strides == [2, 4, 7, 14]
+    x = torch.randn(2, 3, 56, 84)
+    with torch.no_grad():
+        depth, feats = coarse(x)
+        expected = ref(pixel_values=x).predicted_depth
+    torch.testing.assert_close(depth[:, 0], expected.clamp_min(0))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(32, 48), (16, 24), (8, 12), (4, 6)]
+    # A refiner on top: the stride-7 and -14 features land on the stride-8 and -16 levels.
+    refiner = create_refiner("prv2-mobile", coarse, (64, 64), width=0.35, decoder_width=0.5)
+    assert refiner.guidance == [(16, 32, 32), (16, 16, 16), (16, 8, 8), (16, 4, 4)]
+    with pytest.raises(ValueError, match="input_size"):
+        create_coarse("hf", path=str(tmp_path / "da"), input_size=(50, 84))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        create_coarse("hf", path=str(tmp_path / "missing"))
+
+
+def test_hf_adapter_dpt_relative(tmp_path):
+    pytest.importorskip("transformers")
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    cfg = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=64,
+                    patch_size=16, neck_hidden_sizes=[8, 16, 24, 32], fusion_hidden_size=16,
+                    backbone_out_indices=[0, 1, 2, 3])
+    DPTForDepthEstimation(cfg).save_pretrained(tmp_path / "dpt")
+    coarse = create_coarse("hf", path=str(tmp_path / "dpt"), input_size=(64, 64))
+    assert not coarse.metric and coarse.feature_strides == [2, 4, 8, 16]
+    depth, feats = coarse(torch.randn(1, 3, 64, 64))
+    assert depth.shape == (1, 1, 64, 64) and bool((depth >= 0).all()) and len(feats) == 4
+
+
+def test_guide_level_maps_strides_to_nearest_power_of_two():
+    assert [guide_level(s) for s in (1, 2, 3.5, 4, 7, 8, 14, 16, 28, 32, 64)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4]
+
+
+@pytest.mark.parametrize("name", REFINERS)
+def test_refiner_contract(name, coarse):
+    torch.manual_seed(0)
+    kw = {} if name == "patchrefiner" else {"width": 0.35, "decoder_width": 0.5}
+    r = create_refiner(name, coarse, TILE, **kw)
+    dg = name.endswith("-dg")
+    assert r.uses_coarse_features is not dg and r.tile_size == TILE
+    assert r.guidance == ([] if dg else [(16, 16, 24), (16, 8, 12), (24, 4, 6), (32, 2, 3)])
+    rgb, cd = torch.randn(2, 3, *TILE), 1 + 20 * torch.rand(2, 1, *TILE)
+    guide = [torch.randn(2, *s) for s in r.guidance]
+    out = r.eval()(rgb, cd, *guide)
+    assert out.shape == (2, 1, *TILE)
+    torch.testing.assert_close(out, cd)  # zero-initialised residual head: starts as the coarse depth
+    aux = r.forward_with_aux(rgb, cd, *guide)
+    assert set(aux) >= {"depth", "residual"}
+    zeros, noise = r.noisy_inputs(3, generator=torch.Generator().manual_seed(1))
+    assert zeros.shape == (3, 1, *TILE) and not zeros.any()
+    assert [tuple(n.shape[1:]) for n in noise] == r.guidance
+    if noise:
+        assert abs(torch.cat([n.flatten() for n in noise]).std().item() - 1) < 0.1
+    assert r(torch.randn(3, 3, *TILE), zeros, *noise).shape == (3, 1, *TILE)
+    assert r.registry_name == name and r.registry_kwargs["tile_size"] == list(TILE)
+    assert {id(p) for p in r.encoder_parameters()}.isdisjoint(id(p) for p in r.decoder_parameters())
+
+
+def test_refiner_output_is_clamped_and_learns_a_residual(coarse):
+    torch.manual_seed(0)
+    small = (32, 64)
+    r = create_refiner("prv2-mobile", coarse, small, width=0.35, decoder_width=0.5)
+    with torch.no_grad():
+        r.out.bias.fill_(-100.0)
+    rgb, cd = torch.randn(2, 3, *small), torch.rand(2, 1, *small)
+    guide = [torch.randn(2, *s) for s in r.guidance]
+    assert torch.equal(r(rgb, cd, *guide), torch.zeros(2, 1, *small))  # max(coarse + residual, 0)
+    with torch.no_grad():
+        r.out.bias.zero_()
+    target = cd + 0.5 * torch.sigmoid(rgb[:, :1])
+    opt = torch.optim.Adam(r.parameters(), 3e-3)
+    first = None
+    for _ in range(10):
+        aux = r.train().forward_with_aux(rgb, cd, *guide)
+        loss = (aux["depth"] - target).abs().mean() + (aux["c2f_depth"] - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        first = first or loss.item()
+        opt.step()
+    assert loss.item() < 0.7 * first
+    # The zero-initialised depth channel of the stem receives gradient, so it does learn.
+    stem = first_conv(r.encoder)[2]
+    assert torch.count_nonzero(stem.weight[:, 3]) > 0
+
+
+def test_refiner_from_spec_and_input_errors(coarse):
+    spec = CoarseSpec((64, 64), [8, 12], [4, 16])
+    r = create_refiner("prv2-mobile", spec, (64, 64), width=0.35, guide_indices=[1])
+    assert r.guidance == [(12, 4, 4)]
+    rgb, cd, g = torch.randn(1, 3, 64, 64), torch.rand(1, 1, 64, 64), torch.randn(1, 12, 4, 4)
+    assert r(rgb, cd, g).shape == (1, 1, 64, 64)
+    with pytest.raises(ValueError, match="guidance tensors"):
+        r(rgb, cd)
+    with pytest.raises(ValueError, match="guide0 must be"):
+        r(rgb, cd, torch.randn(1, 12, 8, 8))
+    with pytest.raises(ValueError, match="rgb must be"):
+        r(torch.randn(1, 3, 32, 64), cd, g)
+    with pytest.raises(ValueError, match="coarse_depth must be"):
+        r(rgb, torch.rand(1, 1, 64, 32), g)
+    with pytest.raises(ValueError, match="tile_size"):
+        create_refiner("prv2-mobile", spec, (60, 64))
+    with pytest.raises(ValueError, match="guide_indices"):
+        create_refiner("prv2-mobile", spec, (64, 64), guide_indices=[2])
+    with pytest.raises(TypeError, match="CoarseModel or CoarseSpec"):
+        create_refiner("prv2-mobile", {"input_size": (64, 64)}, (64, 64))
+    with pytest.raises(TypeError, match="patchrefiner needs"):
+        create_refiner("patchrefiner", spec, (64, 64))
+    # A spec naming a registered coarse model is enough to rebuild the baseline's backbone.
+    assert create_refiner("patchrefiner", coarse.spec(), (64, 64)).guidance == \
+        create_refiner("patchrefiner", coarse, (64, 64)).guidance
+
+
+def test_patchrefiner_backbone_is_a_copy_of_the_coarse_model(coarse):
+    r = create_refiner("patchrefiner", coarse, TILE)
+    assert type(r.encoder) is type(coarse) and r.encoder is not coarse
+    n_backbone = sum(p.numel() for p in r.encoder.parameters())
+    assert n_backbone == sum(p.numel() for p in coarse.parameters())
+    light = create_refiner("prv2-mobile", coarse, TILE, width=0.35, decoder_width=0.5)
+    assert sum(p.numel() for p in light.parameters()) < sum(p.numel() for p in r.parameters())
