@@ -107,16 +107,29 @@ def write_png16(path: PathLike, values: np.ndarray) -> None:
         Image.fromarray(np.ascontiguousarray(values)).save(tmp, format="PNG")
 
 
-def depth_to_png16(depth: np.ndarray, unit: float = DEPTH_PNG_UNIT) -> np.ndarray:
-    """Quantise HW metres to uint16 in ``unit`` metres (round to nearest; <=0/NaN -> 0, saturating)."""
+def depth_to_png16(depth: np.ndarray, unit: float = DEPTH_PNG_UNIT) -> tuple[np.ndarray, int]:
+    """Quantise HW metres to uint16 in ``unit`` metres (round to nearest). <= 0 or NaN -> 0, and
+    depth beyond 65535 units (65.535 m in mm) -> 0 = invalid rather than a wrong saturated value.
+    Returns (values, number of valid pixels that did not fit)."""
     depth = _check_depth(depth, "depth")
-    q = np.rint(np.nan_to_num(depth, nan=0.0, posinf=0.0) / unit)
-    return np.clip(q, 0, 65535).astype(np.uint16)
+    q = np.rint(np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0) / unit)
+    too_far = q > 65535
+    q[too_far | (q < 0)] = 0
+    return q.astype(np.uint16), int(too_far.sum())
 
 
-def write_depth_png(path: PathLike, depth: np.ndarray, unit: float = DEPTH_PNG_UNIT) -> None:
-    """Write HW float depth in metres as a 16-bit PNG of ``unit`` metres (default millimetres)."""
-    write_png16(path, depth_to_png16(depth, unit))
+def write_depth_png(path: PathLike, depth: np.ndarray, unit: float = DEPTH_PNG_UNIT) -> int:
+    """Write HW float depth in metres as a 16-bit PNG of ``unit`` metres (default millimetres).
+    Pixels beyond 65535 units are written as 0 (invalid) with a warning; returns their count."""
+    values, dropped = depth_to_png16(depth, unit)
+    if dropped:
+        import warnings
+
+        warnings.warn(f"{path}: {dropped} pixels beyond {65535 * unit:g} m do not fit a 16-bit PNG "
+                      f"of {unit:g} m units and were written as 0 (invalid); use .npy to keep them",
+                      stacklevel=2)
+    write_png16(path, values)
+    return dropped
 
 
 def read_depth_png(path: PathLike, unit: float = DEPTH_PNG_UNIT) -> np.ndarray:

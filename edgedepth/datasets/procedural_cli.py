@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", default="street,indoor",
                         help=f"comma-separated layouts from {','.join(LAYOUTS)}; frames alternate")
     parser.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
-    parser.add_argument("--depth-format", choices=DEPTH_FORMATS, default="png",
-                        help="16-bit millimetre PNG or float32 metre .npy (default png)")
+    parser.add_argument("--depth-format", choices=DEPTH_FORMATS, default="npy",
+                        help="float32 metre .npy (default, lossless to 80 m) or 16-bit millimetre PNG "
+                             "(depth beyond 65.535 m becomes invalid)")
     parser.add_argument("--unreliable", action="store_true",
                         help="add transparent panes and write mask/ (False = unreliable ground truth)")
     parser.add_argument("--sensor", choices=SENSORS, default=None,
