@@ -37,8 +37,8 @@ DEFAULT_MAX_TILE_BATCH = 16
 class DepthResult:
     """One frame's depth.
 
-    depth: (H, W) float32 metres, finite and >= 0 (a torch tensor on the input's device when a GPU
-        tensor went through the torch or tensorrt backend; numpy otherwise).
+    depth: (H, W) float32 metres, finite and >= 0: a torch tensor on the GPU when a torch/CuPy GPU
+        tensor went in through the torch (CUDA) or tensorrt backend; numpy otherwise.
     coarse: (h, w) float32 metres, the coarse model's depth at its input size (same rescaling).
     timings: milliseconds per stage: preprocess, coarse, crop, refine, stitch (and total).
     grid: the TileGrid used for this frame.
@@ -224,7 +224,7 @@ class Runtime:
         self.coarse: Backend = cls(self._model_file(cls, "coarse", coarse_precision), role="coarse",
                                    precision=coarse_precision, **kwargs)
         self._check_io()
-        self.ops = _TorchOps(self.device) if cls.device_tensors else _HostOps(threads)
+        self.ops = _TorchOps(self.device) if self.refiner.device_tensors else _HostOps(threads)
 
         c, r, t = self.bundle.coarse, self.bundle.refiner, self.bundle.tiling
         self.coarse_size = (int(c["input_size"][0]), int(c["input_size"][1]))

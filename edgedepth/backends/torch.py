@@ -36,7 +36,7 @@ class TorchBackend(Backend):
     install_hint = "pip install 'edgedepth[train]' (torch and the edgedepth.train models)"
     formats = ("torch",)
     supported_precisions = ("fp32", "fp16")
-    device_tensors = True
+    device_tensors = True  # on CUDA; a CPU instance exchanges numpy (see _load)
     thread_safe = True  # eval-mode forward under inference_mode holds no shared mutable state
 
     @classmethod
@@ -58,6 +58,9 @@ class TorchBackend(Backend):
             raise ValueError(f"torch backend cannot use device {self.device!r} here (available: {', '.join(self.devices())})")
         if self.precision == "fp16" and kind == "cpu":
             raise ValueError("torch backend runs fp16 only on CUDA; use precision='fp32' on the CPU")
+        # On the CPU the native tile engine on numpy beats torch tile ops, and numpy<->CPU tensors
+        # convert without copies: only a GPU instance keeps tensors.
+        self.device_tensors = kind != "cpu"
         if self.threads and kind == "cpu":
             torch.set_num_threads(int(self.threads))
         folder = self.path.parent if self.path.is_file() else self.path
@@ -90,4 +93,4 @@ class TorchBackend(Backend):
                 out = {"depth": depth, **{f"feat{k}": f for k, f in enumerate(feats)}}
             else:
                 out = {"depth": self.module(*args)}
-        return {k: v.float() for k, v in out.items()}
+        return {k: v.float() if self.device_tensors else v.float().numpy() for k, v in out.items()}
