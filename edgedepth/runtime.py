@@ -119,12 +119,16 @@ class _HostOps:
     def stitch(self, tiles, boxes, height, width, window):
         return self.tiling.stitch(tiles, boxes, height, width, window=window, threads=self.threads)[0]
 
-    def finish(self, depth, scale: float):
-        depth = np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
-        depth = np.maximum(depth, 0.0, out=depth)
+    def finish(self, depth, scale: float, owned: bool = False):
+        # Work in place on the stitched map (ours); copy anything else (a backend's output buffer).
+        depth = np.asarray(depth, dtype=np.float32) if owned else np.array(depth, dtype=np.float32)
+        # A finite map (the normal case) needs one cheap check instead of nan_to_num's full pass.
+        if not np.isfinite(depth).all():
+            np.nan_to_num(depth, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.maximum(depth, 0.0, out=depth)
         if scale != 1.0:
             depth *= np.float32(scale)
-        return depth.astype(np.float32, copy=False)
+        return depth
 
     def to_host(self, x):
         return x
@@ -166,7 +170,7 @@ class _TorchOps:
     def stitch(self, tiles, boxes, height, width, window):
         return self.impl.stitch(tiles.float().contiguous(), boxes, height, width, window=window)[0]
 
-    def finish(self, depth, scale: float):
+    def finish(self, depth, scale: float, owned: bool = False):
         depth = self.torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0)
         return depth * scale if scale != 1.0 else depth
 
@@ -231,7 +235,8 @@ class Runtime:
         self.mean = tuple(float(v) for v in c["mean"])
         self.std = tuple(float(v) for v in c["std"])
         self.tile_size = (int(r["tile_size"][0]), int(r["tile_size"][1]))
-        self.refiner_batch = r.get("batch")
+        # A fixed tile batch (None = dynamic); CoreML models carry their own (the Neural Engine needs fixed shapes).
+        self.refiner_batch = r.get("coreml_batch") if cls.name == "coreml" else r.get("batch")
         self.window = str(t["window"])
         self.overlap_ratio = float(t["overlap_ratio"])
         self.rows, self.cols = self.tiles or (int(t["rows"]), int(t["cols"]))
@@ -411,7 +416,7 @@ class Runtime:
         t1 = time.perf_counter()
         tiles = ops.concat(self._refine(feeds, len(grid.boxes)))
         t2 = time.perf_counter()
-        depth = ops.finish(ops.stitch(tiles, grid.boxes, f.height, f.width, self.window), f.fx_scale)
+        depth = ops.finish(ops.stitch(tiles, grid.boxes, f.height, f.width, self.window), f.fx_scale, owned=True)
         coarse = ops.finish(f.depth[0, 0], f.fx_scale)
         if not f.returns_tensor:
             depth, coarse = ops.to_host(depth), ops.to_host(coarse)

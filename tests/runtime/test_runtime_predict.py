@@ -230,3 +230,20 @@ def test_import_does_not_import_torch():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_output_is_made_finite_and_non_negative():
+    from edgedepth.runtime import _HostOps
+
+    raw = np.array([[np.nan, -1.0], [np.inf, 2.0]], np.float32)
+    out = _HostOps(threads=1).finish(raw, 1.5)
+    np.testing.assert_array_equal(out, [[0.0, 0.0], [0.0, 3.0]])
+    assert np.isnan(raw[0, 0]), "a backend's buffer must not be modified"
+
+
+def test_fixed_batch_refiner_is_padded(tiny_bundle):
+    rt = Runtime(tiny_bundle, backend="onnxruntime", tiles=(3, 3))
+    image = _image(45, 45)
+    expected = rt.predict(image).depth
+    rt.refiner_batch = 4  # as a fixed-batch model would declare: 9 tiles -> 4 + 4 + (1 padded to 4)
+    np.testing.assert_allclose(rt.predict(image).depth, expected, rtol=1e-6, atol=1e-6)
