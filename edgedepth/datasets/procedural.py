@@ -196,9 +196,9 @@ class Cylinder:
         t = _miss(t, (disc >= 0) & (s >= 0) & (s <= self.length))
         if self.caps:
             for end in (0.0, self.length):
-                with np.errstate(invalid="ignore", divide="ignore"):
+                with np.errstate(invalid="ignore", divide="ignore"):  # rays parallel to the cap
                     tc = (end - wa) / da
-                q2 = sum((wp[k] + tc * dp[k]) ** 2 for k in range(3))
+                    q2 = sum((wp[k] + tc * dp[k]) ** 2 for k in range(3))
                 tc = _miss(tc, q2 <= self.radius ** 2)
                 np.minimum(t, tc, out=t)
         return t
