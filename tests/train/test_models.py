@@ -14,6 +14,8 @@ REFINERS = ["prv2-mobile", "prv2-efficient", "prv2-convnext", "prv2-mobile-dg", 
             "prv2-convnext-dg", "patchrefiner"]
 TILE = (64, 96)
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 
 @pytest.fixture(scope="module")
 def coarse():

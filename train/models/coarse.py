@@ -150,8 +150,10 @@ class ModuleCoarse(CoarseModel):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         self._check_input(x)
-        depth, feats = self.module(x)
-        return depth, list(feats)
+        out = self.module(x)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(f"the wrapped module must return (depth, features), got {type(out).__name__}")
+        return out[0], list(out[1])
 
 
 def _triple(v: Sequence[float], name: str) -> tuple[float, float, float]:

@@ -206,8 +206,11 @@ def create_encoder(name: str, in_chans: int = 3, width: float = 1.0, pretrained:
             widened = torch.zeros_like(stem.weight)
             widened[:, : state[stem_key].shape[1]] = state[stem_key]
             state[stem_key] = widened
-        missing, unexpected = encoder.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"pretrained file {path} does not match encoder {name!r}: "
-                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        own = encoder.state_dict()
+        wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected or wrong:
+            raise ValueError(f"pretrained file {path} does not match encoder {name!r}: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+        encoder.load_state_dict(state)
     return encoder
