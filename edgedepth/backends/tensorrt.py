@@ -21,6 +21,17 @@ from typing import Any, Mapping
 from .base import Backend, TensorSpec, cache_root
 
 
+def gpu_name(device_index: int = 0) -> str:
+    """The GPU part of the engine cache key: the Jetson board model, else the CUDA device name
+    (the name nvidia-smi prints). The export layer must key engines with this same function."""
+    model = Path("/proc/device-tree/model")  # Jetsons: the board, which fixes GPU and DLA cores
+    if model.is_file():
+        return model.read_text(errors="ignore").strip("\x00 \n")
+    import torch
+
+    return torch.cuda.get_device_name(device_index)
+
+
 def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, precision: str) -> str:
     """Stable 20-hex-digit key of everything an engine depends on."""
     blob = json.dumps([onnx_sha256, trt_version, gpu_name, precision]).encode()
@@ -108,8 +119,8 @@ class TensorRTBackend(Backend):
         if not torch.cuda.is_available():
             raise ValueError("tensorrt backend needs a CUDA GPU; none is visible here")
         self.torch_device = torch.device("cuda" if self.device == "auto" else self.device)
-        gpu = torch.cuda.get_device_name(self.torch_device)
-        path = engine_path(self.path, sha256_file(self.path), self.precision, gpu_name=gpu,
+        index = self.torch_device.index if self.torch_device.index is not None else torch.cuda.current_device()
+        path = engine_path(self.path, sha256_file(self.path), self.precision, gpu_name=gpu_name(index),
                            trt_version=trt.__version__, cache_dir=self.cache_dir)
         if not path.is_file():
             build_engine(self.path, path, self.precision)
