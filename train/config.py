@@ -32,7 +32,7 @@ class ModelConfig:
     coarse_checkpoint: Optional[str] = None
     refiner: str = "prv2-mobile"
     refiner_kwargs: dict = field(default_factory=dict)
-    tile_size: tuple[int, int] = (128, 128)  # refiner input (h, w) pixels
+    tile_size: tuple[int, int] = (96, 128)  # refiner input (h, w) pixels
     # Checkpoint folder whose refiner weights initialise this run (Noisy Pretraining -> refiner).
     init_refiner: Optional[str] = None
     # Distillation teacher: a checkpoint folder holding coarse + refiner.

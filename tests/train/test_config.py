@@ -61,7 +61,7 @@ def test_yaml_values_and_overrides(tmp_path):
         ({"train": {"stage": "refiner"}, "tiling": {"rows": 1}}, "tiling.rows", ValueError),
         ({"train": {"stage": "refiner"}, "tiling": {"overlap_ratio": 0.0}}, "tiling.overlap_ratio", ValueError),
         ({"train": {"stage": "distill"}}, "model.teacher_checkpoint", ValueError),
-        # 2x2 tiles of a 64x96 frame are 36x54: a square 32x32 refiner input would squash them
+        # 2x2 tiles of a 64x192 frame are 36x100: a square 32x32 refiner input would squash them
         ({"train": {"stage": "refiner"}, "data": {"frame_size": [64, 192]}, "model": {"tile_size": [32, 32]}},
          "model.tile_size", ValueError),
     ],
@@ -73,8 +73,8 @@ def test_bad_values_name_their_field(data, field, exc):
 
 def test_grid_tile_shape_follows_runtime_rule():
     cfg = config_from_dict({"data": {"frame_size": [64, 96]}, "tiling": {"rows": 2, "cols": 2, "overlap_ratio": 0.25}})
-    # ov_y = round(0.25*64/2) = 8 -> ceil((64+8)/2) = 36; ov_x = 12 -> ceil((96+12)/2) = 54
-    assert grid_tile_shape(cfg) == (36, 54)
+    # the runtime's rule: overlap = round(0.25 * min(64/2, 96/2)) = 8 -> (64+8)/2 x (96+8)/2
+    assert grid_tile_shape(cfg) == (36, 52)
 
 
 def test_missing_config_file_and_bad_yaml(tmp_path):

@@ -1,0 +1,270 @@
+"""edgedepth.train.losses: each loss's defining property, its masks, and empty-mask behaviour."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgedepth.train import losses as L
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+def _scene(b=2, h=48, w=64, seed=0):
+    """Smooth positive depth with a step edge, plus an unrelated positive map."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.linspace(0, 1, h).view(1, 1, h, 1)
+    x = torch.linspace(0, 1, w).view(1, 1, 1, w)
+    depth = 2 + 6 * y + 3 * torch.sin(3 * x) + 4 * (x > 0.5)
+    depth = depth * (1 + 0.5 * torch.rand(b, 1, 1, 1, generator=g))
+    other = 1 + 5 * torch.rand(b, 1, h, w, generator=g)
+    return depth.expand(b, 1, h, w).contiguous(), other
+
+
+def test_silog_zero_at_target_and_scale_invariant_with_full_variance_focus():
+    gt, other = _scene()
+    assert L.silog_loss(gt, gt).item() < 1e-4
+    assert L.silog_loss(other, gt).item() > 1
+    per_sample_scale = torch.tensor([3.0, 0.2]).view(2, 1, 1, 1)
+    torch.testing.assert_close(L.silog_loss(other * per_sample_scale, gt, variance_focus=1.0),
+                               L.silog_loss(other, gt, variance_focus=1.0), rtol=1e-4, atol=1e-5)
+    assert L.silog_loss(gt * 2, gt).item() > 1  # lambda 0.85 keeps part of the scale error
+    with pytest.raises(ValueError, match="variance_focus"):
+        L.silog_loss(gt, gt, variance_focus=1.5)
+
+
+def test_ssi_is_invariant_to_affine_changes_of_the_prediction():
+    gt, other = _scene()
+    base = L.ssi_loss(other, gt)
+    assert base.item() > 0.1
+    for a, b in ((3.0, 2.0), (-0.5, 10.0), (1e-2, -1.0)):
+        torch.testing.assert_close(L.ssi_loss(a * other + b, gt), base, rtol=1e-4, atol=1e-5)
+    assert L.ssi_loss(0.3 * gt - 1.0, gt).item() < 1e-4
+
+
+def test_fit_scale_shift_recovers_the_affine_map_and_handles_constant_input():
+    gt, _ = _scene()
+    mask = torch.ones_like(gt, dtype=torch.bool)
+    s, t = L.fit_scale_shift((gt - 4) / 2, gt, mask)
+    torch.testing.assert_close(s.flatten(), torch.full((2,), 2.0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(t.flatten(), torch.full((2,), 4.0), rtol=1e-4, atol=1e-3)
+    s, t = L.fit_scale_shift(torch.ones_like(gt), gt, mask)
+    assert torch.all(s == 0) and torch.allclose(t.flatten(), gt.mean((1, 2, 3)))
+
+
+def test_masks_exclude_pixels_and_invalid_ground_truth():
+    gt, other = _scene()
+    garbage = other.clone()
+    mask = torch.rand_like(gt) > 0.3
+    sparse = torch.where(mask, gt, torch.zeros_like(gt))  # 0 = no ground truth
+    garbage[~mask] = 1e6  # whatever the prediction does where there is no ground truth is ignored
+    for fn in (L.silog_loss, L.ssi_loss, L.ssigm_loss):
+        torch.testing.assert_close(fn(garbage, sparse), fn(torch.where(mask, other, gt), sparse))
+        torch.testing.assert_close(fn(garbage, gt, mask), fn(garbage, sparse))
+    with pytest.raises(ValueError, match="same shape"):
+        L.silog_loss(gt[:, :, :10], gt)
+    with pytest.raises(ValueError, match="mask"):
+        L.ssi_loss(gt, gt, mask[:, :, :10])
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        L.ssi_loss(gt.expand(2, 3, 48, 64), gt.expand(2, 3, 48, 64))
+
+
+def test_ssigm_global_is_affine_invariant_and_penalises_detail_errors():
+    gt, other = _scene()
+    assert L.ssigm_loss(-2 * gt + 7, gt).item() < 1e-5
+    assert L.ssigm_loss(torch.sqrt(gt), gt).item() > 1e-3  # non-affine
+    assert L.ssigm_loss(other, gt, scales=3).item() > L.ssigm_loss(other, gt, scales=1).item() * 0.5
+    with pytest.raises(ValueError, match="scales"):
+        L.ssigm_loss(gt, gt, scales=0)
+
+
+def test_local_ssigm_is_zero_for_any_per_window_affine_change():
+    gt, _ = _scene(h=46, w=69)
+    win = 23
+    # A different scale and shift in each grid cell: no single global fit explains it.
+    cells = torch.arange(6, dtype=torch.float32).view(1, 1, 2, 3)
+    scale = (1 + cells).repeat_interleave(win, 2).repeat_interleave(win, 3)
+    shift = (5 * cells).repeat_interleave(win, 2).repeat_interleave(win, 3)
+    pred = scale * gt + shift
+    assert L.local_ssigm_loss(pred, gt, window=win, layout="grid").item() < 1e-4
+    assert L.ssigm_loss(pred, gt).item() > 0.1
+    assert L.local_ssigm_loss(torch.sqrt(gt), gt, window=win, layout="grid").item() > 1e-3
+    # Random windows: N windows of side l; an affine change of the whole map is free everywhere.
+    gen = torch.Generator().manual_seed(0)
+    assert L.local_ssigm_loss(3 * gt + 1, gt, window=win, num_windows=100, generator=gen).item() < 1e-4
+    corners = L.sample_windows(2, 46, 69, win, 100, generator=torch.Generator().manual_seed(0))
+    assert corners.shape == (2, 100, 2) and corners.min() >= 0
+    assert corners[..., 0].max() <= 46 - win and corners[..., 1].max() <= 69 - win
+    with pytest.raises(ValueError, match="window"):
+        L.local_ssigm_loss(gt, gt, window=50)
+    with pytest.raises(ValueError, match="windows must lie inside"):
+        L.local_ssigm_loss(gt, gt, window=win, windows=torch.full((2, 1, 2), 40))
+    with pytest.raises(ValueError, match="layout"):
+        L.local_ssigm_loss(gt, gt, window=win, layout="spiral")
+
+
+def test_ranking_loss_prefers_the_right_order_and_ignores_target_scale():
+    gt, _ = _scene()
+    image = torch.cat([gt / gt.max()] * 3, 1)
+
+    def rank(pred, target, **kw):
+        return L.edge_guided_ranking_loss(pred, target, generator=torch.Generator().manual_seed(0), **kw)
+
+    right, wrong = rank(gt, gt), rank(1 / gt, gt)
+    assert right.item() < wrong.item()
+    torch.testing.assert_close(rank(gt, 7.5 * gt), right)
+    assert rank(gt ** 20, gt).item() < right.item()  # larger log-gaps in the right order: lower loss
+    assert rank(gt, gt, image=image).item() < rank(1 / gt, gt, image=image).item()
+    with pytest.raises(ValueError, match="image"):
+        rank(gt, gt, image=image[:, :, :10])
+
+
+def test_dsd_composite_is_silog_plus_scale_free_detail():
+    gt, other = _scene()
+    sparse = torch.where(torch.rand_like(gt) > 0.95, gt, torch.zeros_like(gt))  # real-like sparse GT
+    pseudo = gt ** 1.2  # dense teacher output, different scale
+    pred = other
+    for detail in ("ssi", "ssigm", "local_ssigm"):
+        kw = {"window": 16} if detail == "local_ssigm" else {}
+        if detail == "local_ssigm":
+            kw["generator"] = torch.Generator().manual_seed(0)
+        total = L.dsd_loss(pred, sparse, pseudo, lam=0.5, detail=detail, **kw)
+        if detail == "local_ssigm":
+            kw["generator"] = torch.Generator().manual_seed(0)
+        expected = L.silog_loss(pred, sparse) + 0.5 * L.DETAIL_LOSSES[detail](pred, pseudo, **kw)
+        torch.testing.assert_close(total, expected)
+        if detail == "local_ssigm":
+            kw["generator"] = torch.Generator().manual_seed(0)
+        torch.testing.assert_close(L.dsd_loss(pred, sparse, 4 * pseudo + 3, lam=0.5, detail=detail, **kw), total,
+                                   rtol=1e-4, atol=1e-5)
+    # A prediction with the right scale and the teacher's detail is (almost) free.
+    assert L.dsd_loss(gt, sparse, 2 * gt + 1).item() < 1e-3
+    with pytest.raises(ValueError, match="detail"):
+        L.dsd_loss(pred, sparse, pseudo, detail="l2")
+
+
+def _tiles(frame, boxes, size=None):
+    out = []
+    for y0, x0, h, w in boxes.long().tolist():
+        t = frame[..., y0:y0 + h, x0:x0 + w]
+        if size is not None:
+            t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
+        out.append(t)
+    return torch.stack(out, 1)
+
+
+def test_gpct_is_zero_when_overlaps_agree_and_sees_only_overlaps():
+    frame, _ = _scene(h=48, w=64)
+    boxes = torch.tensor([[0, 0, 32, 40], [0, 24, 32, 40], [16, 0, 32, 40], [16, 24, 32, 40]], dtype=torch.float64)
+    tiles = _tiles(frame, boxes)  # (B, 4, 1, 32, 40)
+    assert L.gpct_consistency_loss(tiles, boxes).item() < 1e-10
+    assert len(L.overlap_pairs(boxes)) == 6
+    outside = tiles.clone()
+    outside[:, 0, :, :14, :22] += 5  # tile 0 only, in pixels no other tile covers
+    assert L.gpct_consistency_loss(outside, boxes).item() < 1e-10
+    inside = tiles.clone()
+    inside[:, 0, :, 20:, 30:] += 1  # the centre, shared by all four tiles
+    loss = L.gpct_consistency_loss(inside, boxes)
+    assert loss.item() > 0.01
+    mask = torch.ones_like(inside, dtype=torch.bool)
+    mask[:, 0, :, 20:, 30:] = False
+    assert L.gpct_consistency_loss(inside, boxes, mask).item() < 1e-10
+    per_sample = torch.stack([boxes, boxes + torch.tensor([0.0, 0.0, 0.0, 0.0])])
+    torch.testing.assert_close(L.gpct_consistency_loss(inside, per_sample), loss)
+    with pytest.raises(ValueError, match="boxes"):
+        L.gpct_consistency_loss(tiles, boxes[:3])
+    with pytest.raises(ValueError, match="depths"):
+        L.gpct_consistency_loss(tiles[:, 0], boxes)
+
+
+def test_gpct_with_tiles_resized_from_larger_boxes():
+    h, w = 64, 96
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    frame = (3 + 0.1 * yy + 0.05 * xx)[None, None]  # linear: bilinear resampling is exact
+    boxes = torch.tensor([[0, 0, 48, 64], [0, 32, 48, 64], [16, 0, 48, 64], [16, 32, 48, 64]], dtype=torch.float64)
+    tiles = _tiles(frame, boxes, size=(24, 32))  # each tile half its box
+    assert L.gpct_consistency_loss(tiles, boxes).item() < 1e-8
+    assert L.gpct_consistency_loss(tiles + torch.arange(4.0).view(1, 4, 1, 1, 1), boxes).item() > 0.5
+
+
+def test_bfm_masks_disagreeing_pixels_but_keeps_agreed_edges():
+    h, w = 32, 48
+    x = torch.linspace(0, 1, w).view(1, 1, 1, w).expand(1, 1, h, w)
+    coarse = 1 + 9 * x + 10 * (x > 0.5)  # a step both maps share
+    gt = coarse.clone()
+    gt[..., 4:12, 4:12] *= 4  # a "transparent" patch: gt reads the background far behind
+    gt[..., :, 24] = coarse[..., :, 23]  # the step one pixel late in gt: ratio > 2 there, but an agreed edge
+    keep = L.bfm_mask(coarse, gt)
+    assert not keep[..., 6:10, 6:10].any()
+    assert keep[..., 20:, 30:].all() and keep[..., 20:, :20].all()
+    nc, ng = [(m - m.min()) / (m.max() - m.min()) for m in (coarse, gt)]
+    ratio = torch.maximum((nc + 1e-3) / (ng + 1e-3), (ng + 1e-3) / (nc + 1e-3))
+    assert bool((ratio[..., :, 24] > 2).all()) and keep[..., :, 24].all()
+    assert not L.bfm_mask(coarse, gt, edge_threshold=1e9)[..., :, 24].any()  # no edge rescue -> masked
+    invalid = gt.clone()
+    invalid[..., :2, :] = 0
+    assert not L.bfm_mask(coarse, invalid)[..., :2, :].any()
+    with pytest.raises(ValueError, match="ratio"):
+        L.bfm_mask(coarse, gt, ratio=1.0)
+
+
+def test_sddr_edge_representation_and_coarse_to_fine_pseudo_label():
+    d, _ = _scene(b=1, h=32, w=48)
+    g = L.edge_representation(d)
+    assert g.shape == (1, 2, 32, 48)
+    torch.testing.assert_close(L.edge_representation(5 * d), g, atol=1e-5, rtol=1e-5)  # scale-free
+    # Each 16x16 window refined with its own contrast (d ** a): the per-window gain restores the
+    # consistent contrast of the current estimate, so the pseudo-label does not change.
+    a = (1 + torch.arange(6.0).view(1, 1, 2, 3)).repeat_interleave(16, 2).repeat_interleave(16, 3)
+    refined = d ** a
+    g_new = L.update_edge_pseudo_label(g, refined, 16)
+    interior = torch.ones_like(g, dtype=torch.bool)
+    interior[:, 0, :, 15::16] = False  # x-differences that straddle two windows
+    interior[:, 1, 15::16, :] = False
+    torch.testing.assert_close(g_new[interior], g[interior], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(L.update_edge_pseudo_label(g, refined, 16, torch.zeros_like(d)), g)  # m = 0
+    # New detail seen by the finer level enters the pseudo-label where the region mask allows it.
+    detail = d * (1 + 0.2 * (torch.arange(48) % 8 == 0).float().view(1, 1, 1, 48))
+    region = torch.zeros_like(d)
+    region[..., :, 24:] = 1
+    g2 = L.self_distilled_edges(d, [d, detail], [32, 8], [None, region])
+    assert torch.allclose(g2[..., :24], g[..., :24], atol=1e-5)
+    assert not torch.allclose(g2[..., 24:], g[..., 24:], atol=1e-3)
+    with pytest.raises(ValueError, match="coarse to fine"):
+        L.self_distilled_edges(d, [d, d], [8, 32])
+    with pytest.raises(ValueError, match="one window size"):
+        L.self_distilled_edges(d, [d], [32, 8])
+
+
+def test_sddr_edge_guided_gradient_loss():
+    d, other = _scene(b=1, h=32, w=48)
+    pseudo = L.edge_representation(d)
+    assert L.edge_guided_gradient_loss(3 * d, pseudo).item() < 1e-5  # gradients of log depth match
+    worse = L.edge_guided_gradient_loss(other, pseudo)
+    assert worse.item() > 0.01
+    assert L.edge_guided_gradient_loss(other, pseudo, edge_weight=0).item() < worse.item()
+    with pytest.raises(ValueError, match="pseudo_edges"):
+        L.edge_guided_gradient_loss(d, pseudo[:, :1])
+
+
+EMPTY_CASES = {
+    "silog": lambda p, t: L.silog_loss(p, t),
+    "ssi": lambda p, t: L.ssi_loss(p, t),
+    "ssigm": lambda p, t: L.ssigm_loss(p, t),
+    "local_ssigm": lambda p, t: L.local_ssigm_loss(p, t, window=8, num_windows=5),
+    "ranking": lambda p, t: L.edge_guided_ranking_loss(p, t, num_edge_samples=10, num_random_pairs=10),
+    "dsd": lambda p, t: L.dsd_loss(p, t, t),
+    "gpct": lambda p, t: L.gpct_consistency_loss(p.unsqueeze(1).expand(-1, 2, -1, -1, -1),
+                                                 torch.tensor([[0.0, 0, 16, 16], [0, 32, 16, 16]])),
+    "sddr": lambda p, t: L.edge_guided_gradient_loss(p, torch.zeros(2, 2, 16, 16), t > 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY_CASES))
+def test_empty_mask_gives_zero_not_nan(name):
+    pred = (1 + torch.rand(2, 1, 16, 16)).requires_grad_()
+    loss = EMPTY_CASES[name](pred, torch.zeros(2, 1, 16, 16))
+    assert torch.isfinite(loss) and loss.item() == 0
+    loss.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+    keep = L.bfm_mask(pred.detach(), torch.zeros(2, 1, 16, 16))
+    assert not keep.any()
