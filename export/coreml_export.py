@@ -57,7 +57,7 @@ def to_coreml(module: nn.Module, example: dict[str, torch.Tensor], outputs: Sequ
         warnings.simplefilter("ignore")
         # torch.export, not jit.trace: traced shape arithmetic (F.interpolate(size=x.shape)) leaves
         # aten::Int casts that coremltools cannot fold.
-        program = torch.export.export(module.eval(), tuple(example.values())).run_decompositions({})
+        program = _drop_aliases(torch.export.export(module.eval(), tuple(example.values())).run_decompositions({}))
         model = ct.convert(
             program, inputs=[ct.TensorType(name=n, shape=tuple(t.shape)) for n, t in example.items()],
             outputs=[ct.TensorType(name=n) for n in outputs], convert_to="mlprogram",
@@ -72,6 +72,18 @@ def to_coreml(module: nn.Module, example: dict[str, torch.Tensor], outputs: Sequ
         shutil.rmtree(path)
     tmp.rename(path)
     return path
+
+
+def _drop_aliases(program):
+    """Replace ``aten.alias`` (a no-op view from same-dtype ``.to()``) by its input: coremltools
+    has no converter for it."""
+    graph = program.graph
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target == torch.ops.aten.alias.default:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    program.graph_module.recompile()
+    return program
 
 
 def compress(model, variant: str):

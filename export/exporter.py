@@ -18,11 +18,11 @@ from torch import nn
 
 from . import onnx_export
 from .bundle import BundleWriter
-from .frames import Tiling, calibration_batches, check_frames, coarse_input, load_frames, prepare_frames
+from .frames import Tiling, calibration_batches, check_frames, coarse_input, guide_sources, load_frames, prepare_frames
 from .optional import available, missing
 from .parity import DEFAULT_INT8_BOUND, ParityRow, check_drift, markdown, reference_row, score_coarse, score_refiner
 
-TARGETS = ("onnx", "openvino", "coreml", "tensorrt")
+TARGETS = ("onnx", "openvino", "coreml", "tensorrt", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
 # Python packages each target needs on the export host (TensorRT builds on the device).
 TARGET_PACKAGES = {
@@ -30,6 +30,7 @@ TARGET_PACKAGES = {
     "tensorrt": ["onnx", "onnxsim", "onnxruntime"],
     "openvino": ["onnx", "onnxsim", "openvino", "nncf"],
     "coreml": ["coremltools"],
+    "torch": ["safetensors"],
 }
 
 
@@ -79,13 +80,14 @@ def check_models(coarse: nn.Module, refiner: Optional[nn.Module]) -> None:
     for attr in ("tile_size", "guidance"):
         if not hasattr(refiner, attr):
             raise ValueError(f"refiner {type(refiner).__name__} lacks {attr!r} (docs/interfaces.md, Models)")
-    if len(refiner.guidance) > len(coarse.feature_channels):
-        raise ValueError(f"refiner takes {len(refiner.guidance)} guidance maps but the coarse model gives "
-                         f"{len(coarse.feature_channels)} feature maps")
-    for k, (c, _, _) in enumerate(refiner.guidance):
-        if c != coarse.feature_channels[k]:
-            raise ValueError(f"refiner guide{k} expects {c} channels, coarse feat{k} has "
-                             f"{coarse.feature_channels[k]}: the checkpoint's models do not match")
+    sources = guide_sources(refiner)
+    for k, ((c, _, _), src) in enumerate(zip(refiner.guidance, sources)):
+        if not 0 <= src < len(coarse.feature_channels):
+            raise ValueError(f"refiner guide{k} reads coarse feat{src} but the coarse model gives "
+                             f"{len(coarse.feature_channels)} feature maps: the checkpoint's models do not match")
+        if c != coarse.feature_channels[src]:
+            raise ValueError(f"refiner guide{k} expects {c} channels, coarse feat{src} has "
+                             f"{coarse.feature_channels[src]}: the checkpoint's models do not match")
 
 
 def _onnx_runner(path: Path) -> Callable:
@@ -195,6 +197,12 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             validate_coreml(path, {"image": image.shape}, names)
             add("coarse", "coreml", "fp16", path, None)
 
+        if "torch" in cfg.targets:  # the runtime's torch backend (development, GPU tests)
+            from edgedepth.train.checkpoint import write_model_files
+
+            write_model_files(w.file("torch/model.safetensors").parent, coarse, refiner, meta)
+            files["refiner"]["torch"] = {"fp32": "torch/model.safetensors"}
+
         check_drift(rows, baselines, cfg.int8_bound)
         pipeline = _pipeline(coarse, refiner, cfg, w, log) if cfg.pipeline_size else None
         manifest = _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline)
@@ -241,8 +249,8 @@ def _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline) -> d
     th, tw = refiner.tile_size
     feat_out = [{"name": f"feat{k}", "channels": int(c), "stride": int(s)}
                 for k, (c, s) in enumerate(zip(coarse.feature_channels, coarse.feature_strides))]
-    guides = [{"name": f"guide{k}", "shape": [-1, int(c), int(h), int(w)], "source": f"feat{k}"}
-              for k, (c, h, w) in enumerate(refiner.guidance)]
+    guides = [{"name": f"guide{k}", "shape": [-1, int(c), int(h), int(w)], "source": f"feat{src}"}
+              for k, ((c, h, w), src) in enumerate(zip(refiner.guidance, guide_sources(refiner)))]
     manifest = {
         "coarse": {
             "name": meta.get("coarse", {}).get("name", type(coarse).__name__),

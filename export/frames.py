@@ -126,6 +126,12 @@ def check_frames(samples: Sequence[Any], tile_size: tuple[int, int], tiling_cfg:
     return int(shape[0]), int(shape[1])
 
 
+def guide_sources(refiner: nn.Module) -> list[int]:
+    """Index of the coarse feature map each guidance input is cropped from (``guide_indices`` when
+    the refiner declares it, else guide k ← feat k)."""
+    return [int(i) for i in getattr(refiner, "guide_indices", range(len(refiner.guidance)))]
+
+
 def coarse_input(image: np.ndarray, coarse: nn.Module) -> np.ndarray:
     """(1, 3, h, w) normalised coarse input of an HxWx3 uint8 frame (the runtime's whole-frame crop)."""
     whole = np.array([[0.0, 0.0, image.shape[0], image.shape[1]]])
@@ -144,10 +150,10 @@ def refiner_feeds(image: np.ndarray, depth: np.ndarray, features: Sequence[np.nd
     feeds = {names[0]: tiling.crop_resize(image, boxes_grid.boxes, tuple(refiner.tile_size), mean=mean, std=std)}
     ch, cw = depth.shape[-2:]
     feeds[names[1]] = tiling.crop_resize(depth, boxes_grid.scaled(ch / height, cw / width), tuple(refiner.tile_size))
-    for k, (c, h, w) in enumerate(refiner.guidance):
-        feat = features[k]
+    for k, ((c, h, w), src) in enumerate(zip(refiner.guidance, guide_sources(refiner))):
+        feat = features[src]
         if feat.shape[0] != c:
-            raise ValueError(f"refiner guide{k} expects {c} channels but coarse feat{k} has {feat.shape[0]}: "
+            raise ValueError(f"refiner guide{k} expects {c} channels but coarse feat{src} has {feat.shape[0]}: "
                              "the refiner was not built for this coarse model")
         fh, fw = feat.shape[-2:]
         feeds[f"guide{k}"] = tiling.crop_resize(feat, boxes_grid.scaled(fh / height, fw / width), (h, w))

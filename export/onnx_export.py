@@ -83,7 +83,7 @@ def _save_atomic(model, path: Path) -> None:
 
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-            dynamic_batch: bool, opset: int, simplify: bool) -> Path:
+            dynamic_batch: bool, opset: int, simplify: bool, dynamo: bool = False) -> Path:
     onnx = require("onnx", "ONNX export")
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (LayerNormalization stays one FP32 op), got {opset}")
@@ -94,7 +94,7 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(module, args, buf, input_names=input_names, output_names=output_names,
                           opset_version=opset, dynamic_axes=dynamic_axes, do_constant_folding=True,
-                          dynamo=False)
+                          dynamo=dynamo, **({"external_data": False} if dynamo else {}))
     model = onnx.load_from_string(buf.getvalue())
     if simplify:
         onnxsim = require("onnxsim", "ONNX simplification")

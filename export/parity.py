@@ -12,10 +12,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from edgedepth import metrics
+
 from .frames import FrameTiles, stitch_frame
 
 DEFAULT_INT8_BOUND = 0.02  # relative AbsRel increase allowed for INT8 variants
-MIN_DEPTH = 1e-3
 
 
 class ParityError(ValueError):
@@ -39,13 +40,13 @@ class ParityRow:
 
 
 def scores(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> tuple[float, float, float]:
-    """(AbsRel, δ1, RMSE) of ``pred`` vs ``gt`` over ``valid`` pixels with gt > 1e-3 m."""
-    m = valid & (gt > MIN_DEPTH) & np.isfinite(pred)
-    if not m.any():
+    """(AbsRel, δ1, RMSE) of ``pred`` vs ``gt`` over ``valid`` pixels, as :mod:`edgedepth.metrics`
+    scores them (prediction clamped to the valid depth range)."""
+    pred, ok = metrics.prepare(pred, gt, valid)
+    if not ok.any():
         raise ValueError("no valid ground-truth pixels to score")
-    p, g = np.maximum(pred[m].astype(np.float64), MIN_DEPTH), gt[m].astype(np.float64)
-    ratio = np.maximum(p / g, g / p)
-    return float(np.mean(np.abs(p - g) / g)), float(np.mean(ratio < 1.25)), float(np.sqrt(np.mean((p - g) ** 2)))
+    m = metrics.pointwise_metrics(pred[ok], gt[ok])
+    return m["abs_rel"], m["delta1"], m["rmse"]
 
 
 def score_refiner(variant: str, run: Callable[[dict[str, np.ndarray]], np.ndarray], frames: Sequence[FrameTiles],

@@ -18,8 +18,8 @@ from torch import nn
 
 from edgedepth import tiling_torch
 
-from .frames import Tiling
-from .onnx_export import _export
+from .frames import Tiling, guide_sources
+from .onnx_export import OPSET, _export
 
 
 class FusedPipeline(nn.Module):
@@ -39,11 +39,15 @@ class FusedPipeline(nn.Module):
                              f"{tiling_cfg.rows}x{tiling_cfg.cols} grid, smaller than the refiner's {th}x{tw}")
         self.grid = grid
         ch, cw = coarse.input_size
-        feat_sizes = [(ch // s, cw // s) for s in coarse.feature_strides]
-        self.boxes = torch.as_tensor(grid.boxes, dtype=torch.float64)
-        self.whole = torch.tensor([[0.0, 0.0, self.height, self.width]], dtype=torch.float64)
-        self.depth_boxes = torch.as_tensor(grid.scaled(ch / self.height, cw / self.width), dtype=torch.float64)
-        self.feat_boxes = [torch.as_tensor(grid.scaled(h / self.height, w / self.width), dtype=torch.float64)
+        self.sources = guide_sources(refiner)
+        with torch.no_grad():  # actual map sizes (strides may round either way)
+            _, feats = coarse(torch.zeros(1, 3, ch, cw))
+        feat_sizes = [tuple(feats[i].shape[-2:]) for i in self.sources]
+        # numpy, not tensors: constants of the graph, never traced values.
+        self.boxes = np.array(grid.boxes, dtype=np.float64)
+        self.whole = np.array([[0.0, 0.0, self.height, self.width]])
+        self.depth_boxes = np.array(grid.scaled(ch / self.height, cw / self.width), dtype=np.float64)
+        self.feat_boxes = [np.array(grid.scaled(h / self.height, w / self.width), dtype=np.float64)
                            for h, w in feat_sizes]
         self.register_buffer("mean", torch.tensor(coarse.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(coarse.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -58,8 +62,8 @@ class FusedPipeline(nn.Module):
         tile = tuple(self.refiner.tile_size)
         rgb = self._norm(tiling_torch.crop_resize(chw, self.boxes, tile))
         cd = tiling_torch.crop_resize(depth[0], self.depth_boxes, tile)
-        guides = [tiling_torch.crop_resize(feats[k][0], self.feat_boxes[k], (h, w))
-                  for k, (_, h, w) in enumerate(self.refiner.guidance)]
+        guides = [tiling_torch.crop_resize(feats[src][0], boxes, (h, w))
+                  for (_, h, w), src, boxes in zip(self.refiner.guidance, self.sources, self.feat_boxes)]
         tiles = self.refiner(rgb, cd, *guides)
         out = tiling_torch.stitch(tiles, self.boxes, self.height, self.width, window=self.window)
         return out.unsqueeze(0).clamp(min=0.0)
@@ -72,8 +76,10 @@ class FusedPipeline(nn.Module):
 
 def export_pipeline_onnx(pipeline: FusedPipeline, path: str | Path) -> Path:
     """ONNX of the fused pipeline at ``path``: ``image`` (1,3,H,W) → ``depth`` (1,1,H,W)."""
+    # torch.export (dynamo) keeps the frame's shape as Python ints, so the tile engine's sample
+    # tables become constants; the TorchScript tracer would turn them into traced tensors.
     return _export(pipeline, (pipeline.example(),), Path(path), ["image"], ["depth"], dynamic_batch=False,
-                   opset=17, simplify=True)
+                   opset=OPSET, simplify=True, dynamo=True)
 
 
 def export_pipeline_coreml(pipeline: FusedPipeline, path: str | Path, variant: str = "fp16") -> Path:

@@ -1,0 +1,160 @@
+"""End to end: tiny models -> bundle (ONNX, Q/DQ INT8, OpenVINO + NNCF, CoreML, fused pipeline),
+read back by the runtime's own bundle reader and Runtime; errors before any work."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgedepth.bundle import SCHEMA, open_bundle, sha256_file
+from edgedepth.datasets import render_scene
+from edgedepth.export.exporter import ExportConfig, check_models, export_bundle
+from edgedepth.export.frames import Tiling, prepare_frames
+from edgedepth.export.parity import ParityError, check_drift, reference_row, score_refiner
+from edgedepth.export.pipeline import image_tensor
+
+SIZE = (48, 64)
+TARGETS = ("onnx", "openvino", "coreml", "tensorrt")
+
+
+def _cfg(**kw):
+    base = dict(targets=TARGETS, calib="procedural:16", heldout="procedural:2", frame_size=SIZE,
+                pipeline_size=SIZE)
+    return ExportConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_models, tmp_path_factory):
+    coarse, refiner = tiny_models
+    out = tmp_path_factory.mktemp("b") / "tiny.edgedepth"
+    return export_bundle(coarse, refiner, {"camera": {"fx_norm": 0.8}}, out, _cfg(), log=lambda _: None)
+
+
+def test_manifest_schema_checksums_and_parity(bundle):
+    b = open_bundle(bundle)  # the runtime's reader verifies schema and every checksum
+    m = b.manifest
+    assert m["schema"] == SCHEMA and m["camera"]["fx_norm"] == 0.8
+    assert m["refiner"]["files"]["onnx"] == {"fp32": "refiner.onnx", "fp16": "refiner.fp16.onnx",
+                                             "int8": "refiner.int8.qdq.onnx"}
+    assert set(m["refiner"]["files"]["openvino"]) == {"fp32", "fp16", "int8"}
+    assert set(m["refiner"]["files"]["coreml"]) == {"fp16", "int8", "palette6"}
+    assert [i["name"] for i in m["refiner"]["inputs"]] == ["rgb", "coarse_depth", "guide0"]
+    assert m["refiner"]["inputs"][2] == {"name": "guide0", "shape": [-1, 8, 4, 4], "source": "feat0"}
+    for rel, digest in m["files"].items():
+        assert sha256_file(bundle / rel) == digest
+    assert any(rel.startswith("coreml/refiner.fp16.mlpackage/") for rel in m["files"])
+    for variant in ("refiner/onnx/int8", "refiner/openvino/int8", "coarse/onnx/fp16", "refiner/openvino/fp16"):
+        row = m["parity"][variant]
+        assert row["bytes"] > 0 and 0 <= row["absrel_vs_fp32"] < 0.01 and 0 < row["delta1"] <= 1
+    assert m["parity"]["refiner/onnx/fp32"]["absrel_vs_fp32"] < 1e-5
+    assert "| refiner/onnx/int8 |" in (bundle / "parity.md").read_text()
+    assert not list(bundle.parent.glob(".tiny.edgedepth.tmp-*"))  # staging renamed away
+
+
+def test_runtime_reproduces_the_torch_reference(bundle, tiny_models):
+    """The runtime on the exported ONNX == the export layer's torch float32 reference (same crops)."""
+    from edgedepth.runtime import Runtime
+
+    coarse, refiner = tiny_models
+    sample = render_scene(7, *SIZE, "indoor")
+    frame = prepare_frames(coarse, refiner, [sample], Tiling())[0]
+    got = Runtime(bundle, backend="onnxruntime", precision="fp32").predict(sample["image"]).depth
+    np.testing.assert_allclose(got, frame.reference, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_pipeline_onnx_matches_modular_runtime(bundle):
+    from edgedepth.runtime import Runtime
+
+    m = open_bundle(bundle).manifest
+    assert m["pipeline"]["input_size"] == list(SIZE)
+    sample = render_scene(11, *SIZE, "street")
+    sess = ort.InferenceSession(str(bundle / m["pipeline"]["onnx"]["fp32"]), providers=["CPUExecutionProvider"])
+    fused = sess.run(None, {"image": image_tensor(sample["image"])})[0][0, 0]
+    modular = Runtime(bundle, backend="onnxruntime", precision="fp32").predict(sample["image"]).depth
+    assert fused.shape == modular.shape == SIZE
+    np.testing.assert_allclose(fused, modular, rtol=1e-3, atol=1e-3)
+
+
+def test_coreml_specs(bundle):
+    from edgedepth.export.coreml_export import validate_coreml
+
+    m = open_bundle(bundle).manifest
+    ins = {"rgb": (4, 3, 16, 16), "coarse_depth": (4, 1, 16, 16), "guide0": (4, 8, 4, 4)}
+    ops = {v: validate_coreml(bundle / m["refiner"]["files"]["coreml"][v], ins, ["depth"]).ops
+           for v in ("fp16", "int8", "palette6")}
+    assert "conv" in ops["fp16"]
+    assert "constexpr_affine_dequantize" in ops["int8"] or "constexpr_blockwise_shift_scale" in ops["int8"]
+    assert "constexpr_lut_to_dense" in ops["palette6"]
+    spec = validate_coreml(bundle / m["pipeline"]["coreml"]["fp16"], {"image": (1, 3, *SIZE)}, ["depth"])
+    assert spec.bytes > 0 and spec.specification_version >= 7
+    with pytest.raises(ValueError, match="inputs"):
+        validate_coreml(bundle / m["refiner"]["files"]["coreml"]["fp16"], {"rgb": (1, 3, 16, 16)}, ["depth"])
+
+
+def test_int8_drift_beyond_bound_names_the_variant(tiny_models):
+    coarse, refiner = tiny_models
+    frames = prepare_frames(coarse, refiner, [render_scene(3, *SIZE, "street")], Tiling())
+    names = ["rgb", "coarse_depth", "guide0"]
+
+    def biased(feeds):  # a real (badly) perturbed refiner: +20 % depth
+        with torch.no_grad():
+            return 1.2 * refiner(*[torch.from_numpy(feeds[n]) for n in names]).numpy()
+
+    row = score_refiner("refiner/openvino/int8", biased, frames, "cosine", 1)
+    with pytest.raises(ParityError, match="refiner/openvino/int8"):
+        check_drift([row], {"refiner": reference_row("refiner", frames)}, 0.02)
+    check_drift([row], {"refiner": reference_row("refiner", frames)}, 10.0)  # within a loose bound
+
+
+# --- bad input: a clear error before any work ---------------------------------------------------
+
+def _nothing_written(tmp_path):
+    return not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"targets": ("onnx", "tflite")}, "unknown target"),
+    ({"precisions": ("fp32", "int4")}, "unknown precision"),
+    ({"calib": []}, "calibration set .* is empty"),
+    ({"calib": "procedural:2"}, "INT8 needs at least 64"),
+    ({"frame_size": (20, 24)}, "smaller than the refiner's 16x16"),
+])
+def test_bad_requests_fail_before_work(tiny_models, tmp_path, kw, match):
+    coarse, refiner = tiny_models
+    with pytest.raises(ValueError, match=match):
+        export_bundle(coarse, refiner, {}, tmp_path / "x.edgedepth", _cfg(**kw), log=lambda _: None)
+    assert _nothing_written(tmp_path)
+
+
+def test_mixed_resolution_calibration_refused(tiny_models, tmp_path):
+    coarse, refiner = tiny_models
+    frames = [render_scene(0, *SIZE), render_scene(1, 64, 80)]
+    with pytest.raises(ValueError, match="resolution is 48x64"):
+        export_bundle(coarse, refiner, {}, tmp_path / "x.edgedepth", _cfg(calib=frames), log=lambda _: None)
+
+
+def test_missing_optional_package_names_the_extra(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "coremltools", None)  # import coremltools now fails
+    with pytest.raises(ImportError, match=r"coremltools.*pip install 'edgedepth\[export\]'"):
+        export_bundle(*tiny_models, {}, tmp_path / "x.edgedepth", _cfg(), log=lambda _: None)
+    assert _nothing_written(tmp_path)
+
+
+def test_mismatched_models_refused(tiny_models):
+    from conftest import TinyRefiner
+
+    coarse, _ = tiny_models
+    with pytest.raises(ValueError, match="guide0 expects 5 channels, coarse feat0 has 8"):
+        check_models(coarse, TinyRefiner(guide=(5, 4, 4)))
+    with pytest.raises(ValueError, match="no refiner"):
+        check_models(coarse, None)
+
+
+def test_existing_bundle_needs_overwrite(bundle, tiny_models):
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_bundle(*tiny_models, {}, bundle, _cfg(), log=lambda _: None)
+    assert json.loads((bundle / "manifest.json").read_text())["schema"] == SCHEMA
