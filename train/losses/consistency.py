@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .masks import graph_zero
+
 __all__ = ["overlap_pairs", "gpct_consistency_loss"]
 
 
@@ -53,7 +55,7 @@ def gpct_consistency_loss(depths: torch.Tensor, boxes: torch.Tensor, mask: torch
         raise ValueError(f"boxes must be (G={g}, 4) or (B={bsz}, G={g}, 4) [y0, x0, h, w], got {tuple(boxes.shape)}")
     if mask is not None and mask.shape[:2] + mask.shape[3:] != depths.shape[:2] + depths.shape[3:]:
         raise ValueError(f"mask must be shaped like depths {tuple(depths.shape)}, got {tuple(mask.shape)}")
-    total = depths.new_zeros(())
+    total = graph_zero(depths)
     for n in range(bsz):
         bx = boxes[n].detach().double().cpu()
         for i, j, (oy, ox, oh, ow) in overlap_pairs(bx):

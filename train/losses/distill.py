@@ -26,7 +26,9 @@ def dsd_loss(pred: torch.Tensor, target: torch.Tensor, pseudo: torch.Tensor, mas
     ``lam`` x a scale-free detail loss against the teacher's dense pseudo-label.
 
     detail: "ssi", "ssigm", "local_ssigm" or "ranking" (``detail_kwargs`` go to it). All inputs
-    (B, 1, H, W); target/pseudo 0 = invalid. Scaling or shifting the pseudo-label changes nothing.
+    (B, 1, H, W); target/pseudo 0 = invalid. The detail term ignores any affine change of ``pred``
+    (and the scale-and-shift-fitted ones any shift of ``pseudo``), so the metric scale is learnt
+    from the ground truth alone.
     """
     if detail not in DETAIL_LOSSES:
         raise ValueError(f"detail must be one of {sorted(DETAIL_LOSSES)}, got {detail!r}")
@@ -64,7 +66,8 @@ def update_edge_pseudo_label(edges: torch.Tensor, refined: torch.Tensor, window:
     """One coarse-to-fine step of the SDDR pseudo-label: partition the map into window x window cells;
     in each, fit a gain a >= 0 so that a * G(refined) best matches the current ``edges`` (least
     squares; keeps the consistent large-scale contrast), then blend
-    G' = m * a * G(refined) + (1 - m) * edges, m = ``region_mask`` in [0, 1] (default 1 everywhere).
+    G' = m * a * G(refined) + (1 - m) * edges, m = ``region_mask`` in [0, 1] (default 1 everywhere);
+    differences across cell borders keep the current estimate.
     edges (B, 2, H, W); refined (B, 1, H, W) depth predicted with windows of this size.
     """
     g = edge_representation(refined, mask)
@@ -72,11 +75,18 @@ def update_edge_pseudo_label(edges: torch.Tensor, refined: torch.Tensor, window:
         raise ValueError(f"edges must be (B, 2, H, W) = {tuple(g.shape)}, got {tuple(edges.shape)}")
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
+    # A difference across two cells compares two separate window predictions: it says nothing,
+    # so it neither enters the fit nor replaces the current estimate.
+    h, w = g.shape[-2:]
+    cross = torch.zeros_like(g, dtype=torch.bool)
+    cross[:, 0, :, window - 1 :: window] = True
+    cross[:, 1, window - 1 :: window, :] = True
+    g = torch.where(cross, torch.zeros_like(g), g)
     num = _cell_sum((g * edges).sum(1, keepdim=True), window)
     den = _cell_sum((g * g).sum(1, keepdim=True), window)
     gain = torch.where(den > 1e-12, num / den.clamp_min(1e-12), torch.zeros_like(den)).clamp_min(0.0)
     m = torch.ones_like(den) if region_mask is None else as_map(region_mask, "region_mask").clamp(0, 1)
-    return m * gain * g + (1 - m) * edges
+    return torch.where(cross, edges, m * gain * g + (1 - m) * edges)
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["as_map", "valid_mask", "masked_mean", "sobel_magnitude", "bfm_mask"]
+__all__ = ["as_map", "valid_mask", "masked_mean", "graph_zero", "sobel_magnitude", "bfm_mask"]
 
 
 def as_map(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -43,6 +43,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...] | Non
     if dims is None:
         return x.sum() / m.sum().clamp_min(1.0)
     return x.sum(dims) / m.sum(dims).clamp_min(1.0)
+
+
+def graph_zero(x: torch.Tensor) -> torch.Tensor:
+    """A scalar 0 attached to ``x``'s autograd graph (so backward works on an empty loss), NaN-safe."""
+    return torch.where(torch.zeros_like(x, dtype=torch.bool), x, torch.zeros_like(x)).sum()
 
 
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:

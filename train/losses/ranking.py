@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .masks import as_map, sobel_magnitude, valid_mask
+from .masks import as_map, graph_zero, sobel_magnitude, valid_mask
 
 __all__ = ["edge_guided_ranking_loss"]
 
@@ -65,7 +65,7 @@ def edge_guided_ranking_loss(pred: torch.Tensor, target: torch.Tensor, mask: tor
         guide = image.float().mean(1, keepdim=True)
     else:
         guide = torch.where(valid, torch.log(target.clamp_min(1e-6)), torch.zeros_like(target))
-    losses, total_pairs = pred.new_zeros(()), 0
+    losses, total_pairs = graph_zero(pred), 0
     for i in range(pred.shape[0]):
         a, b = _sample_pairs(guide[i].detach(), valid[i], num_edge_samples, num_random_pairs, edge_threshold,
                              max_offset, generator)
