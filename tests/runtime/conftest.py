@@ -3,7 +3,7 @@
 * ``tiny_bundle``: hand-written manifest over tiny ONNX models (tiny_models.py) — for the bundle
   checks and the runtime internals, independent of the export layer.
 * ``exported_bundle``: real registry models (edgedepth.train.models, random init) exported through
-  edgedepth.export to ONNX + OpenVINO, plus the torch checkpoint the torch backend loads.
+  edgedepth.export to ONNX, OpenVINO and the torch checkpoint the torch backend loads.
 """
 from __future__ import annotations
 
@@ -48,31 +48,13 @@ def exported_models():
 
 @pytest.fixture(scope="session")
 def exported_bundle(tmp_path_factory, exported_models) -> Path:
-    """The models exported by edgedepth.export (ONNX + OpenVINO fp32), with the torch checkpoint added.
-
-    The exporter has no torch target yet, so the checkpoint is added by re-publishing the bundle
-    through the export layer's own atomic, verifying BundleWriter.
-    """
+    """The models exported by edgedepth.export: ONNX + OpenVINO fp32 and the torch checkpoint."""
     pytest.importorskip("openvino")
-    from edgedepth.export.bundle import BundleWriter
     from edgedepth.export.exporter import ExportConfig, export_bundle
     from edgedepth.export.frames import Tiling
-    from edgedepth.train.checkpoint import write_model_files
-
-    from edgedepth.bundle import open_bundle
 
     coarse, refiner, meta = exported_models
-    root = tmp_path_factory.mktemp("exported")
-    cfg = ExportConfig(targets=("onnx", "openvino"), precisions=("fp32",), calib="procedural:1",
+    cfg = ExportConfig(targets=("onnx", "openvino", "torch"), precisions=("fp32",), calib="procedural:1",
                        heldout="procedural:1", frame_size=(144, 176), tiling=Tiling(2, 2, 0.25, "cosine"))
-    onnx_only = export_bundle(coarse, refiner, meta, root / "stage.edgedepth", cfg, log=lambda _: None)
-    manifest = dict(open_bundle(onnx_only).manifest)
-    with BundleWriter(root / "e2e.edgedepth") as w:
-        for rel in manifest["files"]:
-            shutil.copy2(onnx_only / rel, w.file(rel))
-        folder = w.file("torch/model.safetensors").parent
-        write_model_files(folder, coarse, refiner, meta)
-        manifest["refiner"]["files"]["torch"] = {"fp32": "torch/model.safetensors"}
-        for key in ("schema", "edgedepth_version", "name", "files"):
-            manifest.pop(key)
-        return w.commit(manifest)
+    return export_bundle(coarse, refiner, meta, tmp_path_factory.mktemp("exported") / "e2e.edgedepth", cfg,
+                         log=lambda _: None)
