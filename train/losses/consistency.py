@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from edgedepth.tiling_torch import crop_resize
 
 from .masks import graph_zero
 
@@ -21,21 +22,6 @@ def overlap_pairs(boxes: torch.Tensor) -> list[tuple[int, int, tuple[float, floa
             if y1 > y0 and x1 > x0:
                 out.append((i, j, (y0, x0, y1 - y0, x1 - x0)))
     return out
-
-
-def _sample(tile: torch.Tensor, box: tuple[float, float, float, float], out_hw: tuple[int, int]) -> torch.Tensor:
-    """Resample ``tile`` (1, C, th, tw) over ``box`` (tile pixels) to ``out_hw`` with the DESIGN crop
-    semantics (pixel centres, bilinear, clamped to the tile's border) via grid_sample."""
-    _, _, th, tw = tile.shape
-    y0, x0, h, w = box
-    oh, ow = out_hw
-    dev, dt = tile.device, tile.dtype
-    ys = y0 + (torch.arange(oh, device=dev, dtype=dt) + 0.5) * h / oh - 0.5
-    xs = x0 + (torch.arange(ow, device=dev, dtype=dt) + 0.5) * w / ow - 0.5
-    gy = (2 * ys + 1) / th - 1
-    gx = (2 * xs + 1) / tw - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
-    return F.grid_sample(tile, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def gpct_consistency_loss(depths: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -65,10 +51,10 @@ def gpct_consistency_loss(depths: torch.Tensor, boxes: torch.Tensor, mask: torch
             for k in (i, j):
                 y0, x0, h, w = bx[k].tolist()
                 local = ((oy - y0) * th / h, (ox - x0) * tw / w, oh * th / h, ow * tw / w)
-                vals.append(_sample(depths[n, k : k + 1], local, out_hw))
+                # The runtime's crop semantics, so "overlap" means the pixels the stitcher blends.
+                vals.append(crop_resize(depths[n, k], [local], out_hw))
                 if mask is not None:
-                    m = _sample(mask[n, k : k + 1].to(depths.dtype), local, out_hw)
-                    valid.append(m > 0.999)
+                    valid.append(crop_resize(mask[n, k].to(depths.dtype), [local], out_hw) > 0.999)
             sq = (vals[0] - vals[1]) ** 2
             if mask is None:
                 total = total + sq.mean()
