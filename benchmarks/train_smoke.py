@@ -23,7 +23,7 @@ def plot(rows: list[dict], keys: list[str], path: Path, size=(640, 360)) -> None
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
     d.rectangle([pad, pad // 2, w - pad // 2, h - pad], outline="black")
-    steps = [r["step"] for r in rows]
+    steps = [int(r["step"]) for r in rows]
     colors = ["#d62728", "#1f77b4", "#2ca02c"]
     for i, (key, color) in enumerate(zip(keys, colors)):
         vals = [r[key] for r in rows]
