@@ -3,8 +3,9 @@
 Environment:
   EDGEDEPTH_CUDA=0|1|auto   build edgedepth._native_cuda (auto: when nvcc is found; a failed
                             CUDA build under auto warns and the install goes on without it)
-  EDGEDEPTH_CUDA_ARCHS      CMake CUDA architectures (default: Jetson Orin 87, Hopper 90, plus 75;80;86;89 PTX-free)
-  EDGEDEPTH_SANITIZE=1      build with AddressSanitizer + UBSan (see README, "Sanitizers")
+  EDGEDEPTH_CUDA_ARCHS      CMake CUDA architectures (default in CMakeLists.txt: SASS for 75;80;86;87 (Jetson
+                            Orin);89;90 (Hopper) plus compute_90 PTX)
+  EDGEDEPTH_SANITIZE=1      build the CPU module with AddressSanitizer + UBSan (docs/native.md, "Sanitizers")
   EDGEDEPTH_BUILD_TYPE      CMake build type (default Release)
   EDGEDEPTH_NATIVE=0        skip the native build altogether (the numpy reference is used, with a warning)
 """
