@@ -162,5 +162,7 @@ def check_qdq(model) -> None:
         if node.op_type == "DequantizeLinear" and node.input[0] in inits:
             scale = numpy_helper.to_array(inits[node.input[1]])
             weight = inits[node.input[0]]
-            if len(weight.dims) == 4 and scale.size == 1 and max(weight.dims[:2]) > 1:
+            # One scale is per-channel too when the output-channel axis has size 1 (a 1-channel head
+            # conv: axis 0; a ConvTranspose: axis 1).
+            if len(weight.dims) == 4 and scale.size == 1 and min(weight.dims[:2]) > 1:
                 raise ValueError(f"{node.name}: conv weight {node.input[0]} is not quantized per output channel")

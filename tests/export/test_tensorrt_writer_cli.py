@@ -1,0 +1,182 @@
+"""TensorRT build options / trtexec line / engine cache paths, the atomic bundle writer, and the
+`edgedepth export` command on a real registry checkpoint."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from edgedepth.backends.tensorrt import engine_path
+from edgedepth.bundle import open_bundle
+from edgedepth.export import onnx_export as oe
+from edgedepth.export.bundle import BundleWriter
+from edgedepth.export.optional import available
+from edgedepth.export.tensorrt import BuildOptions, ensure_engine, trtexec_command
+
+
+@pytest.fixture(scope="module")
+def refiner_onnx(tiny_models, tmp_path_factory):
+    return oe.export_refiner(tiny_models[1], tmp_path_factory.mktemp("trt") / "refiner.onnx")
+
+
+def test_trtexec_line_profiles_the_dynamic_tile_axis(refiner_onnx):
+    opts = BuildOptions(precision="int8", opt_batch=4, max_batch=8, workspace_mib=512, dla_core=0)
+    args = shlex.split(trtexec_command(refiner_onnx, "r.engine", opts, "cache.bin", shown_onnx="refiner.onnx"))
+    assert args[:3] == ["trtexec", "--onnx=refiner.onnx", "--saveEngine=r.engine"]
+    assert {"--fp16", "--int8", "--allowGPUFallback", "--useDLACore=0", "--timingCacheFile=cache.bin",
+            "--memPoolSize=workspace:512M"} <= set(args)
+    assert "--minShapes=rgb:1x3x16x16,coarse_depth:1x1x16x16,guide0:1x8x4x4" in args
+    assert "--maxShapes=rgb:8x3x16x16,coarse_depth:8x1x16x16,guide0:8x8x4x4" in args
+    fp32 = shlex.split(trtexec_command(refiner_onnx, "r.engine", BuildOptions(precision="fp32")))
+    assert "--fp16" not in fp32 and "--int8" not in fp32
+
+
+@pytest.mark.parametrize("kw, match", [({"precision": "int4"}, "precision"), ({"min_batch": 4, "opt_batch": 2}, "min_batch"),
+                                       ({"workspace_mib": 0}, "workspace"), ({"dla_core": -1}, "dla_core")])
+def test_build_options_validated(kw, match):
+    with pytest.raises(ValueError, match=match):
+        BuildOptions(**kw)
+
+
+def test_engine_cache_path_changes_with_every_key_part(refiner_onnx, tmp_path):
+    from edgedepth.bundle import sha256_file
+
+    sha = sha256_file(refiner_onnx)
+    base = dict(gpu_name="Orin", trt_version="10.3.0", cache_dir=tmp_path)
+    p = engine_path(refiner_onnx, sha, "fp16", **base)
+    assert engine_path(refiner_onnx, sha, "fp16", **base) == p
+    assert len({p, engine_path(refiner_onnx, "0" * 64, "fp16", **base),
+                engine_path(refiner_onnx, sha, "int8", **base),
+                engine_path(refiner_onnx, sha, "fp16", **{**base, "gpu_name": "H100"}),
+                engine_path(refiner_onnx, sha, "fp16", **{**base, "trt_version": "10.4.0"})}) == 5
+
+
+@pytest.mark.skipif(available("tensorrt"), reason="checks the message shown where tensorrt is absent")
+def test_ensure_engine_without_tensorrt_says_how_to_install(refiner_onnx, tmp_path):
+    with pytest.raises(ImportError, match="tensorrt.*JetPack"):
+        ensure_engine(refiner_onnx, tmp_path)
+
+
+def test_ensure_engine_builds_and_reuses(refiner_onnx, tmp_path):
+    if not available("tensorrt"):
+        pytest.skip("tensorrt is not installed (engines are built on the device)")
+    path = ensure_engine(refiner_onnx, tmp_path, BuildOptions(precision="fp16"), tmp_path / "timing.cache")
+    mtime = path.stat().st_mtime_ns
+    assert ensure_engine(refiner_onnx, tmp_path, BuildOptions(precision="fp16")) == path
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_torch_tensorrt_compile(tiny_models, tmp_path):
+    if not available("torch_tensorrt"):
+        pytest.skip("torch_tensorrt is not installed (Jetson/CUDA only)")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from edgedepth.export.torch_tensorrt_export import compile_refiner
+
+    path = compile_refiner(tiny_models[1], tmp_path / "refiner.ep", precision="fp16", batch=2)
+    assert path.stat().st_size > 0
+
+
+# --- bundle writer ------------------------------------------------------------------------------
+
+def _manifest():
+    files = {"onnx": {"fp32": "refiner.onnx"}}
+    return {"coarse": {"input_size": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1], "inputs": [], "outputs": [],
+                       "files": {"onnx": {"fp32": "coarse.onnx"}}},
+            "refiner": {"tile_size": [8, 8], "inputs": [], "outputs": [], "files": files},
+            "tiling": {"rows": 1, "cols": 1, "overlap_ratio": 0.0, "window": "cosine"}, "camera": {"fx_norm": 1.0}}
+
+
+def test_writer_publishes_atomically_with_checksums(tmp_path):
+    out = tmp_path / "a.edgedepth"
+    with BundleWriter(out) as w:
+        w.file("coarse.onnx").write_bytes(b"c")
+        w.file("refiner.onnx").write_bytes(b"r")
+        assert not out.exists()  # nothing visible until commit
+        w.commit(_manifest())
+    b = open_bundle(out)
+    assert set(b.manifest["files"]) == {"coarse.onnx", "refiner.onnx"} and b.name == "a"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.edgedepth"]
+
+
+def test_writer_leaves_nothing_on_error_and_refuses_bad_paths(tmp_path):
+    with pytest.raises(RuntimeError):
+        with BundleWriter(tmp_path / "b.edgedepth") as w:
+            w.file("coarse.onnx").write_bytes(b"c")
+            raise RuntimeError("crash mid-export")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="must end in '.edgedepth'"):
+        BundleWriter(tmp_path / "b.bundle")
+    with BundleWriter(tmp_path / "c.edgedepth") as w:
+        with pytest.raises(ValueError, match="inside the bundle"):
+            w.file("../escape.onnx")
+        # A manifest naming a file that was never written is refused by the reader's checks.
+        w.file("coarse.onnx").write_bytes(b"c")
+        with pytest.raises(FileNotFoundError, match="refiner.onnx"):
+            w.commit(_manifest())
+    assert not (tmp_path / "c.edgedepth").exists()
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import torch
+
+    from edgedepth.datasets import FX_NORM
+    from edgedepth.train.checkpoint import save_models
+    from edgedepth.train.models import create_coarse, create_refiner
+
+    torch.manual_seed(0)
+    ckw = {"input_size": [32, 64], "width": 0.35, "decoder_channels": [8, 8, 16, 16]}
+    rkw = {"width": 0.35, "decoder_width": 0.5}
+    coarse = create_coarse("lite", **ckw).eval()
+    refiner = create_refiner("prv2-mobile", coarse, (32, 32), **rkw).eval()
+    meta = {"coarse": {"name": "lite", "kwargs": ckw}, "refiner": {"name": "prv2-mobile",
+            "kwargs": {"tile_size": [32, 32], **rkw}}, "camera": {"fx_norm": FX_NORM}}
+    return save_models(tmp_path_factory.mktemp("ckpt") / "run", coarse, refiner, meta)
+
+
+def test_cli_exports_a_registry_checkpoint(checkpoint, tmp_path):
+    from edgedepth.cli import main
+
+    out = tmp_path / "cli.edgedepth"
+    rc = main(["export", str(checkpoint), "--out", str(out), "--targets", "onnx,torch", "--precision", "fp32,int8",
+               "--calib", "procedural:16", "--heldout", "procedural:1", "--frame-size", "96x72"])
+    assert rc == 0
+    m = open_bundle(out).manifest
+    assert m["refiner"]["name"] == "prv2-mobile"
+    assert set(m["refiner"]["files"]["onnx"]) == {"fp32", "int8"}
+    assert m["refiner"]["files"]["torch"] == {"fp32": "torch/model.safetensors"}
+    assert m["parity"]["refiner/onnx/int8"]["absrel_vs_fp32"] < 0.05
+
+
+@pytest.mark.parametrize("argv, exc, match", [
+    (["--targets", "onnx,tflite"], ValueError, "unknown target"),
+    (["--precision", "int4"], ValueError, "unknown precision"),
+])
+def test_cli_bad_requests(checkpoint, tmp_path, argv, exc, match):
+    from edgedepth.cli import main
+
+    with pytest.raises(exc, match=match):
+        main(["export", str(checkpoint), "--out", str(tmp_path / "x.edgedepth"), *argv])
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_checkpoint_errors(checkpoint, tmp_path):
+    import json
+    import shutil
+
+    from edgedepth.cli import main
+
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x.edgedepth")])
+    bad = shutil.copytree(checkpoint, tmp_path / "bad")
+    meta = json.loads((bad / "model.json").read_text())
+    meta["coarse"]["kwargs"]["decoder_channels"] = [16, 16, 32, 32]  # weights no longer fit the config
+    (bad / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError):
+        main(["export", str(bad), "--out", str(tmp_path / "y.edgedepth")])
+    assert not (tmp_path / "y.edgedepth").exists()
