@@ -182,6 +182,13 @@ def test_hf_adapter_depth_anything_metric(tmp_path):
     # A refiner on top: the stride-7 and -14 features land on the stride-8 and -16 levels.
     refiner = create_refiner("prv2-mobile", coarse, (64, 64), width=0.35, decoder_width=0.5)
     assert refiner.guidance == [(16, 32, 32), (16, 16, 16), (16, 8, 8), (16, 4, 4)]
+    # The heavy baseline copies the whole transformers model (its neck hook follows the copy).
+    heavy = create_refiner("patchrefiner", coarse, (224, 224)).eval()
+    assert heavy.encoder.model is not coarse.model
+    args = (torch.randn(1, 3, 224, 224), 1 + torch.rand(1, 1, 224, 224), *[torch.randn(1, *s) for s in heavy.guidance])
+    with torch.no_grad():
+        aux = heavy.forward_with_aux(*args)
+    assert aux["depth"].shape == aux["tile_depth"].shape == (1, 1, 224, 224)
     with pytest.raises(ValueError, match="input_size"):
         create_coarse("hf", path=str(tmp_path / "da"), input_size=(50, 84))
     with pytest.raises(FileNotFoundError, match="config.json"):
@@ -272,6 +279,8 @@ def test_refiner_from_spec_and_input_errors(coarse):
         r(torch.randn(1, 3, 32, 64), cd, g)
     with pytest.raises(ValueError, match="coarse_depth must be"):
         r(rgb, torch.rand(1, 1, 64, 32), g)
+    with pytest.raises(TypeError, match="floating point"):
+        r((rgb * 255).to(torch.uint8), cd, g)
     with pytest.raises(ValueError, match="tile_size"):
         create_refiner("prv2-mobile", spec, (60, 64))
     with pytest.raises(ValueError, match="guide_indices"):

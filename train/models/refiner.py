@@ -88,6 +88,8 @@ class Refiner(nn.Module):
         for name, t, ch in (("rgb", rgb, 3), ("coarse_depth", coarse_depth, 1)):
             if not isinstance(t, torch.Tensor) or t.ndim != 4 or tuple(t.shape[1:]) != (ch, th, tw):
                 raise ValueError(f"{name} must be (N, {ch}, {th}, {tw}), got {tuple(getattr(t, 'shape', ()))}")
+        if not (torch.is_floating_point(rgb) and torch.is_floating_point(coarse_depth)):
+            raise TypeError(f"rgb and coarse_depth must be floating point, got {rgb.dtype}, {coarse_depth.dtype}")
         if coarse_depth.shape[0] != rgb.shape[0]:
             raise ValueError(f"coarse_depth batch {coarse_depth.shape[0]} != rgb batch {rgb.shape[0]}")
         if len(guidance) != len(self.guidance):
