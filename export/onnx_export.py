@@ -137,7 +137,7 @@ def convert_fp16(src: str | Path, dst: str | Path, *, keep_fp32: Sequence[str] =
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    model = onnx.load(str(src))
+    model = _unshare_constants(onnx.load(str(src)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "values truncated to fp16 range" is expected for tiny weights
         half = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(keep_fp32))
@@ -148,6 +148,32 @@ def convert_fp16(src: str | Path, dst: str | Path, *, keep_fp32: Sequence[str] =
     onnx.checker.check_model(half, full_check=True)
     _save_atomic(half, Path(dst))
     return Path(dst)
+
+
+def _unshare_constants(model):
+    """Give every consumer of a shared Constant node its own copy.
+
+    The FP16 converter names the Cast it inserts for a kept-FP32 consumer after the constant, so
+    two such consumers of one constant produce two outputs of one name (not SSA).
+    """
+    import copy
+
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    nodes = []
+    for node in model.graph.node:
+        nodes.append(node)
+        users = consumers.get(node.output[0], []) if node.op_type == "Constant" else []
+        for k, user in enumerate(users[1:], 1):
+            clone = copy.deepcopy(node)
+            clone.name, clone.output[0] = f"{node.name}_u{k}", f"{node.output[0]}_u{k}"
+            user.input[:] = [clone.output[0] if i == node.output[0] else i for i in user.input]
+            nodes.append(clone)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
 
 
 def io_specs(path: str | Path) -> tuple[list[TensorSpec], list[TensorSpec]]:

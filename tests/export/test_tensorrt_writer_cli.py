@@ -143,12 +143,13 @@ def test_cli_exports_a_registry_checkpoint(checkpoint, tmp_path):
     from edgedepth.cli import main
 
     out = tmp_path / "cli.edgedepth"
-    rc = main(["export", str(checkpoint), "--out", str(out), "--targets", "onnx,torch", "--precision", "fp32,int8",
+    rc = main(["export", str(checkpoint), "--out", str(out), "--targets", "onnx,torch", "--precision", "fp32,fp16,int8",
                "--calib", "procedural:16", "--heldout", "procedural:1", "--frame-size", "96x72"])
     assert rc == 0
     m = open_bundle(out).manifest
     assert m["refiner"]["name"] == "prv2-mobile"
-    assert set(m["refiner"]["files"]["onnx"]) == {"fp32", "int8"}
+    assert set(m["refiner"]["files"]["onnx"]) == {"fp32", "fp16", "int8"}
+    assert m["parity"]["coarse/onnx/fp16"]["absrel_vs_fp32"] < 0.01  # resize constants shared by kept-FP32 ops
     assert m["refiner"]["files"]["torch"] == {"fp32": "torch/model.safetensors"}
     assert m["parity"]["refiner/onnx/int8"]["absrel_vs_fp32"] < 0.05
 
