@@ -2,6 +2,11 @@
 
 #include <algorithm>
 #include <thread>
+#include <type_traits>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
 #include <vector>
 
 namespace edgedepth {
@@ -48,6 +53,127 @@ struct AxisTable {
     }
 };
 
+// Hot inner loops, plain code the compiler vectorises where it can (the vertical blends). The
+// horizontal passes gather; for upsampling, 8 consecutive outputs read at most 8 consecutive
+// buffer entries, so on x86-64 with AVX2 one unaligned load + two lane permutes replace 16 scalar
+// gathers (hblend_up / haccumulate_up). Their per-element arithmetic is the scalar one, op for op
+// (no FMA), so results are bit-identical with or without AVX2. Buffers they read carry kPad
+// readable floats past their end.
+constexpr int kPad = 8;
+
+// out[k] = a[k] + (b[k] - a[k]) * f
+void vblend(const float* __restrict a, const float* __restrict b, float f, float* __restrict out, int n) {
+    for (int k = 0; k < n; ++k) out[k] = a[k] + (b[k] - a[k]) * f;
+}
+void vblend_u8(const uint8_t* __restrict a, const uint8_t* __restrict b, float f, float* __restrict out,
+                         int n) {
+    for (int k = 0; k < n; ++k) {
+        const float x = a[k], y = b[k];
+        out[k] = x + (y - x) * f;
+    }
+}
+void vblend(const uint16_t* a, const uint16_t* b, float f, float* out, int n) {
+    for (int k = 0; k < n; ++k) {
+        const float x = half_to_float(a[k]), y = half_to_float(b[k]);
+        out[k] = x + (y - x) * f;
+    }
+}
+
+// out[j] = (buf[lo[j]] + (buf[hi[j]] - buf[lo[j]]) * f[j]) * scale + bias
+void hblend(const float* __restrict buf, const int32_t* __restrict lo, const int32_t* __restrict hi,
+                      const float* __restrict f, float scale, float bias, float* __restrict out, int n) {
+    for (int j = 0; j < n; ++j) {
+        const float a = buf[lo[j]], d = buf[hi[j]];
+        out[j] = (a + (d - a) * f[j]) * scale + bias;
+    }
+}
+void hblend(const float* __restrict buf, const int32_t* __restrict lo, const int32_t* __restrict hi,
+                      const float* __restrict f, float* __restrict out, int n) {
+    for (int j = 0; j < n; ++j) {
+        const float a = buf[lo[j]], d = buf[hi[j]];
+        out[j] = a + (d - a) * f[j];
+    }
+}
+
+// acc[k] += w[k] * (row[lo[k]] + (row[hi[k]] - row[lo[k]]) * f[k])
+void haccumulate(const float* __restrict row, const int32_t* __restrict lo, const int32_t* __restrict hi,
+                           const float* __restrict f, const float* __restrict w, float* __restrict acc, int n) {
+    for (int k = 0; k < n; ++k) {
+        const float a = row[lo[k]], d = row[hi[k]];
+        acc[k] += w[k] * (a + (d - a) * f[k]);
+    }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ED_HAVE_AVX2_PATH 1
+// Lane indices of the group at k relative to its first low tap, or false when the group's taps
+// span more than 8 entries (downscaling), in which case the caller does the group in scalar code.
+__attribute__((target("avx2"))) inline bool group_lanes(const int32_t* lo, const int32_t* hi, int k, __m256i* l,
+                                                        __m256i* h) {
+    const int base = lo[k];
+    if (hi[k + 7] - base > 7) return false;
+    const __m256i b = _mm256_set1_epi32(base);
+    *l = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + k)), b);
+    *h = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + k)), b);
+    return true;
+}
+
+__attribute__((target("avx2"))) void hblend_avx2(const float* buf, const int32_t* lo, const int32_t* hi,
+                                                 const float* f, float* out, int n) {
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256i l, h;
+        if (!group_lanes(lo, hi, k, &l, &h)) {
+            hblend(buf, lo + k, hi + k, f + k, out + k, 8);
+            continue;
+        }
+        const __m256 v = _mm256_loadu_ps(buf + lo[k]);
+        const __m256 a = _mm256_permutevar8x32_ps(v, l), d = _mm256_permutevar8x32_ps(v, h);
+        _mm256_storeu_ps(out + k, _mm256_add_ps(a, _mm256_mul_ps(_mm256_sub_ps(d, a), _mm256_loadu_ps(f + k))));
+    }
+    hblend(buf, lo + k, hi + k, f + k, out + k, n - k);
+}
+
+__attribute__((target("avx2"))) void haccumulate_avx2(const float* row, const int32_t* lo, const int32_t* hi,
+                                                      const float* f, const float* w, float* acc, int n) {
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256i l, h;
+        if (!group_lanes(lo, hi, k, &l, &h)) {
+            haccumulate(row, lo + k, hi + k, f + k, w + k, acc + k, 8);
+            continue;
+        }
+        const __m256 v = _mm256_loadu_ps(row + lo[k]);
+        const __m256 a = _mm256_permutevar8x32_ps(v, l), d = _mm256_permutevar8x32_ps(v, h);
+        const __m256 val = _mm256_add_ps(a, _mm256_mul_ps(_mm256_sub_ps(d, a), _mm256_loadu_ps(f + k)));
+        _mm256_storeu_ps(acc + k, _mm256_add_ps(_mm256_loadu_ps(acc + k), _mm256_mul_ps(_mm256_loadu_ps(w + k), val)));
+    }
+    haccumulate(row, lo + k, hi + k, f + k, w + k, acc + k, n - k);
+}
+#endif
+
+using HBlendFn = void (*)(const float*, const int32_t*, const int32_t*, const float*, float*, int);
+using HAccumulateFn = void (*)(const float*, const int32_t*, const int32_t*, const float*, const float*, float*, int);
+
+// The horizontal kernels this CPU runs best, chosen once per call.
+HBlendFn pick_hblend() {
+#ifdef ED_HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2")) return hblend_avx2;
+#endif
+    return static_cast<HBlendFn>(hblend);
+}
+HAccumulateFn pick_haccumulate() {
+#ifdef ED_HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2")) return haccumulate_avx2;
+#endif
+    return haccumulate;
+}
+
+// Writes a float row as binary16, round to nearest even.
+void store_row(const float* src, uint16_t* out, int n) {
+    for (int j = 0; j < n; ++j) out[j] = float_to_half(src[j]);
+}
+
 }  // namespace
 
 // Both crops are separable: per output row, the two source rows are blended vertically over the
@@ -61,6 +187,7 @@ void crop_rgb_cpu(const uint8_t* src, int src_h, int src_w, const double* boxes,
     parallel_for(static_cast<int64_t>(n) * out_h, threads, [&](int64_t begin, int64_t end) {
         std::vector<float> row(static_cast<size_t>(src_w) * 3);
         std::vector<int32_t> lo3(static_cast<size_t>(out_w)), hi3(static_cast<size_t>(out_w));
+        std::vector<float> orow(static_cast<size_t>(out_w));
         int cached_box = -1;
         for (int64_t r = begin; r < end; ++r) {
             const int b = static_cast<int>(r / out_h), i = static_cast<int>(r % out_h);
@@ -79,18 +206,14 @@ void crop_rgb_cpu(const uint8_t* src, int src_h, int src_w, const double* boxes,
             const uint8_t* s0 = src + (static_cast<int64_t>(ys.lo[yk]) * src_w + first) * 3;
             const uint8_t* s1 = src + (static_cast<int64_t>(ys.hi[yk]) * src_w + first) * 3;
             const float fy = ys.frac[yk];
-            float* buf = row.data();
-            for (int k = 0; k < span * 3; ++k) {
-                const float a = s0[k], c = s1[k];
-                buf[k] = a + (c - a) * fy;
-            }
+            vblend_u8(s0, s1, fy, row.data(), span * 3);
             for (int ch = 0; ch < 3; ++ch) {
                 Out* o = out + (static_cast<int64_t>(b) * 3 + ch) * plane + static_cast<int64_t>(i) * out_w;
-                const float sc = scale[ch], bi = bias[ch];
-                const float* bc = buf + ch;
-                for (int j = 0; j < out_w; ++j) {
-                    const float a = bc[lo3[j]], c = bc[hi3[j]];
-                    store(o, j, (a + (c - a) * fx[j]) * sc + bi);
+                if constexpr (std::is_same<Out, float>::value) {
+                    hblend(row.data() + ch, lo3.data(), hi3.data(), fx, scale[ch], bias[ch], o, out_w);
+                } else {
+                    hblend(row.data() + ch, lo3.data(), hi3.data(), fx, scale[ch], bias[ch], orow.data(), out_w);
+                    store_row(orow.data(), o, out_w);
                 }
             }
         }
@@ -102,30 +225,35 @@ void crop_map_cpu(const In* src, int c, int src_h, int src_w, const double* boxe
                   int out_h, int out_w, Out* out, int threads) {
     const AxisTable ys(boxes, n, 0, out_h, src_h), xs(boxes, n, 1, out_w, src_w);
     const int64_t rows = static_cast<int64_t>(n) * c * out_h;
+    const HBlendFn hblend_row = pick_hblend();
     parallel_for(rows, threads, [&](int64_t begin, int64_t end) {
-        std::vector<float> row(static_cast<size_t>(src_w));
+        std::vector<float> row(static_cast<size_t>(src_w) + kPad), orow(static_cast<size_t>(out_w));
+        std::vector<int32_t> lo(static_cast<size_t>(out_w)), hi(static_cast<size_t>(out_w));
+        int cached_box = -1;
         for (int64_t r = begin; r < end; ++r) {
             const int i = static_cast<int>(r % out_h);
             const int64_t bc = r / out_h;
             const int ch = static_cast<int>(bc % c), b = static_cast<int>(bc / c);
             const int32_t* xlo = xs.lo.data() + static_cast<size_t>(b) * out_w;
             const int32_t* xhi = xs.hi.data() + static_cast<size_t>(b) * out_w;
-            const float* fx = xs.frac.data() + static_cast<size_t>(b) * out_w;
-            const int first = xlo[0], span = xhi[out_w - 1] - first + 1;
+            const int first = xlo[0], span = xhi[out_w - 1] - first + 1;  // taps grow with j
+            if (b != cached_box) {  // row-buffer indices: buffer entry k is source column first + k
+                for (int j = 0; j < out_w; ++j) {
+                    lo[j] = xlo[j] - first;
+                    hi[j] = xhi[j] - first;
+                }
+                cached_box = b;
+            }
             const size_t yk = static_cast<size_t>(b) * out_h + i;
             const In* plane = src + static_cast<int64_t>(ch) * src_h * src_w + first;
-            const In* s0 = plane + static_cast<int64_t>(ys.lo[yk]) * src_w;
-            const In* s1 = plane + static_cast<int64_t>(ys.hi[yk]) * src_w;
-            const float fy = ys.frac[yk];
-            float* buf = row.data();  // buf[k] holds source column first + k
-            for (int k = 0; k < span; ++k) {
-                const float a = load(s0, k), d = load(s1, k);
-                buf[k] = a + (d - a) * fy;
-            }
-            Out* o = out + r * out_w;
-            for (int j = 0; j < out_w; ++j) {
-                const float a = buf[xlo[j] - first], d = buf[xhi[j] - first];
-                store(o, j, a + (d - a) * fx[j]);
+            vblend(plane + static_cast<int64_t>(ys.lo[yk]) * src_w, plane + static_cast<int64_t>(ys.hi[yk]) * src_w,
+                   ys.frac[yk], row.data(), span);
+            const float* fx = xs.frac.data() + static_cast<size_t>(b) * out_w;
+            if constexpr (std::is_same<Out, float>::value) {
+                hblend_row(row.data(), lo.data(), hi.data(), fx, out + r * out_w, out_w);
+            } else {
+                hblend_row(row.data(), lo.data(), hi.data(), fx, orow.data(), out_w);
+                store_row(orow.data(), out + r * out_w, out_w);
             }
         }
     });
@@ -166,13 +294,14 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
     }
     const int64_t plane = static_cast<int64_t>(height) * width;
     const int64_t tile_plane = static_cast<int64_t>(th) * tw;
+    const HAccumulateFn haccumulate_row = pick_haccumulate();
 
     // Each thread owns whole output rows: the tiles covering a row add weight*value into a
     // row-sized accumulator, then the row is normalised and written once (no atomics, no
     // per-tile temporaries).
     parallel_for(height, threads, [&](int64_t begin, int64_t end) {
         std::vector<float> acc(static_cast<size_t>(c) * width), wsum(static_cast<size_t>(width));
-        std::vector<float> w(static_cast<size_t>(width)), trow(static_cast<size_t>(tw));
+        std::vector<float> w(static_cast<size_t>(width)), trow(static_cast<size_t>(tw) + kPad);
         for (int64_t y64 = begin; y64 < end; ++y64) {
             const int y = static_cast<int>(y64);
             std::fill(acc.begin(), acc.end(), 0.0f);
@@ -197,18 +326,17 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
                     const In* tile = tiles + (static_cast<int64_t>(b) * c + ch) * tile_plane;
                     const In* t0 = tile + static_cast<int64_t>(ty.lo) * tw;
                     const In* t1 = tile + static_cast<int64_t>(ty.hi) * tw;
-                    for (int k = 0; k < tw; ++k) {  // separable: vertical blend of the tile row
-                        const float a0 = load(t0, k), a1 = load(t1, k);
-                        trow[k] = a0 + (a1 - a0) * ty.frac;
-                    }
-                    float* a = acc.data() + static_cast<size_t>(ch) * width + first;
-                    for (int k = 0; k < count; ++k) {
-                        const float v0 = trow[lo[k]], v1 = trow[hi[k]];
-                        a[k] += w[k] * (v0 + (v1 - v0) * f[k]);
-                    }
+                    vblend(t0, t1, ty.frac, trow.data(), tw);  // separable: vertical first
+                    haccumulate_row(trow.data(), lo, hi, f, w.data(), acc.data() + static_cast<size_t>(ch) * width + first,
+                                    count);
                 }
             }
-            for (int x = 0; x < width; ++x) wsum[x] = wsum[x] > 0.0f ? 1.0f / wsum[x] : 0.0f;
+            // Branch-free so the loop vectorises: covered weights are >= 1e-12 (window floor squared),
+            // so the max never changes them, and a pixel no box covers gets 0 / 1e-30 = 0.
+            for (int x = 0; x < width; ++x) {
+                const float ws = wsum[x];
+                wsum[x] = (ws > 0.0f ? 1.0f : 0.0f) / std::max(ws, 1e-30f);
+            }
             for (int ch = 0; ch < c; ++ch) {
                 float* o = out + ch * plane + static_cast<int64_t>(y) * width;
                 const float* a = acc.data() + static_cast<size_t>(ch) * width;
