@@ -17,6 +17,8 @@ from edgedepth.export.frames import Tiling, prepare_frames
 from edgedepth.export.parity import ParityError, check_drift, reference_row, score_refiner
 from edgedepth.export.pipeline import image_tensor
 
+from ..tiny_models import TinyRefiner
+
 SIZE = (48, 64)
 TARGETS = ("onnx", "openvino", "coreml", "tensorrt")
 
@@ -145,7 +147,6 @@ def test_missing_optional_package_names_the_extra(tiny_models, tmp_path, monkeyp
 
 
 def test_mismatched_models_refused(tiny_models):
-    from conftest import TinyRefiner
 
     coarse, _ = tiny_models
     with pytest.raises(ValueError, match="guide0 expects 5 channels, coarse feat0 has 8"):

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.nn import functional as F
+
+from ..tiny_models import TinyCoarse, TinyRefiner
 
 COARSE_SIZE = (32, 48)
 TILE = (24, 24)
@@ -20,36 +20,16 @@ GUIDE = (FEAT_C, 6, 6)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class TinyCoarse(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, FEAT_C, 3, stride=FEAT_STRIDE, padding=1)
-        self.head = nn.Conv2d(FEAT_C, 1, 3, padding=1)
-
-    def forward(self, image):
-        feat = torch.relu(self.stem(image))
-        depth = F.softplus(F.interpolate(self.head(feat), size=image.shape[-2:], mode="bilinear",
-                                         align_corners=False)) + 1.0
-        return depth, feat
-
-
-class TinyRefiner(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(4, 8, 3, padding=1)
-        self.guide = nn.Conv2d(FEAT_C, 8, 1)
-        self.out = nn.Conv2d(8, 1, 3, padding=1)
-
-    def forward(self, rgb, coarse_depth, guide0):
-        g = F.interpolate(self.guide(guide0), size=rgb.shape[-2:], mode="bilinear", align_corners=False)
-        x = torch.relu(self.conv(torch.cat([rgb, coarse_depth], 1)) + g)
-        return torch.clamp(coarse_depth + 0.1 * self.out(x), min=0.0)
+def tiny_pair() -> tuple[TinyCoarse, TinyRefiner]:
+    """The shared tiny models at this bundle's sizes, in eval mode."""
+    return (TinyCoarse(input_size=COARSE_SIZE, channels=FEAT_C).eval(),
+            TinyRefiner(tile_size=TILE, guide=GUIDE).eval())
 
 
 def export_tiny_onnx(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     """Write coarse.onnx and refiner.onnx (dynamic tile axis N) into ``folder``."""
     torch.manual_seed(seed)
-    coarse, refiner = TinyCoarse().eval(), TinyRefiner().eval()
+    coarse, refiner = tiny_pair()
     folder.mkdir(parents=True, exist_ok=True)
     c_path, r_path = folder / "coarse.onnx", folder / "refiner.onnx"
     torch.onnx.export(coarse, (torch.randn(1, 3, *COARSE_SIZE),), str(c_path), input_names=["image"],
@@ -114,11 +94,12 @@ def reference_depth(image, seed: int = 0, rows: int = 2, cols: int = 2, overlap_
     from edgedepth.runtime import _grid
 
     torch.manual_seed(seed)
-    coarse, refiner = TinyCoarse().eval(), TinyRefiner().eval()
+    coarse, refiner = tiny_pair()
     h, w = image.shape[:2]
     x = ref.crop_resize(image, np.array([[0.0, 0.0, h, w]]), COARSE_SIZE, mean=MEAN, std=STD)
     with torch.no_grad():
-        depth, feat = (t.numpy() for t in coarse(torch.from_numpy(x)))
+        depth, (feat,) = coarse(torch.from_numpy(x))
+        depth, feat = depth.numpy(), feat.numpy()
     grid = _grid(h, w, rows, cols, overlap_ratio)
     rgb = ref.crop_resize(image, grid.boxes, TILE, mean=MEAN, std=STD)
     cd = ref.crop_resize(depth[0], grid.scaled(COARSE_SIZE[0] / h, COARSE_SIZE[1] / w), TILE)
