@@ -153,7 +153,6 @@ def checkpoint_predictor(path, tiles: Optional[tuple[int, int]] = None, overlap_
     import torch
 
     from . import tiling
-    from .runtime import _grid  # the one rule for cutting a frame into the bundle's tiles
     from .train.checkpoint import load_models
 
     coarse, refiner, meta = load_models(path, map_location=device)
@@ -171,7 +170,7 @@ def checkpoint_predictor(path, tiles: Optional[tuple[int, int]] = None, overlap_
         if refiner is None:
             out = tiling.crop_resize(depth_np, full, (H, W))[0, 0]
         else:
-            grid = _grid(H, W, rows, cols, overlap_ratio)
+            grid = tiling.TileGrid.from_overlap_ratio(H, W, rows, cols, overlap_ratio)  # the runtime's rule
             th, tw = refiner.tile_size
             dh, dw = depth_np.shape[1:]
             rgb = tiling.crop_resize(image, grid.boxes, (th, tw), mean=coarse.mean, std=coarse.std)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -80,22 +79,6 @@ def _check_tiles(tiles: Any) -> tuple[int, int] | None:
             or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t >= 1 for t in tiles)):
         raise ValueError(f"tiles must be None or (rows, cols) positive integers, got {tiles!r}")
     return int(tiles[0]), int(tiles[1])
-
-
-@lru_cache(maxsize=64)
-def _grid(height: int, width: int, rows: int, cols: int, overlap_ratio: float):
-    """The TileGrid of a (height, width) frame for the bundle's rows x cols and overlap ratio.
-
-    A frame smaller than the grid gets fewer tiles (at most one per pixel), so any frame size works.
-    TileGrid holds one overlap for both axes: the ratio of the smaller tile pitch, which keeps the
-    overlap below the tile side along both axes (docs/interfaces.md, Bundle). edgedepth.export cuts
-    its calibration tiles with this same function.
-    """
-    from .tiling import TileGrid
-
-    rows, cols = min(rows, height), min(cols, width)
-    overlap = int(round(overlap_ratio * min(height / rows, width / cols)))
-    return TileGrid(height, width, rows, cols, overlap)
 
 
 class _HostOps:
@@ -380,8 +363,11 @@ class Runtime:
 
     # --- the two halves of a frame ----------------------------------------------------------------
     def grid_for(self, height: int, width: int):
-        """The TileGrid used for a (height, width) frame: the bundle's rows/cols, every pixel covered."""
-        return _grid(int(height), int(width), self.rows, self.cols, self.overlap_ratio)
+        """The TileGrid used for a (height, width) frame: the bundle's rows/cols, every pixel covered
+        (``TileGrid.from_overlap_ratio``, the rule export and training cut their tiles with)."""
+        from .tiling import TileGrid
+
+        return TileGrid.from_overlap_ratio(int(height), int(width), self.rows, self.cols, self.overlap_ratio)
 
     def _front(self, item: tuple[Any, Any]) -> _Front:
         image, intrinsics = item

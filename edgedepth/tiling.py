@@ -16,6 +16,7 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -140,6 +141,27 @@ class TileGrid:
             return -(-(size - ov) // (tile - ov))
 
         return cls(height, width, count(height, th), count(width, tw), ov, tile_h=th, tile_w=tw)
+
+    @classmethod
+    @lru_cache(maxsize=64)  # one grid per frame size: the runtime asks for it every frame
+    def from_overlap_ratio(cls, height: int, width: int, rows: int, cols: int,
+                           overlap_ratio: float) -> "TileGrid":
+        """The grid a bundle's tiling (rows, cols, overlap_ratio) cuts a height x width frame into.
+
+        The one rule shared by the runtime, export (calibration tiles), training and evaluation:
+        rows/cols are capped at height/width (a frame smaller than the grid gets at most one tile
+        per pixel, so any frame size works); one overlap for both axes,
+        ``ov = round(overlap_ratio * min(height / rows, width / cols))`` frame pixels (the ratio of
+        the smaller tile pitch, which keeps ov below the tile side along both axes); tile sides
+        ``ceil((height + (rows - 1) * ov) / rows)`` and likewise in x. ``overlap_ratio`` in [0, 1).
+        """
+        height, width = _check_int("height", height, 1), _check_int("width", width, 1)
+        rows, cols = min(_check_int("rows", rows, 1), height), min(_check_int("cols", cols, 1), width)
+        if (isinstance(overlap_ratio, (bool, np.bool_)) or not isinstance(overlap_ratio, (int, float, np.number))
+                or not 0.0 <= overlap_ratio < 1.0):
+            raise ValueError(f"overlap_ratio must be a number in [0, 1), got {overlap_ratio!r}")
+        overlap = int(round(float(overlap_ratio) * min(height / rows, width / cols)))
+        return cls(height, width, rows, cols, overlap)
 
     def __len__(self) -> int:
         return self.rows * self.cols

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from edgedepth import tiling
-from edgedepth.runtime import _grid as runtime_grid
+from edgedepth.tiling import TileGrid
 
 from .onnx_export import refiner_input_names
 
@@ -40,9 +40,9 @@ class Tiling:
         if self.window not in tiling.WINDOWS:
             raise ValueError(f"window must be one of {tiling.WINDOWS}, got {self.window!r}")
 
-    def grid(self, height: int, width: int):
-        """The runtime's TileGrid for a (height, width) frame."""
-        return runtime_grid(height, width, self.rows, self.cols, self.overlap_ratio)
+    def grid(self, height: int, width: int) -> TileGrid:
+        """The runtime's TileGrid for a (height, width) frame (``TileGrid.from_overlap_ratio``)."""
+        return TileGrid.from_overlap_ratio(height, width, self.rows, self.cols, self.overlap_ratio)
 
     def to_json(self) -> dict:
         return asdict(self)

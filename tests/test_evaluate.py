@@ -65,7 +65,7 @@ def test_bundle_path_matches_independent_reference(indoor_set, tmp_path):
     pytest.importorskip("edgedepth.runtime", reason="edgedepth.runtime not written yet")
     pytest.importorskip("onnx", reason="building the tiny bundle needs onnx")
     try:
-        from runtime.tiny_models import make_tiny_bundle, reference_depth
+        from .runtime.tiny_models import make_tiny_bundle, reference_depth
     except ImportError as err:
         pytest.skip(f"tests/runtime/tiny_models.py unavailable: {err}")
     from edgedepth.evaluate import bundle_predictor

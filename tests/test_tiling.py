@@ -55,6 +55,35 @@ def test_grid_covers_frame_and_stays_inside(h: int, w: int, rows: int, cols: int
         assert (np.diff(np.unique(b[:, 0])) <= g.tile_h - ov).all()
 
 
+def test_from_overlap_ratio_rule() -> None:
+    # ov = round(ratio * min(H / rows, W / cols)): one overlap, from the smaller tile pitch.
+    assert TileGrid.from_overlap_ratio(2160, 3840, 4, 4, 0.25) == TileGrid(2160, 3840, 4, 4, 135)
+    g = TileGrid.from_overlap_ratio(100, 300, 2, 2, 0.3)
+    assert (g.overlap, g.tile_h, g.tile_w) == (15, 58, 158)
+    small = TileGrid.from_overlap_ratio(3, 2, 4, 4, 0.25)  # rows/cols capped at the frame
+    assert (small.rows, small.cols) == (3, 2) and _coverage(small.boxes, 3, 2).min() >= 1
+    assert TileGrid.from_overlap_ratio(100, 300, 2, 2, 0.3) is g  # built once per frame size
+
+
+@FAST
+@given(h=st.integers(1, 300), w=st.integers(1, 300), rows=st.integers(1, 9), cols=st.integers(1, 9),
+       ratio=st.floats(0.0, 0.999))
+def test_from_overlap_ratio_fits_every_frame(h: int, w: int, rows: int, cols: int, ratio: float) -> None:
+    g = TileGrid.from_overlap_ratio(h, w, rows, cols, ratio)
+    assert (g.rows, g.cols) == (min(rows, h), min(cols, w))
+    assert _coverage(g.boxes, h, w).min() >= 1
+
+
+@pytest.mark.parametrize("args, exc, match", [
+    ((10, 10, 2, 2, 1.0), ValueError, "overlap_ratio"), ((10, 10, 2, 2, -0.1), ValueError, "overlap_ratio"),
+    ((10, 10, 2, 2, float("nan")), ValueError, "overlap_ratio"), ((10, 10, 2, 2, "0.2"), ValueError, "overlap_ratio"),
+    ((10, 10, 0, 2, 0.2), ValueError, "rows"), ((10, 10, 2, 1.5, 0.2), TypeError, "cols"),
+])
+def test_from_overlap_ratio_rejects(args, exc, match) -> None:
+    with pytest.raises(exc, match=match):
+        TileGrid.from_overlap_ratio(*args)
+
+
 @FAST
 @given(h=st.integers(1, 400), w=st.integers(1, 400), th=st.integers(1, 500), tw=st.integers(1, 500),
        ov=st.integers(0, 40))

@@ -67,7 +67,7 @@ class TilingConfig:
 
     rows: int = 2
     cols: int = 2
-    overlap_ratio: float = 0.25  # overlap = ratio x tile side, in frame pixels
+    overlap_ratio: float = 0.25  # overlap = ratio x the smaller tile pitch, frame px (TileGrid.from_overlap_ratio)
     window: str = "cosine"
 
 
@@ -341,10 +341,10 @@ def check_config(cfg: Config) -> None:
 
 def runtime_grid(cfg: Config):
     """The ``edgedepth.tiling.TileGrid`` the runtime cuts a ``data.frame_size`` frame into."""
-    from edgedepth.runtime import _grid
+    from edgedepth.tiling import TileGrid
 
     (fh, fw), g = cfg.data.frame_size, cfg.tiling
-    return _grid(int(fh), int(fw), g.rows, g.cols, float(g.overlap_ratio))
+    return TileGrid.from_overlap_ratio(int(fh), int(fw), g.rows, g.cols, float(g.overlap_ratio))
 
 
 def grid_tile_shape(cfg: Config) -> tuple[int, int]:

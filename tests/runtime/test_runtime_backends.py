@@ -20,7 +20,7 @@ def _torch_reference(models, image, rows=2, cols=2, ratio=0.25):
     import torch
 
     from edgedepth import tiling_torch as tt
-    from edgedepth.runtime import _grid
+    from edgedepth.tiling import TileGrid
 
     coarse, refiner, _ = models
     h, w = image.shape[:2]
@@ -28,7 +28,7 @@ def _torch_reference(models, image, rows=2, cols=2, ratio=0.25):
     with torch.no_grad():
         x = tt.crop_resize(img, np.array([[0.0, 0.0, h, w]]), coarse.input_size, mean=coarse.mean, std=coarse.std)
         depth, feats = coarse(x)
-        grid = _grid(h, w, rows, cols, ratio)
+        grid = TileGrid.from_overlap_ratio(h, w, rows, cols, ratio)
         ch, cw = depth.shape[-2:]
         feeds = [tt.crop_resize(img, grid.boxes, refiner.tile_size, mean=coarse.mean, std=coarse.std),
                  tt.crop_resize(depth[0], grid.scaled(ch / h, cw / w), refiner.tile_size)]

@@ -91,7 +91,7 @@ def reference_depth(image, seed: int = 0, rows: int = 2, cols: int = 2, overlap_
     import numpy as np
 
     from edgedepth import tiling_reference as ref
-    from edgedepth.runtime import _grid
+    from edgedepth.tiling import TileGrid
 
     torch.manual_seed(seed)
     coarse, refiner = tiny_pair()
@@ -100,7 +100,7 @@ def reference_depth(image, seed: int = 0, rows: int = 2, cols: int = 2, overlap_
     with torch.no_grad():
         depth, (feat,) = coarse(torch.from_numpy(x))
         depth, feat = depth.numpy(), feat.numpy()
-    grid = _grid(h, w, rows, cols, overlap_ratio)
+    grid = TileGrid.from_overlap_ratio(h, w, rows, cols, overlap_ratio)
     rgb = ref.crop_resize(image, grid.boxes, TILE, mean=MEAN, std=STD)
     cd = ref.crop_resize(depth[0], grid.scaled(COARSE_SIZE[0] / h, COARSE_SIZE[1] / w), TILE)
     g = ref.crop_resize(feat[0], grid.scaled(feat.shape[2] / h, feat.shape[3] / w), GUIDE[1:])

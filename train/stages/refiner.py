@@ -1,6 +1,6 @@
 """Refiner stages: Noisy Pretraining, and supervised training with GPCT + BFM.
 
-Tiles are cut from the frame exactly as the runtime cuts them (:func:`edgedepth.runtime` grid,
+Tiles are cut from the frame exactly as the runtime cuts them (``TileGrid.from_overlap_ratio``,
 DESIGN crop semantics through :mod:`edgedepth.tiling_torch`): RGB with the tile's frame box,
 coarse depth and coarse features with that box scaled to each map.
 """
