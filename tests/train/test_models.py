@@ -265,6 +265,34 @@ def test_refiner_output_is_clamped_and_learns_a_residual(coarse):
     assert torch.count_nonzero(stem.weight[:, 3]) > 0
 
 
+@pytest.mark.parametrize("name", ["prv2-mobile", "patchrefiner"])
+def test_noisy_pretraining_head_init_lets_gradient_flow(name, coarse):
+    """Noisy Pretraining feeds zero coarse depth: a zero residual head then outputs max(0 + 0, 0) and
+    no gradient reaches any weight; the pretraining init must fix that, and re-zeroing restores the
+    identity-over-coarse start of fine-tuning."""
+    torch.manual_seed(0)
+    kw = {} if name == "patchrefiner" else {"width": 0.35, "decoder_width": 0.5}
+    r = create_refiner(name, coarse, TILE, **kw).train()
+    rgb = torch.randn(2, 3, *TILE)
+    zeros, noise = r.noisy_inputs(2, generator=torch.Generator().manual_seed(0))
+    target = torch.full((2, 1, *TILE), 7.0)
+
+    def grad_norm() -> float:
+        r.zero_grad()
+        (r(rgb, zeros, *noise) - target).abs().mean().backward()
+        return sum(float(p.grad.abs().sum()) for p in r.parameters() if p.grad is not None)
+
+    assert grad_norm() == 0.0  # the dead start the pretraining init exists for
+    r.init_residual_heads(pretrain_depth=5.0)
+    assert grad_norm() > 0.0
+    out = r.eval()(rgb, zeros, *noise)
+    assert float(out.mean()) == pytest.approx(5.0, abs=0.5)
+    r.init_residual_heads()
+    cd = 1 + 20 * torch.rand(2, 1, *TILE)
+    guide = [torch.randn(2, *s) for s in r.guidance]
+    torch.testing.assert_close(r(rgb, cd, *guide), cd)
+
+
 def test_refiner_from_spec_and_input_errors(coarse):
     spec = CoarseSpec((64, 64), [8, 12], [4, 16])
     r = create_refiner("prv2-mobile", spec, (64, 64), width=0.35, guide_indices=[1])

@@ -11,7 +11,7 @@ from edgedepth import tiling
 from edgedepth.train.checkpoint import load_models
 from edgedepth.train.config import load_config, runtime_grid
 from edgedepth.train.data import ProceduralFrames, TileLayout
-from edgedepth.train.stages.refiner import cut_tiles
+from edgedepth.train.stages.refiner import build_refiner, cut_tiles
 from edgedepth.train.trainer import Trainer, param_groups, read_metrics
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -104,9 +104,18 @@ def test_refiner_noisy_and_distill_stages_train(coarse_run, tmp_path):
     noisy = cfg_for("refiner", tmp_path, **{"train.stage": "noisy-pretrain", "train.steps": 2,
                                             "model.coarse_checkpoint": coarse_ckpt})
     Trainer(noisy, resume="never").fit()
+    # Noisy Pretraining must learn (zero coarse depth with zero heads would be a dead ReLU) ...
+    _, pre, _ = load_models(tmp_path / "refiner" / "final")
+    zeros, noise = pre.noisy_inputs(1)
+    assert float(pre.eval()(torch.zeros(1, 3, *pre.tile_size), zeros, *noise).abs().sum()) > 0
     ref = cfg_for("refiner", tmp_path, **{"train.steps": 2, "model.coarse_checkpoint": coarse_ckpt,
                                           "model.init_refiner": tmp_path / "refiner" / "final",
                                           "train.out_dir": tmp_path / "ref2"})
+    # ... and fine-tuning from it starts as the identity over the coarse depth (zeroed heads).
+    start = build_refiner(ref, load_models(coarse_ckpt)[0], torch.device("cpu")).eval()
+    cd = 1 + 10 * torch.rand(2, 1, *start.tile_size)
+    guide = [torch.randn(2, *g) for g in start.guidance]
+    torch.testing.assert_close(start(torch.randn(2, 3, *start.tile_size), cd, *guide), cd)
     metrics = Trainer(ref, resume="never").fit()
     assert {"val/absrel", "val/coarse_absrel", "val/gpct"} <= set(metrics)
     rows = read_metrics(tmp_path / "ref2" / "train.csv")

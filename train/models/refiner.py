@@ -110,6 +110,23 @@ class Refiner(nn.Module):
                  for shape in self.guidance]
         return zeros, noise
 
+    def residual_heads(self) -> list[nn.Conv2d]:
+        """The last convs whose outputs are added to the coarse depth (the final and C2F residuals)."""
+        return [self.out]
+
+    def init_residual_heads(self, pretrain_depth: float | None = None) -> None:
+        """Zero the residual heads (the default): the refiner then returns its coarse input exactly,
+        which is how fine-tuning starts. With ``pretrain_depth`` (metres): small random weights and
+        that bias, for Noisy Pretraining, whose coarse depth is zero: a zero head there outputs
+        max(0 + 0, 0) = 0 everywhere, where the ReLU passes no gradient and nothing ever trains."""
+        for head in self.residual_heads():
+            if pretrain_depth is None:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+            else:
+                nn.init.normal_(head.weight, std=1e-3)
+                nn.init.constant_(head.bias, float(pretrain_depth))
+
     def encoder_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the (pretrainable) backbone: the trainer gives them a lower learning rate."""
         return self.encoder.parameters()
@@ -176,9 +193,10 @@ class PRV2Refiner(Refiner):
         self.unet_up = nn.ModuleList(ConvNormAct(d[l + 1] + d[l], d[l], 3, norm="gn") for l in range(4))
         self.out_fuse = ConvNormAct(d[0] + 2, d[0], 3, norm="gn")
         self.out = nn.Conv2d(d[0], 1, 3, padding=1)
-        for head in (self.out, self.c2f_head[-1]):
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+        self.init_residual_heads()
+
+    def residual_heads(self) -> list[nn.Conv2d]:
+        return [self.out, self.c2f_head[-1]]
 
     def forward_with_aux(self, rgb: torch.Tensor, coarse_depth: torch.Tensor,
                          *guidance: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -246,8 +264,7 @@ class PatchRefinerBaseline(Refiner):
         last = d[self.guide_levels[self.order[-1]]]
         self.out_fuse = ConvNormAct(last + 2, last, 3, norm="gn")
         self.out = nn.Conv2d(last, 1, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.init_residual_heads()
 
     def forward_with_aux(self, rgb: torch.Tensor, coarse_depth: torch.Tensor,
                          *guidance: torch.Tensor) -> dict[str, torch.Tensor]:

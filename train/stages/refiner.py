@@ -12,11 +12,15 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..checkpoint import load_refiner_weights
+from ..checkpoint import load_refiner_weights, read_meta
 from ..config import Config
 from ..data import TileLayout, crop_frames, crop_valid, normalise, scaled_boxes, whole_box
 from ..losses import bfm_mask, gpct_consistency_loss, silog_loss
 from .base import Stage, build_or_load_coarse, coarse_input, depth_metrics, frozen, load_prefixed, to_frame
+
+
+# Depth (metres) the Noisy Pretraining heads start at: mid-range of the 0.5-80 m procedural scenes.
+NOISY_HEAD_DEPTH = 10.0
 
 
 @dataclass
@@ -38,8 +42,16 @@ def build_refiner(cfg: Config, coarse: nn.Module, device: torch.device) -> nn.Mo
 
     m = cfg.model
     refiner = create_refiner(m.refiner, coarse, tile_size=m.tile_size, **m.refiner_kwargs)
+    if cfg.train.stage == NoisyPretrainStage.name:
+        # Zero coarse depth + zero residual heads = max(0 + 0, 0): a dead ReLU that never trains.
+        refiner.init_residual_heads(pretrain_depth=NOISY_HEAD_DEPTH)
     if m.init_refiner:
         load_refiner_weights(m.init_refiner, refiner)
+        if read_meta(m.init_refiner).get("train", {}).get("stage") == NoisyPretrainStage.name:
+            # Pretraining taught the trunk (encoder, GDUs) to read and denoise its guidance, but its
+            # heads predicted whole depth from a zero coarse map; fine-tuning predicts a residual over
+            # the real coarse depth, so it starts from zero heads (refiner == coarse at step 0).
+            refiner.init_residual_heads()
     return refiner.to(device)
 
 
