@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from . import metrics as M
+from .commands.arguments import tile_grid
 from .datasets.sample import Sample
 from .depth_io import atomic_path, colorize, colorize_depth, read_npy, write_image
 
@@ -193,14 +194,6 @@ def checkpoint_predictor(path, tiles: Optional[tuple[int, int]] = None, overlap_
 # ----------------------------------------------------------------------------- CLI
 
 
-def _tiles(text: str) -> tuple[int, int]:
-    try:
-        r, c = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"tiles must look like 2x2 (rows x cols), got {text!r}") from None
-    return r, c
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .datasets import list_datasets
 
@@ -222,7 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", type=int, default=4, help="write PNGs for the first N samples (default 4)")
     parser.add_argument("--no-boundary", action="store_true", help="skip boundary F1 and ORD (faster)")
     parser.add_argument("--backend", default="auto", help="runtime backend for --bundle")
-    parser.add_argument("--tiles", type=_tiles, default=None, help="tile grid RxC (bundle/checkpoint)")
+    parser.add_argument("--tiles", type=tile_grid, default=None, help="tile grid RxC (bundle/checkpoint)")
 
 
 def run(args: argparse.Namespace) -> int:

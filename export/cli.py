@@ -4,37 +4,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 1920x1080), got {text!r}") from None
-    return h, w
+from edgedepth.commands.arguments import csv_list, frame_size, tile_grid
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + model.json)")
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write, NAME.edgedepth")
-    parser.add_argument("--targets", type=_csv, default=["onnx"], help="onnx,openvino,coreml,tensorrt (default onnx)")
-    parser.add_argument("--precision", type=_csv, default=["fp32", "fp16", "int8"], help="fp32,fp16,int8")
+    parser.add_argument("--targets", type=csv_list, default=["onnx"], help="onnx,openvino,coreml,tensorrt (default onnx)")
+    parser.add_argument("--precision", type=csv_list, default=["fp32", "fp16", "int8"], help="fp32,fp16,int8")
     parser.add_argument("--calib", default="procedural:16",
                         help="calibration frames: a data-set folder ([KIND:]PATH) or procedural:N (default)")
     parser.add_argument("--heldout", default="procedural:4", help="held-out frames for the parity report")
-    parser.add_argument("--frame-size", type=_size, default=(384, 512), metavar="WxH",
+    parser.add_argument("--frame-size", type=frame_size, default=(384, 512), metavar="WxH",
                         help="size of procedural frames (default 512x384)")
-    parser.add_argument("--tiles", type=_size, default=(2, 2), metavar="COLSxROWS", help="default tiling (2x2)")
+    parser.add_argument("--tiles", type=tile_grid, default=(2, 2), metavar="ROWSxCOLS", help="default tiling (2x2)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap, fraction of the tile pitch")
     parser.add_argument("--window", default="cosine", help="blend window: uniform, linear, cosine, gaussian")
     parser.add_argument("--calib-tiles", type=int, default=64, help="minimum INT8 calibration tiles (64)")
     parser.add_argument("--int8-bound", type=float, default=0.02,
                         help="max relative AbsRel rise of INT8 over float32 (0.02 = +2%%)")
     parser.add_argument("--no-accuracy-control", action="store_true", help="plain NNCF PTQ for OpenVINO INT8")
-    parser.add_argument("--pipeline", type=_size, default=None, metavar="WxH",
+    parser.add_argument("--pipeline", type=frame_size, default=None, metavar="WxH",
                         help="also build the fused single-model pipeline at this size (e.g. 1920x1080)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
 
