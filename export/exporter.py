@@ -215,11 +215,10 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
 
 
 def _tensorrt_notes(onnx_refiner: dict[str, Path], cfg: ExportConfig, log) -> None:
-    from .tensorrt import BuildOptions, trtexec_command
+    from .tensorrt import bundle_build_options, trtexec_command
 
-    n = cfg.tiling.rows * cfg.tiling.cols
     for prec, path in onnx_refiner.items():
-        opts = BuildOptions(precision=prec, opt_batch=n, max_batch=max(16, n))
+        opts = bundle_build_options(cfg.tiling, prec)  # what the runtime builds on the device
         log(f"TensorRT ({prec}) on the device: {trtexec_command(path, path.with_suffix('.engine').name, opts, shown_onnx=path.name)}")
     if not available("tensorrt"):
         log("tensorrt is not installed here: engines are built on the device from the bundle's ONNX")

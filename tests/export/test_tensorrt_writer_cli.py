@@ -6,12 +6,14 @@ import shlex
 
 import pytest
 
+from edgedepth.backends.tensorrt import BuildOptions as RuntimeBuildOptions
 from edgedepth.backends.tensorrt import engine_path
-from edgedepth.bundle import open_bundle
+from edgedepth.bundle import open_bundle, sha256_file
 from edgedepth.export import onnx_export as oe
 from edgedepth.export.bundle import BundleWriter
+from edgedepth.export.frames import Tiling
 from edgedepth.export.optional import available
-from edgedepth.export.tensorrt import BuildOptions, ensure_engine, trtexec_command
+from edgedepth.export.tensorrt import BuildOptions, bundle_build_options, ensure_engine, trtexec_command
 
 
 @pytest.fixture(scope="module")
@@ -26,44 +28,44 @@ def test_trtexec_line_profiles_the_dynamic_tile_axis(refiner_onnx):
     assert {"--fp16", "--int8", "--allowGPUFallback", "--useDLACore=0", "--timingCacheFile=cache.bin",
             "--memPoolSize=workspace:512M"} <= set(args)
     assert "--minShapes=rgb:1x3x16x16,coarse_depth:1x1x16x16,guide0:1x8x4x4" in args
+    assert "--optShapes=rgb:4x3x16x16,coarse_depth:4x1x16x16,guide0:4x8x4x4" in args
     assert "--maxShapes=rgb:8x3x16x16,coarse_depth:8x1x16x16,guide0:8x8x4x4" in args
     fp32 = shlex.split(trtexec_command(refiner_onnx, "r.engine", BuildOptions(precision="fp32")))
-    assert "--fp16" not in fp32 and "--int8" not in fp32
+    assert "--fp16" not in fp32 and "--int8" not in fp32 and not any(a.startswith("--useDLACore") for a in fp32)
 
 
-@pytest.mark.parametrize("kw, match", [({"precision": "int4"}, "precision"), ({"min_batch": 4, "opt_batch": 2}, "min_batch"),
-                                       ({"workspace_mib": 0}, "workspace"), ({"dla_core": -1}, "dla_core")])
-def test_build_options_validated(kw, match):
-    with pytest.raises(ValueError, match=match):
-        BuildOptions(**kw)
-
-
-def test_engine_cache_path_changes_with_every_key_part(refiner_onnx, tmp_path):
-    from edgedepth.bundle import sha256_file
-
+def test_export_uses_the_runtime_builder_and_its_cache_key(refiner_onnx, tmp_path):
+    # One BuildOptions class: the export layer re-exports the runtime's, it does not define its own.
+    assert BuildOptions is RuntimeBuildOptions
+    opts = bundle_build_options(Tiling(rows=3, cols=3), "fp16")
+    assert (opts.min_batch, opts.opt_batch, opts.max_batch) == (1, 9, 16)
+    assert bundle_build_options(Tiling(rows=5, cols=5), "int8").opt_batch == 16  # the runtime sends <= 16 per call
+    # The bundle's options give the path the runtime's default (2x2 tiling) looks up.
     sha = sha256_file(refiner_onnx)
-    base = dict(gpu_name="Orin", trt_version="10.3.0", cache_dir=tmp_path)
-    p = engine_path(refiner_onnx, sha, "fp16", **base)
-    assert engine_path(refiner_onnx, sha, "fp16", **base) == p
-    assert len({p, engine_path(refiner_onnx, "0" * 64, "fp16", **base),
-                engine_path(refiner_onnx, sha, "int8", **base),
-                engine_path(refiner_onnx, sha, "fp16", **{**base, "gpu_name": "H100"}),
-                engine_path(refiner_onnx, sha, "fp16", **{**base, "trt_version": "10.4.0"})}) == 5
+    key = dict(gpu_name="Orin", trt_version="10.3.0", cache_dir=tmp_path)
+    assert engine_path(refiner_onnx, sha, bundle_build_options(Tiling(), "fp16"), **key) == \
+        engine_path(refiner_onnx, sha, RuntimeBuildOptions(precision="fp16"), **key)
+    line = shlex.split(trtexec_command(refiner_onnx, "r.engine", opts))
+    assert "--optShapes=rgb:9x3x16x16,coarse_depth:9x1x16x16,guide0:9x8x4x4" in line
 
 
-@pytest.mark.skipif(available("tensorrt"), reason="checks the message shown where tensorrt is absent")
-def test_ensure_engine_without_tensorrt_says_how_to_install(refiner_onnx, tmp_path):
-    with pytest.raises(ImportError, match="tensorrt.*JetPack"):
-        ensure_engine(refiner_onnx, tmp_path)
-
-
-def test_ensure_engine_builds_and_reuses(refiner_onnx, tmp_path):
+def test_ensure_engine_builds_reuses_and_replaces_a_corrupt_engine(refiner_onnx, tmp_path):
     if not available("tensorrt"):
         pytest.skip("tensorrt is not installed (engines are built on the device)")
-    path = ensure_engine(refiner_onnx, tmp_path, BuildOptions(precision="fp16"), tmp_path / "timing.cache")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    opts = BuildOptions(precision="fp16", opt_batch=2, max_batch=4)
+    path = ensure_engine(refiner_onnx, opts, cache_dir=tmp_path, timing_cache=tmp_path / "timing.cache")
+    assert (tmp_path / "timing.cache").stat().st_size > 0
     mtime = path.stat().st_mtime_ns
-    assert ensure_engine(refiner_onnx, tmp_path, BuildOptions(precision="fp16")) == path
+    assert ensure_engine(refiner_onnx, opts, cache_dir=tmp_path) == path
     assert path.stat().st_mtime_ns == mtime
+    path.write_bytes(b"garbage")
+    messages = []
+    assert ensure_engine(refiner_onnx, opts, cache_dir=tmp_path, log=messages.append) == path
+    assert path.stat().st_size > 7 and any("rebuilding" in m for m in messages)
 
 
 def test_torch_tensorrt_compile(tiny_models, tmp_path):
