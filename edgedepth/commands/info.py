@@ -43,6 +43,10 @@ def collect() -> dict[str, Any]:
             except Exception as err:  # a broken install should show up here, not crash the report
                 entry["error"] = f"{type(err).__name__}: {err}"
         else:
+            try:  # installed but unusable here (e.g. coremltools off macOS) says why, not "install it"
+                cls.require()
+            except ImportError as err:
+                entry["why_not"] = str(err)
             entry["install"] = cls.install_hint
         backends[name] = entry
     try:
@@ -58,6 +62,24 @@ def collect() -> dict[str, Any]:
     }
 
 
+def tile_engine_lines(status: dict[str, Any]) -> list[str]:
+    """Two short lines from ``edgedepth.native.native_status()``: the CPU module and the CUDA module."""
+    if "error" in status:
+        return [f"unavailable: {status['error']}"]
+    if status["cpu"]:
+        cpu = f"CPU    native, {status['threads']} threads" + (" (ASan/UBSan build)" if status.get("cpu_sanitized") else "")
+    else:
+        cpu = f"CPU    numpy reference (native module not built: {status['cpu_error']})"
+    if status["cuda"]:
+        v = status.get("cuda_runtime")
+        runtime = f"CUDA runtime {v // 1000}.{v % 1000 // 10}" if isinstance(v, int) else "CUDA runtime ?"
+        n = status.get("cuda_devices") or 0
+        cuda = f"CUDA   compiled ({runtime}), {n} device{'' if n == 1 else 's'}" + ("" if n else " visible")
+    else:
+        cuda = f"CUDA   not compiled ({status.get('cuda_error') or 'no CUDA compiler at build time'})"
+    return [cpu, cuda]
+
+
 def run(args: argparse.Namespace) -> int:
     report = collect()
     if args.json:
@@ -68,10 +90,14 @@ def run(args: argparse.Namespace) -> int:
     for name, b in report["backends"].items():
         if b["available"]:
             detail = f"{b.get('version') or '?'}  devices: {', '.join(b.get('devices', [])) or b.get('error', 'none')}"
+        elif b.get("version"):
+            detail = f"{b['version']}  unusable here: {b.get('why_not', b['install'])}"
         else:
             detail = f"not installed ({b['install']})"
         print(f"  {name:<12} {detail}")
-    print(f"tile engine: {report['tile_engine']}")
+    print("tile engine:")
+    for line in tile_engine_lines(report["tile_engine"]):
+        print(f"  {line}")
     d = report["default_bundle"]
     print(f"default bundle: {d['path']} ({'present' if d['present'] else 'MISSING'})")
     return 0

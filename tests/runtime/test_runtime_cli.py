@@ -9,6 +9,7 @@ import pytest
 from edgedepth import Runtime
 from edgedepth.cli import main
 from edgedepth.depth_io import read_depth_png, read_image, write_image
+from edgedepth.native import native_status
 from edgedepth.pointcloud import backproject, default_intrinsics, write_ply
 
 
@@ -89,9 +90,30 @@ def test_info_reports_backends_and_engine(capsys):
     assert "cpu" in report["backends"]["onnxruntime"]["devices"]
     assert set(report["backends"]) >= {"tensorrt", "openvino", "onnxruntime", "coreml", "torch"}
     assert "cpu" in report["tile_engine"]
+    assert report["tile_engine"] == native_status()
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "onnxruntime" in text and "tile engine" in text
+    status = native_status()
+    assert ("CPU    native, " in text) == status["cpu"] and (f"{status['threads']} threads" in text) == status["cpu"]
+    assert ("CUDA   compiled" in text) == status["cuda"] and ("CUDA   not compiled" in text) != status["cuda"]
+    coreml = report["backends"]["coreml"]
+    if not coreml["available"] and coreml["version"]:  # coremltools installed off macOS: why, not "install it"
+        assert "macOS" in coreml["why_not"] and "coreml       " + coreml["version"] + "  unusable here" in text
+
+
+def test_info_tile_engine_lines_cover_every_build():
+    from edgedepth.commands.info import tile_engine_lines
+
+    full = {"cpu": True, "cpu_error": None, "cpu_sanitized": True, "threads": 8, "cuda": True, "cuda_error": None,
+            "cuda_runtime": 12060, "cuda_devices": 1}
+    assert tile_engine_lines(full) == ["CPU    native, 8 threads (ASan/UBSan build)",
+                                       "CUDA   compiled (CUDA runtime 12.6), 1 device"]
+    bare = {**full, "cpu": False, "cpu_error": "No module named 'edgedepth._native'", "cuda": False,
+            "cuda_error": "No module named 'edgedepth._native_cuda'", "cuda_runtime": None, "cuda_devices": 0}
+    assert tile_engine_lines(bare) == [
+        "CPU    numpy reference (native module not built: No module named 'edgedepth._native')",
+        "CUDA   not compiled (No module named 'edgedepth._native_cuda')"]
 
 
 def test_backprojection_and_ply(tmp_path):
