@@ -249,8 +249,8 @@ def ensure_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
 class TensorRTBackend(Backend):
     name = "tensorrt"
     package = "tensorrt"
-    install_hint = ("TensorRT's Python bindings ship with JetPack on a Jetson and with NVIDIA's TensorRT SDK; "
-                    "elsewhere pip install 'edgedepth[tensorrt]' (= pip install tensorrt>=10), plus torch for CUDA buffers")
+    install_hint = ("JetPack ships it on a Jetson; elsewhere pip install tensorrt (the extra edgedepth[tensorrt]) "
+                    "and torch for CUDA buffers")
     formats = ("onnx",)
     supported_precisions = PRECISIONS
     device_tensors = True
