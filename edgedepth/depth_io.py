@@ -1,40 +1,20 @@
 """Image and depth file I/O shared by the data sets, evaluation and the runtime's outputs.
 
 Depth on disk: 16-bit PNG in millimetres (0 = invalid, saturates at 65.535 m), float32 ``.npy``
-in metres, or PFM (Middlebury/ETH3D disparity). Every writer writes to a temporary name in the
-target folder and renames it, so a crash never leaves a half-written file. Every reader raises
+in metres, or PFM (Middlebury/ETH3D disparity). Every writer writes through
+:func:`edgedepth.atomic.atomic_path`, so a crash never leaves a half-written file. Every reader raises
 ``FileNotFoundError``/``ValueError`` naming the file.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
-from typing import Iterator, Union
 
 import numpy as np
 
-PathLike = Union[str, "os.PathLike[str]"]
+from .atomic import PathLike, atomic_path
 
 #: metres per unit of a 16-bit depth PNG written by :func:`write_depth_png`.
 DEPTH_PNG_UNIT = 1e-3
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _pil():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .depth_io import atomic_path
+from .atomic import atomic_path
 
 
 def default_intrinsics(height: int, width: int, fx_norm: float) -> np.ndarray:

@@ -7,13 +7,12 @@ bundle that the runtime would refuse is never published, and a crash never leave
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from edgedepth import __version__
+from edgedepth.atomic import make_staging_dir, publish_dir
 from edgedepth.bundle import MANIFEST, SCHEMA, open_bundle, sha256_file
 
 SUFFIX = ".edgedepth"
@@ -34,11 +33,9 @@ class BundleWriter:
             raise FileExistsError(f"bundle {out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
         if out.exists() and not (out / MANIFEST).is_file():
             raise FileExistsError(f"{out} exists and is not a bundle (no {MANIFEST}); refusing to replace it")
-        out.parent.mkdir(parents=True, exist_ok=True)
         self.out = out
         self.name = out.name[: -len(SUFFIX)]
-        # Same parent as the target so the final rename is atomic (same file system).
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        self.staging = make_staging_dir(out)
         self._done = False
 
     def file(self, rel: str) -> Path:
@@ -64,14 +61,8 @@ class BundleWriter:
         body["files"] = self.checksums()
         (self.staging / MANIFEST).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
         open_bundle(self.staging)  # the runtime's own checks: schema, sections, every checksum
-        old = None
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, old)
-        os.replace(self.staging, self.out)
+        publish_dir(self.staging, self.out)
         self._done = True
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         return self.out
 
     def abort(self) -> None:

@@ -8,7 +8,6 @@ the size on disk.
 """
 from __future__ import annotations
 
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from edgedepth.atomic import atomic_dir
 
 from .optional import require
 
@@ -64,13 +65,8 @@ def to_coreml(module: nn.Module, example: dict[str, torch.Tensor], outputs: Sequ
             compute_precision=ct.precision.FLOAT16,
             minimum_deployment_target=getattr(ct.target, deployment_target))
         model = compress(model, variant)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")  # coremltools insists on the .mlpackage suffix
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(str(tmp))
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+    with atomic_dir(path) as tmp:  # the temporary keeps the .mlpackage suffix coremltools insists on
+        model.save(str(tmp))
     return path
 
 

@@ -16,7 +16,6 @@ Names follow docs/interfaces.md: refiner inputs ``rgb``, ``coarse_depth``, ``gui
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from edgedepth.atomic import atomic_path
 
 from .optional import require
 
@@ -71,17 +72,6 @@ class _CoarseOutputs(nn.Module):
         return (depth, *features)
 
 
-def _save_atomic(model, path: Path) -> None:
-    onnx = require("onnx", "ONNX export")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        onnx.save(model, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
             dynamic_batch: bool, opset: int, simplify: bool, dynamo: bool = False) -> Path:
     onnx = require("onnx", "ONNX export")
@@ -103,7 +93,8 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
             raise RuntimeError(f"onnxsim could not validate the simplified {path.name}")
         model = simplified
     onnx.checker.check_model(model, full_check=True)
-    _save_atomic(model, Path(path))
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
     return Path(path)
 
 
@@ -146,7 +137,8 @@ def convert_fp16(src: str | Path, dst: str | Path, *, keep_fp32: Sequence[str] =
     wrapped.topological_sort()
     half = wrapped.model
     onnx.checker.check_model(half, full_check=True)
-    _save_atomic(half, Path(dst))
+    with atomic_path(dst) as tmp:
+        onnx.save(half, str(tmp))
     return Path(dst)
 
 

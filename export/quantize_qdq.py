@@ -10,12 +10,13 @@ runs in ONNX Runtime, which is how it is tested and scored here.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from edgedepth.atomic import atomic_path
 
 from .optional import require
 
@@ -112,29 +113,26 @@ def quantize_int8_qdq(src: str | Path, dst: str | Path, batches: Sequence[dict[s
     model = onnx.load(str(src))
     float_nodes = [*head_nodes(model), *input_nodes(model)] if keep_head else []
     excluded = tuple(dict.fromkeys([*float_nodes, *exclude]))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     root, level = logging.getLogger(), logging.getLogger().level
     try:
         root.setLevel(logging.ERROR)  # ORT logs "consider pre-processing" through the root logger
-        quant.quantize_static(
-            str(src), str(tmp), _Batches(list(batches)),
-            quant_format=quant.QuantFormat.QDQ,
-            activation_type=quant.QuantType.QInt8,   # signed: zero-point 0 when symmetric
-            weight_type=quant.QuantType.QInt8,
-            per_channel=True,
-            nodes_to_exclude=list(excluded),
-            calibrate_method=quant.CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                           "QuantizeBias": False},  # TensorRT quantizes weights and activations only
-        )
-        qmodel = onnx.load(str(tmp))
-        onnx.checker.check_model(qmodel, full_check=True)
-        check_qdq(qmodel)
-        os.replace(tmp, dst)
+        with atomic_path(dst) as tmp:
+            quant.quantize_static(
+                str(src), str(tmp), _Batches(list(batches)),
+                quant_format=quant.QuantFormat.QDQ,
+                activation_type=quant.QuantType.QInt8,   # signed: zero-point 0 when symmetric
+                weight_type=quant.QuantType.QInt8,
+                per_channel=True,
+                nodes_to_exclude=list(excluded),
+                calibrate_method=quant.CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                               "QuantizeBias": False},  # TensorRT quantizes weights and activations only
+            )
+            qmodel = onnx.load(str(tmp))
+            onnx.checker.check_model(qmodel, full_check=True)
+            check_qdq(qmodel)
     finally:
         root.setLevel(level)
-        tmp.unlink(missing_ok=True)
     weights = {i.name for i in qmodel.graph.initializer}
     n_weights = sum(1 for n in qmodel.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
                     and _init(qmodel, n.input[0]).data_type == onnx.TensorProto.INT8)

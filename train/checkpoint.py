@@ -3,88 +3,25 @@
 A checkpoint is a folder holding ``model.safetensors`` (tensors prefixed ``coarse.`` and
 ``refiner.``), ``model.json`` (how to rebuild the models) and, while training, ``trainer.pt``
 (optimizer, scheduler, scaler, RNG states, step). Every folder and file is written under a
-temporary name and renamed, so a process killed at any instant leaves either the previous
-checkpoint or the new one, never half of one.
+temporary name, fsynced and renamed (:mod:`edgedepth.atomic`), so a process killed at any
+instant leaves either the previous checkpoint or the new one, never half of one.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
+
+from edgedepth.atomic import atomic_dir, atomic_write_text, remove_temporaries
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "model.json"
 TRAINER_FILE = "trainer.pt"
 LATEST_FILE = "latest"
-_TMP_TAG = ".tmp-"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some file systems do not open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}{_TMP_TAG}{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_dir(target: Path, fill: Callable[[Path], None]) -> Path:
-    """Create folder ``target`` by filling a temporary sibling and renaming it into place.
-
-    An existing ``target`` is replaced: it is moved aside first and removed after the new
-    folder is in place.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}{_TMP_TAG}{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -133,7 +70,9 @@ def save_models(path: str | Path, coarse: nn.Module, refiner: Optional[nn.Module
     {"name", "kwargs"}, "camera": {"fx_norm"}, "train": {...}}``; the names and kwargs must
     rebuild the models through ``create_coarse`` / ``create_refiner``.
     """
-    return atomic_dir(Path(path), lambda tmp: write_model_files(tmp, coarse, refiner, meta))
+    with atomic_dir(path, durable=True) as tmp:
+        write_model_files(tmp, coarse, refiner, meta)
+    return Path(path)
 
 
 def read_meta(path: str | Path) -> dict:
@@ -244,13 +183,11 @@ def save_training_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Write a resumable checkpoint for ``step`` atomically, point ``latest`` at it, prune old ones."""
-
-    def fill(tmp: Path) -> None:
+    target = step_dir(run_dir, step)
+    with atomic_dir(target, durable=True) as tmp:
         write_model_files(tmp, coarse, refiner, meta)
         torch.save(trainer_state, tmp / TRAINER_FILE)
-
-    target = atomic_dir(step_dir(run_dir, step), fill)
-    atomic_write_text(target.parent / LATEST_FILE, target.name + "\n")
+    atomic_write_text(target.parent / LATEST_FILE, target.name + "\n", durable=True)
     complete = _complete_checkpoints(target.parent)
     for old in complete[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -284,11 +221,7 @@ def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
 def remove_stale_temporaries(run_dir: str | Path) -> int:
     """Delete temporary checkpoint folders a killed writer left behind; call only from the
     process that owns the run (never while another process may be writing). Returns the count."""
-    root = Path(run_dir) / "checkpoints"
-    stale = list(root.glob(f".*{_TMP_TAG}*")) if root.is_dir() else []
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    return len(stale)
+    return remove_temporaries(Path(run_dir) / "checkpoints")
 
 
 def load_trainer_state(folder: str | Path) -> dict[str, Any]:

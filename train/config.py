@@ -258,9 +258,9 @@ def save_config(cfg: Config, path: str | Path) -> None:
     """Write ``cfg`` as YAML (atomically) so a run records exactly what it trained with."""
     import yaml
 
-    from .checkpoint import atomic_write_text
+    from edgedepth.atomic import atomic_write_text
 
-    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False), durable=True)
 
 
 def _fail(where: str, msg: str) -> None:

@@ -8,7 +8,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from ..depth_io import atomic_path, write_depth_png, write_image, write_npy
+from ..atomic import atomic_path
+from ..depth_io import write_depth_png, write_image, write_npy
 from .sample import Sample, check_sample
 
 DEPTH_FORMATS = ("png", "npy")

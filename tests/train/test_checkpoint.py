@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from edgedepth.train.checkpoint import (
-    atomic_dir,
     latest_checkpoint,
     load_models,
     load_refiner_weights,
@@ -94,25 +93,6 @@ def test_load_errors_name_the_file(tmp_path):
         load_models(tmp_path / "big")
     with pytest.raises(ValueError, match="meta\\['coarse'\\]"):
         save_models(tmp_path / "x", coarse, None, {"camera": {}})
-
-
-def test_atomic_dir_failure_leaves_nothing_and_replace_keeps_old_until_done(tmp_path):
-    target = tmp_path / "out"
-
-    def boom(tmp):
-        (tmp / "half").write_text("x")
-        raise RuntimeError("killed mid-write")
-
-    with pytest.raises(RuntimeError):
-        atomic_dir(target, boom)
-    assert list(tmp_path.iterdir()) == []
-    atomic_dir(target, lambda t: (t / "a").write_text("1"))
-    with pytest.raises(RuntimeError):
-        atomic_dir(target, boom)
-    assert (target / "a").read_text() == "1"  # the old folder survived the failed replace
-    atomic_dir(target, lambda t: (t / "b").write_text("2"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert [p.name for p in target.iterdir()] == ["b"]
 
 
 def test_training_checkpoints_latest_pruning_and_stale_temporaries(tmp_path):
