@@ -91,7 +91,7 @@ def depth_to_png16(depth: np.ndarray, unit: float = DEPTH_PNG_UNIT) -> tuple[np.
     """Quantise HW metres to uint16 in ``unit`` metres (round to nearest). <= 0 or NaN -> 0, and
     depth beyond 65535 units (65.535 m in mm) -> 0 = invalid rather than a wrong saturated value.
     Returns (values, number of valid pixels that did not fit)."""
-    depth = _check_depth(depth, "depth")
+    depth = as_depth_map(depth, "depth")
     q = np.rint(np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0) / unit)
     too_far = q > 65535
     q[too_far | (q < 0)] = 0
@@ -207,14 +207,16 @@ def write_pfm(path: PathLike, array: np.ndarray) -> None:
             f.write(np.ascontiguousarray(array[::-1]).astype("<f4").tobytes())
 
 
-def _check_depth(depth: np.ndarray, name: str) -> np.ndarray:
+def as_depth_map(depth, name: str) -> np.ndarray:
+    """``depth`` as an HW float array in metres (a leading axis of 1 is dropped); ValueError for
+    another shape, TypeError for a non-float dtype, both naming ``name``."""
     depth = np.asarray(depth)
     if depth.ndim == 3 and depth.shape[0] == 1:
         depth = depth[0]
     if depth.ndim != 2:
         raise ValueError(f"{name} must be an HxW depth map, got shape {depth.shape}")
     if not np.issubdtype(depth.dtype, np.floating):
-        raise TypeError(f"{name} must be float (metres), got {depth.dtype}")
+        raise TypeError(f"{name} must be a float array (metres), got {depth.dtype}")
     return depth
 
 
@@ -247,7 +249,7 @@ def colorize_depth(depth: np.ndarray, vmin: float | None = None, vmax: float | N
     """Colourise HW metres as HWx3 uint8 RGB: near = red, far = blue, by inverse depth
     (so near structure gets most of the colour range); depth <= 0 or non-finite is black.
     ``vmin``/``vmax`` in metres default to the 2nd/98th percentile of the valid depth."""
-    depth = _check_depth(depth, "depth").astype(np.float32)
+    depth = as_depth_map(depth, "depth").astype(np.float32)
     valid = np.isfinite(depth) & (depth > 0)
     if not valid.any():
         return np.zeros((*depth.shape, 3), np.uint8)

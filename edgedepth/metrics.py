@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .depth_io import as_depth_map
+
 MIN_DEPTH = 1e-3
 MAX_DEPTH = 80.0
 ALIGN_MODES = ("scale", "scale_shift", "scale_shift_disparity")
@@ -28,21 +30,10 @@ POINTWISE = ("delta1", "delta2", "delta3", "abs_rel", "sq_rel", "rmse", "rmse_lo
 # ----------------------------------------------------------------------------- preparation
 
 
-def _as_map(x, name: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim == 3 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be an HxW depth map, got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"{name} must be a float array (metres), got {x.dtype}")
-    return x
-
-
 def resize_bilinear(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize HW float to ``size`` (H, W) with half-pixel bilinear sampling (no antialiasing,
     like ``F.interpolate(mode="bilinear", align_corners=False)``); float32."""
-    depth = _as_map(depth, "depth")
+    depth = as_depth_map(depth, "depth")
     if depth.shape == tuple(size):
         return depth.astype(np.float32, copy=False)
     from .tiling_reference import crop_resize  # the one implementation of DESIGN's crop rule
@@ -54,7 +45,7 @@ def resize_bilinear(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def valid_mask(gt: np.ndarray, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH,
                mask: Optional[np.ndarray] = None) -> np.ndarray:
     """HW bool: ground truth strictly inside (min_depth, max_depth), finite, and ``mask``."""
-    gt = _as_map(gt, "gt")
+    gt = as_depth_map(gt, "gt")
     valid = np.isfinite(gt) & (gt > min_depth) & (gt < max_depth)
     if mask is not None:
         mask = np.asarray(mask)
@@ -93,8 +84,8 @@ def align(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, mode: str = "scal
 def prepare(pred, gt, mask=None, *, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH,
             align_mode: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
     """(prediction resized to gt, aligned if asked, clamped to [min_depth, max_depth]; valid mask)."""
-    gt = _as_map(gt, "gt")
-    pred = _as_map(pred, "pred")
+    gt = as_depth_map(gt, "gt")
+    pred = as_depth_map(pred, "pred")
     if not np.isfinite(pred).all():
         raise ValueError("pred holds NaN or inf")
     pred = resize_bilinear(pred, gt.shape)
@@ -151,7 +142,7 @@ def disparity_edges(gt: np.ndarray, focal_baseline: float, threshold: float = 1.
     """HW bool: SEE's edge pixels, where the ground-truth disparity ``focal_baseline / gt``
     (px; ``focal_baseline`` = fx x baseline in px·m) differs from a 4-neighbour by more than
     ``threshold`` px. Both pixels of a jump are marked; invalid (<= 0) pixels never are."""
-    gt = _as_map(gt, "gt")
+    gt = as_depth_map(gt, "gt")
     ok = gt > 0
     disp = np.where(ok, focal_baseline / np.where(ok, gt, 1.0), 0.0)
     return _pair_edges(disp, ok, lambda a, b: np.abs(a - b) > threshold)
@@ -160,7 +151,7 @@ def disparity_edges(gt: np.ndarray, focal_baseline: float, threshold: float = 1.
 def ratio_edges(gt: np.ndarray, ratio: float = 1.05) -> np.ndarray:
     """HW bool: pixels whose depth differs from a valid 4-neighbour by more than ``ratio`` times
     (SEE's edges when the stereo baseline is unknown)."""
-    gt = _as_map(gt, "gt")
+    gt = as_depth_map(gt, "gt")
     ok = gt > 0
     d = np.where(ok, gt, 1.0)
     return _pair_edges(d, ok, lambda a, b: np.maximum(a / b, b / a) > ratio)
@@ -180,7 +171,7 @@ def soft_edge_error(pred: np.ndarray, gt: np.ndarray, edges: np.ndarray) -> floa
     """SEE: mean over ``edges`` pixels of min over the 3x3 neighbourhood offsets (dy, dx) of
     |gt(y+dy, x+dx) - pred(y, x)| (metres); neighbours outside the frame or with invalid gt do
     not count. NaN if there is no edge pixel."""
-    pred, gt = _as_map(pred, "pred"), _as_map(gt, "gt")
+    pred, gt = as_depth_map(pred, "pred"), as_depth_map(gt, "gt")
     if not edges.any():
         return float("nan")
     h, w = gt.shape
@@ -230,7 +221,7 @@ def canny(value: np.ndarray, low: float, high: float, valid: Optional[np.ndarray
 
 def depth_edges(depth: np.ndarray, valid: np.ndarray, *, low: float = 0.02, high: float = 0.04) -> np.ndarray:
     """HW bool: Canny edges of ln depth inside ``valid`` (thresholds in ln units per pixel)."""
-    depth = _as_map(depth, "depth")
+    depth = as_depth_map(depth, "depth")
     return canny(np.log(np.where(valid, np.maximum(depth, 1e-12), 1.0)), low, high, valid)
 
 
@@ -260,7 +251,7 @@ def si_boundary_f1(pred: np.ndarray, gt: np.ndarray, valid: Optional[np.ndarray]
     |pred & gt| / max(|gt|, 1), precision likewise over |pred|; F1 = 2PR/(P+R) (0 if P+R = 0).
     The result is the average of F1 weighted by t / sum(t). Pairs with an invalid pixel are
     ignored."""
-    pred, gt = _as_map(pred, "pred"), _as_map(gt, "gt")
+    pred, gt = as_depth_map(pred, "pred"), as_depth_map(gt, "gt")
     ok = (gt > 0) if valid is None else np.asarray(valid, bool)
     qp = 1.0 / np.maximum(pred.astype(np.float64), 1e-12)
     qg = 1.0 / np.where(ok, gt, 1.0).astype(np.float64)
@@ -355,7 +346,7 @@ def compute_metrics(pred, gt, mask=None, *, min_depth: float = MIN_DEPTH, max_de
     = fx·B is known, else depth ratio jumps > 1.05), and when ``boundary``: ``b_precision``,
     ``b_recall``, ``b_f1`` (tolerance 1 px), ``si_bf1`` and ``ord``; plus ``n_valid``."""
     p, valid = prepare(pred, gt, mask, min_depth=min_depth, max_depth=max_depth, align_mode=align_mode)
-    gt = _as_map(gt, "gt")
+    gt = as_depth_map(gt, "gt")
     if not valid.any():
         raise ValueError(f"no valid ground-truth pixel in ({min_depth}, {max_depth}) m")
     out = pointwise_metrics(p[valid], gt[valid])
