@@ -6,6 +6,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from edgedepth.metrics import MIN_DEPTH, pointwise_metrics
+
 from ..checkpoint import build_coarse, load_tensors, read_meta
 from ..config import Config
 from ..data import crop_frames, normalise, scaled_boxes, whole_box
@@ -113,20 +115,24 @@ def to_frame(maps: torch.Tensor, frame_hw: tuple[int, int]) -> torch.Tensor:
     return crop_frames(maps, whole_box(h, w).expand(b, 1, 4), frame_hw)
 
 
+# log key -> edgedepth.metrics name (the logged keys predate the shared implementation)
+_TRAIN_METRICS = {"absrel": "abs_rel", "rmse": "rmse", "delta1": "delta1", "silog": "silog"}
+
+
 def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, prefix: str = "") -> dict[str, float]:
-    """AbsRel, RMSE (m), delta1 and SILog (METHODS section 5) over the valid pixels of a batch."""
-    p = pred[valid].double().clamp_min(1e-3)
+    """AbsRel, RMSE (m), delta1 and SILog over the valid pixels of a batch (pooled), prediction
+    clamped to >= ``MIN_DEPTH``; gt > 0 where ``valid``.
+
+    The formulas are evaluation's own (:func:`edgedepth.metrics.pointwise_metrics`), so train and
+    eval score alike. Validation is not the hot path and the trainer turns every value into a
+    Python float before its DDP all-reduce anyway, so the valid pixels go to numpy once a batch.
+    """
+    p = pred[valid].double().clamp_min(MIN_DEPTH)
     g = gt[valid].double()
     if g.numel() == 0:
         return {}
-    e = torch.log(p) - torch.log(g)
-    ratio = torch.maximum(p / g, g / p)
-    return {
-        f"{prefix}absrel": float(((p - g).abs() / g).mean()),
-        f"{prefix}rmse": float(((p - g) ** 2).mean().sqrt()),
-        f"{prefix}delta1": float((ratio < 1.25).double().mean()),
-        f"{prefix}silog": float(100 * ((e**2).mean() - e.mean() ** 2).clamp_min(0).sqrt()),
-    }
+    scores = pointwise_metrics(p.cpu().numpy(), g.cpu().numpy())
+    return {f"{prefix}{key}": scores[name] for key, name in _TRAIN_METRICS.items()}
 
 
 __all__ = ["Stage", "model_spec", "frozen", "build_or_load_coarse", "coarse_input", "to_frame", "depth_metrics",
