@@ -205,8 +205,17 @@ class Runtime:
         self.precision = self._resolve_precision(cls, precision)
         cache = Path(cache_dir) if cache_dir is not None else None
         kwargs = dict(device=self.device, threads=threads, cache_dir=cache)
+        t = self.bundle.tiling
+        self.rows, self.cols = self.tiles or (int(t["rows"]), int(t["cols"]))
+        refiner_kwargs = dict(kwargs)
+        if cls.name == "tensorrt":
+            from .backends.tensorrt import BuildOptions
+
+            # The engine's batch profile must cover the tiles this runtime sends per call.
+            refiner_kwargs["build_options"] = BuildOptions.for_tiles(self.precision, self.rows * self.cols,
+                                                                     max_tile_batch)
         self.refiner: Backend = cls(self._model_file(cls, "refiner", self.precision), role="refiner",
-                                    precision=self.precision, **kwargs)
+                                    precision=self.precision, **refiner_kwargs)
         coarse_precision = self.precision if self._has(cls, "coarse", self.precision) else "fp32"
         self.coarse: Backend = cls(self._model_file(cls, "coarse", coarse_precision), role="coarse",
                                    precision=coarse_precision, **kwargs)
@@ -222,7 +231,6 @@ class Runtime:
         self.refiner_batch = r.get("coreml_batch") if cls.name == "coreml" else r.get("batch")
         self.window = str(t["window"])
         self.overlap_ratio = float(t["overlap_ratio"])
-        self.rows, self.cols = self.tiles or (int(t["rows"]), int(t["cols"]))
         # guideK <- featK: which coarse output each refiner guidance input is cropped from.
         # Entries: (input name, source output, channels, (h, w) of the crop).
         self.guides = [(s["name"], s.get("source", f"feat{s['name'][5:]}"), int(s["shape"][1]),

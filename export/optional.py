@@ -9,7 +9,6 @@ EXTRA = "edgedepth[export]"
 
 # Packages that are not on PyPI's [export] extra: they come with the device's SDK.
 _DEVICE_PACKAGES = {
-    "tensorrt": "install TensorRT's Python bindings (JetPack on a Jetson, or `pip install tensorrt`)",
     "torch_tensorrt": "install torch-tensorrt matching your torch and TensorRT (`pip install torch-tensorrt`)",
 }
 

@@ -12,7 +12,7 @@ from .base import Backend, BackendUnavailableError, TensorSpec
 class CoreMLBackend(Backend):
     name = "coreml"
     package = "coremltools"
-    install_hint = "pip install coremltools (CoreML runs only on macOS)"
+    install_hint = "pip install 'edgedepth[coreml]' (CoreML predicts only on macOS)"
     formats = ("coreml",)
     supported_precisions = ("fp32", "fp16")
     thread_safe = False
