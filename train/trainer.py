@@ -90,7 +90,7 @@ class MetricsLog:
 
     def _truncate(self, step: int) -> None:
         # Rows written after the checkpoint we resume from (and a row cut by a kill) are replayed.
-        from .checkpoint import atomic_write_text
+        from edgedepth.atomic import atomic_write_text
 
         with open(self.path, newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
@@ -105,7 +105,7 @@ class MetricsLog:
                 except ValueError:
                     pass
         lines = [",".join(r) for r in keep]
-        atomic_write_text(self.path, "\n".join(lines) + "\n")
+        atomic_write_text(self.path, "\n".join(lines) + "\n", durable=True)
         self.columns = header
 
     def write(self, step: int, values: dict[str, float]) -> None:
