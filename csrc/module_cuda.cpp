@@ -84,13 +84,18 @@ class DeviceGuard {
 
 cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
-void crop_rgb(uintptr_t src, int src_h, int src_w, const py::array& boxes, uintptr_t out, int out_h, int out_w,
-              std::array<float, 3> scale, std::array<float, 3> bias, bool half, uintptr_t stream) {
+// The sizes and boxes of a crop from a (src_h, src_w) source to (out_h, out_w) outputs; returns the boxes.
+const double* checked_crop(const py::array& boxes, int src_h, int src_w, int out_h, int out_w) {
     check_positive("src_h", src_h);
     check_positive("src_w", src_w);
     check_positive("out_h", out_h);
     check_positive("out_w", out_w);
-    const double* bx = checked_boxes(boxes, src_h, src_w);
+    return checked_boxes(boxes, src_h, src_w);
+}
+
+void crop_rgb(uintptr_t src, int src_h, int src_w, const py::array& boxes, uintptr_t out, int out_h, int out_w,
+              std::array<float, 3> scale, std::array<float, 3> bias, bool half, uintptr_t stream) {
+    const double* bx = checked_crop(boxes, src_h, src_w, out_h, out_w);
     const int n = static_cast<int>(boxes.shape(0));
     const size_t out_bytes = static_cast<size_t>(n) * 3 * out_h * out_w * (half ? 2 : 4);
     DeviceGuard guard{check_device_ptr("src", src, static_cast<size_t>(src_h) * src_w * 3),
@@ -103,11 +108,7 @@ void crop_rgb(uintptr_t src, int src_h, int src_w, const py::array& boxes, uintp
 void crop_map(uintptr_t src, bool src_half, int c, int src_h, int src_w, const py::array& boxes, uintptr_t out,
               int out_h, int out_w, bool half, uintptr_t stream) {
     check_positive("c", c);
-    check_positive("src_h", src_h);
-    check_positive("src_w", src_w);
-    check_positive("out_h", out_h);
-    check_positive("out_w", out_w);
-    const double* bx = checked_boxes(boxes, src_h, src_w);
+    const double* bx = checked_crop(boxes, src_h, src_w, out_h, out_w);
     const int n = static_cast<int>(boxes.shape(0));
     const size_t src_bytes = static_cast<size_t>(c) * src_h * src_w * (src_half ? 2 : 4);
     const size_t out_bytes = static_cast<size_t>(n) * c * out_h * out_w * (half ? 2 : 4);
