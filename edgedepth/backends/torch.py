@@ -5,6 +5,15 @@ it; docs/interfaces.md, Checkpoints); both roles rebuild their module from it wi
 ``edgedepth.train.checkpoint.load_models``. Inputs and outputs are torch tensors on the backend's
 device (``device_tensors = True``): with CUDA the runtime keeps the whole frame on the GPU and
 tiles it with ``edgedepth.tiling_torch``. torch is imported only when this backend is chosen.
+
+CPU threads: torch runs a model as a few hundred small ops, each an OpenMP parallel region whose
+team busy-waits at its closing barrier. When the team is as large as the machine, every region
+stalls for a scheduler slice as soon as anything else wants a core: the other stage of
+``Runtime.stream`` (coarse and refiner run at once in two threads, each with its own team), the
+native tile engine, or another process. On a shared 2-core machine that made a 1920x1080 frame's
+refine 10-200x slower than with one thread (benchmarks/bench_runtime.py). So without ``threads``
+a CPU backend caps torch's intra-op threads at half the usable cores (one per pipeline stage);
+``threads=N`` sets exactly N. Both are process-wide (``torch.set_num_threads``).
 """
 from __future__ import annotations
 
@@ -28,6 +37,14 @@ def _load_checkpoint(folder: Path, device: str) -> tuple[Any, Any]:
             coarse, refiner, _ = load_models(folder, map_location=device)
             _CACHE[key] = (coarse, refiner)
         return _CACHE[key]
+
+
+def cpu_threads_default() -> int:
+    """torch intra-op threads a CPU backend allows itself without ``threads``: half the usable cores
+    (the two stages of ``Runtime.stream`` each run a model), at least one."""
+    from ..tiling import _available_cores  # the cores this process may run on (affinity-aware)
+
+    return max(1, _available_cores() // 2)
 
 
 class TorchBackend(Backend):
@@ -61,8 +78,11 @@ class TorchBackend(Backend):
         # On the CPU the native tile engine on numpy beats torch tile ops, and numpy<->CPU tensors
         # convert without copies: only a GPU instance keeps tensors.
         self.device_tensors = kind != "cpu"
-        if self.threads and kind == "cpu":
-            torch.set_num_threads(int(self.threads))
+        if kind == "cpu":
+            if self.threads:
+                torch.set_num_threads(int(self.threads))
+            elif torch.get_num_threads() > cpu_threads_default():
+                torch.set_num_threads(cpu_threads_default())
         folder = self.path.parent if self.path.is_file() else self.path
         coarse, refiner = _load_checkpoint(folder, self.device)
         module = coarse if self.role == "coarse" else refiner
