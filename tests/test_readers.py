@@ -150,3 +150,17 @@ def test_folder_reader_checks(tmp_path):
     (tmp_path / "images" / "a.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="a.png"):
         ds[0]
+
+
+def test_maps_of_another_size_than_the_image_are_named(tmp_path):
+    _image(tmp_path / "images" / "a.png")
+    (tmp_path / "depth").mkdir()
+    np.save(tmp_path / "depth" / "a.npy", np.full((H, W + 1), 2.0, np.float32))
+    ds = open_dataset("folder", tmp_path)
+    with pytest.raises(ValueError, match=r"a\.npy: depth shape \(4, 7\) != image shape \(4, 6\)"):
+        ds[0]
+    np.save(tmp_path / "depth" / "a.npy", np.full((H, W), 2.0, np.float32))
+    write_image(tmp_path / "mask" / "a.png", np.full((H + 1, W, 3), 255, np.uint8))
+    ds = open_dataset("folder", tmp_path)  # the mask is found when the folder is scanned
+    with pytest.raises(ValueError, match=r"a\.png: mask shape \(5, 6\) != image shape \(4, 6\)"):
+        ds[0]

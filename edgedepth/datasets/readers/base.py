@@ -67,6 +67,13 @@ def require(path: Path) -> Path:
     return path
 
 
+def check_image_size(array: np.ndarray, image: np.ndarray, path: Path, what: str) -> None:
+    """ValueError naming ``path`` unless the HW ``array`` (``what``: depth, disparity, mask) has
+    the image's height and width."""
+    if array.shape != image.shape[:2]:
+        raise ValueError(f"{path}: {what} shape {array.shape} != image shape {image.shape[:2]}")
+
+
 def disparity_to_depth(disparity: np.ndarray, focal_baseline: float, offset: float = 0.0) -> np.ndarray:
     """depth = focal_baseline / (disparity + offset) where disparity + offset > 0 and finite, else 0."""
     d = disparity.astype(np.float64) + offset

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...depth_io import read_image, read_png16
 from ..sample import Sample
-from .base import FileDataset, disparity_to_depth, register, require
+from .base import FileDataset, check_image_size, disparity_to_depth, register, require
 
 
 def read_camera(path) -> tuple[np.ndarray, float]:
@@ -41,8 +41,7 @@ class Cityscapes(FileDataset):
         K, baseline = read_camera(cam_path)
         raw = read_png16(disp_path).astype(np.float64)
         image = read_image(img)
-        if raw.shape != image.shape[:2]:
-            raise ValueError(f"{disp_path}: shape {raw.shape} != image shape {image.shape[:2]}")
+        check_image_size(raw, image, disp_path, "disparity")
         disp = np.where(raw > 0, (raw - 1.0) / 256.0, 0.0)
         depth = disparity_to_depth(disp, baseline * K[0, 0])
         return Sample(image=image, depth=depth, intrinsics=K, mask=None, name=stem)

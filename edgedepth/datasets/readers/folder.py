@@ -10,7 +10,7 @@ import numpy as np
 
 from ...depth_io import read_depth, read_image
 from ..sample import Sample
-from .base import FileDataset, register
+from .base import FileDataset, check_image_size, register
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -48,14 +48,12 @@ class Folder(FileDataset):
         img, depth_path, intr, mask_path = item
         image = read_image(img)
         depth = read_depth(depth_path)
-        if depth.shape != image.shape[:2]:
-            raise ValueError(f"{depth_path}: shape {depth.shape} != image shape {image.shape[:2]}")
+        check_image_size(depth, image, depth_path, "depth")
         if not np.isfinite(depth).all():
             raise ValueError(f"{depth_path}: depth holds NaN/inf (use 0 for invalid)")
         mask = None
         if mask_path is not None:
             mask = read_image(mask_path)[..., 0] > 0
-            if mask.shape != depth.shape:
-                raise ValueError(f"{mask_path}: shape {mask.shape} != depth shape {depth.shape}")
+            check_image_size(mask, image, mask_path, "mask")
         K = read_intrinsics_json(intr) if intr is not None else None
         return Sample(image=image, depth=depth, intrinsics=K, mask=mask, name=img.stem)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...depth_io import read_image, read_png16
 from ..sample import Sample
-from .base import FileDataset, register, require
+from .base import FileDataset, check_image_size, register, require
 
 
 @register("kitti")
@@ -37,6 +37,5 @@ class KITTIDepth(FileDataset):
                 raise ValueError(f"{intr}: expected 9 numbers (K row-major)") from err
         image = read_image(img)
         depth = read_png16(gt).astype(np.float32) / 256.0
-        if depth.shape != image.shape[:2]:
-            raise ValueError(f"{gt}: shape {depth.shape} != image shape {image.shape[:2]}")
+        check_image_size(depth, image, gt, "depth")
         return Sample(image=image, depth=depth, intrinsics=K, mask=None, name=img.stem)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...depth_io import read_image, read_pfm
 from ..sample import Sample
-from .base import FileDataset, disparity_to_depth, register, require
+from .base import FileDataset, check_image_size, disparity_to_depth, register, require
 
 
 def read_calib(path) -> dict:
@@ -53,8 +53,7 @@ class Middlebury2014(FileDataset):
         calib = read_calib(calib_path)
         disp = read_pfm(disp_path)
         image = read_image(img)
-        if disp.shape != image.shape[:2]:
-            raise ValueError(f"{disp_path}: disparity shape {disp.shape} != image shape {image.shape[:2]}")
+        check_image_size(disp, image, disp_path, "disparity")
         K = calib["cam0"]
         depth = disparity_to_depth(disp, calib["baseline"] * K[0, 0] / 1000.0, calib["doffs"])
         return Sample(image=image, depth=depth, intrinsics=K.astype(np.float64), mask=None, name=img.parent.name)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...depth_io import read_image, read_npy
 from ..sample import Sample
-from .base import FileDataset, disparity_to_depth, register, require
+from .base import FileDataset, check_image_size, disparity_to_depth, register, require
 
 
 def read_extrinsics(path):
@@ -53,8 +53,7 @@ class UnrealStereo4K(FileDataset):
             raise ValueError(f"{ext0} and {ext1}: zero baseline, cannot turn disparity into depth")
         disp = read_npy(disp_path)
         image = read_image(img)
-        if disp.shape != image.shape[:2]:
-            raise ValueError(f"{disp_path}: disparity shape {disp.shape} != image shape {image.shape[:2]}")
+        check_image_size(disp, image, disp_path, "disparity")
         depth = disparity_to_depth(disp, baseline * K[0, 0])
         return Sample(image=image, depth=depth, intrinsics=K, mask=None,
                       name=f"{img.parent.parent.name}_{img.stem}")
