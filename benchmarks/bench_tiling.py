@@ -32,6 +32,8 @@ from edgedepth import native, tiling
 from edgedepth import tiling_reference as ref
 from edgedepth.tiling import TileGrid
 
+from charts import bar_chart  # benchmarks/charts.py (the script's folder is on sys.path)
+
 FRAME = (2160, 3840)
 COARSE = (392, 518)
 TILE = (448, 448)
@@ -211,24 +213,10 @@ def print_table(title: str, res: dict) -> None:
 
 
 def write_chart(path: Path, results: dict) -> None:
-    """Bar chart of speed-up over the torch baseline per op (PIL; matplotlib is not a dependency)."""
-    from PIL import Image, ImageDraw
-
-    bars = [(f"{run}:{op}", r["vs_torch"]) for run in ("cpu", "cuda") if run in results
+    """Bar chart of speed-up over the torch baseline per op."""
+    bars = [(f"{run}:{op}", r["vs_torch"], f"{r['vs_torch']:.1f}x") for run in ("cpu", "cuda") if run in results
             for op, r in results[run]["ops"].items()]
-    width, row_h, left = 760, 34, 230
-    img = Image.new("RGB", (width, 60 + row_h * len(bars)), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((10, 10), "edgedepth tile engine: speed-up over per-tile torch (same run)", fill="black")
-    top = max(v for _, v in bars)
-    for i, (label, v) in enumerate(bars):
-        y = 40 + i * row_h
-        draw.text((10, y + 8), label, fill="black")
-        draw.rectangle([left, y + 4, left + int((width - left - 80) * v / top), y + row_h - 6], fill=(60, 110, 190))
-        draw.text((left + int((width - left - 80) * v / top) + 6, y + 8), f"{v:.1f}x", fill="black")
-    tmp = path.with_suffix(".tmp.png")
-    img.save(tmp)
-    os.replace(tmp, path)
+    bar_chart(path, "edgedepth tile engine: speed-up over per-tile torch (same run)", bars)
 
 
 def main() -> None:
