@@ -21,7 +21,8 @@ import numpy as np
 from . import metrics as M
 from .commands.arguments import tile_grid
 from .datasets.sample import Sample
-from .depth_io import atomic_path, colorize, colorize_depth, read_npy, write_image
+from .atomic import atomic_path
+from .depth_io import colorize, colorize_depth, read_npy, write_image
 
 PredictFn = Callable[[Sample], np.ndarray]
 _TABLE_KEYS = ("delta1", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "see", "b_f1", "si_bf1", "ord")

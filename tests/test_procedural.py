@@ -164,13 +164,13 @@ def test_writer_folder_reader_round_trip(tmp_path, fmt):
 
 def test_scenes_cli(tmp_path, capsys):
     out = tmp_path / "set"
-    assert cli_main(["scenes", str(out), "--count", "3", "--size", "12x16", "--layout", "indoor",
+    assert cli_main(["scenes", str(out), "--count", "3", "--size", "16x12", "--layout", "indoor",
                      "--depth-format", "npy", "--sensor", "stereo"]) == 0
     assert "wrote 3 frames" in capsys.readouterr().out
     ds = open_dataset("folder", out)
     assert len(ds) == 3 and ds[0]["depth"].shape == (12, 16)
     with pytest.raises(SystemExit):
-        cli_main(["scenes", str(out), "--size", "12by16"])
+        cli_main(["scenes", str(out), "--size", "16by12"])
 
 
 def test_pfm_round_trip_and_corrupt_file(tmp_path):

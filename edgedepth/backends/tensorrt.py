@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from ..atomic import atomic_write_bytes
 from .base import PRECISIONS, Backend, TensorSpec, cache_root
 
 # Jetsons expose the board here; it fixes the GPU and the DLA cores (an AGX Orin and an Orin Nano
@@ -133,13 +133,6 @@ def _tensorrt():
     return trt
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def build_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
                  timing_cache: str | Path | None = None) -> bytes:
     """Build a serialised engine from ``onnx_path`` (needs ``tensorrt`` and a GPU).
@@ -189,7 +182,7 @@ def build_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} ({options.precision})")
     if cache_file is not None:
-        _write_atomic(cache_file, bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(cache_file, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
 
 
@@ -234,7 +227,7 @@ def load_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(), *
         timing_cache = timing_cache_path(gpu, trt.__version__, cache_dir)
     serialized = build_engine(onnx_path, options, timing_cache)
     engine = deserialize_engine(serialized, f"the engine built from {onnx_path}")
-    _write_atomic(path, serialized)
+    atomic_write_bytes(path, serialized)
     return engine, path
 
 

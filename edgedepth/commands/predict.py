@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from .arguments import tile_grid
+
 import numpy as np
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino, tensorrt, coreml or torch")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, gpu (as the backend understands it)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
-    parser.add_argument("--tiles", type=int, nargs=2, metavar=("ROWS", "COLS"), help="override the bundle's grid")
+    parser.add_argument("--tiles", type=tile_grid, metavar="ROWSxCOLS", help="override the bundle's grid, e.g. 4x4")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads")
     parser.add_argument("--out", default="out", help="output folder (default: out)")
     parser.add_argument("--outputs", default=",".join(OUTPUTS),
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--fx must be > 0 pixels, got {args.fx}")
     items = _frames(args.inputs)
     runtime = Runtime(args.bundle, backend=args.backend, device=args.device, precision=args.precision,
-                      tiles=tuple(args.tiles) if args.tiles else None, threads=args.threads)
+                      tiles=args.tiles, threads=args.threads)
     print(f"edgedepth: {runtime.backend_reason}, device {runtime.device}, precision {runtime.precision}, "
           f"bundle {runtime.bundle.name}", file=sys.stderr)
     frames, total = _expand(items)

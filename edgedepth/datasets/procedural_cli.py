@@ -1,29 +1,19 @@
-"""``edgedepth scenes OUT --count N --size HxW --layout street,indoor``: render a procedural
+"""``edgedepth scenes OUT --count N --size WxH --layout street,indoor``: render a procedural
 data set folder (readable with ``open_dataset("folder", OUT)``)."""
 from __future__ import annotations
 
 import argparse
 
+from ..commands.arguments import frame_size
 from .degrade import SENSORS, SensorConfig
 from .procedural import FX_NORM, LAYOUTS, iter_scenes
 from .writer import DEPTH_FORMATS, write_dataset
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"HxW"`` -> (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 1080x1920 (HxW), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return h, w
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="output folder")
     parser.add_argument("--count", type=int, default=16, help="number of frames (default 16)")
-    parser.add_argument("--size", type=parse_size, default=(540, 960), help="HxW (default 540x960)")
+    parser.add_argument("--size", type=frame_size, default=(540, 960), metavar="WxH", help="frame size (default 960x540)")
     parser.add_argument("--layout", default="street,indoor",
                         help=f"comma-separated layouts from {','.join(LAYOUTS)}; frames alternate")
     parser.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")

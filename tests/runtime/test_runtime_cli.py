@@ -72,6 +72,18 @@ def test_predict_fx_rescales_depth(tiny_bundle, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "o2" / "a.npy"), 2 * np.load(tmp_path / "o1" / "a.npy"), rtol=1e-5)
 
 
+def test_predict_tiles_override_is_rows_by_cols(tiny_bundle, tmp_path):
+    from edgedepth import Runtime
+
+    frame = _frame(30, 40)
+    write_image(tmp_path / "a.png", frame)
+    assert main(["predict", str(tmp_path / "a.png"), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "o"),
+                 "--outputs", "npy", "--tiles", "3x1"]) == 0
+    expected = Runtime(tiny_bundle, tiles=(3, 1)).predict(frame)
+    assert (expected.grid.rows, expected.grid.cols) == (3, 1)
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "a.npy"), expected.depth)
+
+
 def test_predict_errors(tiny_bundle, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.png"):
         main(["predict", str(tmp_path / "missing.png"), "--bundle", str(tiny_bundle)])
