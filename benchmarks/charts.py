@@ -20,7 +20,8 @@ def bar_chart(path: Path, title: str, bars: Sequence[tuple[str, float, str]], wi
     draw = ImageDraw.Draw(img)
     draw.text((10, 10), title, fill="black")
     top = max(v for _, v, _ in bars) or 1.0
-    span = width - left - 110
+    # Room right of the longest bar for the longest text (PIL's default font: about 6 px a character).
+    span = max(80, width - left - 16 - 6 * max(len(text) for _, _, text in bars))
     for i, (label, v, text) in enumerate(bars):
         y = 40 + i * row_h
         end = left + int(span * v / top)
