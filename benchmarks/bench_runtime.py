@@ -8,7 +8,8 @@ intra-op thread per core, its default before the fix in edgedepth/backends/torch
   * ``Runtime.stream`` throughput (frames/s) over --stream-frames frames;
   * the same models in the research-code style, measured in this run: normalise + F.interpolate
     the whole frame, then per tile F.interpolate crops of RGB, coarse depth and features, the
-    refiner on that one tile, and a running window-weighted sum (the baseline of every ratio).
+    refiner on that one tile, and a running window-weighted sum (the baseline of every ratio;
+    its fps is 1 / total: it has no pipeline).
 The models are the bundle's torch checkpoint (or --checkpoint); a bundle without one runs the
 baseline's models as its ONNX files in onnxruntime, one tile per call.
 
@@ -237,7 +238,7 @@ def variants(bundle, threads: int | None) -> list[tuple[str, str, int | None, st
         out.append((name, name, threads, ""))
         if name == "torch" and threads is None:
             cores = _available_cores()
-            out.append((f"torch, {cores} threads (pre-fix default)", name, cores,
+            out.append((f"torch, {cores} thr (pre-fix)", name, cores,
                         "torch intra-op threads = cores, as before edgedepth/backends/torch.py capped them"))
     return out
 
@@ -318,7 +319,7 @@ def main() -> None:
     for size, row in results["sizes"].items():
         bars.append((f"{size}: baseline", row["baseline"]["stages_ms"]["total"],
                      f"{row['baseline']['stages_ms']['total']:.0f} ms"))
-        bars += [(f"{size}: {label}"[:34], fig["stages_ms"]["total"],
+        bars += [(f"{size}: {label}", fig["stages_ms"]["total"],
                   f"{fig['stages_ms']['total']:.0f} ms, {fig['vs_baseline']:.1f}x, {fig['stream_fps']:.1f} fps")
                  for label, fig in row["backends"].items()]
     bar_chart(args.out / "chart.png", "edgedepth Runtime.predict total ms (ratio: baseline / run; stream fps)", bars,
