@@ -116,8 +116,9 @@ packages, package_dir = _packages()
 setup(
     packages=packages,
     package_dir=package_dir,
+    # The assets are data, not packages: listed here and nothing else picked up from version control.
     package_data={"edgedepth": ["assets/*", "assets/**/*"]},
-    include_package_data=True,
+    include_package_data=False,
     ext_modules=_extensions(),
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,

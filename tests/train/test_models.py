@@ -285,7 +285,8 @@ def test_noisy_pretraining_head_init_lets_gradient_flow(name, coarse):
     assert grad_norm() == 0.0  # the dead start the pretraining init exists for
     r.init_residual_heads(pretrain_depth=5.0)
     assert grad_norm() > 0.0
-    out = r.eval()(rgb, zeros, *noise)
+    with torch.no_grad():
+        out = r.eval()(rgb, zeros, *noise)
     assert float(out.mean()) == pytest.approx(5.0, abs=0.5)
     r.init_residual_heads()
     cd = 1 + 20 * torch.rand(2, 1, *TILE)
