@@ -10,10 +10,12 @@ CPU threads: torch runs a model as a few hundred small ops, each an OpenMP paral
 team busy-waits at its closing barrier. When the team is as large as the machine, every region
 stalls for a scheduler slice as soon as anything else wants a core: the other stage of
 ``Runtime.stream`` (coarse and refiner run at once in two threads, each with its own team), the
-native tile engine, or another process. On a shared 2-core machine that made a 1920x1080 frame's
-refine 10-200x slower than with one thread (benchmarks/bench_runtime.py). So without ``threads``
-a CPU backend caps torch's intra-op threads at half the usable cores (one per pipeline stage);
-``threads=N`` sets exactly N. Both are process-wide (``torch.set_num_threads``).
+native tile engine, or another process. On a 2-core machine with one other busy process that made
+a 1920x1080 frame's refine 10-200x slower than with one thread (benchmarks/bench_runtime.py). So
+without ``threads`` a CPU backend caps torch's intra-op threads at half the usable cores (one per
+pipeline stage); ``threads=N`` sets exactly N. Both are process-wide (``torch.set_num_threads``).
+The price: on an otherwise idle machine the full team was 1.1-1.5x faster there, so a dedicated
+box may pass ``threads=os.cpu_count()``.
 """
 from __future__ import annotations
 
