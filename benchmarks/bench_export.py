@@ -6,6 +6,7 @@ runtime's own backends (edgedepth.backends):
   * median latency of one batch of --batch tiles at the bundle's tile size (ms, ms/tile; repetitions
     taken round-robin over the variants) and the speed-up over ONNX Runtime FP32 of this run;
   * bytes on disk (an IR counts its .xml and .bin) and the ratio to the same format's FP32;
+    (a bundle without OpenVINO IR has OpenVINO run its ONNX files, as the runtime does: "openvino/int8 (onnx)");
   * accuracy on --frames procedural frames (held-out seeds, with ground truth): the refiner inputs
     are the ones Runtime.predict computes (ONNX Runtime FP32 coarse model and crops); each variant
     refines all tiles, the tiles are stitched with the bundle's window, and the frame is scored
@@ -124,19 +125,28 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     depths: dict[str, list[np.ndarray]] = {}
     backends: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
     for fmt, backend_name in FORMATS.items():
         cls = get_backend(backend_name)
         if not cls.is_available():
             print(f"  {fmt}: skipped ({cls.package} not installed)")
             continue
         for precision in ("fp32", "fp16", "int8"):
-            if precision not in bundle.precisions("refiner", fmt):
+            # Like the runtime: a backend takes its own format first, then the next it reads (OpenVINO reads ONNX).
+            held = [f for f in cls.formats if precision in bundle.precisions("refiner", f)]
+            if not held:
                 continue
-            path = bundle.model_file("refiner", fmt, precision)
-            key = f"{fmt}/{precision}"
-            backends[key] = cls(path, role="refiner", device="cpu", precision=precision, threads=args.threads,
-                                cache_dir=cache)
-            backends[key].run(batch)  # warm-up
+            path = bundle.model_file("refiner", held[0], precision)
+            key = f"{fmt}/{precision}" + ("" if held[0] == fmt else f" ({held[0]})")
+            try:
+                backends[key] = cls(path, role="refiner", device="cpu", precision=precision, threads=args.threads,
+                                    cache_dir=cache)
+                backends[key].run(batch)  # warm-up
+            except (ValueError, RuntimeError) as err:  # a variant this backend cannot run: say so, go on
+                backends.pop(key, None)
+                skipped[key] = f"{type(err).__name__}: {err}"
+                print(f"  {key}: skipped ({skipped[key][:160]})")
+                continue
             depths[key] = [frame_depth(backends[key], f, rt) for f in frames]
             rows[key] = {"backend": backend_name, "file": str(path.relative_to(bundle_path)), "bytes": disk_bytes(path)}
     # Round-robin repetitions: a change in the machine's load hits every variant alike.
@@ -154,16 +164,16 @@ def main() -> None:
     for key, r in rows.items():  # every ratio and accuracy delta is against ONNX Runtime FP32
         r["absrel_vs_fp32"] = float(np.mean([absrel(d, ref) for d, ref in zip(depths[key], depths["onnx/fp32"])]))
         r["absrel_vs_gt"] = float(np.mean([absrel(d, f["gt"]) for d, f in zip(depths[key], frames)]))
-        fp32 = rows.get(f"{key.split('/')[0]}/fp32", base)
+        fp32 = next(r2 for k2, r2 in rows.items() if k2.split("/")[0] == key.split("/")[0] and "/fp32" in k2)
         r["speedup_vs_onnx_fp32"] = base["ms"] / r["ms"]
         r["size_vs_fp32"] = r["bytes"] / fp32["bytes"]
     for r in rows.values():
         r["absrel_gt_delta"] = r["absrel_vs_gt"] - base["absrel_vs_gt"]
 
-    print(f"\n{'variant':16s} {'ms/batch':>9s} {'ms/tile':>8s} {'x ORT fp32':>10s} {'size':>10s} {'x fp32':>7s} "
+    print(f"\n{'variant':22s} {'ms/batch':>9s} {'ms/tile':>8s} {'x ORT fp32':>10s} {'size':>10s} {'x fp32':>7s} "
           f"{'AbsRel vs fp32':>14s} {'AbsRel vs GT':>12s} {'d vs fp32':>10s}")
     for key, r in rows.items():
-        print(f"{key:16s} {r['ms']:9.1f} {r['ms_per_tile']:8.2f} {r['speedup_vs_onnx_fp32']:10.2f} "
+        print(f"{key:22s} {r['ms']:9.1f} {r['ms_per_tile']:8.2f} {r['speedup_vs_onnx_fp32']:10.2f} "
               f"{r['bytes'] / 2**20:8.2f}MB {r['size_vs_fp32']:7.2f} {r['absrel_vs_fp32']:14.2e} "
               f"{r['absrel_vs_gt']:12.4f} {r['absrel_gt_delta']:+10.4f}")
     after = machine()
@@ -171,7 +181,7 @@ def main() -> None:
 
     results = {"command": " ".join(sys.argv), "machine_before": before, "machine_after": after,
                "bundle": str(bundle_path), "tile_size": list(rt.tile_size), "batch": args.batch,
-               "frames": {"count": args.frames, "size": list(size)}, "variants": rows}
+               "frames": {"count": args.frames, "size": list(size)}, "variants": rows, "skipped": skipped}
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / "figures.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
