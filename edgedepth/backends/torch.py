@@ -14,8 +14,8 @@ native tile engine, or another process. On a 2-core machine with one other busy 
 a 1920x1080 frame's refine 10-200x slower than with one thread (benchmarks/bench_runtime.py). So
 without ``threads`` a CPU backend caps torch's intra-op threads at half the usable cores (one per
 pipeline stage); ``threads=N`` sets exactly N. Both are process-wide (``torch.set_num_threads``).
-The price: on an otherwise idle machine the full team was 1.1-1.5x faster there, so a dedicated
-box may pass ``threads=os.cpu_count()``.
+The price: on an otherwise idle 2-core machine the full team was 1.2-2.3x faster (predict and
+stream, 1080p and 4K), so a box that runs nothing else may pass ``threads=os.cpu_count()``.
 """
 from __future__ import annotations
 
