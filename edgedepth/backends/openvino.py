@@ -51,14 +51,17 @@ class OpenVINOBackend(Backend):
         model = core.read_model(str(self.path))
         self.compiled = core.compile_model(model, _OV_DEVICES[device] + self.device[len(device):].upper(), config)
         self.request = self.compiled.create_infer_request()
-        self.inputs = [self._spec(p) for p in self.compiled.inputs]
-        self.outputs = [self._spec(p) for p in self.compiled.outputs]
+        # Names come from the model as read: compiling can fuse an FP16 model's input/output Casts
+        # into the ports, which then also answer to the Casts' names (graph_input_cast_0 ...) and
+        # get_any_name() may return those instead of the names the bundle declares.
+        self.inputs = [self._spec(c, r) for c, r in zip(self.compiled.inputs, model.inputs)]
+        self.outputs = [self._spec(c, r) for c, r in zip(self.compiled.outputs, model.outputs)]
 
     @staticmethod
-    def _spec(port: Any) -> TensorSpec:
+    def _spec(port: Any, declared: Any) -> TensorSpec:
         shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
         dtype = "float16" if port.get_element_type().get_type_name() == "f16" else "float32"
-        return TensorSpec(port.get_any_name(), shape, dtype)
+        return TensorSpec(declared.get_any_name(), shape, dtype)
 
     def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         result = self.request.infer(dict(feeds))

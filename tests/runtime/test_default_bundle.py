@@ -42,3 +42,17 @@ def test_default_runtime_gives_metric_depth_on_the_sample(scene, precision):
     # Measured at export: AbsRel 0.164, delta1 0.76 (a minutes-trained model); a relative-depth or
     # broken pipeline lands far outside these bounds.
     assert m["abs_rel"] < 0.3 and m["delta1"] > 0.6, m
+
+
+@pytest.fixture(scope="module")
+def fp32_depth():
+    return Runtime(backend="onnxruntime", precision="fp32").predict(SAMPLE).depth
+
+
+@pytest.mark.parametrize("backend, precision", [("onnxruntime", "fp16"), ("onnxruntime", "int8"),
+                                                ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8")])
+def test_every_backend_and_precision_runs_the_default_bundle(fp32_depth, backend, precision):
+    # OpenVINO compiles the bundle's ONNX files; an FP16 one once lost its declared input names.
+    pytest.importorskip(backend)
+    depth = Runtime(backend=backend, precision=precision).predict(SAMPLE).depth
+    assert np.mean(np.abs(depth - fp32_depth) / np.maximum(fp32_depth, 1e-3)) < 0.03
