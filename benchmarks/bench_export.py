@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import absrel, machine, resolve_bundle  # noqa: E402
 from charts import bar_chart  # noqa: E402
 
+from edgedepth.commands.arguments import frame_size  # noqa: E402
+
 FORMATS = {"onnx": "onnxruntime", "openvino": "openvino"}  # bundle format -> backend that runs it
 
 
@@ -100,7 +102,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16, help="tiles per refiner call")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--frames", type=int, default=2, help="procedural frames scored for accuracy")
-    p.add_argument("--frame-size", default="576x1024", help="HxW of the scored frames")
+    p.add_argument("--frame-size", type=frame_size, default=(576, 1024), metavar="WxH",
+                   help="size of the scored frames (default 1024x576)")
     p.add_argument("--threads", type=int, help="backend CPU threads (default: the backend's)")
     p.add_argument("--out", type=Path, default=Path("out/bench_export"))
     args = p.parse_args()
@@ -116,7 +119,7 @@ def main() -> None:
     bundle = open_bundle(bundle_path)
     cache = args.out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    size = tuple(int(v) for v in args.frame_size.lower().split("x"))
+    size = args.frame_size
     rt, frames = runtime_frames(bundle_path, args.frames, size, cache)
     batch = batch_of(frames[0]["feeds"], args.batch)
     print(f"bundle {bundle_path}: tile {rt.tile_size}, batch {args.batch}; {args.frames} frames of "
