@@ -107,7 +107,8 @@ def test_refiner_noisy_and_distill_stages_train(coarse_run, tmp_path):
     # Noisy Pretraining must learn (zero coarse depth with zero heads would be a dead ReLU) ...
     _, pre, _ = load_models(tmp_path / "refiner" / "final")
     zeros, noise = pre.noisy_inputs(1)
-    assert float(pre.eval()(torch.zeros(1, 3, *pre.tile_size), zeros, *noise).abs().sum()) > 0
+    with torch.no_grad():
+        assert float(pre.eval()(torch.zeros(1, 3, *pre.tile_size), zeros, *noise).abs().sum()) > 0
     ref = cfg_for("refiner", tmp_path, **{"train.steps": 2, "model.coarse_checkpoint": coarse_ckpt,
                                           "model.init_refiner": tmp_path / "refiner" / "final",
                                           "train.out_dir": tmp_path / "ref2"})
