@@ -224,7 +224,7 @@ def bench_runtime(rt, image: np.ndarray, repeat: int, stream_frames: int) -> tup
 def variants(bundle, threads: int | None) -> list[tuple[str, str, int | None, str]]:
     """(label, backend, threads, note) of every run this bundle and this install allow."""
     from edgedepth.backends import get_backend
-    from edgedepth.tiling import _available_cores
+    from edgedepth.tiling import available_cores
 
     out = []
     for name in BACKENDS:
@@ -237,7 +237,7 @@ def variants(bundle, threads: int | None) -> list[tuple[str, str, int | None, st
             continue
         out.append((name, name, threads, ""))
         if name == "torch" and threads is None:
-            cores = _available_cores()
+            cores = available_cores()
             out.append((f"torch, {cores} thr (pre-fix)", name, cores,
                         "torch intra-op threads = cores, as before edgedepth/backends/torch.py capped them"))
     return out

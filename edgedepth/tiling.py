@@ -34,14 +34,15 @@ native_status = native.native_status
 
 # ---------------------------------------------------------------- threads
 
-def _available_cores() -> int:
+def available_cores() -> int:
+    """CPU cores this process may run on (affinity-aware where the OS says): the default thread count."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
         return max(1, os.cpu_count() or 1)
 
 
-_threads = _available_cores()
+_threads = available_cores()
 _warned_fallback = threading.Event()
 
 

@@ -44,9 +44,9 @@ def _load_checkpoint(folder: Path, device: str) -> tuple[Any, Any]:
 def cpu_threads_default() -> int:
     """torch intra-op threads a CPU backend allows itself without ``threads``: half the usable cores
     (the two stages of ``Runtime.stream`` each run a model), at least one."""
-    from ..tiling import _available_cores  # the cores this process may run on (affinity-aware)
+    from ..tiling import available_cores
 
-    return max(1, _available_cores() // 2)
+    return max(1, available_cores() // 2)
 
 
 class TorchBackend(Backend):

@@ -14,7 +14,7 @@ from edgedepth import Runtime
 
 torch = pytest.importorskip("torch")
 from edgedepth.backends.torch import cpu_threads_default  # noqa: E402
-from edgedepth.tiling import _available_cores  # noqa: E402
+from edgedepth.tiling import available_cores  # noqa: E402
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def _frames(n: int) -> list[np.ndarray]:
 
 
 def test_default_caps_intra_op_threads_in_predict_and_stream(exported_bundle, torch_threads):
-    torch.set_num_threads(_available_cores())  # torch's own default: one thread per core
+    torch.set_num_threads(available_cores())  # torch's own default: one thread per core
     rt = Runtime(exported_bundle, backend="torch", device="cpu")
     seen, hooks = _record_threads(rt)
     try:
@@ -49,7 +49,7 @@ def test_default_caps_intra_op_threads_in_predict_and_stream(exported_bundle, to
             h.remove()
     assert len(seen) == 2 + 2 * 3
     assert set(seen) == {cpu_threads_default()}
-    assert cpu_threads_default() == max(1, _available_cores() // 2)
+    assert cpu_threads_default() == max(1, available_cores() // 2)
 
 
 def test_explicit_threads_are_honoured(exported_bundle, torch_threads):
