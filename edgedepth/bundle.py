@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Mapping
@@ -76,6 +77,13 @@ class Bundle:
     def fx_norm(self) -> float:
         """Training camera focal length divided by image width (both in pixels)."""
         return float(self.manifest["camera"]["fx_norm"])
+
+    @property
+    def valid_max_depth(self) -> float:
+        """Farthest depth (metres, model units) the models were trained to report as known; farther
+        output (sky is trained to lie beyond it) is flagged invalid. inf when the bundle says nothing."""
+        value = self.manifest.get("depth", {}).get("valid_max", math.inf)
+        return float(value) if value is not None else math.inf
 
     def formats(self, role: str) -> list[str]:
         """File formats ("onnx", "openvino", "torch", ...) the bundle holds for ``role``."""

@@ -36,14 +36,20 @@ DEFAULT_MAX_TILE_BATCH = 16
 class DepthResult:
     """One frame's depth.
 
-    depth: (H, W) float32 metres, finite and >= 0: a torch tensor on the GPU when a torch/CuPy GPU
-        tensor went in through the torch (CUDA) or tensorrt backend; numpy otherwise.
+    depth: (H, W) float32 z-depth (distance along the optical axis) in metres, finite and >= 0: a
+        torch tensor on the GPU when a torch/CuPy GPU tensor went in through the torch (CUDA) or
+        tensorrt backend; numpy otherwise. Read it together with ``valid``.
+    valid: (H, W) bool, same kind as ``depth``: False where the depth is unknown. That is where the
+        model's output was not finite (repaired to 0: 0 always means "no depth", never "touching
+        the lens") and where it lies beyond the bundle's valid range (``Bundle.valid_max_depth``,
+        e.g. sky: the models are trained to put it far away, so such pixels are never near).
     coarse: (h, w) float32 metres, the coarse model's depth at its input size (same rescaling).
     timings: milliseconds per stage: preprocess, coarse, crop, refine, stitch (and total).
     grid: the TileGrid used for this frame.
     """
 
     depth: Any
+    valid: Any
     coarse: Any
     timings: dict[str, float]
     grid: Any
@@ -102,16 +108,19 @@ class _HostOps:
     def stitch(self, tiles, boxes, height, width, window):
         return self.tiling.stitch(tiles, boxes, height, width, window=window, threads=self.threads)[0]
 
-    def finish(self, depth, scale: float, owned: bool = False):
+    def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
+        """(depth made finite, >= 0 and scaled; valid mask): see DepthResult."""
         # Work in place on the stitched map (ours); copy anything else (a backend's output buffer).
         depth = np.asarray(depth, dtype=np.float32) if owned else np.array(depth, dtype=np.float32)
-        # A finite map (the normal case) needs one cheap check instead of nan_to_num's full pass.
-        if not np.isfinite(depth).all():
+        valid = np.isfinite(depth)
+        if not valid.all():
             np.nan_to_num(depth, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         np.maximum(depth, 0.0, out=depth)
+        if math.isfinite(valid_max):
+            valid &= depth <= np.float32(valid_max)
         if scale != 1.0:
             depth *= np.float32(scale)
-        return depth
+        return depth, valid
 
     def to_host(self, x):
         return x
@@ -153,9 +162,12 @@ class _TorchOps:
     def stitch(self, tiles, boxes, height, width, window):
         return self.impl.stitch(tiles.float().contiguous(), boxes, height, width, window=window)[0]
 
-    def finish(self, depth, scale: float, owned: bool = False):
+    def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
+        valid = self.torch.isfinite(depth)
         depth = self.torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0)
-        return depth * scale if scale != 1.0 else depth
+        if math.isfinite(valid_max):
+            valid &= depth <= valid_max
+        return (depth * scale if scale != 1.0 else depth), valid
 
     def to_host(self, x):
         return x.detach().cpu().numpy()
@@ -230,6 +242,8 @@ class Runtime:
         # A fixed tile batch (None = dynamic); CoreML models carry their own (the Neural Engine needs fixed shapes).
         self.refiner_batch = r.get("coreml_batch") if cls.name == "coreml" else r.get("batch")
         self.window = str(t["window"])
+        # In the model's own metres (before the focal-length rescale): the range it was trained on.
+        self.valid_max_depth = self.bundle.valid_max_depth
         self.overlap_ratio = float(t["overlap_ratio"])
         # guideK <- featK: which coarse output each refiner guidance input is cropped from.
         # Entries: (input name, source output, channels, (h, w) of the crop).
@@ -410,14 +424,15 @@ class Runtime:
         t1 = time.perf_counter()
         tiles = ops.concat(self._refine(feeds, len(grid.boxes)))
         t2 = time.perf_counter()
-        depth = ops.finish(ops.stitch(tiles, grid.boxes, f.height, f.width, self.window), f.fx_scale, owned=True)
-        coarse = ops.finish(f.depth[0, 0], f.fx_scale)
+        depth, valid = ops.finish(ops.stitch(tiles, grid.boxes, f.height, f.width, self.window), f.fx_scale,
+                                  owned=True, valid_max=self.valid_max_depth)
+        coarse, _ = ops.finish(f.depth[0, 0], f.fx_scale)
         if not f.returns_tensor:
-            depth, coarse = ops.to_host(depth), ops.to_host(coarse)
+            depth, valid, coarse = ops.to_host(depth), ops.to_host(valid), ops.to_host(coarse)
         t3 = time.perf_counter()
         timings = {**f.timings, "crop": (t1 - t0) * 1e3, "refine": (t2 - t1) * 1e3, "stitch": (t3 - t2) * 1e3}
         timings["total"] = sum(timings[s] for s in STAGES)
-        return DepthResult(depth=depth, coarse=coarse, timings=timings, grid=grid, fx_scale=f.fx_scale)
+        return DepthResult(depth=depth, valid=valid, coarse=coarse, timings=timings, grid=grid, fx_scale=f.fx_scale)
 
     def _refine(self, feeds: Mapping[str, Any], n: int) -> list[Any]:
         """Refiner over all tiles, in chunks of the model's fixed batch (padded) or max_tile_batch."""

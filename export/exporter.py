@@ -271,6 +271,8 @@ def _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline) -> d
         },
         "tiling": cfg.tiling.to_json(),
         "camera": {"fx_norm": float(meta.get("camera", {}).get("fx_norm", _default_fx_norm()))},
+        # z-depth in metres; output beyond valid_max (where training put the sky) is flagged invalid.
+        "depth": {"unit": "m", "kind": "z", "valid_max": meta.get("depth", {}).get("valid_max")},
         "parity": {r.variant: r.to_json() for r in [*baselines.values(), *rows]},
     }
     if pipeline:

@@ -1,9 +1,10 @@
 """`edgedepth predict IMAGE_OR_DIR... [--bundle B] [--backend NAME] [--out DIR]`.
 
 For every frame of every input (an image, a folder of images, a video file) it writes, under
-``--out``: ``NAME.npy`` (float32 metres), ``NAME_depth16.png`` (uint16 millimetres),
-``NAME_color.png`` (colourised, for looking at) and ``NAME.ply`` (coloured point cloud with the
-camera intrinsics: ``--fx`` in pixels, or the bundle's training camera). Frames of a video or a
+``--out``: ``NAME.npy`` (float32 z-depth in metres, NaN where invalid), ``NAME_depth16.png`` (uint16
+millimetres, 0 where invalid), ``NAME_color.png`` (colourised, for looking at; invalid black) and
+``NAME.ply`` (coloured point cloud of the valid pixels with the camera intrinsics: ``--fx`` in
+pixels, or the bundle's training camera). Frames of a video or a
 folder go through ``Runtime.stream`` with a progress bar.
 """
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _expand(items: list[tuple[str, object]]) -> tuple[Iterator[tuple[str, np.nda
     return gen(), total
 
 
-def _write(out: Path, name: str, image: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
+def _write(out: Path, name: str, image: np.ndarray, depth: np.ndarray, valid: np.ndarray, intrinsics: np.ndarray,
            outputs: set[str], ply_stride: int) -> None:
     from ..depth_io import write_colorized_depth, write_depth_png, write_npy
     from ..pointcloud import write_depth_ply
@@ -106,7 +107,8 @@ def _write(out: Path, name: str, image: np.ndarray, depth: np.ndarray, intrinsic
     base = out / name
     base.parent.mkdir(parents=True, exist_ok=True)
     if "npy" in outputs:
-        write_npy(base.with_name(base.name + ".npy"), depth)
+        write_npy(base.with_name(base.name + ".npy"), np.where(valid, depth, np.float32(np.nan)))
+    depth = np.where(valid, depth, np.float32(0))  # the image formats' "no depth"
     if "png16" in outputs:
         write_depth_png(base.with_name(base.name + "_depth16.png"), depth)
     if "color" in outputs:
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         k = default_intrinsics(h, w, runtime.bundle.fx_norm)
         if args.fx is not None:
             k[0, 0] = k[1, 1] = args.fx
-        _write(out, name, image, result.depth, k, outputs, args.ply_stride)
+        _write(out, name, image, result.depth, result.valid, k, outputs, args.ply_stride)
         totals.append(result.timings["total"])
     if totals:
         print(f"{len(totals)} frame(s) -> {out}/  ({np.mean(totals):.1f} ms/frame)", file=sys.stderr)

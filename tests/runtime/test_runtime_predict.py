@@ -236,9 +236,36 @@ def test_output_is_made_finite_and_non_negative():
     from edgedepth.runtime import _HostOps
 
     raw = np.array([[np.nan, -1.0], [np.inf, 2.0]], np.float32)
-    out = _HostOps(threads=1).finish(raw, 1.5)
+    out, valid = _HostOps(threads=1).finish(raw, 1.5)
     np.testing.assert_array_equal(out, [[0.0, 0.0], [0.0, 3.0]])
+    np.testing.assert_array_equal(valid, [[False, True], [False, True]])
     assert np.isnan(raw[0, 0]), "a backend's buffer must not be modified"
+
+
+def test_depth_beyond_the_valid_range_is_flagged_in_model_units():
+    from edgedepth.runtime import _HostOps
+
+    raw = np.array([[10.0, 79.0], [81.0, 120.0]], np.float32)
+    out, valid = _HostOps(threads=1).finish(raw, 2.0, valid_max=80.0)
+    np.testing.assert_array_equal(out, raw * 2)  # far stays far: never reported as near
+    np.testing.assert_array_equal(valid, [[True, True], [False, False]])
+
+
+def test_valid_range_comes_from_the_manifest(tiny_bundle_copy):
+    import json
+
+    from .tiny_models import write_manifest
+
+    image = _image(40, 60)
+    unbounded = Runtime(tiny_bundle_copy, backend="onnxruntime").predict(image)
+    assert unbounded.valid.shape == image.shape[:2] and unbounded.valid.all()
+    manifest = json.loads((tiny_bundle_copy / "manifest.json").read_text())
+    cut = float(np.median(unbounded.depth))
+    write_manifest(tiny_bundle_copy, {**manifest, "depth": {"unit": "m", "kind": "z", "valid_max": cut}})
+    bounded = Runtime(tiny_bundle_copy, backend="onnxruntime").predict(image)
+    np.testing.assert_array_equal(bounded.depth, unbounded.depth)
+    np.testing.assert_array_equal(bounded.valid, unbounded.depth <= np.float32(cut))
+    assert 0 < bounded.valid.sum() < bounded.valid.size
 
 
 def test_fixed_batch_refiner_is_padded(tiny_bundle):
