@@ -25,6 +25,8 @@ from .bundle import Bundle, open_bundle
 from .streaming import pipeline
 
 STAGES = ("preprocess", "coarse", "crop", "refine", "stitch")
+#: What an array frame holds: ``color=`` of predict/stream. Never guessed (DESIGN.md, Conventions).
+COLORS = ("rgb", "bgr", "gray")
 # Bytes per frame pixel the runtime holds at once: the RGB frame (3), the stitch accumulators
 # (value + weight, float64 in the reference engine: 16) and the output (4).
 _BYTES_PER_PIXEL = 23
@@ -299,10 +301,14 @@ class Runtime:
                                  f"{sorted(loaded)} but the manifest declares {sorted(declared)}")
 
     # --- input handling ---------------------------------------------------------------------------
-    def _frame(self, image: Any) -> tuple[Any, bool]:
+    def _frame(self, image: Any, color: str = "rgb") -> tuple[Any, bool]:
         """Validated HWC uint8 RGB frame (numpy, or a torch tensor for device backends)."""
         device_backend = isinstance(self.ops, _TorchOps)
+        if color not in COLORS:
+            raise ValueError(f"color must be one of {', '.join(map(repr, COLORS))}, got {color!r}")
         if isinstance(image, (str, Path)):
+            if color != "rgb":
+                raise ValueError(f"color={color!r} describes an array; image files are always decoded to RGB")
             from .depth_io import read_image
 
             return read_image(image), False
@@ -311,24 +317,43 @@ class Runtime:
                 import torch
 
                 t = image if _is_torch_tensor(image) else torch.from_dlpack(image)  # zero-copy
-                self._check_array(tuple(t.shape), str(t.dtype).replace("torch.", ""), "image")
+                self._check_array(tuple(t.shape), str(t.dtype).replace("torch.", ""), "image", color)
                 if t.dtype.is_floating_point:
                     t = self._float_to_uint8_torch(t)
+                if color == "bgr":
+                    t = t.flip(-1)
+                elif color == "gray":
+                    t = t.reshape(t.shape[0], t.shape[1], 1).expand(-1, -1, 3).contiguous()
                 return t, True
             host = image.get() if _is_cupy_array(image) else image.detach().cpu().numpy()
             image = np.asarray(host)
         if not isinstance(image, np.ndarray):
             raise TypeError(f"image must be a HWC uint8 RGB numpy array, an image path or a torch/CuPy tensor, "
                             f"got {type(image).__name__}")
-        self._check_array(image.shape, image.dtype.name, "image")
+        self._check_array(image.shape, image.dtype.name, "image", color)
         if image.dtype != np.uint8:
             image = self._float_to_uint8(image)
-        return image, False
+        return self._to_rgb(image, color), False
 
     @staticmethod
-    def _check_array(shape: tuple, dtype: str, name: str) -> None:
-        if len(shape) != 3 or shape[2] != 3:
-            raise ValueError(f"{name} must be HWC RGB with shape (H, W, 3), got shape {tuple(shape)}")
+    def _to_rgb(image: np.ndarray, color: str) -> np.ndarray:
+        """HxWx3 RGB from a checked frame of ``color`` (the only place channel order is decided)."""
+        if color == "bgr":
+            return np.ascontiguousarray(image[..., ::-1])
+        if color == "gray":
+            return np.ascontiguousarray(np.broadcast_to(image.reshape(image.shape[0], image.shape[1], 1),
+                                                        (image.shape[0], image.shape[1], 3)))
+        return image
+
+    @staticmethod
+    def _check_array(shape: tuple, dtype: str, name: str, color: str = "rgb") -> None:
+        if color == "gray":
+            if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 1)):
+                raise ValueError(f"{name} with color='gray' must have shape (H, W) or (H, W, 1), got shape {tuple(shape)}")
+        elif len(shape) != 3 or shape[2] != 3:
+            single = len(shape) == 2 or (len(shape) == 3 and shape[2] == 1)
+            hint = " (pass color='gray' for a single-channel frame)" if single else ""
+            raise ValueError(f"{name} must be HWC {color.upper()} with shape (H, W, 3), got shape {tuple(shape)}{hint}")
         if shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"{name} is empty: shape {tuple(shape)}")
         if dtype not in ("uint8", "float32", "float64", "float16"):
@@ -391,10 +416,10 @@ class Runtime:
 
         return TileGrid.from_overlap_ratio(int(height), int(width), self.rows, self.cols, self.overlap_ratio)
 
-    def _front(self, item: tuple[Any, Any]) -> _Front:
-        image, intrinsics = item
+    def _front(self, item: tuple[Any, Any, str]) -> _Front:
+        image, intrinsics, color = item
         t0 = time.perf_counter()
-        frame, is_tensor = self._frame(image)
+        frame, is_tensor = self._frame(image, color)
         height, width = int(frame.shape[0]), int(frame.shape[1])
         self._check_budget(height, width)
         scale = self._fx_scale(intrinsics, width)
@@ -451,25 +476,33 @@ class Runtime:
         return self.ops.concat(reps)
 
     # --- public API -------------------------------------------------------------------------------
-    def predict(self, image: Any, intrinsics: Any = None) -> DepthResult:
+    def predict(self, image: Any, intrinsics: Any = None, color: str = "rgb") -> DepthResult:
         """Depth of one frame.
 
-        image: HWC uint8 RGB numpy array (float in [0, 1] accepted), an image path, or a torch/CuPy
-            tensor (on the GPU: zero-copy through DLPack with the torch and tensorrt backends).
+        image: HWC uint8 numpy array (float in [0, 1] accepted) whose channels ``color`` names, an
+            image path (decoded to RGB), or a torch/CuPy tensor (on the GPU: zero-copy through
+            DLPack with the torch and tensorrt backends).
         intrinsics: optional 3x3 camera matrix or fx, in pixels of this image; rescales metric depth
             by (fx / width) / bundle camera fx_norm.
+        color: what an array holds: "rgb" (H, W, 3; the default), "bgr" (H, W, 3 as OpenCV's
+            ``cv2.imread`` / ``VideoCapture.read`` return it) or "gray" (H, W) or (H, W, 1), e.g. a mono
+            camera. Never guessed: a BGR frame passed as RGB silently changes the depth.
         """
-        return self._back(self._front((image, intrinsics)))
+        return self._back(self._front((image, intrinsics, color)))
 
-    def predict_batch(self, images: Sequence[Any], intrinsics: Any = None) -> list[DepthResult]:
-        """Depth of several frames (pipelined like ``stream``); results in input order."""
-        return list(self.stream(images, intrinsics))
+    def predict_batch(self, images: Sequence[Any], intrinsics: Any = None, color: str = "rgb") -> list[DepthResult]:
+        """Depth of several independent frames (pipelined like ``stream``, never stabilised); results in
+        input order. ``images`` and ``color`` as in ``predict``."""
+        return list(self.stream(images, intrinsics, color=color))
 
-    def stream(self, frames: Iterable[Any], intrinsics: Any = None, queue_depth: int = 2) -> Iterator[DepthResult]:
+    def stream(self, frames: Iterable[Any], intrinsics: Any = None, queue_depth: int = 2,
+               color: str = "rgb") -> Iterator[DepthResult]:
         """Yield one DepthResult per frame, overlapping the coarse pass of frame t+1 with the refinement
         of frame t (a two-thread pipeline with at most ``queue_depth`` frames in flight between them).
-        Results equal ``predict``'s."""
-        return pipeline(((frame, intrinsics) for frame in frames), self._front, self._back, depth=queue_depth)
+        Frames and ``color`` as in ``predict``, e.g. ``stream(frames_from_cv2, color="bgr")``. Results
+        equal ``predict``'s."""
+        return pipeline(((frame, intrinsics, color) for frame in frames), self._front, self._back,
+                        depth=queue_depth)
 
     def warmup(self, height: int | None = None, width: int | None = None, runs: int = 1) -> None:
         """Run ``runs`` dummy frames so that lazy allocations and compilations happen now."""
