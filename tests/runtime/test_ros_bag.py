@@ -187,6 +187,7 @@ def test_live_node_parses_its_arguments_and_names_what_it_needs(capsys):
                                                                                 "16UC1", None, False)
     with pytest.raises(SystemExit):
         parse_args(["--image", "/x", "--encoding", "8UC1"])
+    capsys.readouterr()
     if importlib.util.find_spec("rclpy") is not None:
         pytest.skip("rclpy is installed: the node would start")
     assert node_main(["--image", "/camera/image_raw"]) == 2
