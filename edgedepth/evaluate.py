@@ -44,7 +44,7 @@ def evaluate(predict_fn: PredictFn, dataset: Sequence[Sample], out_dir=None, *, 
         raise ValueError("evaluate needs at least one sample (empty data set or limit < 1)")
     out = Path(out_dir) if out_dir is not None else None
     per_sample = []
-    for i in tqdm(range(n), desc=desc, unit="frame", disable=not progress):
+    for i in tqdm(range(n), desc=desc, unit="frame", disable=None if progress else True):  # quiet in logs
         sample = dataset[i]
         t0 = time.perf_counter()
         pred = predict_fn(sample)
