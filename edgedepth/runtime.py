@@ -509,8 +509,8 @@ class Runtime:
         color="bgr")``; ``intrinsics`` (3x3 or fx, pixels) is the camera of every frame.
 
         stabilize: True (default), a ``StabilizerConfig``, or False. Consecutive frames are stabilised
-            (``edgedepth.stabilizer``): flicker on static surfaces measured -58 % with AbsRel -4 % on
-            procedural camera trajectories (benchmarks/bench_video.py), moving objects left as they are.
+            (``edgedepth.stabilizer``): flicker on static surfaces -47 %, AbsRel -5 % on six procedural
+            camera trajectories (benchmarks/bench_video.py, default bundle), moving objects left as they are.
             It needs OpenCV and the camera matrix (``intrinsics``, else the bundle's training camera with
             the principal point at the centre); adds ``timings["stabilize"]``. With ``stabilize=False``
             results equal ``predict``'s; pass it for frames that are not one video (a folder of photos).
