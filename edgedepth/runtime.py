@@ -216,13 +216,13 @@ class Runtime:
 
         formats = set(self.bundle.formats("refiner"))
         cls, self.backend_reason = select_backend(backend, formats)
+        self.backend_name = cls.name
+        self.device = self._resolve_device(cls, device)
+        self.precision = self._resolve_precision(cls, precision)
         if not formats.intersection(cls.formats):
             raise ValueError(f"bundle {self.bundle.path} holds no {' or '.join(cls.formats)} model, which the {cls.name} "
                              f"backend runs (it holds {', '.join(sorted(formats))}): export one with `edgedepth export "
                              f"CHECKPOINT --targets {cls.formats[0]} --out NAME.edgedepth`, or choose another backend")
-        self.backend_name = cls.name
-        self.device = self._resolve_device(cls, device)
-        self.precision = self._resolve_precision(cls, precision)
         cache = Path(cache_dir) if cache_dir is not None else None
         kwargs = dict(device=self.device, threads=threads, cache_dir=cache)
         t = self.bundle.tiling
