@@ -311,15 +311,23 @@ def depth_legend(width: int, vmin: float, vmax: float) -> np.ndarray:
     """The key of :func:`colorize_depth` over [vmin, vmax] metres: an (h, width, 3) uint8 RGB strip, a
     colour bar from vmin (left, red) to vmax (right, blue) on the same inverse-depth scale, with tick
     labels in metres below it."""
-    from PIL import ImageDraw
+    from PIL import ImageDraw, ImageFont
 
     check_depth_range(vmin, vmax)
     if width < 8:
         raise ValueError(f"a legend needs a width of >= 8 pixels, got {width}")
-    bar_h, text_h = max(8, width // 80), 12
+    # Text in proportion to the frame, so it stays legible under a 4K video (Pillow >= 10.1 scales
+    # its default font; older ones draw their 11 px bitmap font).
+    size = max(11, width // 64)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:
+        font = ImageFont.load_default()
+    bar_h = max(8, width // 80)
+    text_h = int(font.getbbox("0123456789 m")[3]) + 2
     x = (np.arange(width) + 0.5) / width
     inv = 1.0 / vmin + x * (1.0 / vmax - 1.0 / vmin)  # the colour scale is linear in inverse depth
-    strip = np.zeros((bar_h + text_h + 4, width, 3), np.uint8)
+    strip = np.zeros((bar_h + text_h + 6, width, 3), np.uint8)
     strip[2 : 2 + bar_h] = colorize_depth(np.broadcast_to(1.0 / inv, (bar_h, width)).astype(np.float32), vmin, vmax)
     img = _pil().fromarray(strip)
     draw = ImageDraw.Draw(img)
@@ -328,13 +336,13 @@ def depth_legend(width: int, vmin: float, vmax: float) -> np.ndarray:
     for depth in [ticks[0], ticks[-1], *ticks[1:-1]]:
         label = f"{depth:g} m"
         pos = (1.0 / depth - 1.0 / vmin) / (1.0 / vmax - 1.0 / vmin) * (width - 1)
-        span = 6 * len(label)  # PIL's default font: about 6 px a character
+        span = int(draw.textlength(label, font=font)) + 1
         left = int(min(max(pos - span / 2, 0), width - span))
         if any(left < end + 4 and start < left + span + 4 for start, end in taken):
             continue
         taken.append((left, left + span))
-        draw.line([(int(pos), 2 + bar_h), (int(pos), 3 + bar_h)], fill=(255, 255, 255))
-        draw.text((left, 3 + bar_h), label, fill=(255, 255, 255))
+        draw.line([(int(pos), 2 + bar_h), (int(pos), 4 + bar_h)], fill=(255, 255, 255))
+        draw.text((left, 4 + bar_h), label, fill=(255, 255, 255), font=font)
     return np.asarray(img).copy()
 
 
