@@ -142,13 +142,6 @@ class FrameSource:
                 count += 1
                 yield frame.to_ndarray(format="rgb24")
 
-    def __len__(self) -> int:
-        """Frames this source will yield, when known (files); TypeError otherwise (as a generator)."""
-        n = self.frame_count if self.max_frames is None else min(self.frame_count or self.max_frames, self.max_frames)
-        if n is None:
-            raise TypeError(f"{self.name} does not know its length")
-        return n
-
     def close(self) -> None:
         """Release the camera, file or stream (idempotent)."""
         if self._capture is not None:
