@@ -114,6 +114,8 @@ def _frames(inputs: list[str], camera: Optional[str] = None) -> list[tuple[str, 
             items.append((path.stem, ("video", path)))
         elif path.is_file():
             items.append((path.stem, path))
+        elif raw.isdigit():
+            raise FileNotFoundError(f"input not found: {path} (for camera {raw} use --camera {raw})")
         else:
             raise FileNotFoundError(f"input not found: {path}")
     if camera is not None:

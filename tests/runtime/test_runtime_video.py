@@ -129,6 +129,12 @@ def test_color_pngs_share_one_range_and_png16_units(tiny_bundle, tmp_path, capsy
     np.testing.assert_allclose(read_depth_png(tmp_path / "cm" / "f0_depth16.png"), depth, atol=5e-3 + 1e-4)
 
 
+def test_a_bare_camera_number_points_at_camera(tiny_bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="use --camera 0"):
+        main(["predict", "0", "--bundle", str(tiny_bundle)])
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--png16-unit", "inch"], "--png16-unit must be mm, cm or a positive number"),
     (["--vmin", "5", "--vmax", "2"], "0 < vmin < vmax"),
