@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("edgedepth.commands.info", "backends, devices, versions, native extension status"),
     "eval": ("edgedepth.evaluate", "score predictions, a checkpoint or a bundle on a data set"),
     "scenes": ("edgedepth.datasets.procedural_cli", "render a procedural data set folder"),
+    "train-data": ("edgedepth.train.shards_cli", "pre-render procedural training frames as shards"),
     "train": ("edgedepth.train.cli", "train a coarse model or refiner from a YAML config"),
     "export": ("edgedepth.export.cli", "export a checkpoint to an ONNX/OpenVINO/CoreML/TensorRT bundle"),
 }
@@ -27,7 +28,7 @@ def _module(name: str):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        extra = {"train": "train", "export": "export"}.get(name)
+        extra = {"train": "train", "train-data": "train", "export": "export"}.get(name)
         if extra and err.name and not err.name.startswith("edgedepth"):
             raise SystemExit(
                 f"edgedepth {name} needs the optional package {err.name!r}: pip install 'edgedepth[{extra}]'"

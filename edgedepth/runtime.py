@@ -183,7 +183,10 @@ class Runtime:
         device: "auto", "cpu", "cuda", "gpu" (OpenVINO), as the backend understands it.
         precision: "auto" (the backend's best for the device), "fp32", "fp16" or "int8"; applies to
             the refiner; the coarse model uses the same precision when the bundle has it, else fp32.
-        tiles: (rows, cols) overriding the bundle's tiling; None = the bundle's.
+        tiles: (rows, cols): a fixed grid with the bundle's overlap and window instead of the bundle's
+            tiling; None = the bundle's.
+        tiling: an ``edgedepth.tiling.Tiling`` policy replacing the bundle's (e.g. no overlap);
+            exclusive with ``tiles``.
         threads: CPU threads for the backend and the tile engine; None = library defaults.
         memory_budget_mb: frames whose working memory would exceed this are refused (ValueError).
         max_tile_batch: most tiles per refiner call (bounds peak memory on big grids).
@@ -192,7 +195,7 @@ class Runtime:
 
     def __init__(self, bundle: str | Path | None = None, backend: str = "auto", device: str = "auto",
                  precision: str = "auto", tiles: tuple[int, int] | None = None, threads: int | None = None,
-                 *, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                 *, tiling: Any = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
                  max_tile_batch: int = DEFAULT_MAX_TILE_BATCH, cache_dir: str | Path | None = None) -> None:
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a string, got {type(backend).__name__}")
@@ -217,8 +220,15 @@ class Runtime:
         self.precision = self._resolve_precision(cls, precision)
         cache = Path(cache_dir) if cache_dir is not None else None
         kwargs = dict(device=self.device, threads=threads, cache_dir=cache)
-        t = self.bundle.tiling
-        self.rows, self.cols = self.tiles or (int(t["rows"]), int(t["cols"]))
+        from .tiling import Tiling
+
+        if tiling is not None and (self.tiles is not None or not isinstance(tiling, Tiling)):
+            raise ValueError("tiling must be an edgedepth.tiling.Tiling, and not given together with tiles")
+        bundle_tiling = Tiling.from_json(self.bundle.tiling)
+        # A (rows, cols) override fixes the grid; else the bundle's policy (possibly adaptive).
+        self.tiling = tiling or (bundle_tiling if self.tiles is None else Tiling(
+            *self.tiles, bundle_tiling.overlap_ratio, bundle_tiling.window))
+        self.rows, self.cols = self.tiling.rows, self.tiling.cols
         refiner_kwargs = dict(kwargs)
         if cls.name == "tensorrt":
             from .backends.tensorrt import BuildOptions
@@ -234,17 +244,20 @@ class Runtime:
         self._check_io()
         self.ops = _TorchOps(self.device) if self.refiner.device_tensors else _HostOps(threads)
 
-        c, r, t = self.bundle.coarse, self.bundle.refiner, self.bundle.tiling
+        c, r = self.bundle.coarse, self.bundle.refiner
         self.coarse_size = (int(c["input_size"][0]), int(c["input_size"][1]))
         self.mean = tuple(float(v) for v in c["mean"])
         self.std = tuple(float(v) for v in c["std"])
         self.tile_size = (int(r["tile_size"][0]), int(r["tile_size"][1]))
         # A fixed tile batch (None = dynamic); CoreML models carry their own (the Neural Engine needs fixed shapes).
         self.refiner_batch = r.get("coreml_batch") if cls.name == "coreml" else r.get("batch")
-        self.window = str(t["window"])
+        self.window = self.tiling.window
         # In the model's own metres (before the focal-length rescale): the range it was trained on.
         self.valid_max_depth = self.bundle.valid_max_depth
-        self.overlap_ratio = float(t["overlap_ratio"])
+        self.overlap_ratio = self.tiling.overlap_ratio
+        # Frame pixels per refiner pixel in training; frames cut much finer or coarser are warned about.
+        self.train_shrink = r.get("train_shrink")
+        self._warned_shrink: set[tuple[int, int]] = set()
         # guideK <- featK: which coarse output each refiner guidance input is cropped from.
         # Entries: (input name, source output, channels, (h, w) of the crop).
         self.guides = [(s["name"], s.get("source", f"feat{s['name'][5:]}"), int(s["shape"][1]),
@@ -377,7 +390,7 @@ class Runtime:
     def _check_budget(self, height: int, width: int) -> None:
         th, tw = self.tile_size
         channels = 4 + sum(c for _, _, c, _ in self.guides)
-        tile_bytes = min(self.rows * self.cols, self.max_tile_batch) * channels * th * tw * 4 * 2
+        tile_bytes = min(len(self.grid_for(height, width)), self.max_tile_batch) * channels * th * tw * 4 * 2
         need_mb = (height * width * _BYTES_PER_PIXEL + tile_bytes) / 2**20
         if need_mb > self.memory_budget_mb:
             raise ValueError(f"frame {height}x{width} needs about {need_mb:.0f} MB, over the memory budget of "
@@ -385,11 +398,23 @@ class Runtime:
 
     # --- the two halves of a frame ----------------------------------------------------------------
     def grid_for(self, height: int, width: int):
-        """The TileGrid used for a (height, width) frame: the bundle's rows/cols, every pixel covered
-        (``TileGrid.from_overlap_ratio``, the rule export and training cut their tiles with)."""
-        from .tiling import TileGrid
+        """The TileGrid used for a (height, width) frame: ``Tiling.grid`` of the bundle's tiling (fixed
+        rows x cols, or adaptive to the frame size), every pixel covered; the rule export and
+        training cut their tiles with."""
+        grid = self.tiling.grid(int(height), int(width), self.tile_size)
+        if self.train_shrink and (height, width) not in self._warned_shrink:
+            sy, sx = grid.shrink(*self.tile_size)
+            factor = math.sqrt(sy * sx) / float(self.train_shrink)
+            if not 1 / 1.5 <= factor <= 1.5:
+                import warnings
 
-        return TileGrid.from_overlap_ratio(int(height), int(width), self.rows, self.cols, self.overlap_ratio)
+                self._warned_shrink.add((height, width))
+                warnings.warn(f"a {height}x{width} frame cut {grid.rows}x{grid.cols} gives tiles {factor:.1f}x "
+                              f"{'larger' if factor > 1 else 'smaller'} (in frame pixels per refiner pixel) than "
+                              f"the refiner was trained on; depth will be less accurate. Use tiles=None (the "
+                              f"bundle's adaptive grid) or a grid that keeps about {self.train_shrink:.2f} "
+                              "frame px per refiner px.", RuntimeWarning, stacklevel=3)
+        return grid
 
     def _front(self, item: tuple[Any, Any]) -> _Front:
         image, intrinsics = item
@@ -490,7 +515,7 @@ class Runtime:
             "device": self.device, "precision": self.precision,
             "models": [self.coarse.describe(), self.refiner.describe()],
             "coarse_input": list(self.coarse_size), "tile_size": list(self.tile_size),
-            "tiling": {"rows": self.rows, "cols": self.cols, "overlap_ratio": self.overlap_ratio, "window": self.window},
+            "tiling": self.tiling.to_json(),
             "camera_fx_norm": self.bundle.fx_norm,
             "tile_engine": native_status(),
         }

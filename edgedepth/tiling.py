@@ -15,7 +15,7 @@ import math
 import os
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any, Optional, Sequence
 
@@ -25,7 +25,7 @@ from . import native, tiling_reference
 from .tiling_reference import WINDOWS
 
 __all__ = [
-    "TileGrid", "crop_resize", "window", "stitch", "WINDOWS", "get_num_threads", "set_num_threads",
+    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "WINDOWS", "get_num_threads", "set_num_threads",
     "native_status",
 ]
 
@@ -164,6 +164,37 @@ class TileGrid:
         overlap = int(round(float(overlap_ratio) * min(height / rows, width / cols)))
         return cls(height, width, rows, cols, overlap)
 
+    @classmethod
+    @lru_cache(maxsize=64)
+    def for_shrink(cls, height: int, width: int, tile_h: int, tile_w: int, shrink: float,
+                   overlap_ratio: float) -> "TileGrid":
+        """The ``from_overlap_ratio`` grid whose tiles come closest to ``shrink`` x (tile_h, tile_w)
+        frame pixels, so that a refiner taking (tile_h, tile_w) inputs sees every frame size at the
+        scale it was trained at (a 640x480 frame gets a few tiles, a 4K frame many).
+
+        Closest means the smallest |ln(box_h / (shrink * tile_h))| + |ln(box_w / (shrink * tile_w))|;
+        ties go to fewer tiles. ``shrink`` > 0: frame pixels per refiner pixel.
+        """
+        height, width = _check_int("height", height, 1), _check_int("width", width, 1)
+        tile_h, tile_w = _check_int("tile_h", tile_h, 1), _check_int("tile_w", tile_w, 1)
+        if isinstance(shrink, (bool, np.bool_)) or not isinstance(shrink, (int, float, np.number)) \
+                or not math.isfinite(shrink) or shrink <= 0:
+            raise ValueError(f"shrink must be a finite number > 0, got {shrink!r}")
+        want_h, want_w = shrink * tile_h, shrink * tile_w
+        # Overlap makes tiles longer than the pitch, so the best count lies at or below size/want + 1.
+        best = None
+        for rows in range(1, min(height, int(height / want_h) + 2) + 1):
+            for cols in range(1, min(width, int(width / want_w) + 2) + 1):
+                grid = cls.from_overlap_ratio(height, width, rows, cols, overlap_ratio)
+                cost = abs(math.log(grid.tile_h / want_h)) + abs(math.log(grid.tile_w / want_w))
+                if best is None or cost < best[0] - 1e-12:
+                    best = (cost, grid)
+        return best[1]
+
+    def shrink(self, tile_h: int, tile_w: int) -> tuple[float, float]:
+        """Frame pixels per refiner pixel (y, x) when its tiles are resized to (tile_h, tile_w)."""
+        return self.tile_h / tile_h, self.tile_w / tile_w
+
     def __len__(self) -> int:
         return self.rows * self.cols
 
@@ -173,6 +204,52 @@ class TileGrid:
             if not isinstance(s, (int, float, np.number)) or not math.isfinite(s) or s <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {s!r}")
         return self.boxes * np.array([sy, sx, sy, sx], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """A bundle's tiling policy (manifest ``tiling``), shared by runtime, export and training.
+
+    ``shrink`` = 0: every frame is cut into a fixed ``rows`` x ``cols`` grid. ``shrink`` > 0: the
+    grid adapts to the frame so that tiles are about ``shrink`` x the refiner's input size in frame
+    pixels (``TileGrid.for_shrink``): the refiner then sees every frame size at the scale it was
+    trained at, and small frames pay for few tiles; rows/cols are then only the default for a frame
+    of the training size. ``overlap_ratio``: overlap as a fraction of the smaller tile pitch.
+    """
+
+    rows: int = 2
+    cols: int = 2
+    overlap_ratio: float = 0.25
+    window: str = "cosine"
+    shrink: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_int("rows", self.rows, 1)
+        _check_int("cols", self.cols, 1)
+        if not 0.0 <= self.overlap_ratio < 1.0:
+            raise ValueError(f"overlap_ratio must be in [0, 1), got {self.overlap_ratio}")
+        _check_window(self.window)
+        if not (math.isfinite(self.shrink) and self.shrink >= 0):
+            raise ValueError(f"shrink must be 0 (fixed grid) or > 0, got {self.shrink}")
+
+    def grid(self, height: int, width: int, tile_size: Optional[Sequence[int]] = None) -> TileGrid:
+        """The TileGrid for a (height, width) frame and a refiner taking ``tile_size`` (h, w) inputs
+        (needed when ``shrink`` > 0)."""
+        if self.shrink > 0:
+            if tile_size is None:
+                raise ValueError("an adaptive tiling (shrink > 0) needs the refiner's tile_size")
+            return TileGrid.for_shrink(int(height), int(width), int(tile_size[0]), int(tile_size[1]),
+                                       float(self.shrink), float(self.overlap_ratio))
+        return TileGrid.from_overlap_ratio(int(height), int(width), self.rows, self.cols, float(self.overlap_ratio))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Tiling":
+        """From a manifest's ``tiling`` section (``shrink`` absent in older bundles: fixed grid)."""
+        return cls(int(data["rows"]), int(data["cols"]), float(data["overlap_ratio"]), str(data["window"]),
+                   float(data.get("shrink", 0.0) or 0.0))
 
 
 # ---------------------------------------------------------------- argument checks

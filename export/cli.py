@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .exporter import ExportConfig, export_checkpoint
-    from .frames import Tiling
+    from edgedepth.tiling import Tiling
 
     rows, cols = args.tiles
     cfg = ExportConfig(targets=args.targets, precisions=args.precision, calib=args.calib, heldout=args.heldout,

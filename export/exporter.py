@@ -7,18 +7,21 @@ publish the bundle. See :func:`export_bundle` and :func:`export_checkpoint`.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import onnx_export
 from .bundle import BundleWriter
-from .frames import Tiling, calibration_batches, check_frames, coarse_input, guide_sources, load_frames, prepare_frames
+from edgedepth.tiling import Tiling
+
+from edgedepth.train.models.refiner import guide_sources
+from edgedepth.train.pipeline import coarse_input
+
+from .frames import calibration_batches, check_frames, load_frames, prepare_frames
 from .optional import available, missing
 from .parity import DEFAULT_INT8_BOUND, ParityRow, check_drift, markdown, reference_row, score_coarse, score_refiner
 

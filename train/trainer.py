@@ -40,6 +40,19 @@ def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dt
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def default_cpu_threads() -> int:
+    """torch intra-op threads of a CPU run when ``train.threads`` is 0.
+
+    torch's full team busy-waits at the end of each of a step's ~thousand small parallel regions;
+    on a 2-core machine with anything else running, 2 threads made refiner steps 6-14x slower than 1.
+    Small machines get one thread per process (run DDP processes for more); large ones half the cores.
+    """
+    from edgedepth.tiling import available_cores
+
+    cores = available_cores()
+    return 1 if cores <= 4 else cores // 2
+
+
 def _encoder_ids(model: nn.Module) -> set[int]:
     # Refiners say which parameters are their (pretrainable) backbone; other models keep it in
     # a submodule named "encoder".
@@ -159,8 +172,8 @@ class Trainer:
         t = cfg.train
         self.device = distributed.resolve_device(t.device)
         self.dist = distributed.init(self.device)
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        if self.device.type == "cpu":
+            torch.set_num_threads(t.threads or default_cpu_threads())
         self.amp_dtype = resolve_precision(t.precision, self.device)
         self.run_dir = Path(t.out_dir)
         # Same seed on every rank: identical initial weights; data differs through the sampler.
@@ -181,6 +194,7 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
+        self.tiles_seen = 0  # refiner tile-iterations trained so far (all processes)
         self.resumed_from: Optional[Path] = None
         self._resume(resume)
 
@@ -202,11 +216,13 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.tiles_seen = int(state.get("tiles_seen", 0))
         self.resumed_from = folder
 
     def _trainer_state(self) -> dict:
         return {
             "step": self.step,
+            "tiles_seen": self.tiles_seen,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -240,12 +256,13 @@ class Trainer:
                 tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
         train_log = MetricsLog(self.run_dir, "train", tb, resume_step) if main else None
         val_log = MetricsLog(self.run_dir, "val", tb, resume_step) if main else None
-        train_loader, val_loader = build_loaders(cfg, self.dist, start_step=self.step)
+        train_loader, val_loader = build_loaders(cfg, self.dist, self.stage.items, start_step=self.step)
         batches = self._micro_batches(train_loader)
 
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=t.steps, initial=self.step, disable=not (main and t.progress),
+        # disable=None: a bar on a terminal, nothing in a log file
+        bar = tqdm(total=t.steps, initial=self.step, disable=True if not (main and t.progress) else None,
                    desc=f"{cfg.name} [{t.stage}]", dynamic_ncols=True, leave=True)
         sums: dict[str, float] = {}
         count = 0
@@ -276,15 +293,25 @@ class Trainer:
             bar.update(1)
 
             if self.step % t.log_every == 0 or self.step == t.steps:
+                tiles = sums.pop("tiles", 0.0) * self.dist.world_size  # summed, not averaged
                 logs = {f"train/{k}": v / count for k, v in sums.items()}
                 logs = distributed.all_reduce_mean(logs, self.dist, self.device)
                 elapsed = time.perf_counter() - tick
+                steps = max(1, count // t.grad_accum)
                 logs["train/lr"] = max(self.scheduler.get_last_lr())  # the head lr; encoder lr is x encoder_lr_mult
                 logs["train/grad_norm"] = float(grad_norm)
-                logs["train/sec_per_step"] = elapsed / max(1, count // t.grad_accum)
+                logs["train/sec_per_step"] = elapsed / steps
+                logs["train/steps_per_sec"] = steps / max(elapsed, 1e-9)
+                if tiles:
+                    self.tiles_seen += int(tiles)
+                    logs["train/tiles_per_sec"] = tiles / max(elapsed, 1e-9)
+                    logs["train/tiles_seen"] = float(self.tiles_seen)
                 if train_log is not None:
                     train_log.write(self.step, logs)
-                bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.4f}")
+                post = {"loss": f"{logs.get('train/loss', float('nan')):.4f}", "it/s": f"{logs['train/steps_per_sec']:.2f}"}
+                if "train/tiles_per_sec" in logs:
+                    post["tiles/s"] = f"{logs['train/tiles_per_sec']:.1f}"
+                bar.set_postfix(post)
                 sums, count, tick = {}, 0, time.perf_counter()
 
             if self.step % t.val_every == 0 or self.step == t.steps:
@@ -301,6 +328,9 @@ class Trainer:
             save_models(self.run_dir / "final", coarse, refiner, meta)
             if tb is not None:
                 tb.close()
+            if t.progress:
+                seen = f", {self.tiles_seen} tile-iterations" if self.tiles_seen else ""
+                print(f"{cfg.name}: {self.step} steps{seen} -> {self.run_dir / 'final'}", flush=True)
         distributed.barrier(self.dist)
         return last_val
 

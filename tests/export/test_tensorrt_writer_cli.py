@@ -11,7 +11,7 @@ from edgedepth.backends.tensorrt import engine_path
 from edgedepth.bundle import open_bundle, sha256_file
 from edgedepth.export import onnx_export as oe
 from edgedepth.export.bundle import BundleWriter
-from edgedepth.export.frames import Tiling
+from edgedepth.tiling import Tiling
 from edgedepth.export.optional import available
 from edgedepth.export.tensorrt import BuildOptions, bundle_build_options, ensure_engine, trtexec_command
 

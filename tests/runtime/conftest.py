@@ -51,7 +51,7 @@ def exported_bundle(tmp_path_factory, exported_models) -> Path:
     """The models exported by edgedepth.export: ONNX + OpenVINO fp32 and the torch checkpoint."""
     pytest.importorskip("openvino")
     from edgedepth.export.exporter import ExportConfig, export_bundle
-    from edgedepth.export.frames import Tiling
+    from edgedepth.tiling import Tiling
 
     coarse, refiner, meta = exported_models
     cfg = ExportConfig(targets=("onnx", "openvino", "torch"), precisions=("fp32",), calib="procedural:1",
