@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+import numpy as np
 import pytest
 
 from edgedepth.backends.tensorrt import BuildOptions as RuntimeBuildOptions
@@ -183,3 +184,37 @@ def test_cli_checkpoint_errors(checkpoint, tmp_path):
     with pytest.raises(ValueError):
         main(["export", str(bad), "--out", str(tmp_path / "y.edgedepth")])
     assert not (tmp_path / "y.edgedepth").exists()
+
+
+def test_export_takes_the_checkpoints_training_tiling_and_the_runtime_adapts_the_grid(checkpoint, tmp_path):
+    """A checkpoint trained with an adaptive grid (shrink 1.5 at 96x192) exports that tiling by default;
+    the runtime then cuts a larger frame into more tiles of the same scale, and a fixed grid far
+    from the training scale is warned about."""
+    import json
+    import shutil
+    import warnings
+
+    from edgedepth import Runtime
+    from edgedepth.cli import main
+
+    ckpt = shutil.copytree(checkpoint, tmp_path / "ckpt")
+    meta = json.loads((ckpt / "model.json").read_text())
+    meta["train"] = {"stage": "refiner", "frame_size": [96, 192],
+                     "tiling": {"rows": 2, "cols": 2, "overlap_ratio": 0.25, "window": "cosine", "shrink": 1.5}}
+    (ckpt / "model.json").write_text(json.dumps(meta))
+    out = tmp_path / "adaptive.edgedepth"
+    assert main(["export", str(ckpt), "--out", str(out), "--targets", "onnx", "--precision", "fp32",
+                 "--heldout", "procedural:1"]) == 0
+    m = open_bundle(out).manifest
+    assert m["tiling"]["shrink"] == 1.5 and m["refiner"]["train_shrink"] == pytest.approx(1.5, rel=0.15)
+    rt = Runtime(out, backend="onnxruntime")
+    frame = np.zeros((192, 384, 3), np.uint8)
+    small, large = rt.grid_for(96, 192), rt.grid_for(192, 384)
+    assert len(large) > 2 * len(small)
+    assert abs(np.log(large.shrink(32, 32)[0] / 1.5)) < np.log(1.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rt.predict(frame)  # the adaptive grid keeps the trained scale: no warning
+    fixed = Runtime(out, backend="onnxruntime", tiles=(1, 1))
+    with pytest.warns(RuntimeWarning, match="trained on"):
+        fixed.predict(frame)
