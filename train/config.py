@@ -129,6 +129,10 @@ class RunConfig:
     # torch CPU threads; 0 = one per process on a machine of up to 4 cores (torch's full team
     # busy-waits and collapses as soon as anything else runs), half the cores above that.
     threads: int = 0
+    # Wall-clock budget of the loop in minutes (0 = none): the learning-rate schedule then runs on
+    # max(step / steps, elapsed / budget) and the run ends when either reaches 1 (a GPU run sized
+    # by time, not by a step count guessed for an unknown machine).
+    max_minutes: float = 0.0
     log_every: int = 10
     val_every: int = 100
     ckpt_every: int = 100
@@ -299,6 +303,8 @@ def check_config(cfg: Config) -> None:
             _fail(f"train.{name}", f"must be >= 1, got {getattr(t, name)}")
     if t.threads < 0:
         _fail("train.threads", f"must be >= 0, got {t.threads}")
+    if t.max_minutes < 0:
+        _fail("train.max_minutes", f"must be >= 0, got {t.max_minutes}")
     if not t.device == "auto" and not (t.device == "cpu" or t.device.startswith("cuda")):
         _fail("train.device", f"must be auto, cpu or cuda[:N], got {t.device!r}")
     o = cfg.optim

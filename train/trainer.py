@@ -79,13 +79,15 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, encoder_lr_mu
     return out
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float,
+              time_progress: Optional[float] = None) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based). With a wall-clock
+    budget, ``time_progress`` (elapsed / budget) advances the cosine too: whichever runs out first."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress or 0.0))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -181,6 +183,7 @@ class Trainer:
         np.random.seed(t.seed)
         torch.manual_seed(t.seed)
 
+        self.elapsed = 0.0  # seconds spent in the training loop (resumes carry it on)
         self.stage = build_stage(cfg, self.device)
         self.model = distributed.wrap(self.stage.trainable, self.dist, self.device)
         o = cfg.optim
@@ -190,7 +193,8 @@ class Trainer:
             lr=o.lr, betas=o.betas, **fused,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, t.steps, o.warmup_steps, o.schedule, o.min_lr_ratio)
+            self.optimizer, lambda s: lr_factor(s, t.steps, o.warmup_steps, o.schedule, o.min_lr_ratio,
+                                                self.time_progress())
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
@@ -217,12 +221,14 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.tiles_seen = int(state.get("tiles_seen", 0))
+        self.elapsed = float(state.get("elapsed", 0.0))
         self.resumed_from = folder
 
     def _trainer_state(self) -> dict:
         return {
             "step": self.step,
             "tiles_seen": self.tiles_seen,
+            "elapsed": self.elapsed,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -231,6 +237,19 @@ class Trainer:
         }
 
     # -- loop -----------------------------------------------------------------------------------
+
+    def time_progress(self) -> Optional[float]:
+        """Share of ``train.max_minutes`` spent (None without a budget). On a multi-process run the
+        ranks agree on it through the all-reduce in ``_budget_spent``."""
+        budget = self.cfg.train.max_minutes * 60.0
+        return self.elapsed / budget if budget > 0 else None
+
+    def _budget_spent(self) -> bool:
+        progress = self.time_progress()
+        if progress is None:
+            return False
+        spent = distributed.all_reduce_mean({"p": float(progress >= 1.0)}, self.dist, self.device)["p"]
+        return spent > 0
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -269,7 +288,8 @@ class Trainer:
         last_val: dict[str, float] = {}
         tick = time.perf_counter()
         self.stage.train_mode()
-        while self.step < t.steps:
+        loop_start = time.perf_counter() - self.elapsed
+        while self.step < t.steps and not self._budget_spent():
             for a in range(t.grad_accum):
                 batch = next(batches)
                 sync = a == t.grad_accum - 1
@@ -288,11 +308,15 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
+            self.elapsed = time.perf_counter() - loop_start
+            if t.max_minutes > 0 and self.dist.enabled:  # one clock for all ranks: one learning rate
+                self.elapsed = distributed.all_reduce_mean({"e": self.elapsed}, self.dist, self.device)["e"]
             self.scheduler.step()
             self.step += 1
             bar.update(1)
+            last_step = self.step == t.steps or self._budget_spent()
 
-            if self.step % t.log_every == 0 or self.step == t.steps:
+            if self.step % t.log_every == 0 or last_step:
                 tiles = sums.pop("tiles", 0.0) * self.dist.world_size  # summed, not averaged
                 logs = {f"train/{k}": v / count for k, v in sums.items()}
                 logs = distributed.all_reduce_mean(logs, self.dist, self.device)
@@ -314,14 +338,15 @@ class Trainer:
                 bar.set_postfix(post)
                 sums, count, tick = {}, 0, time.perf_counter()
 
-            if self.step % t.val_every == 0 or self.step == t.steps:
+            if self.step % t.val_every == 0 or last_step:
                 last_val = self.validate(val_loader)
                 if val_log is not None:
                     val_log.write(self.step, last_val)
                     bar.write(f"step {self.step}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in last_val.items()))
 
-            if self.step % t.ckpt_every == 0 or self.step == t.steps:
+            if self.step % t.ckpt_every == 0 or last_step:
                 self.save_checkpoint()
+            self.elapsed = time.perf_counter() - loop_start
         bar.close()
         if main:
             coarse, refiner, meta = self.stage.export_models()

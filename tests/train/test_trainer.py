@@ -165,3 +165,15 @@ def test_bad_config_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="'model.refiner'"):
         Trainer(cfg_for("refiner", tmp_path, **{"model.refiner": "prv2-huge"}))
     assert not (tmp_path / "refiner").exists()
+
+
+def test_wall_clock_budget_ends_the_run_and_drives_the_schedule(tmp_path):
+    cfg = cfg_for("coarse", tmp_path, **{"train.steps": 100000, "train.max_minutes": 0.02, "train.val_every": 100000,
+                                         "train.ckpt_every": 100000, "optim.schedule": "cosine"})
+    trainer = Trainer(cfg, resume="never")
+    metrics = trainer.fit()
+    assert 1 <= trainer.step < 100000 and trainer.elapsed >= 0.02 * 60
+    assert np.isfinite(metrics["val/absrel"])  # the last step validates and saves like a finished run
+    assert (tmp_path / "coarse" / "final" / "model.safetensors").is_file()
+    rows = read_metrics(tmp_path / "coarse" / "train.csv")
+    assert rows[-1]["train/lr"] < 0.2 * cfg.optim.lr  # the cosine ran out with the clock, not the steps

@@ -66,11 +66,16 @@ class Stage:
 
     def meta(self, coarse: nn.Module, refiner: Optional[nn.Module]) -> dict:
         d = self.cfg.data
+        frame_size = list(d.frame_size)
+        if d.shards:  # the frames trained on are the shards' (the first folder's size)
+            from ..shards import shard_folder_meta
+
+            frame_size = list(shard_folder_meta(d.shards[0])["frame_size"])
         out = {
             "coarse": model_spec(coarse),
             "camera": {"fx_norm": self.cfg.train.fx_norm},
             "depth": {"valid_max": d.valid_max, "far_depth": d.far_depth or None},
-            "train": {"stage": self.name, "config": self.cfg.name, "frame_size": list(d.frame_size),
+            "train": {"stage": self.name, "config": self.cfg.name, "frame_size": frame_size,
                       "tiling": self.cfg.tiling.to_json()},
         }
         if refiner is not None:
