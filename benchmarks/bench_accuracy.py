@@ -146,7 +146,7 @@ def tune_guided(coarse, frames: list[dict]) -> tuple[int, float]:
     return best[1], best[2]
 
 
-def refiner_method(name: str, checkpoint: str, oracle: bool = False) -> tuple[Method, Any]:
+def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool = True) -> tuple[Method, Any]:
     from edgedepth.tiling import Tiling
     from edgedepth.train.checkpoint import load_models
     from edgedepth.train.data import log_area_reduce
@@ -162,6 +162,8 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False) -> tuple[Me
         cd = log_area_reduce(f["depth"], tuple(coarse.input_size)) if oracle else None
         out = refine_frame(coarse, refiner, image, tiling_cfg, coarse_depth=cd)
         g = out.grid
+        if not seams:
+            return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes)
         flat = Tiling(g.rows, g.cols, 0.0, "uniform")
         uni = refine_frame(coarse, refiner, image, flat, coarse_depth=cd, grid=flat.grid(*image.shape[:2]))
         return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes, uni.depth, uni.grid.boxes)
@@ -190,13 +192,15 @@ def bundle_method(name: str, spec: str) -> Method:
 
     path, _, precision = spec.partition(":")
     rt = Runtime(path, backend="onnxruntime", precision=precision or "fp32")
+    flat: dict[tuple[int, int], Runtime] = {}  # one non-overlapping runtime per grid
 
     def predict(f):
         res = rt.predict(f["image"])
         g = res.grid
-        flat = Runtime(path, backend="onnxruntime", precision=precision or "fp32",
-                       tiling=Tiling(g.rows, g.cols, 0.0, "uniform"))
-        uni = flat.predict(f["image"])
+        if (g.rows, g.cols) not in flat:
+            flat[g.rows, g.cols] = Runtime(path, backend="onnxruntime", precision=precision or "fp32",
+                                           tiling=Tiling(g.rows, g.cols, 0.0, "uniform"))
+        uni = flat[g.rows, g.cols].predict(f["image"])
         return Prediction(res.depth, ~res.valid, None, g.boxes, uni.depth, uni.grid.boxes)
 
     return Method(name, "refiner", predict, {"bundle": path, "precision": rt.precision, "backend": rt.backend_name})
@@ -242,7 +246,7 @@ def score(pred: Prediction, f: dict, gt_edges: np.ndarray, tolerance: int) -> di
         tiles = [tiling.crop_resize(t, [[0, 0, *t.shape[-2:]]], (int(b[2]), int(b[3])))[0, 0]
                  for t, b in zip(pred.tiles, pred.boxes)]
         out["ce"] = M.consistency_error(tiles, pred.boxes)
-    if pred.boxes is not None:
+    if pred.uniform is not None:
         off = max(2, round(4 * gt.shape[0] / 1080))
         out["seam"] = M.seam_error(pred.depth, pred.boxes, off, valid)
         out["seam_uniform"] = M.seam_error(pred.uniform, pred.uniform_boxes, off, valid)
@@ -350,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="out/bench_data", help="where held-out frames are rendered once")
     ap.add_argument("--out", default="out/bench_accuracy")
     ap.add_argument("--png-frames", type=int, default=2, help="frames per resolution written as PNGs")
+    ap.add_argument("--no-seams", action="store_true",
+                    help="skip the non-overlapping rerun of every refiner (the seam columns)")
     args = ap.parse_args(argv)
 
     import torch
@@ -367,14 +373,14 @@ def main(argv: list[str] | None = None) -> int:
     methods: list[Method] = []
     refiners = []
     for name, path in _named(args.refiner, "--refiner"):
-        m, models = refiner_method(name, path)
+        m, models = refiner_method(name, path, seams=not args.no_seams)
         methods.append(m)
         refiners.append(models)
     for name, path in _named(args.bundle, "--bundle"):
         methods.append(bundle_method(name, path))
     oracles = []
     for name, path in _named(args.oracle, "--oracle"):
-        m, models = refiner_method(name, path, oracle=True)
+        m, models = refiner_method(name, path, oracle=True, seams=not args.no_seams)
         oracles.append(m)
         refiners.append(models)
     if args.coarse:

@@ -212,11 +212,19 @@ class RefinerStage(_RefinerStageBase):
         pred = out["depth"].float()
         mask = self.loss_mask(tiles.valid, tiles.reliable)
         lc = self.cfg.loss
+        parts: dict[str, float] = {}
         if lc.bfm:
-            mask = mask & bfm_mask(tiles.coarse, tiles.gt, mask)
+            keep = bfm_mask(tiles.coarse, tiles.gt, tiles.valid)
+            # How BFM does its job where the source knows the truth: the share of unreliable pixels
+            # it drops (it exists for them) and of reliable ones it drops (correct ground truth lost).
+            unreliable, reliable = tiles.valid & ~tiles.reliable, tiles.valid & tiles.reliable
+            if bool(unreliable.any()):
+                parts["bfm_unreliable_dropped"] = float((~keep & unreliable).sum() / unreliable.sum())
+            parts["bfm_reliable_dropped"] = float((~keep & reliable).sum() / reliable.sum().clamp_min(1))
+            mask = mask & keep
         sup = self.depth_term(pred, tiles.gt, mask)
         loss = lc.weight * sup
-        parts = {"depth": float(sup.detach()), "kept": float(mask.float().mean())}
+        parts.update(depth=float(sup.detach()), kept=float(mask.float().mean()))
         if lc.c2f > 0 and "c2f_depth" in out:
             c2f = self.depth_term(out["c2f_depth"].float(), tiles.gt, mask)
             loss = loss + lc.c2f * c2f
