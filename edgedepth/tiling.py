@@ -181,10 +181,11 @@ class TileGrid:
                 or not math.isfinite(shrink) or shrink <= 0:
             raise ValueError(f"shrink must be a finite number > 0, got {shrink!r}")
         want_h, want_w = shrink * tile_h, shrink * tile_w
-        # Overlap makes tiles longer than the pitch, so the best count lies at or below size/want + 1.
+        # n tiles with overlap ratio r are about size * (1 + r) / n long: search up to one past that.
+        grow = 1.0 + float(overlap_ratio)
         best = None
-        for rows in range(1, min(height, int(height / want_h) + 2) + 1):
-            for cols in range(1, min(width, int(width / want_w) + 2) + 1):
+        for rows in range(1, min(height, int(height * grow / want_h) + 2) + 1):
+            for cols in range(1, min(width, int(width * grow / want_w) + 2) + 1):
                 grid = cls.from_overlap_ratio(height, width, rows, cols, overlap_ratio)
                 cost = abs(math.log(grid.tile_h / want_h)) + abs(math.log(grid.tile_w / want_w))
                 if best is None or cost < best[0] - 1e-12:
