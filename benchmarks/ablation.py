@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--coarse", required=True, help="frozen coarse checkpoint (runs/default-coarse/final)")
     ap.add_argument("--noisy", required=True, help="Noisy Pretraining checkpoint (runs/default-noisy/final)")
-    ap.add_argument("--shards", required=True, help="training shard folder (data/train1080)")
+    ap.add_argument("--shards", required=True, help="training shard folders, comma-separated (data/train1080,data/train2160)")
     ap.add_argument("--steps", type=int, default=1000, help="steps per variant (default 1000: 8000 tiles)")
     ap.add_argument("--out", default="out/ablation")
     ap.add_argument("--only", default=None, help="comma-separated subset of: " + ", ".join(VARIANTS))

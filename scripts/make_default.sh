@@ -20,10 +20,11 @@ Image.fromarray(s["image"]).save("edgedepth/assets/sample.png", optimize=True)
 PY
 
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
-    # Training frames: 640 1080p scenes for the refiner (stream 0), 6000 small ones for the coarse
-    # model and Noisy Pretraining (stream 7); validation renders stream 1000 on the fly, the accuracy
+    # Training frames: 640 1080p and 96 4K scenes for the refiner (streams 0 and 2), 6000 small ones
+    # for the coarse model and Noisy Pretraining (stream 7); validation renders stream 1000 on the fly, the accuracy
     # benchmark streams 3000/3001 (benchmarks/bench_accuracy.py).
     edgedepth train-data data/train1080 --count 640 --size 1920x1080 --seed 0
+    edgedepth train-data data/train2160 --count 96 --size 3840x2160 --seed 2 --shard-size 4
     edgedepth train-data data/coarse512 --count 6000 --size 512x288 --seed 7 --shard-size 32
     edgedepth train configs/default-coarse.yaml
     edgedepth train configs/default-noisy.yaml

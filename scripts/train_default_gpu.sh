@@ -34,13 +34,13 @@ print('cuda' if torch.cuda.is_available() else 'cpu', len(os.sched_getaffinity(0
 # Frame counts, batch sizes and loader workers per machine; the step counts are ceilings, the
 # budget decides (train.max_minutes drives the schedule too).
 if [ "${EDGEDEPTH_TINY:-0}" = 1 ]; then
-    n1080=4; size1080=512x288; n512=16; size512=256x144; budget=${2:-0.3}
+    n1080=4; size1080=512x288; n4k=2; size4k=1024x576; n512=16; size512=256x144; budget=${2:-0.3}
     cb=4; nb=4; rb=2; workers=0; val=1; tile="[64, 96]"; cin="[64, 96]"; shrink=1.2
 elif [ "$device" = cuda ]; then
-    n1080=640; size1080=1920x1080; n512=6000; size512=512x288
+    n1080=640; size1080=1920x1080; n4k=96; size4k=3840x2160; n512=6000; size512=512x288
     cb=64; nb=64; rb=16; workers=$(( cores > 2 ? cores - 2 : 1 )); val=6; tile="[128, 224]"; cin="[128, 224]"; shrink=2.4
 else
-    n1080=64; size1080=1920x1080; n512=600; size512=512x288
+    n1080=64; size1080=1920x1080; n4k=8; size4k=3840x2160; n512=600; size512=512x288
     cb=8; nb=8; rb=2; workers=0; val=2; tile="[128, 224]"; cin="[128, 224]"; shrink=2.4
 fi
 python3 - "$budget" > "$work/minutes" <<'PY'
@@ -51,8 +51,9 @@ PY
 read -r m_coarse m_noisy m_refiner < "$work/minutes"
 say "device $device, $cores cores, training budget $budget min, data in $data"
 
-say "rendering $n1080 frames of $size1080 and $n512 of $size512 on $cores cores"
+say "rendering $n1080 frames of $size1080, $n4k of $size4k and $n512 of $size512 on $cores cores"
 edgedepth train-data "$data/train1080" --count "$n1080" --size "$size1080" --seed 0 >> "$log" 2>&1
+edgedepth train-data "$data/train2160" --count "$n4k" --size "$size4k" --seed 2 --shard-size 4 >> "$log" 2>&1
 edgedepth train-data "$data/coarse512" --count "$n512" --size "$size512" --seed 7 --shard-size 32 >> "$log" 2>&1
 
 common=(--resume never --set train.steps=1000000 --set train.progress=false --set train.tensorboard=false
@@ -68,7 +69,7 @@ edgedepth train configs/default-noisy.yaml "${common[@]}" --out "$work/noisy" \
     --set train.batch_size="$nb" --set train.max_minutes="$m_noisy" --set "model.tile_size=$tile" >> "$log" 2>&1
 say "refiner: $m_refiner min"
 edgedepth train configs/default-refiner.yaml "${common[@]}" --out "$work/refiner" \
-    --set data.shards="[$data/train1080]" --set model.coarse_checkpoint="$work/coarse/final" \
+    --set data.shards="[$data/train1080, $data/train2160]" --set model.coarse_checkpoint="$work/coarse/final" \
     --set model.init_refiner="$work/noisy/final" --set train.batch_size="$rb" --set train.max_minutes="$m_refiner" \
     --set "model.tile_size=$tile" --set tiling.shrink="$shrink" >> "$log" 2>&1
 
