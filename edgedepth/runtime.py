@@ -226,11 +226,12 @@ class Runtime:
             # The engine's batch profile must cover the tiles this runtime sends per call.
             refiner_kwargs["build_options"] = BuildOptions.for_tiles(self.precision, self.rows * self.cols,
                                                                      max_tile_batch)
-        self.refiner: Backend = cls(self._model_file(cls, "refiner", self.precision), role="refiner",
-                                    precision=self.precision, **refiner_kwargs)
+        # Backends load the bytes the bundle hashed just now (Bundle.model_bytes), not the paths again.
+        path, files = self._model_source(cls, "refiner", self.precision)
+        self.refiner: Backend = cls(path, role="refiner", precision=self.precision, files=files, **refiner_kwargs)
         coarse_precision = self.precision if self._has(cls, "coarse", self.precision) else "fp32"
-        self.coarse: Backend = cls(self._model_file(cls, "coarse", coarse_precision), role="coarse",
-                                   precision=coarse_precision, **kwargs)
+        path, files = self._model_source(cls, "coarse", coarse_precision)
+        self.coarse: Backend = cls(path, role="coarse", precision=coarse_precision, files=files, **kwargs)
         self._check_io()
         self.ops = _TorchOps(self.device) if self.refiner.device_tensors else _HostOps(threads)
 
@@ -280,23 +281,40 @@ class Runtime:
                              f"{cls.name!r} (it holds: {held})")
         return precision
 
-    def _model_file(self, cls: type[Backend], role: str, precision: str) -> Path:
+    def _model_source(self, cls: type[Backend], role: str, precision: str) -> tuple[Path, dict[Path, bytes]]:
+        """The model file and the verified bytes of every file it loads."""
         for fmt in cls.formats:
-            if precision in self.bundle.precisions(role, fmt):
-                return self.bundle.model_file(role, fmt, precision)
-            # The torch checkpoint holds both models; the manifest may list it under the refiner only.
-            if fmt == "torch" and precision in self.bundle.precisions("refiner", fmt):
-                return self.bundle.model_file("refiner", fmt, precision)
+            for r in (role, "refiner") if fmt == "torch" else (role,):
+                # The torch checkpoint holds both models; the manifest may list it under the refiner only.
+                if precision in self.bundle.precisions(r, fmt):
+                    return self.bundle.model_file(r, fmt, precision), self.bundle.model_bytes(r, fmt, precision)
         raise ValueError(f"bundle {self.bundle.path} has no {role} model for backend {cls.name!r} at {precision}")
 
     def _check_io(self) -> None:
-        # The manifest and the loaded models must agree, or crops would feed the wrong inputs.
+        # The manifest and the loaded models must agree (names, and every size both fix), or crops
+        # would feed the wrong inputs, or outputs of another size would be stitched silently.
         for backend, section in ((self.coarse, self.bundle.coarse), (self.refiner, self.bundle.refiner)):
-            declared = {s["name"] for s in section["inputs"]}
-            loaded = {s.name for s in backend.inputs}
-            if declared != loaded:
+            declared = {s["name"]: s for s in section["inputs"]}
+            loaded = {s.name: s for s in backend.inputs}
+            if set(declared) != set(loaded):
                 raise ValueError(f"bundle {self.bundle.path}: {backend.role} model {backend.path.name} has inputs "
                                  f"{sorted(loaded)} but the manifest declares {sorted(declared)}")
+            outputs = {s.name: s for s in backend.outputs}
+            for spec in section["outputs"]:
+                if spec["name"] not in outputs:
+                    raise ValueError(f"bundle {self.bundle.path}: {backend.role} model {backend.path.name} has no "
+                                     f"output {spec['name']!r} (it has {sorted(outputs)})")
+            pairs = [(f"input {n}", d.get("shape"), loaded[n].shape) for n, d in declared.items()]
+            pairs += [(f"output {d['name']}", d.get("shape"), outputs[d["name"]].shape) for d in section["outputs"]]
+            pairs += [(f"output {d['name']}", [None, d["channels"], None, None], outputs[d["name"]].shape)
+                      for d in section["outputs"] if "channels" in d]
+            for what, want, got in pairs:
+                if want is None or not got:
+                    continue
+                if len(want) != len(got) or any(w not in (-1, None) and g is not None and w != g
+                                                 for w, g in zip(want, got)):
+                    raise ValueError(f"bundle {self.bundle.path}: {backend.role} model {backend.path.name} {what} "
+                                     f"has shape {list(got)} but the manifest declares {list(want)}")
 
     # --- input handling ---------------------------------------------------------------------------
     def _frame(self, image: Any) -> tuple[Any, bool]:
@@ -404,6 +422,7 @@ class Runtime:
         x = self.ops.crop_rgb(frame, whole, self.coarse_size, self.mean, self.std)
         t1 = time.perf_counter()
         out = self.coarse.run({self.coarse.inputs[0].name: x})
+        self._check_coarse_outputs(out)
         t2 = time.perf_counter()
         return _Front(frame, height, width, out.pop("depth"), out, scale,
                       {"preprocess": (t1 - t0) * 1e3, "coarse": (t2 - t1) * 1e3}, is_tensor)
@@ -434,6 +453,18 @@ class Runtime:
         timings["total"] = sum(timings[s] for s in STAGES)
         return DepthResult(depth=depth, valid=valid, coarse=coarse, timings=timings, grid=grid, fx_scale=f.fx_scale)
 
+    def _check_coarse_outputs(self, out: Mapping[str, Any]) -> None:
+        # A model that disagrees with its manifest at run time (dynamic shapes) is named, not stitched.
+        depth = out.get("depth")
+        if depth is None or len(depth.shape) != 4 or tuple(depth.shape[:2]) != (1, 1) or min(depth.shape) < 1:
+            raise ValueError(f"coarse model {self.coarse.path.name} returned depth of shape "
+                             f"{tuple(getattr(depth, 'shape', ()))}, expected (1, 1, h, w)")
+        for _, source, channels, _ in self.guides:
+            feat = out.get(source)
+            if feat is None or len(feat.shape) != 4 or tuple(feat.shape[:2]) != (1, channels) or min(feat.shape) < 1:
+                raise ValueError(f"coarse model {self.coarse.path.name} returned {source} of shape "
+                                 f"{tuple(getattr(feat, 'shape', ()))}, expected (1, {channels}, h, w)")
+
     def _refine(self, feeds: Mapping[str, Any], n: int) -> list[Any]:
         """Refiner over all tiles, in chunks of the model's fixed batch (padded) or max_tile_batch."""
         step = int(self.refiner_batch) if self.refiner_batch else self.max_tile_batch
@@ -443,7 +474,11 @@ class Runtime:
             got = len(next(iter(chunk.values())))
             if self.refiner_batch and got < step:
                 chunk = {k: self._pad(v, step) for k, v in chunk.items()}
-            parts.append(self.refiner.run(chunk)["depth"][:got])
+            depth = self.refiner.run(chunk)["depth"]
+            if tuple(depth.shape[1:]) != (1, *self.tile_size) or depth.shape[0] < got:
+                raise ValueError(f"refiner model {self.refiner.path.name} returned tiles of shape {tuple(depth.shape)} "
+                                 f"for {len(next(iter(chunk.values())))} tiles of {self.tile_size[0]}x{self.tile_size[1]}")
+            parts.append(depth[:got])
         return parts
 
     def _pad(self, x: Any, size: int) -> Any:

@@ -84,18 +84,20 @@ def test_torch_tensorrt_compile(tiny_models, tmp_path):
 # --- bundle writer ------------------------------------------------------------------------------
 
 def _manifest():
+    # The smallest manifest the reader accepts; the "models" are empty protobufs (the writer never parses them).
     files = {"onnx": {"fp32": "refiner.onnx"}}
-    return {"coarse": {"input_size": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1], "inputs": [], "outputs": [],
-                       "files": {"onnx": {"fp32": "coarse.onnx"}}},
-            "refiner": {"tile_size": [8, 8], "inputs": [], "outputs": [], "files": files},
+    return {"coarse": {"input_size": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1], "inputs": [{"name": "image"}],
+                       "outputs": [{"name": "depth"}], "files": {"onnx": {"fp32": "coarse.onnx"}}},
+            "refiner": {"tile_size": [8, 8], "inputs": [{"name": "rgb"}, {"name": "coarse_depth"}],
+                        "outputs": [{"name": "depth"}], "files": files},
             "tiling": {"rows": 1, "cols": 1, "overlap_ratio": 0.0, "window": "cosine"}, "camera": {"fx_norm": 1.0}}
 
 
 def test_writer_publishes_atomically_with_checksums(tmp_path):
     out = tmp_path / "a.edgedepth"
     with BundleWriter(out) as w:
-        w.file("coarse.onnx").write_bytes(b"c")
-        w.file("refiner.onnx").write_bytes(b"r")
+        w.file("coarse.onnx").write_bytes(b"")
+        w.file("refiner.onnx").write_bytes(b"")
         assert not out.exists()  # nothing visible until commit
         w.commit(_manifest())
     b = open_bundle(out)
@@ -115,7 +117,7 @@ def test_writer_leaves_nothing_on_error_and_refuses_bad_paths(tmp_path):
         with pytest.raises(ValueError, match="inside the bundle"):
             w.file("../escape.onnx")
         # A manifest naming a file that was never written is refused by the reader's checks.
-        w.file("coarse.onnx").write_bytes(b"c")
+        w.file("coarse.onnx").write_bytes(b"")
         with pytest.raises(FileNotFoundError, match="refiner.onnx"):
             w.commit(_manifest())
     assert not (tmp_path / "c.edgedepth").exists()
