@@ -19,6 +19,7 @@ from edgedepth import Runtime
 from edgedepth.backends import BackendUnavailableError
 from edgedepth.bundle import open_bundle
 
+from ..runtime.tiny_models import read_manifest
 from .profiles import fuzz
 
 NAMED = (ValueError, FileNotFoundError, BackendUnavailableError)  # BundleError is a ValueError
@@ -46,7 +47,7 @@ json_value = st.recursive(
 
 @pytest.fixture(scope="module")
 def pristine(tiny_bundle) -> dict:
-    return json.loads((tiny_bundle / "manifest.json").read_text())
+    return read_manifest(tiny_bundle)
 
 
 @pytest.fixture(scope="module")

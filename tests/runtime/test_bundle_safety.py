@@ -15,11 +15,7 @@ from edgedepth import Runtime
 from edgedepth.backends.onnxruntime import ONNXRuntimeBackend
 from edgedepth.bundle import BundleError, open_bundle, sha256_file
 
-from .tiny_models import export_tiny_onnx, write_manifest
-
-
-def _manifest(bundle: Path) -> dict:
-    return json.loads((bundle / "manifest.json").read_text())
+from .tiny_models import export_tiny_onnx, random_image, read_manifest, write_manifest
 
 
 def _set(manifest: dict, dotted: str, value) -> dict:
@@ -29,10 +25,6 @@ def _set(manifest: dict, dotted: str, value) -> dict:
         node = node[key]
     node[last] = value
     return manifest
-
-
-def _image(h=40, w=60, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 # --- one validation layer, at load -----------------------------------------------------------------
@@ -58,13 +50,13 @@ def _image(h=40, w=60, seed=0):
     ("files", {"coarse.onnx": "not a sha"}, r"files\['coarse\.onnx'\] must be a lowercase hex sha256"),
 ])
 def test_bad_manifest_values_are_refused_at_load(tiny_bundle_copy, key, value, match):
-    write_manifest(tiny_bundle_copy, _set(_manifest(tiny_bundle_copy), key, value))
+    write_manifest(tiny_bundle_copy, _set(read_manifest(tiny_bundle_copy), key, value))
     with pytest.raises(BundleError, match=match):
         open_bundle(tiny_bundle_copy)
 
 
 def test_declared_shapes_must_agree_with_each_other(tiny_bundle_copy):
-    m = _manifest(tiny_bundle_copy)
+    m = read_manifest(tiny_bundle_copy)
     m["refiner"]["inputs"][2]["shape"] = [-1, 5, 6, 6]  # guide0 from feat0, which has 8 channels
     write_manifest(tiny_bundle_copy, m)
     with pytest.raises(BundleError, match=r"refiner\.inputs\[guide0\]\.shape must be \[None, 8, None, None\]"):
@@ -72,7 +64,7 @@ def test_declared_shapes_must_agree_with_each_other(tiny_bundle_copy):
 
 
 def test_manifest_that_disagrees_with_the_models_is_refused_at_load(tiny_bundle_copy):
-    m = _manifest(tiny_bundle_copy)
+    m = read_manifest(tiny_bundle_copy)
     m["refiner"]["tile_size"] = [16, 28]  # consistent in itself, but the models work on 24x24 tiles
     for spec in m["refiner"]["inputs"][:2] + m["refiner"]["outputs"]:
         spec["shape"][2:] = [16, 28]
@@ -97,12 +89,12 @@ def test_refiner_emitting_other_tiles_than_declared_is_an_error(tiny_bundle_copy
                       output_names=["depth"], opset_version=17, dynamo=False,
                       dynamic_axes={"rgb": {0: "N", 2: "H", 3: "W"}, "coarse_depth": {0: "N", 2: "H", 3: "W"},
                                     "guide0": {0: "N"}, "depth": {0: "N", 2: "h", 3: "w"}})
-    m = _manifest(tiny_bundle_copy)
+    m = read_manifest(tiny_bundle_copy)
     m["files"]["refiner.onnx"] = sha256_file(path)
     write_manifest(tiny_bundle_copy, m)
     rt = Runtime(tiny_bundle_copy, backend="onnxruntime")
     with pytest.raises(ValueError, match=r"refiner model refiner\.onnx returned tiles of shape \(4, 1, 12, 12\)"):
-        rt.predict(_image())
+        rt.predict(random_image())
 
 
 # --- one safe-path rule ----------------------------------------------------------------------------
@@ -114,7 +106,7 @@ def test_paths_that_leave_the_bundle_on_any_os_are_refused(tiny_bundle_copy, rel
 
     with pytest.raises(BundleError, match="must be relative and stay inside the bundle"):
         safe_parts(rel)
-    m = _manifest(tiny_bundle_copy)
+    m = read_manifest(tiny_bundle_copy)
     m["refiner"]["files"]["onnx"]["fp32"] = rel
     write_manifest(tiny_bundle_copy, m)
     with pytest.raises(BundleError, match="must be relative and stay inside the bundle"):
@@ -135,7 +127,7 @@ def test_a_folder_that_is_a_link_is_refused(tiny_bundle_copy, tmp_path):
     (tmp_path / "elsewhere").mkdir()
     shutil.move(tiny_bundle_copy / "refiner.onnx", tmp_path / "elsewhere" / "refiner.onnx")
     (tiny_bundle_copy / "models").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
-    m = _manifest(tiny_bundle_copy)
+    m = read_manifest(tiny_bundle_copy)
     m["refiner"]["files"]["onnx"]["fp32"] = "models/refiner.onnx"
     m["files"]["models/refiner.onnx"] = m["files"].pop("refiner.onnx")
     write_manifest(tiny_bundle_copy, m)
@@ -160,7 +152,7 @@ def test_onnx_external_data_is_refused(tiny_bundle_copy):
     model = onnx.load(str(tiny_bundle_copy / "refiner.onnx"))
     onnx.save_model(model, str(tiny_bundle_copy / "refiner.onnx"), save_as_external_data=True,
                     all_tensors_to_one_file=True, location="refiner.weights", size_threshold=0)
-    m = _manifest(tiny_bundle_copy)
+    m = read_manifest(tiny_bundle_copy)
     m["files"]["refiner.onnx"] = sha256_file(tiny_bundle_copy / "refiner.onnx")
     m["files"]["refiner.weights"] = sha256_file(tiny_bundle_copy / "refiner.weights")
     write_manifest(tiny_bundle_copy, m)
@@ -172,7 +164,7 @@ def test_openvino_weights_need_a_checksum(tiny_bundle_copy):
     ov = pytest.importorskip("openvino")
     xml = tiny_bundle_copy / "openvino" / "refiner.xml"
     ov.save_model(ov.Core().read_model(str(tiny_bundle_copy / "refiner.onnx")), str(xml))
-    m = _manifest(tiny_bundle_copy)
+    m = read_manifest(tiny_bundle_copy)
     m["refiner"]["files"]["openvino"] = {"fp32": "openvino/refiner.xml"}
     m["files"]["openvino/refiner.xml"] = sha256_file(xml)  # the .bin the .xml loads is not listed
     write_manifest(tiny_bundle_copy, m)
@@ -182,7 +174,7 @@ def test_openvino_weights_need_a_checksum(tiny_bundle_copy):
     write_manifest(tiny_bundle_copy, m)
     rt = Runtime(tiny_bundle_copy, backend="openvino", device="cpu", cache_dir=tiny_bundle_copy.parent / "ov")
     ort = Runtime(tiny_bundle_copy, backend="onnxruntime")
-    np.testing.assert_allclose(rt.predict(_image()).depth, ort.predict(_image()).depth, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(rt.predict(random_image()).depth, ort.predict(random_image()).depth, rtol=1e-4, atol=1e-4)
 
 
 # --- models load from the bytes that were hashed ---------------------------------------------------
@@ -207,7 +199,7 @@ def test_a_model_swapped_after_verification_is_caught(tiny_bundle_copy, tmp_path
 
 
 def test_the_backend_runs_the_bytes_that_were_hashed(tiny_bundle_copy, tmp_path, monkeypatch):
-    expected = Runtime(tiny_bundle_copy, backend="onnxruntime").predict(_image()).depth
+    expected = Runtime(tiny_bundle_copy, backend="onnxruntime").predict(random_image()).depth
     load = ONNXRuntimeBackend._load
 
     def swap_then_load(self):  # the file changes after it was read and hashed, before the session opens
@@ -216,7 +208,7 @@ def test_the_backend_runs_the_bytes_that_were_hashed(tiny_bundle_copy, tmp_path,
         load(self)
 
     monkeypatch.setattr(ONNXRuntimeBackend, "_load", swap_then_load)
-    got = Runtime(tiny_bundle_copy, backend="onnxruntime").predict(_image()).depth
+    got = Runtime(tiny_bundle_copy, backend="onnxruntime").predict(random_image()).depth
     np.testing.assert_array_equal(got, expected)
 
 
@@ -232,13 +224,13 @@ def _rewrite_meta(bundle: Path, change) -> None:
     meta = json.loads(meta_file.read_text())
     change(meta)
     meta_file.write_text(json.dumps(meta))
-    m = _manifest(bundle)
+    m = read_manifest(bundle)
     m["files"]["torch/model.json"] = sha256_file(meta_file)
     write_manifest(bundle, m)
 
 
 def test_torch_model_json_needs_a_checksum(torch_bundle):
-    m = _manifest(torch_bundle)
+    m = read_manifest(torch_bundle)
     del m["files"]["torch/model.json"]
     write_manifest(torch_bundle, m)
     with pytest.raises(BundleError, match=r"model file 'torch/model\.json' has no sha256"):

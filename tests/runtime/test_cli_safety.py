@@ -15,9 +15,11 @@ from edgedepth import Runtime
 from edgedepth.cli import main
 from edgedepth.depth_io import write_image
 
+from .tiny_models import random_image
+
 
 def _frame(h=24, w=32, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return random_image(h, w, seed)
 
 
 def _predict(tiny_bundle, *args: str) -> int:

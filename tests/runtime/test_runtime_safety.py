@@ -11,9 +11,7 @@ import pytest
 from edgedepth import Runtime
 from edgedepth.runtime import _HostOps
 
-
-def _image(h=40, w=60, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+from .tiny_models import random_image as _image
 
 
 @pytest.fixture(scope="module")
