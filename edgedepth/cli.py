@@ -3,13 +3,21 @@
 Each sub-command lives in the module that owns its work and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
 command runs, so `edgedepth predict` on a device never imports torch.
+
+A user's mistake (a missing file, a bad bundle, an impossible request) ends the command with one
+line on stderr and exit status 1, not a traceback; ``EDGEDEPTH_DEBUG=1`` shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
+
+# What a command raises for bad input or an unusable environment (BundleError and
+# BackendUnavailableError included); anything else is a bug and keeps its traceback.
+_USER_ERRORS = (OSError, ValueError, ImportError, RuntimeError, MemoryError)
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,7 +58,21 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    return int(_module(args.command).run(args) or 0)
+    try:
+        status = int(_module(args.command).run(args) or 0)
+        sys.stdout.flush()  # a reader that left (`edgedepth info | head`) shows up here, not at exit
+        return status
+    except BrokenPipeError:
+        # Nobody reads stdout any more: stop quietly (Python's documented recipe, so that the
+        # interpreter's own final flush does not raise again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except _USER_ERRORS as err:
+        if os.environ.get("EDGEDEPTH_DEBUG") == "1":
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"edgedepth {args.command}: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

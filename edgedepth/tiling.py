@@ -26,10 +26,17 @@ from .tiling_reference import WINDOWS
 
 __all__ = [
     "TileGrid", "Tiling", "crop_resize", "window", "stitch", "WINDOWS", "get_num_threads", "set_num_threads",
-    "native_status",
+    "native_status", "MAX_THREADS", "MAX_SIDE",
 ]
 
 native_status = native.native_status
+
+#: Most CPU threads one call may use (csrc/checks.hpp kMaxThreads): each is a stack of address space
+#: and a spawn per call, and no machine this runs on gains from more.
+MAX_THREADS = 256
+#: Largest image side, channel count or box count the engines index (csrc/checks.hpp kMaxSide; they
+#: use 32-bit indices).
+MAX_SIDE = 1 << 28
 
 
 # ---------------------------------------------------------------- threads
@@ -42,7 +49,7 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-_threads = available_cores()
+_threads = min(available_cores(), MAX_THREADS)
 _warned_fallback = threading.Event()
 
 
@@ -52,18 +59,20 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Sets the default thread count of the CPU engine (>= 1)."""
+    """Sets the default thread count of the CPU engine (1..MAX_THREADS)."""
     global _threads
-    _threads = _check_int("n", n, minimum=1)
+    _threads = _check_int("n", n, 1, MAX_THREADS)
 
 
 # ---------------------------------------------------------------- tile geometry
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+def _check_int(name: str, value: Any, minimum: int, maximum: Optional[int] = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 
@@ -264,7 +273,9 @@ def _check_boxes(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
         raise TypeError(f"boxes must be an (N, 4) numeric array, got {type(boxes).__name__}") from err
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"boxes must be an (N, 4) numeric array, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    # Always a private copy: checked here, it is what the engine reads, so no other thread can change
+    # it in between (the native engines copy again for callers that skip this module).
+    arr = np.array(arr, dtype=np.float64, order="C", copy=True)
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"boxes must have shape (N, 4) [y0, x0, h, w], got {arr.shape}")
     if not np.isfinite(arr).all():
@@ -281,7 +292,12 @@ def _check_boxes(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
 
 
 def _check_threads(threads: Optional[int]) -> int:
-    return _threads if threads is None else _check_int("threads", threads, 1)
+    return _threads if threads is None else _check_int("threads", threads, 1, MAX_THREADS)
+
+
+def _check_sides(what: str, shape: Sequence[int]) -> None:
+    if max(shape) > MAX_SIDE:
+        raise ValueError(f"{what} has shape {tuple(shape)}: the tile engine handles sides of at most {MAX_SIDE}")
 
 
 def _check_window(kind: Any) -> int:
@@ -364,7 +380,7 @@ def crop_resize(src: Any, boxes: Any, out_size: Sequence[int], *, mean: Any = No
     out_dt = _check_out_dtype(dtype)
     if not isinstance(out_size, (tuple, list)) or len(out_size) != 2:
         raise ValueError(f"out_size must be (H, W), got {out_size!r}")
-    out_h, out_w = (_check_int("out_size", v, 1) for v in out_size)
+    out_h, out_w = (_check_int("out_size", v, 1, MAX_SIDE) for v in out_size)
     on_device = native.is_device_array(src)
     dev = native.DeviceArray.wrap(src, "src") if on_device else None
     arr = None if on_device else _host_array(src, "src")
@@ -383,6 +399,7 @@ def crop_resize(src: Any, boxes: Any, out_size: Sequence[int], *, mean: Any = No
         raise TypeError(f"src must be uint8 (H, W, 3) RGB or float32/float16 (C, H, W), got dtype {kind}")
     if min(shape) == 0:
         raise ValueError(f"src must not be empty, got shape {tuple(shape)}")
+    _check_sides("src", shape)
     bx = _check_boxes(boxes, frame_h, frame_w)
     m, s = _check_affine("mean", mean, 0.0), _check_affine("std", std, 1.0)
     if (s <= 0).any():
@@ -420,7 +437,7 @@ def window(h: int, w: int, kind: str = "cosine") -> np.ndarray:
 
     kind: "uniform", "linear" (pyramid), "cosine" (Hann), "gaussian" (sigma = side / 4).
     """
-    h, w, k = _check_int("h", h, 1), _check_int("w", w, 1), _check_window(kind)
+    h, w, k = _check_int("h", h, 1, MAX_SIDE), _check_int("w", w, 1, MAX_SIDE), _check_window(kind)
     if native.cpu is None:
         _fallback("window")
         return tiling_reference.window(h, w, kind)
@@ -436,7 +453,7 @@ def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosin
     normalised. The boxes must lie inside the frame and together cover every pixel.
     """
     k = _check_window(window)
-    height, width = _check_int("height", height, 1), _check_int("width", width, 1)
+    height, width = _check_int("height", height, 1, MAX_SIDE), _check_int("width", width, 1, MAX_SIDE)
     on_device = native.is_device_array(tiles)
     dev = native.DeviceArray.wrap(tiles, "tiles") if on_device else None
     arr = None if on_device else _host_array(tiles, "tiles")
@@ -447,6 +464,7 @@ def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosin
         raise ValueError(f"tiles must be (N, C, th, tw), got shape {tuple(shape)}")
     if min(shape) == 0:
         raise ValueError(f"tiles must not be empty, got shape {tuple(shape)}")
+    _check_sides("tiles", shape)
     bx = _check_boxes(boxes, height, width)
     if len(bx) != shape[0]:
         raise ValueError(f"tiles has {shape[0]} tiles but boxes has {len(bx)} rows")

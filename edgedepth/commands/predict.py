@@ -6,10 +6,16 @@ millimetres, 0 where invalid), ``NAME_color.png`` (colourised, for looking at; i
 ``NAME.ply`` (coloured point cloud of the valid pixels with the camera intrinsics: ``--fx`` in
 pixels, or the bundle's training camera). Frames of a video or a
 folder go through ``Runtime.stream`` with a progress bar.
+
+Output names are the input's stem (a folder's files under the folder's name), always inside
+``--out``; two inputs that would write the same name are refused before anything runs. An image that
+cannot be read is skipped with a one-line message, the others are still written, and the command
+then exits with status 1.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -36,11 +42,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated subset of {','.join(OUTPUTS)} (default: all)")
     parser.add_argument("--fx", type=float, default=None,
                         help="camera focal length in pixels: rescales metric depth and sets the point cloud's camera")
-    parser.add_argument("--ply-stride", type=int, default=1, help="keep every N-th pixel in the point cloud")
+    parser.add_argument("--ply-stride", type=_positive_int, default=1, help="keep every N-th pixel in the point cloud")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _frames(inputs: list[str]) -> list[tuple[str, object]]:
-    """(output name, source) pairs; a source is an image path or ("video", path)."""
+    """(output name, source) pairs; a source is an image path or ("video", path). Names are
+    relative ("stem" or "folder/stem"), so outputs stay inside --out, and unique."""
     items: list[tuple[str, object]] = []
     for raw in inputs:
         path = Path(raw)
@@ -48,7 +65,9 @@ def _frames(inputs: list[str]) -> list[tuple[str, object]]:
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
             if not files:
                 raise FileNotFoundError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
-            items += [(f"{path.name}/{p.stem}", p) for p in files]
+            # "." and ".." have no name of their own: use the folder's real one ("/" has none: "root").
+            folder = path.resolve().name or "root"
+            items += [(f"{folder}/{p.stem}", p) for p in files]
         elif path.suffix.lower() in VIDEO_EXTS:
             if not path.is_file():
                 raise FileNotFoundError(f"video file not found: {path}")
@@ -57,6 +76,14 @@ def _frames(inputs: list[str]) -> list[tuple[str, object]]:
             items.append((path.stem, path))
         else:
             raise FileNotFoundError(f"input not found: {path}")
+    sources: dict[str, list[str]] = collections.defaultdict(list)
+    for name, src in items:
+        sources[name].append(str(src[1] if isinstance(src, tuple) else src))
+    clashes = {name: paths for name, paths in sources.items() if len(paths) > 1}
+    if clashes:
+        name, paths = next(iter(clashes.items()))
+        raise ValueError(f"inputs {' and '.join(paths)} would both write {name}.*; rename one or predict them "
+                         "in separate runs with different --out folders")
     return items
 
 
@@ -80,7 +107,9 @@ def _video_length(path: Path) -> int | None:
         return None
 
 
-def _expand(items: list[tuple[str, object]]) -> tuple[Iterator[tuple[str, np.ndarray]], int | None]:
+def _expand(items: list[tuple[str, object]], skipped: list[str]) -> tuple[Iterator[tuple[str, np.ndarray]], int | None]:
+    """The frames of every item; an image that cannot be read is reported, added to ``skipped`` and
+    passed over (one corrupt file in a folder must not cost the others)."""
     from ..depth_io import read_image
 
     total: int | None = 0
@@ -93,8 +122,14 @@ def _expand(items: list[tuple[str, object]]) -> tuple[Iterator[tuple[str, np.nda
             if isinstance(src, tuple):
                 for i, frame in enumerate(_video_frames(src[1])):
                     yield f"{name}/{i:06d}", frame
-            else:
-                yield name, read_image(src)
+                continue
+            try:
+                image = read_image(src)
+            except (OSError, ValueError) as err:
+                print(f"edgedepth predict: skipping {src}: {' '.join(str(err).split())}", file=sys.stderr)
+                skipped.append(str(src))
+                continue
+            yield name, image
 
     return gen(), total
 
@@ -134,22 +169,21 @@ def run(args: argparse.Namespace) -> int:
                       tiles=args.tiles, threads=args.threads)
     print(f"edgedepth: {runtime.backend_reason}, device {runtime.device}, precision {runtime.precision}, "
           f"bundle {runtime.bundle.name}", file=sys.stderr)
-    frames, total = _expand(items)
+    skipped: list[str] = []
+    frames, total = _expand(items, skipped)
     out = Path(args.out)
-    names: list[str] = []
-    images: dict[str, np.ndarray] = {}
+    pending: collections.deque[tuple[str, np.ndarray]] = collections.deque()
 
     def feed() -> Iterator[np.ndarray]:
-        # The stream needs bare frames; keep each frame's name and pixels until its result arrives.
+        # The stream needs bare frames and returns results in order: each frame's name and pixels
+        # wait in this queue until its result arrives.
         for name, image in frames:
-            names.append(name)
-            images[name] = image
+            pending.append((name, image))
             yield image
 
     totals: list[float] = []
     for result in tqdm(runtime.stream(feed(), intrinsics=args.fx), total=total, unit="frame", disable=None):
-        name = names[len(totals)]
-        image = images.pop(name)
+        name, image = pending.popleft()
         h, w = image.shape[:2]
         k = default_intrinsics(h, w, runtime.bundle.fx_norm)
         if args.fx is not None:
@@ -158,4 +192,7 @@ def run(args: argparse.Namespace) -> int:
         totals.append(result.timings["total"])
     if totals:
         print(f"{len(totals)} frame(s) -> {out}/  ({np.mean(totals):.1f} ms/frame)", file=sys.stderr)
+    if skipped:
+        print(f"edgedepth predict: {len(skipped)} input(s) could not be read: {', '.join(skipped)}", file=sys.stderr)
+        return 1
     return 0
