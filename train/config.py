@@ -102,6 +102,10 @@ class LossConfig:
     ``detail`` is the scale-free part of DSD against the teacher (distill stage)."""
 
     depth: str = "l1_log"
+    # Refiners: the ground truth is cut at scale x the tile size and the prediction upsampled to it
+    # bilinearly, as the runtime's stitch upsamples tiles into the frame: the loss then sees the edges
+    # the frame-resolution metrics see, not the point-sampled tile-resolution ones.
+    scale: int = 1
     weight: float = 1.0  # of the depth term
     grad: float = 0.5  # l1_log: weight of the gradient-matching part
     grad_scales: int = 3
@@ -368,6 +372,8 @@ def check_config(cfg: Config) -> None:
     for name in ("weight", "grad", "c2f", "gpct", "detail_weight"):
         if getattr(lo, name) < 0:
             _fail(f"loss.{name}", f"must be >= 0, got {getattr(lo, name)}")
+    if lo.scale < 1:
+        _fail("loss.scale", f"must be >= 1, got {lo.scale}")
     if lo.grad_scales < 1:
         _fail("loss.grad_scales", f"must be >= 1, got {lo.grad_scales}")
     if not 0 <= lo.silog_focus <= 1:

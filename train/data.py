@@ -218,16 +218,19 @@ class TileItems(Dataset):
     Item: ``coarse_image`` (3, hc, wc) normalised (the coarse model's input); for each refiner input
     size k (``tile_sizes``; a teacher may need its own) ``rgb{k}`` (G, 3, th, tw) normalised tiles of
     a 2x2 group of the frame's grid (``grid_fn(H, W)``, the runtime's rule), G = 4; ``gt``, ``valid``,
-    ``reliable`` (G, 1, th, tw) at the first size; ``boxes`` (G, 4) frame pixels; ``frame_hw`` (2,);
+    ``reliable`` (G, 1, gh, gw) at ``gt_size`` (default the first tile size); ``boxes`` (G, 4) frame
+    pixels; ``frame_hw`` (2,);
     ``oracle`` (1, hc, wc) ground truth reduced to the coarse input size when ``oracle``; ``index``.
     A flipped item is the flipped frame's (boxes included).
     """
 
     def __init__(self, source, coarse_size: tuple[int, int], tile_sizes: Sequence[tuple[int, int]],
                  grid_fn: Callable[[int, int], TileGrid], mean: Sequence[float], std: Sequence[float],
-                 hflip: bool = False, seed: int = 0, oracle: bool = False) -> None:
+                 hflip: bool = False, seed: int = 0, oracle: bool = False,
+                 gt_size: Optional[tuple[int, int]] = None) -> None:
         self.source, self.coarse_size = source, tuple(coarse_size)
         self.tile_sizes = [tuple(t) for t in tile_sizes]
+        self.gt_size = tuple(gt_size) if gt_size is not None else self.tile_sizes[0]
         self.grid_fn, self.mean, self.std = grid_fn, tuple(mean), tuple(std)
         self.hflip, self.seed, self.oracle = hflip, seed, oracle
 
@@ -250,8 +253,8 @@ class TileItems(Dataset):
                                                    mean=self.mean, std=self.std, threads=1)[0]}
         for k, size in enumerate(self.tile_sizes):
             item[f"rgb{k}"] = tiling.crop_resize(f["image"], src, size, mean=self.mean, std=self.std, threads=1)
-        item["gt"], item["valid"] = crop_valid(f["depth"], src, self.tile_sizes[0])
-        item["reliable"] = crop_mask(f["reliable"], src, self.tile_sizes[0])
+        item["gt"], item["valid"] = crop_valid(f["depth"], src, self.gt_size)
+        item["reliable"] = crop_mask(f["reliable"], src, self.gt_size)
         if self.oracle:
             item["oracle"] = log_area_reduce(f["depth"], self.coarse_size)[None]
         if flip:

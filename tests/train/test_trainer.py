@@ -177,3 +177,17 @@ def test_wall_clock_budget_ends_the_run_and_drives_the_schedule(tmp_path):
     assert (tmp_path / "coarse" / "final" / "model.safetensors").is_file()
     rows = read_metrics(tmp_path / "coarse" / "train.csv")
     assert rows[-1]["train/lr"] < 0.2 * cfg.optim.lr  # the cosine ran out with the clock, not the steps
+
+
+def test_loss_at_twice_the_tile_resolution(tmp_path):
+    """loss.scale 2: ground truth cut at 2x the tile size, the prediction upsampled to it."""
+    cfg = cfg_for("refiner", tmp_path, **{"loss.scale": 2, "train.steps": 1})
+    trainer = Trainer(cfg, resume="never")
+    items = trainer.stage.items(ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3))
+    item = items[0]
+    th, tw = cfg.model.tile_size
+    assert item["rgb0"].shape[-2:] == (th, tw) and item["gt"].shape[-2:] == (2 * th, 2 * tw)
+    batch = {k: v[None] for k, v in item.items()}
+    loss, parts = trainer.stage.train_step(trainer.model, batch)
+    assert np.isfinite(float(loss)) and parts["tiles"] == 4.0
+    loss.backward()

@@ -20,7 +20,7 @@ from ..checkpoint import load_models
 from ..config import Config
 from ..losses import dsd_loss
 from .base import build_or_load_coarse, frozen, resize_maps
-from .refiner import RefinerStage, gpct_term
+from .refiner import RefinerStage, at_gt, gpct_term
 
 
 class DistillStage(RefinerStage):
@@ -65,8 +65,9 @@ class DistillStage(RefinerStage):
         # Window positions / pair samples follow the frame indices: reproducible on resume and ranks.
         gen = torch.Generator(device="cpu").manual_seed(int(batch["index"].sum()) * 7919 + self.cfg.train.seed)
         lc = self.cfg.loss
-        dsd = dsd_loss(pred, tiles.gt, pseudo, self.loss_mask(tiles.valid, tiles.reliable), lam=lc.detail_weight,
-                       detail=lc.detail, **self._detail_kwargs(pred, tiles.rgb, gen))
+        pred_gt = at_gt(pred, tiles)
+        dsd = dsd_loss(pred_gt, tiles.gt, pseudo, self.loss_mask(tiles.valid, tiles.reliable), lam=lc.detail_weight,
+                       detail=lc.detail, **self._detail_kwargs(pred_gt, at_gt(tiles.rgb, tiles), gen))
         cons = gpct_term(pred, tiles)
         loss = lc.weight * dsd + lc.gpct * cons
         return loss, {"dsd": float(dsd.detach()), "gpct": float(cons.detach()), "loss": float(loss.detach()),

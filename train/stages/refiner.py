@@ -68,6 +68,15 @@ def crop_maps(maps: torch.Tensor, boxes: torch.Tensor, frame_hw: torch.Tensor, s
     return out.reshape(-1, *out.shape[2:])
 
 
+def at_gt(maps: torch.Tensor, tiles: TileBatch) -> torch.Tensor:
+    """Tile maps (N, C, th, tw) at the ground truth's resolution: upsampled bilinearly (half-pixel
+    centres, the stitch's resize of a tile into its box) when ``loss.scale`` > 1."""
+    size = tuple(tiles.gt.shape[-2:])
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    return torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
 def gpct_term(pred: torch.Tensor, tiles: TileBatch) -> torch.Tensor:
     """GPCT consistency of each frame's tile group, on ln depth: squared differences on the overlaps,
     summed over tile pairs (a 10 % disagreement costs the same near and far)."""
@@ -98,9 +107,10 @@ class _RefinerStageBase(Stage):
         return partial(self.cfg.tiling.grid, tile_size=tuple(self.refiner.tile_size))
 
     def tile_items(self, source: Any, tile_sizes: list[tuple[int, int]]) -> TileItems:
+        k = self.cfg.loss.scale
         return TileItems(source, tuple(self.coarse.input_size), tile_sizes, self.grid_fn(), self.coarse.mean,
                          self.coarse.std, hflip=self.cfg.data.hflip, seed=self.cfg.train.seed,
-                         oracle=self.cfg.data.oracle_coarse)
+                         oracle=self.cfg.data.oracle_coarse, gt_size=(k * tile_sizes[0][0], k * tile_sizes[0][1]))
 
     def cut_tiles(self, batch: dict, coarse: Optional[nn.Module] = None, refiner: Optional[nn.Module] = None,
                   rgb_key: str = "rgb0") -> TileBatch:
@@ -214,7 +224,7 @@ class RefinerStage(_RefinerStageBase):
         lc = self.cfg.loss
         parts: dict[str, float] = {}
         if lc.bfm:
-            keep = bfm_mask(tiles.coarse, tiles.gt, tiles.valid)
+            keep = bfm_mask(at_gt(tiles.coarse, tiles), tiles.gt, tiles.valid)
             # How BFM does its job where the source knows the truth: the share of unreliable pixels
             # it drops (it exists for them) and of reliable ones it drops (correct ground truth lost).
             unreliable, reliable = tiles.valid & ~tiles.reliable, tiles.valid & tiles.reliable
@@ -222,11 +232,11 @@ class RefinerStage(_RefinerStageBase):
                 parts["bfm_unreliable_dropped"] = float((~keep & unreliable).sum() / unreliable.sum())
             parts["bfm_reliable_dropped"] = float((~keep & reliable).sum() / reliable.sum().clamp_min(1))
             mask = mask & keep
-        sup = self.depth_term(pred, tiles.gt, mask)
+        sup = self.depth_term(at_gt(pred, tiles), tiles.gt, mask)
         loss = lc.weight * sup
         parts.update(depth=float(sup.detach()), kept=float(mask.float().mean()))
         if lc.c2f > 0 and "c2f_depth" in out:
-            c2f = self.depth_term(out["c2f_depth"].float(), tiles.gt, mask)
+            c2f = self.depth_term(at_gt(out["c2f_depth"].float(), tiles), tiles.gt, mask)
             loss = loss + lc.c2f * c2f
             parts["c2f"] = float(c2f.detach())
         if lc.gpct > 0:
