@@ -58,6 +58,35 @@ def _nvcc() -> str | None:
     return shutil.which("nvcc")
 
 
+def stale_cmake_cache(build_temp: Path, expected: dict[str, str]) -> bool:
+    """True when ``build_temp`` holds a CMake cache from another build environment: a tool it
+    recorded is gone (``pip install .`` builds in a temporary environment that pip deletes
+    afterwards, and the next build would run its ninja), or a path it recorded differs from
+    ``expected`` (the cache variables this build passes)."""
+    cache = Path(build_temp) / "CMakeCache.txt"
+    if not cache.is_file():
+        return False
+    recorded = {}
+    for line in cache.read_text(encoding="utf-8", errors="replace").splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.startswith(("#", "//")):
+            recorded[name.split(":")[0]] = value
+    gone = [recorded[k] for k in ("CMAKE_COMMAND", "CMAKE_MAKE_PROGRAM", "CMAKE_CXX_COMPILER") if recorded.get(k)
+            and not Path(recorded[k]).exists()]
+    changed = [k for k, v in expected.items() if k in recorded and recorded[k] != v]
+    return bool(gone or changed)
+
+
+def configure(source: Path, build_temp: Path, args: list[str]) -> None:
+    """Run CMake's configure step in ``build_temp``, starting afresh when its cache is stale."""
+    expected = dict(a[2:].split("=", 1) for a in args if a.startswith("-D") and "=" in a)
+    expected = {k.split(":")[0]: v for k, v in expected.items()}
+    if stale_cmake_cache(build_temp, expected):
+        (build_temp / "CMakeCache.txt").unlink()
+        shutil.rmtree(build_temp / "CMakeFiles", ignore_errors=True)
+    subprocess.run(["cmake", str(source), *args], cwd=build_temp, check=True)
+
+
 class CMakeBuild(build_ext):
     def run(self) -> None:
         if os.environ.get("EDGEDEPTH_NATIVE", "1") == "0":
@@ -98,9 +127,9 @@ class CMakeBuild(build_ext):
             if archs := os.environ.get("EDGEDEPTH_CUDA_ARCHS"):
                 args.append(f"-DCMAKE_CUDA_ARCHITECTURES={archs}")
         if shutil.which("ninja"):
-            args.append("-GNinja")
+            args += ["-GNinja", f"-DCMAKE_MAKE_PROGRAM={shutil.which('ninja')}"]
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-        subprocess.run(["cmake", str(ROOT), *args], cwd=build_temp, check=True)
+        configure(ROOT, build_temp, args)
         subprocess.run(["cmake", "--build", ".", "--target", ext.target, "-j", jobs], cwd=build_temp, check=True)
 
 
@@ -112,14 +141,16 @@ def _extensions() -> list[CMakeExtension]:
     return exts
 
 
-packages, package_dir = _packages()
-setup(
-    packages=packages,
-    package_dir=package_dir,
-    # The assets are data, not packages: listed here and nothing else picked up from version control.
-    package_data={"edgedepth": ["assets/*", "assets/**/*"]},
-    include_package_data=False,
-    ext_modules=_extensions(),
-    cmdclass={"build_ext": CMakeBuild},
-    zip_safe=False,
-)
+# setuptools runs this file as __main__ (pip's build backend too); tests import it for the helpers.
+if __name__ == "__main__":
+    packages, package_dir = _packages()
+    setup(
+        packages=packages,
+        package_dir=package_dir,
+        # The assets are data, not packages: listed here and nothing else picked up from version control.
+        package_data={"edgedepth": ["assets/*", "assets/**/*"]},
+        include_package_data=False,
+        ext_modules=_extensions(),
+        cmdclass={"build_ext": CMakeBuild},
+        zip_safe=False,
+    )

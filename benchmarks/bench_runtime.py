@@ -56,7 +56,7 @@ def build_bundle(out: Path, precisions=("fp32", "fp16", "int8")) -> Path:
     import torch
 
     from edgedepth.export.exporter import ExportConfig, export_bundle
-    from edgedepth.export.frames import Tiling
+    from edgedepth.tiling import Tiling
     from edgedepth.train.models import create_coarse, create_refiner
 
     torch.manual_seed(0)

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "tile_math.hpp"
 
@@ -14,8 +15,29 @@ namespace edgedepth {
 
 [[noreturn]] inline void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
+// The engines index with 32-bit ints (a row buffer holds 3 * side + padding floats), so every side,
+// channel count and box count must stay below this (edgedepth/tiling.py MAX_SIDE).
+constexpr int64_t kMaxSide = int64_t{1} << 28;
+// More threads than this only cost address space (a stack each) and spawn time (tiling.MAX_THREADS).
+constexpr int64_t kMaxThreads = 256;
+
 inline void check_positive(const char* name, int64_t v) {
     if (v <= 0) fail(std::string(name) + " must be >= 1, got " + std::to_string(v));
+}
+
+// A size the engine can index: 1..kMaxSide. Returns it as int.
+inline int check_side(const char* name, int64_t v) {
+    check_positive(name, v);
+    if (v > kMaxSide)
+        fail(std::string(name) + " is " + std::to_string(v) + ", over the tile engine's limit of " +
+             std::to_string(kMaxSide));
+    return static_cast<int>(v);
+}
+
+inline int check_threads(int64_t v) {
+    check_positive("threads", v);
+    if (v > kMaxThreads) fail("threads must be <= " + std::to_string(kMaxThreads) + ", got " + std::to_string(v));
+    return static_cast<int>(v);
 }
 
 inline Window check_window(int kind) {
@@ -36,6 +58,17 @@ inline void check_boxes(const char* name, const double* boxes, int64_t n, int64_
         if (y0 < -tol_h || x0 < -tol_w || y0 + h > frame_h + tol_h || x0 + w > frame_w + tol_w)
             fail(where + " lies outside the " + std::to_string(frame_h) + "x" + std::to_string(frame_w) + " frame");
     }
+}
+
+// A private copy of n boxes, checked. The engines read boxes with the GIL released: checking and
+// then reading the caller's array would let another thread change it in between (a NaN written
+// there becomes an out-of-range index), so they only ever see this copy.
+inline std::vector<double> checked_box_copy(const char* name, const double* boxes, int64_t n, int64_t frame_h,
+                                            int64_t frame_w) {
+    check_side("number of boxes", n);
+    std::vector<double> copy(boxes, boxes + 4 * n);
+    check_boxes(name, copy.data(), n, frame_h, frame_w);
+    return copy;
 }
 
 }  // namespace edgedepth

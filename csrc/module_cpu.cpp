@@ -7,6 +7,7 @@
 
 #include <array>
 #include <string>
+#include <vector>
 
 #include "checks.hpp"
 #include "tile_engine_cpu.hpp"
@@ -34,13 +35,12 @@ void check_array(const char* name, const py::array& a, py::ssize_t ndim) {
         if (a.shape(i) <= 0) fail(std::string(name) + " has an empty dimension " + std::to_string(i));
 }
 
-const double* checked_boxes(const py::array& boxes, int64_t frame_h, int64_t frame_w) {
+// Boxes (N, 4) float64, copied and checked (checks.hpp, checked_box_copy).
+std::vector<double> checked_boxes(const py::array& boxes, int64_t frame_h, int64_t frame_w) {
     check_array("boxes", boxes, 2);
     if (dtype_of(boxes) != DType::F64) fail("boxes must be float64");
     if (boxes.shape(1) != 4) fail("boxes must have shape (N, 4)");
-    const auto* p = static_cast<const double*>(boxes.data());
-    check_boxes("boxes", p, boxes.shape(0), frame_h, frame_w);
-    return p;
+    return checked_box_copy("boxes", static_cast<const double*>(boxes.data()), boxes.shape(0), frame_h, frame_w);
 }
 
 py::array empty_out(bool half, std::initializer_list<py::ssize_t> shape) {
@@ -51,11 +51,12 @@ py::array crop_rgb(const py::array& src, const py::array& boxes, int out_h, int 
                    std::array<float, 3> scale, std::array<float, 3> bias, bool half, int threads) {
     check_array("src", src, 3);
     if (dtype_of(src) != DType::U8 || src.shape(2) != 3) fail("src must be an (H, W, 3) uint8 RGB image");
-    check_positive("out_h", out_h);
-    check_positive("out_w", out_w);
-    check_positive("threads", threads);
-    const int src_h = static_cast<int>(src.shape(0)), src_w = static_cast<int>(src.shape(1));
-    const double* bx = checked_boxes(boxes, src_h, src_w);
+    check_side("out_h", out_h);
+    check_side("out_w", out_w);
+    check_threads(threads);
+    const int src_h = check_side("src height", src.shape(0)), src_w = check_side("src width", src.shape(1));
+    const std::vector<double> box_copy = checked_boxes(boxes, src_h, src_w);
+    const double* bx = box_copy.data();
     const int n = static_cast<int>(boxes.shape(0));
     py::array out = empty_out(half, {n, 3, out_h, out_w});
     const auto* s = static_cast<const uint8_t*>(src.data());
@@ -74,11 +75,13 @@ py::array crop_map(const py::array& src, const py::array& boxes, int out_h, int 
     check_array("src", src, 3);
     const DType dt = dtype_of(src);
     if (dt != DType::F32 && dt != DType::F16) fail("src must be a (C, H, W) float32 or float16 map");
-    check_positive("out_h", out_h);
-    check_positive("out_w", out_w);
-    check_positive("threads", threads);
-    const int c = static_cast<int>(src.shape(0)), src_h = static_cast<int>(src.shape(1)), src_w = static_cast<int>(src.shape(2));
-    const double* bx = checked_boxes(boxes, src_h, src_w);
+    check_side("out_h", out_h);
+    check_side("out_w", out_w);
+    check_threads(threads);
+    const int c = check_side("src channels", src.shape(0));
+    const int src_h = check_side("src height", src.shape(1)), src_w = check_side("src width", src.shape(2));
+    const std::vector<double> box_copy = checked_boxes(boxes, src_h, src_w);
+    const double* bx = box_copy.data();
     const int n = static_cast<int>(boxes.shape(0));
     py::array out = empty_out(half, {n, c, out_h, out_w});
     const void* s = src.data();
@@ -98,8 +101,8 @@ py::array crop_map(const py::array& src, const py::array& boxes, int out_h, int 
 }
 
 py::array window(int h, int w, int kind) {
-    check_positive("h", h);
-    check_positive("w", w);
+    check_side("h", h);
+    check_side("w", w);
     const Window k = check_window(kind);
     py::array out = empty_out(false, {h, w});
     window_cpu(h, w, k, static_cast<float*>(out.mutable_data()));
@@ -110,15 +113,16 @@ py::array stitch(const py::array& tiles, const py::array& boxes, int height, int
     check_array("tiles", tiles, 4);
     const DType dt = dtype_of(tiles);
     if (dt != DType::F32 && dt != DType::F16) fail("tiles must be (N, C, th, tw) float32 or float16");
-    check_positive("height", height);
-    check_positive("width", width);
-    check_positive("threads", threads);
+    check_side("height", height);
+    check_side("width", width);
+    check_threads(threads);
     const Window k = check_window(kind);
-    const double* bx = checked_boxes(boxes, height, width);
+    const std::vector<double> box_copy = checked_boxes(boxes, height, width);
+    const double* bx = box_copy.data();
     if (boxes.shape(0) != tiles.shape(0))
         fail("tiles has " + std::to_string(tiles.shape(0)) + " tiles but boxes has " + std::to_string(boxes.shape(0)) + " rows");
-    const int n = static_cast<int>(tiles.shape(0)), c = static_cast<int>(tiles.shape(1));
-    const int th = static_cast<int>(tiles.shape(2)), tw = static_cast<int>(tiles.shape(3));
+    const int n = check_side("number of tiles", tiles.shape(0)), c = check_side("tile channels", tiles.shape(1));
+    const int th = check_side("tile height", tiles.shape(2)), tw = check_side("tile width", tiles.shape(3));
     py::array out = empty_out(false, {c, height, width});
     const void* t = tiles.data();
     auto* o = static_cast<float*>(out.mutable_data());

@@ -12,6 +12,7 @@
 #include <array>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "checks.hpp"
 #include "tile_engine_cuda.hpp"
@@ -57,13 +58,12 @@ int check_device_ptr(const char* name, uintptr_t ptr, size_t bytes) {
     return attr.device;
 }
 
-const double* checked_boxes(const py::array& boxes, int64_t frame_h, int64_t frame_w) {
+// Boxes (N, 4) float64, copied and checked (checks.hpp, checked_box_copy).
+std::vector<double> checked_boxes(const py::array& boxes, int64_t frame_h, int64_t frame_w) {
     if (boxes.ndim() != 2 || boxes.shape(1) != 4 || boxes.shape(0) < 1) fail("boxes must have shape (N, 4) with N >= 1");
     if (boxes.dtype().kind() != 'f' || boxes.dtype().itemsize() != 8) fail("boxes must be float64");
     if (!(boxes.flags() & py::array::c_style)) fail("boxes must be C-contiguous");
-    const auto* p = static_cast<const double*>(boxes.data());
-    check_boxes("boxes", p, boxes.shape(0), frame_h, frame_w);
-    return p;
+    return checked_box_copy("boxes", static_cast<const double*>(boxes.data()), boxes.shape(0), frame_h, frame_w);
 }
 
 // Makes the pointers' device current for the call and restores the caller's afterwards.
@@ -85,17 +85,18 @@ class DeviceGuard {
 cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
 // The sizes and boxes of a crop from a (src_h, src_w) source to (out_h, out_w) outputs; returns the boxes.
-const double* checked_crop(const py::array& boxes, int src_h, int src_w, int out_h, int out_w) {
-    check_positive("src_h", src_h);
-    check_positive("src_w", src_w);
-    check_positive("out_h", out_h);
-    check_positive("out_w", out_w);
+std::vector<double> checked_crop(const py::array& boxes, int src_h, int src_w, int out_h, int out_w) {
+    check_side("src_h", src_h);
+    check_side("src_w", src_w);
+    check_side("out_h", out_h);
+    check_side("out_w", out_w);
     return checked_boxes(boxes, src_h, src_w);
 }
 
 void crop_rgb(uintptr_t src, int src_h, int src_w, const py::array& boxes, uintptr_t out, int out_h, int out_w,
               std::array<float, 3> scale, std::array<float, 3> bias, bool half, uintptr_t stream) {
-    const double* bx = checked_crop(boxes, src_h, src_w, out_h, out_w);
+    const std::vector<double> box_copy = checked_crop(boxes, src_h, src_w, out_h, out_w);
+    const double* bx = box_copy.data();
     const int n = static_cast<int>(boxes.shape(0));
     const size_t out_bytes = static_cast<size_t>(n) * 3 * out_h * out_w * (half ? 2 : 4);
     DeviceGuard guard{check_device_ptr("src", src, static_cast<size_t>(src_h) * src_w * 3),
@@ -107,8 +108,9 @@ void crop_rgb(uintptr_t src, int src_h, int src_w, const py::array& boxes, uintp
 
 void crop_map(uintptr_t src, bool src_half, int c, int src_h, int src_w, const py::array& boxes, uintptr_t out,
               int out_h, int out_w, bool half, uintptr_t stream) {
-    check_positive("c", c);
-    const double* bx = checked_crop(boxes, src_h, src_w, out_h, out_w);
+    check_side("c", c);
+    const std::vector<double> box_copy = checked_crop(boxes, src_h, src_w, out_h, out_w);
+    const double* bx = box_copy.data();
     const int n = static_cast<int>(boxes.shape(0));
     const size_t src_bytes = static_cast<size_t>(c) * src_h * src_w * (src_half ? 2 : 4);
     const size_t out_bytes = static_cast<size_t>(n) * c * out_h * out_w * (half ? 2 : 4);
@@ -119,8 +121,8 @@ void crop_map(uintptr_t src, bool src_half, int c, int src_h, int src_w, const p
 }
 
 void window(uintptr_t out, int h, int w, int kind, uintptr_t stream) {
-    check_positive("h", h);
-    check_positive("w", w);
+    check_side("h", h);
+    check_side("w", w);
     check_window(kind);
     DeviceGuard guard{check_device_ptr("out", out, static_cast<size_t>(h) * w * 4)};
     check_cuda(window_cuda(h, w, kind, reinterpret_cast<float*>(out), as_stream(stream)), "window");
@@ -128,14 +130,15 @@ void window(uintptr_t out, int h, int w, int kind, uintptr_t stream) {
 
 void stitch(uintptr_t tiles, bool tiles_half, int n, int c, int th, int tw, const py::array& boxes, uintptr_t out,
             int height, int width, int kind, uintptr_t stream) {
-    check_positive("n", n);
-    check_positive("c", c);
-    check_positive("th", th);
-    check_positive("tw", tw);
-    check_positive("height", height);
-    check_positive("width", width);
+    check_side("n", n);
+    check_side("c", c);
+    check_side("th", th);
+    check_side("tw", tw);
+    check_side("height", height);
+    check_side("width", width);
     check_window(kind);
-    const double* bx = checked_boxes(boxes, height, width);
+    const std::vector<double> box_copy = checked_boxes(boxes, height, width);
+    const double* bx = box_copy.data();
     if (boxes.shape(0) != n)
         fail("tiles has " + std::to_string(n) + " tiles but boxes has " + std::to_string(boxes.shape(0)) + " rows");
     const size_t tile_bytes = static_cast<size_t>(n) * c * th * tw * (tiles_half ? 2 : 4);

@@ -1,6 +1,7 @@
 #include "tile_engine_cpu.hpp"
 
 #include <algorithm>
+#include <exception>
 #include <thread>
 #include <type_traits>
 
@@ -15,6 +16,11 @@ namespace {
 // Runs fn(begin, end) over [0, total) split into `threads` contiguous chunks; the calling thread
 // takes the first chunk. Threads are spawned per call (no global pool): an op costs milliseconds,
 // a spawn microseconds, and the module keeps no hidden state.
+//
+// Never terminates the process: a thread the system refuses to create (std::system_error, e.g.
+// under an address-space limit) leaves its chunks to the calling thread, and an exception thrown
+// by any chunk (std::bad_alloc of a row buffer) is carried out of its thread, every started thread
+// is joined, and the first one is rethrown here (pybind11 turns bad_alloc into MemoryError).
 template <typename F>
 void parallel_for(int64_t total, int threads, F fn) {
     const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, total));
@@ -22,15 +28,39 @@ void parallel_for(int64_t total, int threads, F fn) {
         if (total > 0) fn(int64_t{0}, total);
         return;
     }
-    std::vector<std::thread> pool;
-    pool.reserve(static_cast<size_t>(workers - 1));
     const int64_t chunk = (total + workers - 1) / workers;
-    for (int64_t w = 1; w < workers; ++w) {
-        const int64_t begin = w * chunk, end = std::min(total, begin + chunk);
-        if (begin < end) pool.emplace_back([=] { fn(begin, end); });
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
+    std::vector<std::thread> pool;
+    int64_t spawned = 1;  // chunks [1, spawned) run on their own threads
+    try {
+        pool.reserve(static_cast<size_t>(workers - 1));
+        for (; spawned < workers; ++spawned) {
+            const int64_t begin = spawned * chunk, end = std::min(total, begin + chunk);
+            if (begin >= end) continue;
+            std::exception_ptr* error = &errors[static_cast<size_t>(spawned)];
+            pool.emplace_back([=] {
+                try {
+                    fn(begin, end);
+                } catch (...) {
+                    *error = std::current_exception();
+                }
+            });
+        }
+    } catch (const std::exception&) {
+        // No (more) threads or no memory to track them: the calling thread runs what is left.
     }
-    fn(int64_t{0}, std::min(total, chunk));
+    try {
+        fn(int64_t{0}, std::min(total, chunk));
+        for (int64_t w = spawned; w < workers; ++w) {
+            const int64_t begin = w * chunk, end = std::min(total, begin + chunk);
+            if (begin < end) fn(begin, end);
+        }
+    } catch (...) {
+        errors[0] = std::current_exception();
+    }
     for (auto& t : pool) t.join();
+    for (const auto& e : errors)
+        if (e) std::rethrow_exception(e);
 }
 
 // Structure-of-arrays sample table for one crop axis of every box (vectorisable inner loops).

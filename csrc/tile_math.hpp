@@ -43,10 +43,11 @@ struct Tap {
     float frac;
 };
 
-// Source position pos (pixel-centre coordinates) clamped to [0, src_len - 1].
+// Source position pos (pixel-centre coordinates) clamped to [0, src_len - 1]. Written so that NaN
+// clamps to 0 too: converting NaN to int is undefined (x86 gives INT_MIN, an index far out of bounds).
 ED_HD Tap tap_at(double pos, int src_len) {
     const double top = static_cast<double>(src_len - 1);
-    pos = pos < 0.0 ? 0.0 : (pos > top ? top : pos);
+    pos = pos > 0.0 ? (pos < top ? pos : top) : 0.0;
     const int lo = static_cast<int>(floor(pos));
     Tap t;
     t.lo = lo;
@@ -61,13 +62,13 @@ ED_HD Tap crop_tap(double start, double length, int out_len, int i, int src_len)
 }
 
 // Stitch: frame pixels covered by [start, start + length) are first..stop-1 (pixel centre inside).
-ED_HD int stitch_first(double start, int frame_len) {
-    const double f = ceil(start - 0.5);
-    return f < 0.0 ? 0 : (f > frame_len ? frame_len : static_cast<int>(f));
+// Clamped to [0, frame_len], NaN to 0 (as in tap_at).
+ED_HD int clamp_index(double v, int frame_len) {
+    return v > 0.0 ? (v < frame_len ? static_cast<int>(v) : frame_len) : 0;
 }
+ED_HD int stitch_first(double start, int frame_len) { return clamp_index(ceil(start - 0.5), frame_len); }
 ED_HD int stitch_stop(double start, double length, int frame_len) {
-    const double s = ceil(start + length - 0.5);
-    return s < 0.0 ? 0 : (s > frame_len ? frame_len : static_cast<int>(s));
+    return clamp_index(ceil(start + length - 0.5), frame_len);
 }
 ED_HD double stitch_u(double start, double length, int pixel) {
     return (pixel + 0.5 - start) / length;

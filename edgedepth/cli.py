@@ -3,13 +3,21 @@
 Each sub-command lives in the module that owns its work and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
 command runs, so `edgedepth predict` on a device never imports torch.
+
+A user's mistake (a missing file, a bad bundle, an impossible request) ends the command with one
+line on stderr and exit status 1, not a traceback; ``EDGEDEPTH_DEBUG=1`` shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
+
+# What a command raises for bad input or an unusable environment (BundleError and
+# BackendUnavailableError included); anything else is a bug and keeps its traceback.
+_USER_ERRORS = (OSError, ValueError, ImportError, RuntimeError, MemoryError)
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -17,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("edgedepth.commands.info", "backends, devices, versions, native extension status"),
     "eval": ("edgedepth.evaluate", "score predictions, a checkpoint or a bundle on a data set"),
     "scenes": ("edgedepth.datasets.procedural_cli", "render a procedural data set folder"),
+    "train-data": ("edgedepth.train.shards_cli", "pre-render procedural training frames as shards"),
     "train": ("edgedepth.train.cli", "train a coarse model or refiner from a YAML config"),
     "export": ("edgedepth.export.cli", "export a checkpoint to an ONNX/OpenVINO/CoreML/TensorRT bundle"),
 }
@@ -27,7 +36,7 @@ def _module(name: str):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        extra = {"train": "train", "export": "export"}.get(name)
+        extra = {"train": "train", "train-data": "train", "export": "export"}.get(name)
         if extra and err.name and not err.name.startswith("edgedepth"):
             raise SystemExit(
                 f"edgedepth {name} needs the optional package {err.name!r}: pip install 'edgedepth[{extra}]'"
@@ -52,6 +61,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "scenes": (
         "edgedepth scenes mydata/train --count 64 --size 640x360",
         "edgedepth scenes mydata/val --count 8 --size 640x360 --seed 1 --sensor lidar",
+    ),
+    "train-data": (
+        "edgedepth train-data data/train1080 --count 640 --size 1920x1080",
+        "edgedepth train-data data/val1080 --count 8 --size 1920x1080 --seed 1000",
     ),
     "train": (
         "edgedepth train configs/default-coarse.yaml",
@@ -87,7 +100,21 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    return int(_module(args.command).run(args) or 0)
+    try:
+        status = int(_module(args.command).run(args) or 0)
+        sys.stdout.flush()  # a reader that left (`edgedepth info | head`) shows up here, not at exit
+        return status
+    except BrokenPipeError:
+        # Nobody reads stdout any more: stop quietly (Python's documented recipe, so that the
+        # interpreter's own final flush does not raise again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except _USER_ERRORS as err:
+        if os.environ.get("EDGEDEPTH_DEBUG") == "1":
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"edgedepth {args.command}: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -26,25 +26,36 @@ def _pil():
     return Image
 
 
-def _open(path: PathLike):
+def _open(path: PathLike, max_pixels: int | None = None):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     Image = _pil()
     try:
-        img = Image.open(path)
-        img.load()
+        img = Image.open(path)  # reads the header only
+        too_big = max_pixels is not None and img.width * img.height > max_pixels
+        if not too_big:
+            img.load()
     except Exception as err:  # Pillow raises several types for truncated/corrupt files
         raise ValueError(f"cannot decode image {path}: {err}") from err
+    if too_big:
+        img.close()
+        raise ValueError(f"image {path} is {img.width}x{img.height}, over the {max_pixels} pixels allowed "
+                         "(it was not decoded)")
     return img
 
 
-def read_image(path: PathLike) -> np.ndarray:
-    """Read an image file as HWC uint8 RGB."""
-    img = _open(path)
+def read_image(path: PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as HWC uint8 RGB, turned upright as its EXIF orientation says (as every
+    viewer shows it; a phone's portrait photo is stored sideways). ``max_pixels``: refuse larger
+    images (ValueError) from the header, before decoding them."""
+    from PIL import ImageOps
+
+    img = _open(path, max_pixels)
     if img.mode not in ("RGB", "L", "RGBA", "P", "LA"):
         if img.mode in ("I;16", "I;16B", "I", "F"):
             raise ValueError(f"{path} holds a {img.mode} (depth-like) image, expected an 8-bit colour image")
+    img = ImageOps.exif_transpose(img)
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 

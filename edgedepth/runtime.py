@@ -22,15 +22,17 @@ import numpy as np
 from . import __version__
 from .backends import PRECISIONS, Backend, select_backend
 from .bundle import Bundle, open_bundle
+from .manifest import FX_RATIO_RANGE
 from .stabilizer import Stabilizer, StabilizerConfig
 from .streaming import pipeline
 
 STAGES = ("preprocess", "coarse", "crop", "refine", "stitch")
 #: What an array frame holds: ``color=`` of predict/stream. Never guessed (DESIGN.md, Conventions).
 COLORS = ("rgb", "bgr", "gray")
-# Bytes per frame pixel the runtime holds at once: the RGB frame (3), the stitch accumulators
-# (value + weight, float64 in the reference engine: 16) and the output (4).
-_BYTES_PER_PIXEL = 23
+# Bytes per frame pixel the runtime holds at once (see Runtime.frame_bytes): the RGB frame (3), the
+# stitch accumulators (value + weight, float64 in the reference engine: 16), the output (4) and the
+# validity masks finish() builds (3 bool planes).
+_BYTES_PER_PIXEL = 26
 DEFAULT_MEMORY_BUDGET_MB = 4096
 DEFAULT_MAX_TILE_BATCH = 16
 
@@ -113,17 +115,23 @@ class _HostOps:
         return self.tiling.stitch(tiles, boxes, height, width, window=window, threads=self.threads)[0]
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
-        """(depth made finite, >= 0 and scaled; valid mask): see DepthResult."""
+        """(depth scaled, then made finite and >= 0; valid mask): see DepthResult.
+
+        The contract is enforced after scaling, so no scale can bring back an inf (overflow) or a NaN.
+        """
         # Work in place on the stitched map (ours); copy anything else (a backend's output buffer).
         depth = np.asarray(depth, dtype=np.float32) if owned else np.array(depth, dtype=np.float32)
         valid = np.isfinite(depth)
+        if math.isfinite(valid_max):  # in the model's own metres, before the rescale
+            valid &= depth <= np.float32(valid_max)
+        if scale != 1.0:
+            with np.errstate(over="ignore", invalid="ignore"):
+                depth *= np.float32(scale)
+            valid &= np.isfinite(depth)
+        valid &= depth > 0  # 0 or less is no depth: it is never reported as near
         if not valid.all():
             np.nan_to_num(depth, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         np.maximum(depth, 0.0, out=depth)
-        if math.isfinite(valid_max):
-            valid &= depth <= np.float32(valid_max)
-        if scale != 1.0:
-            depth *= np.float32(scale)
         return depth, valid
 
     def to_host(self, x):
@@ -168,10 +176,13 @@ class _TorchOps:
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
         valid = self.torch.isfinite(depth)
-        depth = self.torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0)
         if math.isfinite(valid_max):
             valid &= depth <= valid_max
-        return (depth * scale if scale != 1.0 else depth), valid
+        if scale != 1.0:
+            depth = depth * scale
+            valid &= self.torch.isfinite(depth)
+        valid &= depth > 0
+        return self.torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0), valid
 
     def to_host(self, x):
         return x.detach().cpu().numpy()
@@ -187,27 +198,37 @@ class Runtime:
         device: "auto", "cpu", "cuda", "gpu" (OpenVINO), as the backend understands it.
         precision: "auto" (the backend's best for the device), "fp32", "fp16" or "int8"; applies to
             the refiner; the coarse model uses the same precision when the bundle has it, else fp32.
-        tiles: (rows, cols) overriding the bundle's tiling; None = the bundle's.
-        threads: CPU threads for the backend and the tile engine; None = library defaults.
-        memory_budget_mb: frames whose working memory would exceed this are refused (ValueError).
+        tiles: (rows, cols): a fixed grid with the bundle's overlap and window instead of the bundle's
+            tiling; None = the bundle's.
+        tiling: an ``edgedepth.tiling.Tiling`` policy replacing the bundle's (e.g. no overlap);
+            exclusive with ``tiles``.
+        threads: CPU threads for the backend and the tile engine (1..256); None = library defaults.
+        memory_budget_mb: frames whose working memory (``frame_bytes``: every array the runtime
+            allocates for a frame, counted before any is allocated) would exceed this are refused
+            (ValueError).
         max_tile_batch: most tiles per refiner call (bounds peak memory on big grids).
         cache_dir: compiled-model / engine cache; None = $EDGEDEPTH_CACHE or ~/.cache/edgedepth.
     """
 
     def __init__(self, bundle: str | Path | None = None, backend: str = "auto", device: str = "auto",
                  precision: str = "auto", tiles: tuple[int, int] | None = None, threads: int | None = None,
-                 *, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                 *, tiling: Any = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
                  max_tile_batch: int = DEFAULT_MAX_TILE_BATCH, cache_dir: str | Path | None = None) -> None:
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a string, got {type(backend).__name__}")
         if precision != "auto" and precision not in PRECISIONS:
             raise ValueError(f"precision must be 'auto' or one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
-        if not memory_budget_mb > 0:
-            raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb!r}")
-        if not isinstance(max_tile_batch, int) or max_tile_batch < 1:
-            raise ValueError(f"max_tile_batch must be a positive integer, got {max_tile_batch!r}")
+        from .manifest import MAX_BATCH
+        from .tiling import MAX_THREADS
+
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                    or not 1 <= threads <= MAX_THREADS):
+            raise ValueError(f"threads must be None or an integer in [1, {MAX_THREADS}], got {threads!r}")
+        if isinstance(memory_budget_mb, bool) or not isinstance(memory_budget_mb, (int, float)) or not memory_budget_mb > 0:
+            raise ValueError(f"memory_budget_mb must be a number > 0, got {memory_budget_mb!r}")
+        if (not isinstance(max_tile_batch, int) or isinstance(max_tile_batch, bool)
+                or not 1 <= max_tile_batch <= MAX_BATCH):
+            raise ValueError(f"max_tile_batch must be an integer in [1, {MAX_BATCH}], got {max_tile_batch!r}")
         self.tiles = _check_tiles(tiles)
         self.threads = threads
         self.memory_budget_mb = float(memory_budget_mb)
@@ -225,8 +246,15 @@ class Runtime:
                              f"CHECKPOINT --targets {cls.formats[0]} --out NAME.edgedepth`, or choose another backend")
         cache = Path(cache_dir) if cache_dir is not None else None
         kwargs = dict(device=self.device, threads=threads, cache_dir=cache)
-        t = self.bundle.tiling
-        self.rows, self.cols = self.tiles or (int(t["rows"]), int(t["cols"]))
+        from .tiling import Tiling
+
+        if tiling is not None and (self.tiles is not None or not isinstance(tiling, Tiling)):
+            raise ValueError("tiling must be an edgedepth.tiling.Tiling, and not given together with tiles")
+        bundle_tiling = Tiling.from_json(self.bundle.tiling)
+        # A (rows, cols) override fixes the grid; else the bundle's policy (possibly adaptive).
+        self.tiling = tiling or (bundle_tiling if self.tiles is None else Tiling(
+            *self.tiles, bundle_tiling.overlap_ratio, bundle_tiling.window))
+        self.rows, self.cols = self.tiling.rows, self.tiling.cols
         refiner_kwargs = dict(kwargs)
         if cls.name == "tensorrt":
             from .backends.tensorrt import BuildOptions
@@ -234,25 +262,29 @@ class Runtime:
             # The engine's batch profile must cover the tiles this runtime sends per call.
             refiner_kwargs["build_options"] = BuildOptions.for_tiles(self.precision, self.rows * self.cols,
                                                                      max_tile_batch)
-        self.refiner: Backend = cls(self._model_file(cls, "refiner", self.precision), role="refiner",
-                                    precision=self.precision, **refiner_kwargs)
+        # Backends load the bytes the bundle hashed just now (Bundle.model_bytes), not the paths again.
+        path, files = self._model_source(cls, "refiner", self.precision)
+        self.refiner: Backend = cls(path, role="refiner", precision=self.precision, files=files, **refiner_kwargs)
         coarse_precision = self.precision if self._has(cls, "coarse", self.precision) else "fp32"
-        self.coarse: Backend = cls(self._model_file(cls, "coarse", coarse_precision), role="coarse",
-                                   precision=coarse_precision, **kwargs)
+        path, files = self._model_source(cls, "coarse", coarse_precision)
+        self.coarse: Backend = cls(path, role="coarse", precision=coarse_precision, files=files, **kwargs)
         self._check_io()
         self.ops = _TorchOps(self.device) if self.refiner.device_tensors else _HostOps(threads)
 
-        c, r, t = self.bundle.coarse, self.bundle.refiner, self.bundle.tiling
+        c, r = self.bundle.coarse, self.bundle.refiner
         self.coarse_size = (int(c["input_size"][0]), int(c["input_size"][1]))
         self.mean = tuple(float(v) for v in c["mean"])
         self.std = tuple(float(v) for v in c["std"])
         self.tile_size = (int(r["tile_size"][0]), int(r["tile_size"][1]))
         # A fixed tile batch (None = dynamic); CoreML models carry their own (the Neural Engine needs fixed shapes).
         self.refiner_batch = r.get("coreml_batch") if cls.name == "coreml" else r.get("batch")
-        self.window = str(t["window"])
+        self.window = self.tiling.window
         # In the model's own metres (before the focal-length rescale): the range it was trained on.
         self.valid_max_depth = self.bundle.valid_max_depth
-        self.overlap_ratio = float(t["overlap_ratio"])
+        self.overlap_ratio = self.tiling.overlap_ratio
+        # Frame pixels per refiner pixel in training; frames cut much finer or coarser are warned about.
+        self.train_shrink = r.get("train_shrink")
+        self._warned_shrink: set[tuple[int, int]] = set()
         # guideK <- featK: which coarse output each refiner guidance input is cropped from.
         # Entries: (input name, source output, channels, (h, w) of the crop).
         self.guides = [(s["name"], s.get("source", f"feat{s['name'][5:]}"), int(s["shape"][1]),
@@ -288,27 +320,45 @@ class Runtime:
                              f"{cls.name!r} (it holds: {held})")
         return precision
 
-    def _model_file(self, cls: type[Backend], role: str, precision: str) -> Path:
+    def _model_source(self, cls: type[Backend], role: str, precision: str) -> tuple[Path, dict[Path, bytes]]:
+        """The model file and the verified bytes of every file it loads."""
         for fmt in cls.formats:
-            if precision in self.bundle.precisions(role, fmt):
-                return self.bundle.model_file(role, fmt, precision)
-            # The torch checkpoint holds both models; the manifest may list it under the refiner only.
-            if fmt == "torch" and precision in self.bundle.precisions("refiner", fmt):
-                return self.bundle.model_file("refiner", fmt, precision)
+            for r in (role, "refiner") if fmt == "torch" else (role,):
+                # The torch checkpoint holds both models; the manifest may list it under the refiner only.
+                if precision in self.bundle.precisions(r, fmt):
+                    return self.bundle.model_file(r, fmt, precision), self.bundle.model_bytes(r, fmt, precision)
         raise ValueError(f"bundle {self.bundle.path} has no {role} model for backend {cls.name!r} at {precision}")
 
     def _check_io(self) -> None:
-        # The manifest and the loaded models must agree, or crops would feed the wrong inputs.
+        # The manifest and the loaded models must agree (names, and every size both fix), or crops
+        # would feed the wrong inputs, or outputs of another size would be stitched silently.
         for backend, section in ((self.coarse, self.bundle.coarse), (self.refiner, self.bundle.refiner)):
-            declared = {s["name"] for s in section["inputs"]}
-            loaded = {s.name for s in backend.inputs}
-            if declared != loaded:
+            declared = {s["name"]: s for s in section["inputs"]}
+            loaded = {s.name: s for s in backend.inputs}
+            if set(declared) != set(loaded):
                 raise ValueError(f"bundle {self.bundle.path}: {backend.role} model {backend.path.name} has inputs "
                                  f"{sorted(loaded)} but the manifest declares {sorted(declared)}")
+            outputs = {s.name: s for s in backend.outputs}
+            for spec in section["outputs"]:
+                if spec["name"] not in outputs:
+                    raise ValueError(f"bundle {self.bundle.path}: {backend.role} model {backend.path.name} has no "
+                                     f"output {spec['name']!r} (it has {sorted(outputs)})")
+            pairs = [(f"input {n}", d.get("shape"), loaded[n].shape) for n, d in declared.items()]
+            pairs += [(f"output {d['name']}", d.get("shape"), outputs[d["name"]].shape) for d in section["outputs"]]
+            pairs += [(f"output {d['name']}", [None, d["channels"], None, None], outputs[d["name"]].shape)
+                      for d in section["outputs"] if "channels" in d]
+            for what, want, got in pairs:
+                if want is None or not got:
+                    continue
+                if len(want) != len(got) or any(w not in (-1, None) and g is not None and w != g
+                                                 for w, g in zip(want, got)):
+                    raise ValueError(f"bundle {self.bundle.path}: {backend.role} model {backend.path.name} {what} "
+                                     f"has shape {list(got)} but the manifest declares {list(want)}")
 
     # --- input handling ---------------------------------------------------------------------------
     def _frame(self, image: Any, color: str = "rgb") -> tuple[Any, bool]:
-        """Validated HWC uint8 RGB frame (numpy, or a torch tensor for device backends)."""
+        """Validated HWC uint8 RGB frame (numpy, or a torch tensor for device backends). The memory
+        budget is checked on the shape, before the frame is decoded or converted."""
         device_backend = isinstance(self.ops, _TorchOps)
         if color not in COLORS:
             raise ValueError(f"color must be one of {', '.join(map(repr, COLORS))}, got {color!r}")
@@ -317,13 +367,16 @@ class Runtime:
                 raise ValueError(f"color={color!r} describes an array; image files are always decoded to RGB")
             from .depth_io import read_image
 
-            return read_image(image), False
+            # Refused from the header, before decoding: at least _BYTES_PER_PIXEL per pixel is needed.
+            room = self.memory_budget_mb * 2**20 - self.frame_bytes(0, 0)
+            image = read_image(image, max_pixels=int(max(0.0, room) // _BYTES_PER_PIXEL))
         if _is_torch_tensor(image) or _is_cupy_array(image):
             if device_backend:
                 import torch
 
                 t = image if _is_torch_tensor(image) else torch.from_dlpack(image)  # zero-copy
                 self._check_array(tuple(t.shape), str(t.dtype).replace("torch.", ""), "image", color)
+                self._check_budget(int(t.shape[0]), int(t.shape[1]), t.element_size())
                 if t.dtype.is_floating_point:
                     t = self._float_to_uint8_torch(t)
                 if color == "bgr":
@@ -337,6 +390,7 @@ class Runtime:
             raise TypeError(f"image must be a HWC uint8 RGB numpy array, an image path or a torch/CuPy tensor, "
                             f"got {type(image).__name__}")
         self._check_array(image.shape, image.dtype.name, "image", color)
+        self._check_budget(image.shape[0], image.shape[1], image.dtype.itemsize)
         if image.dtype != np.uint8:
             image = self._float_to_uint8(image)
         return self._to_rgb(image, color), False
@@ -394,40 +448,82 @@ class Runtime:
         """
         if intrinsics is None:
             return 1.0
-        k = np.asarray(intrinsics, dtype=np.float64)
+        try:
+            k = np.asarray(intrinsics, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"intrinsics must be a 3x3 camera matrix or the focal length fx in pixels, "
+                             f"got {type(intrinsics).__name__}") from err
         if k.shape == ():
             fx = float(k)
         elif k.shape == (3, 3):
+            if not np.isfinite(k).all():
+                raise ValueError("intrinsics must be finite")
             fx = float(k[0, 0])
         else:
             raise ValueError(f"intrinsics must be a 3x3 camera matrix or the focal length fx in pixels, got shape {k.shape}")
         if not math.isfinite(fx) or fx <= 0:
             raise ValueError(f"intrinsics focal length fx must be finite and > 0 pixels, got {fx}")
+        # fx = 1 px (np.eye(3)) or 1e300 is a mistake, not a lens: it would rescale depth by 1e-3 or inf.
+        low, high = FX_RATIO_RANGE
+        if not low <= fx / width <= high:
+            raise ValueError(f"intrinsics focal length fx = {fx:g} px is {fx / width:.3g} x the image width {width}; "
+                             f"a camera has fx / width in [{low:g}, {high:g}] (pass fx in pixels of this image)")
         return (fx / width) / self.bundle.fx_norm
 
-    def _check_budget(self, height: int, width: int) -> None:
+    def frame_bytes(self, height: int, width: int, itemsize: int = 1) -> int:
+        """Bytes the runtime allocates for one height x width frame whose pixels have ``itemsize``
+        bytes (1: uint8; a float frame is converted). Everything the runtime itself allocates is
+        counted, at once (an upper bound on its peak): the frame and its conversion, the coarse input
+        and outputs, the crops of every tile (all tiles are cut at once), the refiner's chunk inputs
+        (padded to a fixed batch) and all tile outputs, the stitch accumulators, output and masks.
+        What a backend allocates inside its model is not (it does not depend on the frame size)."""
+        pixels = int(height) * int(width)
+        ch, cw = self.coarse_size
         th, tw = self.tile_size
-        channels = 4 + sum(c for _, _, c, _ in self.guides)
-        tile_bytes = min(self.rows * self.cols, self.max_tile_batch) * channels * th * tw * 4 * 2
-        need_mb = (height * width * _BYTES_PER_PIXEL + tile_bytes) / 2**20
+        tiles = len(self.grid_for(height, width)) if pixels else self.rows * self.cols
+        per_tile = (4 * th * tw + sum(c * gh * gw for _, _, c, (gh, gw) in self.guides)) * 4
+        # input crop, outputs at their strides, the finished coarse depth (copy + masks)
+        coarse = 3 * ch * cw * 4 + ch * cw * 7 + sum(
+            int(o.get("channels", 1)) * -(-ch // int(o.get("stride", 1))) * -(-cw // int(o.get("stride", 1))) * 4
+            for o in self.bundle.coarse["outputs"])
+        # a chunk: padded to the fixed batch, cast by the backend, its output converted
+        step = int(self.refiner_batch) if self.refiner_batch else min(tiles, self.max_tile_batch)
+        convert = 2 * pixels * 3 * itemsize + pixels * 3 if itemsize > 1 else 0  # two float temporaries + a mask
+        return (pixels * _BYTES_PER_PIXEL + convert + coarse + tiles * per_tile + 2 * step * per_tile
+                + 2 * tiles * th * tw * 4)
+
+    def _check_budget(self, height: int, width: int, itemsize: int = 1) -> None:
+        need_mb = self.frame_bytes(height, width, itemsize) / 2**20
         if need_mb > self.memory_budget_mb:
             raise ValueError(f"frame {height}x{width} needs about {need_mb:.0f} MB, over the memory budget of "
-                             f"{self.memory_budget_mb:.0f} MB (Runtime(memory_budget_mb=...)); resize the frame first")
+                             f"{self.memory_budget_mb:.0f} MB (Runtime(memory_budget_mb=...)); resize the frame "
+                             "or use fewer tiles")
 
     # --- the two halves of a frame ----------------------------------------------------------------
     def grid_for(self, height: int, width: int):
-        """The TileGrid used for a (height, width) frame: the bundle's rows/cols, every pixel covered
-        (``TileGrid.from_overlap_ratio``, the rule export and training cut their tiles with)."""
-        from .tiling import TileGrid
+        """The TileGrid used for a (height, width) frame: ``Tiling.grid`` of the bundle's tiling (fixed
+        rows x cols, or adaptive to the frame size), every pixel covered; the rule export and
+        training cut their tiles with."""
+        grid = self.tiling.grid(int(height), int(width), self.tile_size)
+        if self.train_shrink and (height, width) not in self._warned_shrink:
+            sy, sx = grid.shrink(*self.tile_size)
+            factor = math.sqrt(sy * sx) / float(self.train_shrink)
+            if not 1 / 1.5 <= factor <= 1.5:
+                import warnings
 
-        return TileGrid.from_overlap_ratio(int(height), int(width), self.rows, self.cols, self.overlap_ratio)
+                self._warned_shrink.add((height, width))
+                warnings.warn(f"a {height}x{width} frame cut {grid.rows}x{grid.cols} gives tiles {factor:.1f}x "
+                              f"{'larger' if factor > 1 else 'smaller'} (in frame pixels per refiner pixel) than "
+                              f"the refiner was trained on; depth will be less accurate. Use tiles=None (the "
+                              f"bundle's adaptive grid) or a grid that keeps about {self.train_shrink:.2f} "
+                              "frame px per refiner px.", RuntimeWarning, stacklevel=3)
+        return grid
 
     def _front(self, item: tuple[Any, Any, str]) -> _Front:
         image, intrinsics, color = item
         t0 = time.perf_counter()
         frame, is_tensor = self._frame(image, color)
         height, width = int(frame.shape[0]), int(frame.shape[1])
-        self._check_budget(height, width)
         scale = self._fx_scale(intrinsics, width)
         if isinstance(self.ops, _TorchOps):
             frame = self.ops.upload(frame)
@@ -435,6 +531,7 @@ class Runtime:
         x = self.ops.crop_rgb(frame, whole, self.coarse_size, self.mean, self.std)
         t1 = time.perf_counter()
         out = self.coarse.run({self.coarse.inputs[0].name: x})
+        self._check_coarse_outputs(out)
         t2 = time.perf_counter()
         return _Front(frame, height, width, out.pop("depth"), out, scale,
                       {"preprocess": (t1 - t0) * 1e3, "coarse": (t2 - t1) * 1e3}, is_tensor, intrinsics)
@@ -465,6 +562,18 @@ class Runtime:
         timings["total"] = sum(timings[s] for s in STAGES)
         return DepthResult(depth=depth, valid=valid, coarse=coarse, timings=timings, grid=grid, fx_scale=f.fx_scale)
 
+    def _check_coarse_outputs(self, out: Mapping[str, Any]) -> None:
+        # A model that disagrees with its manifest at run time (dynamic shapes) is named, not stitched.
+        depth = out.get("depth")
+        if depth is None or len(depth.shape) != 4 or tuple(depth.shape[:2]) != (1, 1) or min(depth.shape) < 1:
+            raise ValueError(f"coarse model {self.coarse.path.name} returned depth of shape "
+                             f"{tuple(getattr(depth, 'shape', ()))}, expected (1, 1, h, w)")
+        for _, source, channels, _ in self.guides:
+            feat = out.get(source)
+            if feat is None or len(feat.shape) != 4 or tuple(feat.shape[:2]) != (1, channels) or min(feat.shape) < 1:
+                raise ValueError(f"coarse model {self.coarse.path.name} returned {source} of shape "
+                                 f"{tuple(getattr(feat, 'shape', ()))}, expected (1, {channels}, h, w)")
+
     def _refine(self, feeds: Mapping[str, Any], n: int) -> list[Any]:
         """Refiner over all tiles, in chunks of the model's fixed batch (padded) or max_tile_batch."""
         step = int(self.refiner_batch) if self.refiner_batch else self.max_tile_batch
@@ -474,7 +583,11 @@ class Runtime:
             got = len(next(iter(chunk.values())))
             if self.refiner_batch and got < step:
                 chunk = {k: self._pad(v, step) for k, v in chunk.items()}
-            parts.append(self.refiner.run(chunk)["depth"][:got])
+            depth = self.refiner.run(chunk)["depth"]
+            if tuple(depth.shape[1:]) != (1, *self.tile_size) or depth.shape[0] < got:
+                raise ValueError(f"refiner model {self.refiner.path.name} returned tiles of shape {tuple(depth.shape)} "
+                                 f"for {len(next(iter(chunk.values())))} tiles of {self.tile_size[0]}x{self.tile_size[1]}")
+            parts.append(depth[:got])
         return parts
 
     def _pad(self, x: Any, size: int) -> Any:
@@ -572,7 +685,7 @@ class Runtime:
             "device": self.device, "precision": self.precision,
             "models": [self.coarse.describe(), self.refiner.describe()],
             "coarse_input": list(self.coarse_size), "tile_size": list(self.tile_size),
-            "tiling": {"rows": self.rows, "cols": self.cols, "overlap_ratio": self.overlap_ratio, "window": self.window},
+            "tiling": self.tiling.to_json(),
             "camera_fx_norm": self.bundle.fx_norm,
             "tile_engine": native_status(),
         }

@@ -15,7 +15,7 @@ import math
 import os
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any, Optional, Sequence
 
@@ -25,11 +25,18 @@ from . import native, tiling_reference
 from .tiling_reference import WINDOWS
 
 __all__ = [
-    "TileGrid", "crop_resize", "window", "stitch", "WINDOWS", "get_num_threads", "set_num_threads",
-    "native_status",
+    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "WINDOWS", "get_num_threads", "set_num_threads",
+    "native_status", "MAX_THREADS", "MAX_SIDE",
 ]
 
 native_status = native.native_status
+
+#: Most CPU threads one call may use (csrc/checks.hpp kMaxThreads): each is a stack of address space
+#: and a spawn per call, and no machine this runs on gains from more.
+MAX_THREADS = 256
+#: Largest image side, channel count or box count the engines index (csrc/checks.hpp kMaxSide; they
+#: use 32-bit indices).
+MAX_SIDE = 1 << 28
 
 
 # ---------------------------------------------------------------- threads
@@ -42,7 +49,7 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-_threads = available_cores()
+_threads = min(available_cores(), MAX_THREADS)
 _warned_fallback = threading.Event()
 
 
@@ -52,18 +59,20 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Sets the default thread count of the CPU engine (>= 1)."""
+    """Sets the default thread count of the CPU engine (1..MAX_THREADS)."""
     global _threads
-    _threads = _check_int("n", n, minimum=1)
+    _threads = _check_int("n", n, 1, MAX_THREADS)
 
 
 # ---------------------------------------------------------------- tile geometry
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+def _check_int(name: str, value: Any, minimum: int, maximum: Optional[int] = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 
@@ -164,6 +173,38 @@ class TileGrid:
         overlap = int(round(float(overlap_ratio) * min(height / rows, width / cols)))
         return cls(height, width, rows, cols, overlap)
 
+    @classmethod
+    @lru_cache(maxsize=64)
+    def for_shrink(cls, height: int, width: int, tile_h: int, tile_w: int, shrink: float,
+                   overlap_ratio: float) -> "TileGrid":
+        """The ``from_overlap_ratio`` grid whose tiles come closest to ``shrink`` x (tile_h, tile_w)
+        frame pixels, so that a refiner taking (tile_h, tile_w) inputs sees every frame size at the
+        scale it was trained at (a 640x480 frame gets a few tiles, a 4K frame many).
+
+        Closest means the smallest |ln(box_h / (shrink * tile_h))| + |ln(box_w / (shrink * tile_w))|;
+        ties go to fewer tiles. ``shrink`` > 0: frame pixels per refiner pixel.
+        """
+        height, width = _check_int("height", height, 1), _check_int("width", width, 1)
+        tile_h, tile_w = _check_int("tile_h", tile_h, 1), _check_int("tile_w", tile_w, 1)
+        if isinstance(shrink, (bool, np.bool_)) or not isinstance(shrink, (int, float, np.number)) \
+                or not math.isfinite(shrink) or shrink <= 0:
+            raise ValueError(f"shrink must be a finite number > 0, got {shrink!r}")
+        want_h, want_w = shrink * tile_h, shrink * tile_w
+        # n tiles with overlap ratio r are about size * (1 + r) / n long: search up to one past that.
+        grow = 1.0 + float(overlap_ratio)
+        best = None
+        for rows in range(1, min(height, int(height * grow / want_h) + 2) + 1):
+            for cols in range(1, min(width, int(width * grow / want_w) + 2) + 1):
+                grid = cls.from_overlap_ratio(height, width, rows, cols, overlap_ratio)
+                cost = abs(math.log(grid.tile_h / want_h)) + abs(math.log(grid.tile_w / want_w))
+                if best is None or cost < best[0] - 1e-12:
+                    best = (cost, grid)
+        return best[1]
+
+    def shrink(self, tile_h: int, tile_w: int) -> tuple[float, float]:
+        """Frame pixels per refiner pixel (y, x) when its tiles are resized to (tile_h, tile_w)."""
+        return self.tile_h / tile_h, self.tile_w / tile_w
+
     def __len__(self) -> int:
         return self.rows * self.cols
 
@@ -173,6 +214,52 @@ class TileGrid:
             if not isinstance(s, (int, float, np.number)) or not math.isfinite(s) or s <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {s!r}")
         return self.boxes * np.array([sy, sx, sy, sx], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """A bundle's tiling policy (manifest ``tiling``), shared by runtime, export and training.
+
+    ``shrink`` = 0: every frame is cut into a fixed ``rows`` x ``cols`` grid. ``shrink`` > 0: the
+    grid adapts to the frame so that tiles are about ``shrink`` x the refiner's input size in frame
+    pixels (``TileGrid.for_shrink``): the refiner then sees every frame size at the scale it was
+    trained at, and small frames pay for few tiles; rows/cols are then only the default for a frame
+    of the training size. ``overlap_ratio``: overlap as a fraction of the smaller tile pitch.
+    """
+
+    rows: int = 2
+    cols: int = 2
+    overlap_ratio: float = 0.25
+    window: str = "cosine"
+    shrink: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_int("rows", self.rows, 1)
+        _check_int("cols", self.cols, 1)
+        if not 0.0 <= self.overlap_ratio < 1.0:
+            raise ValueError(f"overlap_ratio must be in [0, 1), got {self.overlap_ratio}")
+        _check_window(self.window)
+        if not (math.isfinite(self.shrink) and self.shrink >= 0):
+            raise ValueError(f"shrink must be 0 (fixed grid) or > 0, got {self.shrink}")
+
+    def grid(self, height: int, width: int, tile_size: Optional[Sequence[int]] = None) -> TileGrid:
+        """The TileGrid for a (height, width) frame and a refiner taking ``tile_size`` (h, w) inputs
+        (needed when ``shrink`` > 0)."""
+        if self.shrink > 0:
+            if tile_size is None:
+                raise ValueError("an adaptive tiling (shrink > 0) needs the refiner's tile_size")
+            return TileGrid.for_shrink(int(height), int(width), int(tile_size[0]), int(tile_size[1]),
+                                       float(self.shrink), float(self.overlap_ratio))
+        return TileGrid.from_overlap_ratio(int(height), int(width), self.rows, self.cols, float(self.overlap_ratio))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Tiling":
+        """From a manifest's ``tiling`` section (``shrink`` absent in older bundles: fixed grid)."""
+        return cls(int(data["rows"]), int(data["cols"]), float(data["overlap_ratio"]), str(data["window"]),
+                   float(data.get("shrink", 0.0) or 0.0))
 
 
 # ---------------------------------------------------------------- argument checks
@@ -186,7 +273,9 @@ def _check_boxes(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
         raise TypeError(f"boxes must be an (N, 4) numeric array, got {type(boxes).__name__}") from err
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"boxes must be an (N, 4) numeric array, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    # Always a private copy: checked here, it is what the engine reads, so no other thread can change
+    # it in between (the native engines copy again for callers that skip this module).
+    arr = np.array(arr, dtype=np.float64, order="C", copy=True)
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"boxes must have shape (N, 4) [y0, x0, h, w], got {arr.shape}")
     if not np.isfinite(arr).all():
@@ -203,7 +292,12 @@ def _check_boxes(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
 
 
 def _check_threads(threads: Optional[int]) -> int:
-    return _threads if threads is None else _check_int("threads", threads, 1)
+    return _threads if threads is None else _check_int("threads", threads, 1, MAX_THREADS)
+
+
+def _check_sides(what: str, shape: Sequence[int]) -> None:
+    if max(shape) > MAX_SIDE:
+        raise ValueError(f"{what} has shape {tuple(shape)}: the tile engine handles sides of at most {MAX_SIDE}")
 
 
 def _check_window(kind: Any) -> int:
@@ -286,7 +380,7 @@ def crop_resize(src: Any, boxes: Any, out_size: Sequence[int], *, mean: Any = No
     out_dt = _check_out_dtype(dtype)
     if not isinstance(out_size, (tuple, list)) or len(out_size) != 2:
         raise ValueError(f"out_size must be (H, W), got {out_size!r}")
-    out_h, out_w = (_check_int("out_size", v, 1) for v in out_size)
+    out_h, out_w = (_check_int("out_size", v, 1, MAX_SIDE) for v in out_size)
     on_device = native.is_device_array(src)
     dev = native.DeviceArray.wrap(src, "src") if on_device else None
     arr = None if on_device else _host_array(src, "src")
@@ -305,6 +399,7 @@ def crop_resize(src: Any, boxes: Any, out_size: Sequence[int], *, mean: Any = No
         raise TypeError(f"src must be uint8 (H, W, 3) RGB or float32/float16 (C, H, W), got dtype {kind}")
     if min(shape) == 0:
         raise ValueError(f"src must not be empty, got shape {tuple(shape)}")
+    _check_sides("src", shape)
     bx = _check_boxes(boxes, frame_h, frame_w)
     m, s = _check_affine("mean", mean, 0.0), _check_affine("std", std, 1.0)
     if (s <= 0).any():
@@ -342,7 +437,7 @@ def window(h: int, w: int, kind: str = "cosine") -> np.ndarray:
 
     kind: "uniform", "linear" (pyramid), "cosine" (Hann), "gaussian" (sigma = side / 4).
     """
-    h, w, k = _check_int("h", h, 1), _check_int("w", w, 1), _check_window(kind)
+    h, w, k = _check_int("h", h, 1, MAX_SIDE), _check_int("w", w, 1, MAX_SIDE), _check_window(kind)
     if native.cpu is None:
         _fallback("window")
         return tiling_reference.window(h, w, kind)
@@ -358,7 +453,7 @@ def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosin
     normalised. The boxes must lie inside the frame and together cover every pixel.
     """
     k = _check_window(window)
-    height, width = _check_int("height", height, 1), _check_int("width", width, 1)
+    height, width = _check_int("height", height, 1, MAX_SIDE), _check_int("width", width, 1, MAX_SIDE)
     on_device = native.is_device_array(tiles)
     dev = native.DeviceArray.wrap(tiles, "tiles") if on_device else None
     arr = None if on_device else _host_array(tiles, "tiles")
@@ -369,6 +464,7 @@ def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosin
         raise ValueError(f"tiles must be (N, C, th, tw), got shape {tuple(shape)}")
     if min(shape) == 0:
         raise ValueError(f"tiles must not be empty, got shape {tuple(shape)}")
+    _check_sides("tiles", shape)
     bx = _check_boxes(boxes, height, width)
     if len(bx) != shape[0]:
         raise ValueError(f"tiles has {shape[0]} tiles but boxes has {len(bx)} rows")

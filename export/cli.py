@@ -18,11 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", default="procedural:16",
                         help="calibration frames: a data-set folder ([KIND:]PATH) or procedural:N (default)")
     parser.add_argument("--heldout", default="procedural:4", help="held-out frames for the parity report")
-    parser.add_argument("--frame-size", type=frame_size, default=(384, 512), metavar="WxH",
-                        help="size of procedural frames (default 512x384)")
-    parser.add_argument("--tiles", type=tile_grid, default=(2, 2), metavar="ROWSxCOLS", help="default tiling (2x2)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap, fraction of the tile pitch")
-    parser.add_argument("--window", default="cosine", help="blend window: uniform, linear, cosine, gaussian")
+    parser.add_argument("--frame-size", type=frame_size, default=None, metavar="WxH",
+                        help="size of procedural frames (default: the checkpoint's training frame size)")
+    parser.add_argument("--tiles", type=tile_grid, default=None, metavar="ROWSxCOLS",
+                        help="the bundle's grid (default: the checkpoint's training tiling)")
+    parser.add_argument("--overlap", type=float, default=None, help="tile overlap, fraction of the tile pitch")
+    parser.add_argument("--window", default=None, help="blend window: uniform, linear, cosine, gaussian")
+    parser.add_argument("--shrink", type=float, default=None,
+                        help="adaptive grid: tiles of SHRINK x the refiner input in frame pixels (0: fixed grid)")
     parser.add_argument("--calib-tiles", type=int, default=64, help="minimum INT8 calibration tiles (64)")
     parser.add_argument("--int8-bound", type=float, default=0.02,
                         help="max relative AbsRel rise of INT8 over float32 (0.02 = +2%%)")
@@ -33,12 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .exporter import ExportConfig, export_checkpoint
-    from .frames import Tiling
+    import dataclasses
 
-    rows, cols = args.tiles
+    from edgedepth.tiling import Tiling
+    from edgedepth.train.checkpoint import read_meta
+
+    from .exporter import ExportConfig, export_checkpoint
+
+    trained = read_meta(args.checkpoint).get("train", {}).get("tiling")
+    tiling = Tiling.from_json(trained) if trained else Tiling()
+    changes = {k: v for k, v in (("overlap_ratio", args.overlap), ("window", args.window), ("shrink", args.shrink))
+               if v is not None}
+    if args.tiles is not None:  # a grid asked for by rows x cols is a fixed one unless --shrink says otherwise
+        changes.update(rows=args.tiles[0], cols=args.tiles[1], shrink=changes.get("shrink", 0.0))
+    tiling = dataclasses.replace(tiling, **changes)
     cfg = ExportConfig(targets=args.targets, precisions=args.precision, calib=args.calib, heldout=args.heldout,
-                       frame_size=args.frame_size, tiling=Tiling(rows, cols, args.overlap, args.window),
+                       frame_size=args.frame_size, tiling=tiling,
                        calib_tiles=args.calib_tiles, int8_bound=args.int8_bound,
                        accuracy_control=not args.no_accuracy_control, pipeline_size=args.pipeline,
                        overwrite=args.overwrite)

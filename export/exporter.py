@@ -7,18 +7,21 @@ publish the bundle. See :func:`export_bundle` and :func:`export_checkpoint`.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import onnx_export
 from .bundle import BundleWriter
-from .frames import Tiling, calibration_batches, check_frames, coarse_input, guide_sources, load_frames, prepare_frames
+from edgedepth.tiling import Tiling
+
+from edgedepth.train.models.refiner import guide_sources
+from edgedepth.train.pipeline import coarse_input
+
+from .frames import calibration_batches, check_frames, load_frames, prepare_frames
 from .optional import available, missing
 from .parity import DEFAULT_INT8_BOUND, ParityRow, check_drift, markdown, reference_row, score_coarse, score_refiner
 
@@ -42,13 +45,24 @@ class ExportConfig:
     precisions: Sequence[str] = ("fp32", "fp16", "int8")
     calib: Any = "procedural:16"
     heldout: Any = "procedural:4"
-    frame_size: tuple[int, int] = (384, 512)   # (H, W) of procedural frames
-    tiling: Tiling = field(default_factory=Tiling)
+    # (H, W) of procedural frames and the bundle's tiling; None: what the checkpoint trained with
+    # (model.json "train"), else 384x512 and Tiling().
+    frame_size: Optional[tuple[int, int]] = None
+    tiling: Optional[Tiling] = None
     calib_tiles: int = 64                       # minimum INT8 calibration tiles
     int8_bound: float = DEFAULT_INT8_BOUND      # relative AbsRel rise allowed for INT8
     accuracy_control: bool = True               # OpenVINO INT8 by NNCF accuracy control (else plain PTQ)
     pipeline_size: Optional[tuple[int, int]] = None  # (H, W) of the fused pipeline; None = none
     overwrite: bool = False
+
+    def resolved(self, meta: dict) -> "ExportConfig":
+        """A copy whose ``frame_size`` and ``tiling`` default to the checkpoint's training ones."""
+        import dataclasses
+
+        train = meta.get("train", {})
+        tiling = self.tiling or (Tiling.from_json(train["tiling"]) if "tiling" in train else Tiling())
+        size = self.frame_size or tuple(train.get("frame_size", (384, 512)))
+        return dataclasses.replace(self, tiling=tiling, frame_size=(int(size[0]), int(size[1])))
 
     def validate(self) -> None:
         """Raise ValueError / ImportError before any work when the request cannot be honoured."""
@@ -103,6 +117,7 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
     """Export ``coarse`` + ``refiner`` to the bundle folder ``out`` (``NAME.edgedepth``) and return it."""
     from .coreml_export import folder_bytes
 
+    cfg = cfg.resolved(meta)
     cfg.validate()
     check_models(coarse, refiner)
     coarse, refiner = coarse.eval().float(), refiner.eval().float()
@@ -112,10 +127,10 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
     check_frames(heldout, refiner.tile_size, cfg.tiling, "held-out")
     int8 = "int8" in cfg.precisions
     if int8:
-        tiles = len(calib) * cfg.tiling.rows * cfg.tiling.cols
-        if tiles < cfg.calib_tiles:
-            raise ValueError(f"the calibration set gives {tiles} tiles ({len(calib)} frames x "
-                             f"{cfg.tiling.rows * cfg.tiling.cols}); INT8 needs at least {cfg.calib_tiles}: "
+        per_frame = [len(cfg.tiling.grid(*s["image"].shape[:2], refiner.tile_size)) for s in calib]
+        if sum(per_frame) < cfg.calib_tiles:
+            raise ValueError(f"the calibration set gives {sum(per_frame)} tiles ({len(calib)} frames x "
+                             f"{per_frame[0]}); INT8 needs at least {cfg.calib_tiles}: "
                              "add frames or lower --calib-tiles")
 
     with BundleWriter(out, overwrite=cfg.overwrite) as w:
@@ -183,7 +198,7 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             from .coreml_export import to_coreml, validate_coreml
 
             log("converting to CoreML")
-            n = cfg.tiling.rows * cfg.tiling.cols  # fixed batch: the Neural Engine needs fixed shapes
+            n = coreml_batch(cfg, refiner)  # fixed batch: the Neural Engine needs fixed shapes
             example = dict(zip(onnx_export.refiner_input_names(refiner), onnx_export.refiner_example_inputs(refiner, n)))
             variants = ["fp16"] + (["int8", "palette6"] if int8 else [])
             for variant in variants:
@@ -263,7 +278,8 @@ def _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline) -> d
             "name": meta.get("refiner", {}).get("name", type(refiner).__name__),
             "tile_size": [th, tw], "batch": None,
             # CoreML models have the default grid's tile count fixed (the Neural Engine needs it).
-            "coreml_batch": cfg.tiling.rows * cfg.tiling.cols if "coreml" in files["refiner"] else None,
+            "coreml_batch": coreml_batch(cfg, refiner) if "coreml" in files["refiner"] else None,
+            "train_shrink": train_shrink(meta, refiner),
             "inputs": [{"name": "rgb", "shape": [-1, 3, th, tw]}, {"name": "coarse_depth", "shape": [-1, 1, th, tw]},
                        *guides],
             "outputs": [{"name": "depth", "shape": [-1, 1, th, tw]}],
@@ -278,6 +294,22 @@ def _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline) -> d
     if pipeline:
         manifest["pipeline"] = pipeline
     return manifest
+
+
+def coreml_batch(cfg: ExportConfig, refiner: nn.Module) -> int:
+    """Tiles of a ``cfg.frame_size`` frame: the fixed batch of the CoreML refiner."""
+    return len(cfg.tiling.grid(*cfg.frame_size, refiner.tile_size))
+
+
+def train_shrink(meta: dict, refiner: nn.Module) -> Optional[float]:
+    """Frame pixels per refiner pixel the refiner was trained at (geometric mean of y and x), from
+    the checkpoint's training frame size and tiling; None when the checkpoint does not say."""
+    train = meta.get("train", {})
+    if "tiling" not in train or "frame_size" not in train:
+        return None
+    grid = Tiling.from_json(train["tiling"]).grid(*train["frame_size"], refiner.tile_size)
+    sy, sx = grid.shrink(*refiner.tile_size)
+    return round(float((sy * sx) ** 0.5), 4)
 
 
 def _default_fx_norm() -> float:

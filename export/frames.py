@@ -7,45 +7,19 @@ the tensors it will see on the device.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from edgedepth import tiling
-from edgedepth.tiling import TileGrid
+from edgedepth.tiling import Tiling
 
-from .onnx_export import refiner_input_names
+from edgedepth.train.pipeline import frame_feeds, run_refiner
 
 PROCEDURAL = "procedural"
-
-
-@dataclass(frozen=True)
-class Tiling:
-    """The bundle's default tiling (manifest ``tiling``): overlap as a fraction of the tile pitch."""
-
-    rows: int = 2
-    cols: int = 2
-    overlap_ratio: float = 0.25
-    window: str = "cosine"
-
-    def __post_init__(self) -> None:
-        if self.rows < 1 or self.cols < 1:
-            raise ValueError(f"tiling rows and cols must be >= 1, got {self.rows}x{self.cols}")
-        if not 0.0 <= self.overlap_ratio < 1.0:
-            raise ValueError(f"overlap_ratio must be in [0, 1), got {self.overlap_ratio}")
-        if self.window not in tiling.WINDOWS:
-            raise ValueError(f"window must be one of {tiling.WINDOWS}, got {self.window!r}")
-
-    def grid(self, height: int, width: int) -> TileGrid:
-        """The runtime's TileGrid for a (height, width) frame (``TileGrid.from_overlap_ratio``)."""
-        return TileGrid.from_overlap_ratio(height, width, self.rows, self.cols, self.overlap_ratio)
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -117,7 +91,7 @@ def check_frames(samples: Sequence[Any], tile_size: tuple[int, int], tiling_cfg:
         elif image.shape[:2] != shape:
             raise ValueError(f"{what} frame {name!r} is {image.shape[0]}x{image.shape[1]} but the set's "
                              f"resolution is {shape[0]}x{shape[1]}: use frames of one resolution")
-    grid = tiling_cfg.grid(*shape)
+    grid = tiling_cfg.grid(*shape, tile_size)
     if grid.tile_h < tile_size[0] or grid.tile_w < tile_size[1]:
         raise ValueError(
             f"{what} frames are {shape[0]}x{shape[1]}: a {tiling_cfg.rows}x{tiling_cfg.cols} tiling gives "
@@ -126,41 +100,6 @@ def check_frames(samples: Sequence[Any], tile_size: tuple[int, int], tiling_cfg:
     return int(shape[0]), int(shape[1])
 
 
-def guide_sources(refiner: nn.Module) -> list[int]:
-    """Index of the coarse feature map each guidance input is cropped from (``guide_indices`` when
-    the refiner declares it, else guide k ← feat k)."""
-    return [int(i) for i in getattr(refiner, "guide_indices", range(len(refiner.guidance)))]
-
-
-def coarse_input(image: np.ndarray, coarse: nn.Module) -> np.ndarray:
-    """(1, 3, h, w) normalised coarse input of an HxWx3 uint8 frame (the runtime's whole-frame crop)."""
-    whole = np.array([[0.0, 0.0, image.shape[0], image.shape[1]]])
-    return tiling.crop_resize(image, whole, tuple(coarse.input_size), mean=coarse.mean, std=coarse.std)
-
-
-def refiner_feeds(image: np.ndarray, depth: np.ndarray, features: Sequence[np.ndarray], refiner: nn.Module,
-                  boxes_grid, mean: Sequence[float], std: Sequence[float]) -> dict[str, np.ndarray]:
-    """Refiner inputs for one frame: RGB, coarse-depth and feature crops at the grid's boxes.
-
-    ``depth`` (1, h_c, w_c) and ``features[k]`` (C_k, h_k, w_k) are the coarse outputs of the frame;
-    RGB tiles are normalised with the coarse model's ``mean``/``std`` (interfaces.md).
-    """
-    height, width = image.shape[:2]
-    names = refiner_input_names(refiner)
-    feeds = {names[0]: tiling.crop_resize(image, boxes_grid.boxes, tuple(refiner.tile_size), mean=mean, std=std)}
-    ch, cw = depth.shape[-2:]
-    feeds[names[1]] = tiling.crop_resize(depth, boxes_grid.scaled(ch / height, cw / width), tuple(refiner.tile_size))
-    for k, ((c, h, w), src) in enumerate(zip(refiner.guidance, guide_sources(refiner))):
-        feat = features[src]
-        if feat.shape[0] != c:
-            raise ValueError(f"refiner guide{k} expects {c} channels but coarse feat{src} has {feat.shape[0]}: "
-                             "the refiner was not built for this coarse model")
-        fh, fw = feat.shape[-2:]
-        feeds[f"guide{k}"] = tiling.crop_resize(feat, boxes_grid.scaled(fh / height, fw / width), (h, w))
-    return feeds
-
-
-@torch.no_grad()
 def prepare_frames(coarse: nn.Module, refiner: nn.Module, samples: Sequence[Any], tiling_cfg: Tiling,
                    *, reference: bool = True) -> list[FrameTiles]:
     """Run the float32 torch coarse model (and refiner when ``reference``) over ``samples``."""
@@ -170,20 +109,16 @@ def prepare_frames(coarse: nn.Module, refiner: nn.Module, samples: Sequence[Any]
     out = []
     for s in tqdm(samples, desc="frames", leave=False, disable=len(samples) < 4):
         image = s["image"]
-        depth, feats = coarse(torch.from_numpy(coarse_input(image, coarse)))
-        depth_np = depth[0].numpy()
-        feats_np = [f[0].numpy() for f in feats]
-        grid = tiling_cfg.grid(*image.shape[:2])
-        feeds = refiner_feeds(image, depth_np, feats_np, refiner, grid, coarse.mean, coarse.std)
+        grid = tiling_cfg.grid(*image.shape[:2], refiner.tile_size)
+        feeds, depth = frame_feeds(coarse, refiner, image, grid)
         gt = np.asarray(s["depth"], dtype=np.float32)
         valid = gt > 0
         if s.get("mask") is not None:
             valid &= s["mask"]
-        frame = FrameTiles(s.get("name", f"frame{len(out)}"), image, gt, valid, grid.boxes, feeds, depth_np[0])
+        frame = FrameTiles(s.get("name", f"frame{len(out)}"), image, gt, valid, grid.boxes, feeds, depth)
         if reference:
-            names = refiner_input_names(refiner)
-            tiles = refiner(*[torch.from_numpy(feeds[n]) for n in names]).numpy()
-            frame.reference = stitch_frame(tiles, frame, tiling_cfg.window)
+            frame.reference = stitch_frame(run_refiner(refiner, feeds, max_batch=len(grid.boxes)), frame,
+                                           tiling_cfg.window)
         out.append(frame)
     return out
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from edgedepth.atomic import atomic_path
+from edgedepth.train.models.refiner import refiner_input_names
 
 from .optional import require
 
@@ -44,10 +45,6 @@ class TensorSpec:
     def to_json(self) -> dict:
         return {"name": self.name, "shape": list(self.shape)}
 
-
-def refiner_input_names(refiner: nn.Module) -> list[str]:
-    """``rgb``, ``coarse_depth``, ``guide0``… for a refiner with ``len(refiner.guidance)`` guides."""
-    return ["rgb", "coarse_depth", *[f"guide{k}" for k in range(len(refiner.guidance))]]
 
 
 def refiner_example_inputs(refiner: nn.Module, batch: int) -> tuple[torch.Tensor, ...]:

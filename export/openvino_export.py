@@ -44,10 +44,10 @@ def _ignored(onnx_path: Path, ov_model):
     import onnx
 
     nncf = _nncf()
-    from .quantize_qdq import head_nodes, input_nodes
+    from .quantize_qdq import float_node_names
 
     model = onnx.load(str(onnx_path))
-    names = set(head_nodes(model)) | set(input_nodes(model))
+    names = set(float_node_names(model))
     present = {op.get_friendly_name() for op in ov_model.get_ops()}
     return nncf.IgnoredScope(names=sorted(names & present), validate=False)
 

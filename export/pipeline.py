@@ -18,7 +18,9 @@ from torch import nn
 
 from edgedepth import tiling_torch
 
-from .frames import Tiling, guide_sources
+from edgedepth.tiling import Tiling
+
+from edgedepth.train.models.refiner import guide_sources
 from .onnx_export import OPSET, _export
 
 
@@ -32,7 +34,7 @@ class FusedPipeline(nn.Module):
             raise ValueError(f"pipeline input size must be positive, got {height}x{width}")
         self.coarse, self.refiner = coarse.eval(), refiner.eval()
         self.height, self.width, self.window = int(height), int(width), tiling_cfg.window
-        grid = tiling_cfg.grid(self.height, self.width)
+        grid = tiling_cfg.grid(self.height, self.width, refiner.tile_size)
         th, tw = refiner.tile_size
         if grid.tile_h < th or grid.tile_w < tw:
             raise ValueError(f"a {height}x{width} frame gives {grid.tile_h}x{grid.tile_w} tiles with a "

@@ -1,11 +1,12 @@
 """Explicit INT8 for TensorRT: an ONNX with Q/DQ pairs, calibrated on real frames' tiles.
 
-TensorRT's explicit-quantization rules (METHODS.md §6): symmetric scales, zero-point 0 (signed
-INT8 activations and weights), per-channel weight scales (axis 0 of Conv weights); biases stay
-float (TensorRT folds them). The residual head — the last weighted layer on every path to the
-output and everything after it (the ``coarse + residual`` add and the clamp) — is kept out of
-INT8: it writes metric depth directly, where INT8 steps show as depth terracing. The same file
-runs in ONNX Runtime, which is how it is tested and scored here.
+TensorRT's explicit-quantization rules (METHODS.md §6, NVIDIA ModelOpt's placement): Q/DQ only on
+the inputs of weighted layers (Conv/MatMul), symmetric scales, zero-point 0 (signed INT8 activations
+and weights), per-channel weight scales (axis 0 of Conv weights); biases, norms, activations,
+resizes and concats stay float. Every residual head (the last weighted layer before each place a
+residual meets the coarse depth, and what follows it) and the stem stay out of INT8: the heads
+write depth corrections, where INT8 steps show as terraces. The same file runs in ONNX Runtime,
+which is how it is tested and scored here.
 """
 from __future__ import annotations
 
@@ -25,12 +26,43 @@ WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 MIN_CALIB_TILES = 64
 
 
-def head_nodes(model, scope: str = "head") -> list[str]:
-    """Names of the nodes that produce the output from the last weighted layer(s) on, plus any
-    node exported from a module called ``scope`` (``/head/...``)."""
+def _coarse_path(model, inputs: Sequence[str]) -> set[str]:
+    """Tensor names computed from the graph inputs ``inputs`` without passing a weighted layer."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    seen = set(inputs)
+    stack = list(inputs)
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if node.op_type in WEIGHTED_OPS:
+                continue
+            for out in node.output:
+                if out not in seen:
+                    seen.add(out)
+                    stack.append(out)
+    return seen
+
+
+def head_nodes(model, scope: str = "head", depth_input: str = "coarse_depth") -> list[str]:
+    """Names of every residual head and what follows it: the nodes from the last weighted layer(s)
+    on to each place a residual meets the coarse depth (an Add, or a Mul with exp(residual): an
+    elementwise node with one input computed from ``depth_input`` without a weighted layer and one
+    computed by the network), plus the graph output's own tail, plus any node of a module called
+    ``scope``. A refiner has several heads (PRV2: the final and the C2F residual); the C2F one
+    reaches the graph output only through later layers, so walking back from the output alone
+    misses it."""
     producer = {out: node for node in model.graph.node for out in node.output}
+    coarse = _coarse_path(model, [depth_input])
+    starts = [o.name for o in model.graph.output]
+    for node in model.graph.node:
+        if node.op_type in ("Add", "Mul") and len(node.input) == 2:
+            on = [i in coarse for i in node.input]
+            if any(on) and not all(on) and all(i in producer or i in coarse for i in node.input):
+                starts.append(node.output[0])
     keep: dict[str, None] = {}
-    stack = [o.name for o in model.graph.output]
+    stack = starts
     while stack:
         node = producer.get(stack.pop())
         if node is None or node.name in keep:
@@ -42,6 +74,28 @@ def head_nodes(model, scope: str = "head") -> list[str]:
         if f"/{scope}/" in node.name or node.name.startswith(f"{scope}/"):
             keep[node.name] = None
     return list(keep)
+
+
+def stem_nodes(model, inputs: Sequence[str] = ("rgb",)) -> list[str]:
+    """The first weighted layer(s) on every path from ``inputs`` (the stem: RGB concatenated with ln
+    depth, two ranges one per-tensor INT8 scale cannot both hold)."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    stems: dict[str, None] = {}
+    seen: set[str] = set()
+    stack = list(inputs)
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type in WEIGHTED_OPS:
+                stems[node.name] = None
+            else:
+                stack.extend(node.output)
+    return list(stems)
 
 
 def input_nodes(model, inputs: Sequence[str] = ("coarse_depth",)) -> list[str]:
@@ -63,6 +117,12 @@ def input_nodes(model, inputs: Sequence[str] = ("coarse_depth",)) -> list[str]:
             keep[node.name] = None
             stack.extend(node.output)
     return list(keep)
+
+
+def float_node_names(model) -> list[str]:
+    """Every node INT8 leaves in float: residual heads (their outputs are depth corrections, INT8
+    steps there are depth terraces), the stem, and the metric-depth preprocessing."""
+    return list(dict.fromkeys([*head_nodes(model), *stem_nodes(model), *input_nodes(model)]))
 
 
 @dataclass(frozen=True)
@@ -111,7 +171,7 @@ def quantize_int8_qdq(src: str | Path, dst: str | Path, batches: Sequence[dict[s
         raise ValueError(f"INT8 calibration needs at least {min_tiles} tiles, got {tiles}: "
                          "add frames to the calibration set (or lower min_tiles / --calib-tiles)")
     model = onnx.load(str(src))
-    float_nodes = [*head_nodes(model), *input_nodes(model)] if keep_head else []
+    float_nodes = float_node_names(model) if keep_head else []
     excluded = tuple(dict.fromkeys([*float_nodes, *exclude]))
     root, level = logging.getLogger(), logging.getLogger().level
     try:
@@ -123,12 +183,21 @@ def quantize_int8_qdq(src: str | Path, dst: str | Path, batches: Sequence[dict[s
                 activation_type=quant.QuantType.QInt8,   # signed: zero-point 0 when symmetric
                 weight_type=quant.QuantType.QInt8,
                 per_channel=True,
+                # TensorRT's rule (and ModelOpt's): Q/DQ only on the inputs of weighted layers, so
+                # norms, activations, resizes and concats stay float and add no precision boundaries.
+                op_types_to_quantize=list(WEIGHTED_OPS),
                 nodes_to_exclude=list(excluded),
                 calibrate_method=quant.CalibrationMethod.MinMax,
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                               "QuantizeBias": False},  # TensorRT quantizes weights and activations only
+                               "QuantizeBias": False,  # TensorRT quantizes weights and activations only
+                               # inputs only: an output Q/DQ would be one more precision boundary
+                               "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS),
+                               # a tensor read by a conv and by a concat/add: only the conv reads INT8
+                               "DedicatedQDQPair": True},
             )
             qmodel = onnx.load(str(tmp))
+            _restrict_to_weighted_inputs(qmodel)
+            onnx.save(qmodel, str(tmp))
             onnx.checker.check_model(qmodel, full_check=True)
             check_qdq(qmodel)
     finally:
@@ -137,6 +206,40 @@ def quantize_int8_qdq(src: str | Path, dst: str | Path, batches: Sequence[dict[s
     n_weights = sum(1 for n in qmodel.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
                     and _init(qmodel, n.input[0]).data_type == onnx.TensorProto.INT8)
     return QdqSummary(dst, tiles, excluded, n_weights)
+
+
+def _restrict_to_weighted_inputs(model) -> None:
+    """Give every consumer that is not a weighted layer (nor a residual Add of two INT8 inputs, which
+    TensorRT fuses into the conv before it) its float tensor back, and drop the Q/DQ pairs nobody
+    reads. ONNX Runtime hands a tensor's Q/DQ output to all its consumers (a concat beside the conv
+    that needed it); TensorRT would then keep those tensors INT8 where nothing asked for it."""
+    inits = {i.name for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def float_source(name):
+        dq = producer.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+            return None
+        q = producer.get(dq.input[0])
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+    for node in model.graph.node:
+        if node.op_type in WEIGHTED_OPS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        sources = [float_source(i) for i in node.input]
+        if node.op_type == "Add" and all(sources):
+            continue
+        for k, src in enumerate(sources):
+            if src is not None:
+                node.input[k] = src
+    while True:  # prune Q/DQ whose outputs nothing reads any more
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            return
+        for n in dead:
+            model.graph.node.remove(n)
 
 
 def _init(model, name: str):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgedepth.backends.tensorrt import BuildOptions, build_engine, engine_path, ensure_engine
 
-from .frames import Tiling
+from edgedepth.tiling import Tiling
 from .onnx_export import io_specs
 
 __all__ = ["BuildOptions", "build_engine", "engine_path", "ensure_engine", "bundle_build_options", "trtexec_command"]

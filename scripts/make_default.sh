@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Rebuild what ships in edgedepth/assets/: the sample frame and the default bundle, with our own
-# pipelines only (procedural scenes -> edgedepth train x3 -> edgedepth export). About 30 minutes on
-# a quiet 2-core CPU. Needs the [train,export] extras.
+# pipelines only (procedural shards -> edgedepth train x3 -> edgedepth export). Needs the
+# [train,export] extras. On a 2-core CPU: about 40 minutes of rendering, then the three training
+# stages (see the configs' step counts; the refiner is the long one), then a few minutes of export.
+# Every step resumes where it stopped (shards per file, training from its newest checkpoint).
+#
+#   scripts/make_default.sh            # everything
+#   SKIP_TRAIN=1 scripts/make_default.sh   # only the export of runs/default-refiner/final
 set -euo pipefail
 cd "$(dirname "$0")/.."
 assets=edgedepth/assets
@@ -14,14 +19,21 @@ s = render_scene(900004, 1080, 1920, layout="street")
 Image.fromarray(s["image"]).save("edgedepth/assets/sample.png", optimize=True)
 PY
 
-edgedepth train configs/default-coarse.yaml --resume never
-edgedepth train configs/default-noisy.yaml --resume never
-edgedepth train configs/default-refiner.yaml --resume never
+if [ "${SKIP_TRAIN:-0}" != 1 ]; then
+    # Training frames: 640 1080p and 96 4K scenes for the refiner (streams 0 and 2), 6000 small ones
+    # for the coarse model and Noisy Pretraining (stream 7); validation renders stream 1000 on the fly, the accuracy
+    # benchmark streams 3000/3001 (benchmarks/bench_accuracy.py).
+    edgedepth train-data data/train1080 --count 640 --size 1920x1080 --seed 0
+    edgedepth train-data data/train2160 --count 96 --size 3840x2160 --seed 2 --shard-size 4
+    edgedepth train-data data/coarse512 --count 6000 --size 512x288 --seed 7 --shard-size 32
+    edgedepth train configs/default-coarse.yaml
+    edgedepth train configs/default-noisy.yaml
+    edgedepth train configs/default-refiner.yaml
+fi
 
-# 4x4 tiles at 25 % overlap as trained; calibration and parity on procedural frames of the refiner's
-# training size; INT8 must stay within +2 % AbsRel of float32 or the export fails. ONNX only: OpenVINO
-# compiles the same files (Q/DQ included) and TensorRT builds its engines from them, so the bundle stays small.
+# The bundle keeps the refiner's adaptive grid (from its checkpoint); calibration and parity on
+# 1080p procedural frames; INT8 must stay within +2 % AbsRel of float32 or the export fails. ONNX
+# only: OpenVINO compiles the same files and TensorRT builds its engines from them.
 edgedepth export runs/default-refiner/final --out "$assets/default.edgedepth" --overwrite \
-    --targets onnx --precision fp32,fp16,int8 \
-    --frame-size 1024x576 --tiles 4x4 --overlap 0.25 --calib procedural:16 --heldout procedural:8
+    --targets onnx --precision fp32,fp16,int8 --calib procedural:8 --heldout procedural:4
 du -sh "$assets"/*

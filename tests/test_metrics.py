@@ -149,3 +149,64 @@ def test_compute_metrics_perfect_and_mean():
     avg = M.mean_metrics([{"abs_rel": 0.1, "see": float("nan"), "n_valid": 3},
                           {"abs_rel": 0.3, "see": 2.0, "n_valid": 4}])
     assert avg == {"abs_rel": pytest.approx(0.2), "see": 2.0, "n_valid": 7}
+
+
+def _step_scene(h=40, w=60):
+    """Near box (2 m) on a far wall (10 m): vertical depth edges at x = 20 and x = 40."""
+    gt = np.full((h, w), 10.0, np.float32)
+    gt[:, 20:40] = 2.0
+    return gt
+
+
+def test_edge_band_abs_rel_scores_only_pixels_near_edges():
+    gt = _step_scene()
+    valid = gt > 0
+    band = M.edge_band(gt, valid, radius=2)
+    assert band[:, 18:22].all() and band[:, 38:42].all()
+    assert not band[:, :17].any() and not band[:, 23:37].any()
+    # Blur the edge: wrong only next to it, so the band error is large and the global error small.
+    blurred = gt.copy()
+    blurred[:, 19] = blurred[:, 20] = 6.0
+    assert M.edge_band_abs_rel(gt, gt, valid) == 0.0
+    err_band = M.edge_band_abs_rel(blurred, gt, valid)
+    err_all = M.pointwise_metrics(blurred[valid], gt[valid])["abs_rel"]
+    assert err_band > 5 * err_all > 0
+    assert np.isnan(M.edge_band_abs_rel(np.full((8, 8), 3.0), np.full((8, 8), 3.0), np.ones((8, 8), bool)))
+
+
+def test_seam_error_sees_tile_disagreement_not_scene_edges():
+    h, w = 40, 64
+    boxes = np.array([[0, 0, 40, 32], [0, 32, 40, 32]])
+    ramp = np.tile(np.geomspace(5.0, 9.0, w).astype(np.float32), (h, 1))  # linear in log depth
+    assert abs(M.seam_error(ramp, boxes)) < 1e-6  # a smooth map has no seam
+    seamed = ramp.copy()
+    seamed[:, 32:] *= 1.1  # the right tile reads 10 % farther
+    assert M.seam_error(seamed, boxes) == pytest.approx(np.log(1.1), rel=0.05)
+    # A real depth edge a few px from the border is not a seam: it sits on neither the border line
+    # nor (with offset 4) the comparison lines, and a map with no border inside gives NaN.
+    edge = ramp.copy()
+    edge[:, 34:] *= 2.0
+    assert abs(M.seam_error(edge, boxes, offset=4)) < 1e-6
+    assert np.isnan(M.seam_error(ramp, np.array([[0, 0, 40, 64]])))
+
+
+def test_hysteresis_equals_growing_the_strong_edges_through_weak_ones():
+    def by_dilation(weak, strong):  # the definition: grow one pixel at a time until it stops
+        edges = strong & weak
+        while True:
+            grown = M.dilate(edges, 1) & weak
+            if (grown == edges).all():
+                return edges
+            edges = grown
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        h, w = rng.integers(1, 30, 2)
+        weak = rng.random((h, w)) < rng.random()
+        strong = weak & (rng.random((h, w)) < 0.1)
+        np.testing.assert_array_equal(M.hysteresis(weak, strong), by_dilation(weak, strong))
+    spiral = np.zeros((9, 9), bool)  # one long 8-connected chain: a single component
+    spiral[0, :] = spiral[:, 8] = spiral[8, :] = spiral[2:, 0] = spiral[2, :7] = True
+    strong = np.zeros_like(spiral)
+    strong[2, 6] = True
+    np.testing.assert_array_equal(M.hysteresis(spiral, strong), spiral)

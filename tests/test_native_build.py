@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,3 +86,38 @@ def test_native_status_reports_engines() -> None:
     assert status["cpu"] == (native.cpu is not None)
     assert status["threads"] >= 1
     assert set(status) >= {"cpu", "cpu_error", "cuda", "cuda_error", "cuda_devices"}
+
+
+def _load_setup_py():
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("edgedepth_setup", root / "setup.py")
+    if spec is None or not (root / "CMakeLists.txt").is_file():
+        pytest.skip("not a source checkout")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines the helpers; setup() runs only as __main__
+    return module, root
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("ninja") is None, reason="needs cmake and ninja")
+def test_rebuild_after_pip_deleted_its_build_environment(tmp_path) -> None:
+    # `pip install .` twice: the first build configured CMake with the ninja of pip's temporary build
+    # environment, which pip then deleted; the second build must configure afresh, not run that ninja.
+    setup_py, root = _load_setup_py()
+    pybind11 = pytest.importorskip("pybind11")
+    gone = tmp_path / "pip-build-env" / "bin"
+    gone.mkdir(parents=True)
+    shutil.copy2(shutil.which("ninja"), gone / "ninja")
+    build = tmp_path / "build"
+    build.mkdir()
+    common = [f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+              "-DEDGEDEPTH_BUILD_CUDA=OFF", "-GNinja"]
+    setup_py.configure(root, build, [*common, f"-DCMAKE_MAKE_PROGRAM={gone / 'ninja'}"])
+    shutil.rmtree(gone.parent)
+    assert setup_py.stale_cmake_cache(build, {})
+    setup_py.configure(root, build, [*common, f"-DCMAKE_MAKE_PROGRAM={shutil.which('ninja')}"])
+    assert not setup_py.stale_cmake_cache(build, {})
+    cache = (build / "CMakeCache.txt").read_text()
+    assert re.search(rf"^CMAKE_MAKE_PROGRAM:\w+={re.escape(shutil.which('ninja'))}$", cache, re.M), cache
+

@@ -90,6 +90,20 @@ def test_unreliable_panes_keep_the_depth_behind():
     assert np.abs(s["image"][pane].astype(int) - plain["image"][pane].astype(int)).mean() > 3  # but visible
 
 
+def test_far_depth_fills_the_sky_and_nothing_else():
+    plain = render_scene(3, 72, 128, "street")
+    far = render_scene(3, 72, 128, "street", far_depth=120.0)
+    np.testing.assert_array_equal(far["image"], plain["image"])
+    sky = plain["depth"] == 0
+    rgb = plain["image"][sky].astype(int)
+    assert sky[:10].mean() > 0.3 and rgb[:, 2].mean() > rgb[:, 0].mean() + 20  # it is the blue sky
+    np.testing.assert_array_equal(far["depth"][~sky], plain["depth"][~sky])
+    # everything unknown in the plain render is beyond range (nothing nearer than 0.5 m in a street)
+    assert (far["depth"][sky] == 120.0).all()
+    with pytest.raises(ValueError, match="far_depth"):
+        render_scene(3, 8, 8, far_depth=50.0)
+
+
 def test_render_scene_errors():
     with pytest.raises(ValueError, match="layout"):
         render_scene(0, 8, 8, "forest")

@@ -376,3 +376,30 @@ def test_fallback_warns_and_matches(monkeypatch: pytest.MonkeyPatch) -> None:
         warnings.simplefilter("error")  # warned once only
         out = tiling.crop_resize(IMG, BOX, (3, 3))
     assert out.shape == (1, 3, 3, 3)
+
+
+def test_for_shrink_picks_the_grid_closest_to_the_trained_scale():
+    from edgedepth.tiling import Tiling
+
+    grids = {size: TileGrid.for_shrink(*size, 128, 224, 2.4, 0.25)
+             for size in [(480, 640), (1080, 1920), (2160, 3840), (3000, 4000)]}
+    assert (grids[1080, 1920].rows, grids[1080, 1920].cols) == (4, 4)
+    assert len(grids[480, 640]) < len(grids[1080, 1920]) < len(grids[2160, 3840])
+    for (h, w), g in grids.items():
+        sy, sx = g.shrink(128, 224)
+        cost = abs(np.log(sy / 2.4)) + abs(np.log(sx / 2.4))
+        # no other rows x cols does better (brute force over a wide range)
+        for r in range(1, 16):
+            for c in range(1, 16):
+                other = TileGrid.from_overlap_ratio(h, w, r, c, 0.25)
+                oy, ox = other.shrink(128, 224)
+                assert cost <= abs(np.log(oy / 2.4)) + abs(np.log(ox / 2.4)) + 1e-9
+        assert g == Tiling(4, 4, 0.25, "cosine", 2.4).grid(h, w, (128, 224))
+    assert Tiling(3, 5, 0.25).grid(1080, 1920) == TileGrid.from_overlap_ratio(1080, 1920, 3, 5, 0.25)
+    with pytest.raises(ValueError, match="shrink"):
+        TileGrid.for_shrink(100, 100, 32, 32, 0.0, 0.25)
+    with pytest.raises(ValueError, match="tile_size"):
+        Tiling(2, 2, shrink=2.0).grid(100, 100)
+    with pytest.raises(ValueError, match="shrink"):
+        Tiling(2, 2, shrink=-1.0)
+    assert Tiling.from_json({"rows": 2, "cols": 3, "overlap_ratio": 0.1, "window": "linear"}).shrink == 0.0

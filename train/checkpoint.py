@@ -9,6 +9,8 @@ instant leaves either the previous checkpoint or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -211,8 +213,11 @@ def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
         return None
     pointer = root / LATEST_FILE
     if pointer.is_file():
-        candidate = root / pointer.read_text(encoding="utf-8").strip()
-        if candidate.is_dir() and _complete(candidate):
+        name = pointer.read_text(encoding="utf-8").strip()
+        candidate = root / name
+        # The pointer names a folder of this run, nothing else (never '..', a path or a link).
+        if re.fullmatch(r"step_\d+", name) and candidate.is_dir() and not candidate.is_symlink() \
+                and _complete(candidate):
             return candidate
     complete = _complete_checkpoints(root)
     return complete[-1] if complete else None
@@ -229,5 +234,16 @@ def load_trainer_state(folder: str | Path) -> dict[str, Any]:
     file = Path(folder) / TRAINER_FILE
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {TRAINER_FILE}; it cannot be resumed")
-    # weights_only=False: the state holds RNG states and optimizer dicts the run wrote itself
-    return torch.load(file, map_location="cpu", weights_only=False)
+    # weights_only: a trainer.pt is a file a user can hand over; it must not run code. Its RNG states
+    # need numpy arrays and dtypes rebuilt, nothing more.
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    with torch.serialization.safe_globals([_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]):
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"{str(file)!r} holds more than tensors and plain data; refusing to load it ({err})") from None

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
+from edgedepth.tiling import Tiling
+
 STAGES = ("coarse", "noisy-pretrain", "refiner", "distill")
+DEPTH_LOSSES = ("l1_log", "silog")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Lite encoders reduce by 32 at their deepest level; inputs must sit on that grid so every
 # feature map has an integer size (and the ONNX export stays static).
@@ -41,19 +44,31 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where frames come from. ``procedural`` renders scenes on the fly from seeds."""
+    """Where frames come from: ``shards`` (pre-rendered, edgedepth.train.shards) when given, else
+    ``source``: ``procedural`` renders scenes on the fly from seeds, any other value names an
+    ``edgedepth.datasets.open_dataset`` reader of the folder ``root``."""
 
     source: str = "procedural"  # "procedural" or a kind for edgedepth.datasets.open_dataset
     root: Optional[str] = None  # data folder for non-procedural sources
+    shards: tuple[str, ...] = ()  # shard folders (edgedepth train-data); their frames are the training set
     train_split: Optional[str] = "train"
     val_split: Optional[str] = "val"
-    frame_size: tuple[int, int] = (192, 256)  # (H, W) frame pixels rendered / expected
+    frame_size: tuple[int, int] = (192, 256)  # (H, W) frame pixels rendered / expected (not with shards)
     layouts: tuple[str, ...] = ("street", "indoor")
     # Transparent panes whose synthetic ground truth is the surface behind (what BFM is for).
     unreliable: bool = True
-    # Drop the Sample's unreliable pixels from the training loss; False leaves them to BFM, as
-    # with real synthetic data sets that do not mark them. Validation always drops them.
-    use_mask: bool = False
+    # Drop the frame's unreliable pixels (the generator knows them) from the training loss; False
+    # leaves them to BFM, as with real synthetic data sets that do not mark them. Validation always
+    # drops them.
+    use_mask: bool = True
+    # Depth (m) the procedural sky and anything beyond valid_max read in training: models learn to
+    # put what is out of range far away (the runtime flags > valid_max invalid). 0: leave it invalid.
+    far_depth: float = 120.0
+    valid_max: float = 80.0  # metres: the range the models are trained and scored on
+    # Refiner stages: the coarse depth is the ground truth reduced to the coarse model's input size
+    # (what a perfect coarse model would give) instead of the coarse model's output. The "oracle"
+    # experiment: it isolates what the refiner can learn; needs a refiner without coarse features (-dg).
+    oracle_coarse: bool = False
     degrade: bool = False  # real-like images with sparse ground truth (distillation)
     hflip: bool = True
     val_samples: int = 8
@@ -61,23 +76,18 @@ class DataConfig:
     num_workers: int = 0
 
 
-@dataclass
-class TilingConfig:
-    """The tile grid, with the runtime's rules (docs/interfaces.md, Frame -> tiles)."""
-
-    rows: int = 2
-    cols: int = 2
-    overlap_ratio: float = 0.25  # overlap = ratio x the smaller tile pitch, frame px (TileGrid.from_overlap_ratio)
-    window: str = "cosine"
+# The tile grid is the runtime's own policy (fixed rows x cols, or adaptive with ``shrink``).
+TilingConfig = Tiling
 
 
 @dataclass
 class OptimConfig:
-    """AdamW with per-module learning rates (PatchRefiner V2 recipe)."""
+    """AdamW with per-module learning rates. PRV2 trains at 1.2e-4 with the encoder at x0.1 because
+    its encoders come ImageNet-pretrained; ours start from scratch, so the defaults do not slow them."""
 
-    lr: float = 1.2e-4
+    lr: float = 2e-3
     weight_decay: float = 1e-5
-    encoder_lr_mult: float = 0.1
+    encoder_lr_mult: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = "cosine"  # "cosine" or "constant", after a linear warm-up
     warmup_steps: int = 0
@@ -87,17 +97,26 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights. ``detail`` is the scale-free part of DSD against the teacher."""
+    """Loss terms and weights. ``depth`` is the supervised term: "l1_log" (mean |ln pred - ln gt| +
+    ``grad`` x multi-scale gradient matching of that error) or "silog" (with ``silog_focus``);
+    ``detail`` is the scale-free part of DSD against the teacher (distill stage)."""
 
-    silog: float = 1.0
-    gpct: float = 1.0  # GPCT consistency over the overlaps of the 2x2 tile group
-    bfm: bool = True  # Bias-Free Masking of unreliable synthetic ground truth
+    depth: str = "l1_log"
+    # Refiners: the ground truth is cut at scale x the tile size and the prediction upsampled to it
+    # bilinearly, as the runtime's stitch upsamples tiles into the frame: the loss then sees the edges
+    # the frame-resolution metrics see, not the point-sampled tile-resolution ones.
+    scale: int = 1
+    weight: float = 1.0  # of the depth term
+    grad: float = 0.5  # l1_log: weight of the gradient-matching part
+    grad_scales: int = 3
+    silog_focus: float = 0.85  # silog: the share of the mean log error the loss forgives
+    c2f: float = 0.5  # the same depth term on a refiner's intermediate (C2F) depth
+    gpct: float = 1.0  # GPCT: mean squared ln-depth difference on the overlaps of the 2x2 tile group
+    bfm: bool = False  # Bias-Free Masking (PRO) of the ground truth against the coarse map
     detail: str = "local_ssigm"  # a key of edgedepth.train.losses.DETAIL_LOSSES
     detail_weight: float = 1.0  # DSD lambda
     ssigm_window: int = 23
     ssigm_windows: int = 100
-    # SDDR edge-guided gradient loss against self-distilled edge pseudo-labels (distill stage).
-    edge_grad: float = 0.0
 
 
 @dataclass
@@ -111,7 +130,13 @@ class RunConfig:
     precision: str = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     seed: int = 0
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    # torch CPU threads; 0 = one per process on a machine of up to 4 cores (torch's full team
+    # busy-waits and collapses as soon as anything else runs), half the cores above that.
+    threads: int = 0
+    # Wall-clock budget of the loop in minutes (0 = none): the learning-rate schedule then runs on
+    # max(step / steps, elapsed / budget) and the run ends when either reaches 1 (a GPU run sized
+    # by time, not by a step count guessed for an unknown machine).
+    max_minutes: float = 0.0
     log_every: int = 10
     val_every: int = 100
     ckpt_every: int = 100
@@ -208,7 +233,10 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
             f"known fields{' of ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # a section's own checks (e.g. Tiling's) name no field path
+        raise ValueError(f"config section {prefix.rstrip('.') or 'top level'!r}: {err}") from err
 
 
 def config_from_dict(data: dict) -> Config:
@@ -279,6 +307,8 @@ def check_config(cfg: Config) -> None:
             _fail(f"train.{name}", f"must be >= 1, got {getattr(t, name)}")
     if t.threads < 0:
         _fail("train.threads", f"must be >= 0, got {t.threads}")
+    if t.max_minutes < 0:
+        _fail("train.max_minutes", f"must be >= 0, got {t.max_minutes}")
     if not t.device == "auto" and not (t.device == "cpu" or t.device.startswith("cuda")):
         _fail("train.device", f"must be auto, cpu or cuda[:N], got {t.device!r}")
     o = cfg.optim
@@ -309,48 +339,55 @@ def check_config(cfg: Config) -> None:
     if th <= 0 or tw <= 0 or th % MODEL_STRIDE or tw % MODEL_STRIDE:
         _fail("model.tile_size", f"must be positive multiples of {MODEL_STRIDE}, got {list(cfg.model.tile_size)}")
     g = cfg.tiling
-    if g.rows < 1 or g.cols < 1:
-        _fail("tiling.rows", f"rows and cols must be >= 1, got {g.rows}x{g.cols}")
     if not 0 <= g.overlap_ratio < 0.5:
         _fail("tiling.overlap_ratio", f"must be in [0, 0.5), got {g.overlap_ratio}")
     if t.stage in ("refiner", "distill"):
-        if g.rows < 2 or g.cols < 2:
-            _fail("tiling.rows", f"GPCT needs a grid of at least 2x2 tiles, got {g.rows}x{g.cols}")
         if g.overlap_ratio <= 0:
             _fail("tiling.overlap_ratio", "must be > 0: GPCT needs tiles that overlap")
+        if not d.shards:  # shard frames are checked when read (every frame needs a 2x2 grid)
+            try:
+                grid = runtime_grid(cfg)
+            except ValueError as err:
+                _fail("tiling.rows", f"and tiling.cols do not give a tile grid for a {fh}x{fw} frame: {err}")
+            if grid.rows < 2 or grid.cols < 2:
+                _fail("tiling.rows", f"GPCT needs a grid of at least 2x2 tiles, got {grid.rows}x{grid.cols} "
+                                     f"for a {fh}x{fw} frame")
+            if min(grid.tile_h, grid.tile_w) < 4:
+                _fail("tiling.rows", f"a {grid.rows}x{grid.cols} grid does not fit a {fh}x{fw} frame")
+            # The refiner must see tiles with the aspect ratio it sees at run time; a grid whose
+            # boxes would be squashed into model.tile_size trains on distorted geometry.
+            box_aspect, in_aspect = grid.tile_w / grid.tile_h, tw / th
+            if abs(math.log(box_aspect / in_aspect)) > math.log(1.25):
+                _fail(
+                    "model.tile_size",
+                    f"{th}x{tw} does not fit the grid: a {grid.rows}x{grid.cols} grid with overlap ratio "
+                    f"{g.overlap_ratio} cuts the {fh}x{fw} frame into {grid.tile_h}x{grid.tile_w} tiles "
+                    f"(aspect {box_aspect:.2f} vs {in_aspect:.2f})",
+                )
     if t.stage == "distill" and not cfg.model.teacher_checkpoint:
         _fail("model.teacher_checkpoint", "is required by the distill stage")
-    if t.stage in ("refiner", "distill"):
-        try:
-            tile_h, tile_w = grid_tile_shape(cfg)
-        except ValueError as err:
-            _fail("tiling.rows", f"and tiling.cols do not give a tile grid for a {fh}x{fw} frame: {err}")
-        if tile_h > fh or tile_w > fw or min(tile_h, tile_w) < 4:
-            _fail("tiling.rows", f"a {g.rows}x{g.cols} grid does not fit a {fh}x{fw} frame")
-        # The refiner must see tiles with the aspect ratio it sees at run time; a grid whose
-        # boxes would be squashed into model.tile_size trains on distorted geometry.
-        box_aspect, in_aspect = tile_w / tile_h, tw / th
-        if abs(math.log(box_aspect / in_aspect)) > math.log(1.25):
-            _fail(
-                "model.tile_size",
-                f"{th}x{tw} does not fit the grid: a {g.rows}x{g.cols} grid with overlap ratio "
-                f"{g.overlap_ratio} cuts the {fh}x{fw} frame into {tile_h}x{tile_w} tiles "
-                f"(aspect {box_aspect:.2f} vs {in_aspect:.2f})",
-            )
+    lo = cfg.loss
+    if lo.depth not in DEPTH_LOSSES:
+        _fail("loss.depth", f"must be one of {', '.join(DEPTH_LOSSES)}, got {lo.depth!r}")
+    for name in ("weight", "grad", "c2f", "gpct", "detail_weight"):
+        if getattr(lo, name) < 0:
+            _fail(f"loss.{name}", f"must be >= 0, got {getattr(lo, name)}")
+    if lo.scale < 1:
+        _fail("loss.scale", f"must be >= 1, got {lo.scale}")
+    if lo.grad_scales < 1:
+        _fail("loss.grad_scales", f"must be >= 1, got {lo.grad_scales}")
+    if not 0 <= lo.silog_focus <= 1:
+        _fail("loss.silog_focus", f"must be in [0, 1], got {lo.silog_focus}")
+    if d.far_depth and d.far_depth <= d.valid_max:
+        _fail("data.far_depth", f"must be 0 or beyond data.valid_max ({d.valid_max}), got {d.far_depth}")
+    if d.oracle_coarse and t.stage not in ("refiner", "noisy-pretrain"):
+        _fail("data.oracle_coarse", f"applies to the refiner stage only, not {t.stage!r}")
 
 
 def runtime_grid(cfg: Config):
     """The ``edgedepth.tiling.TileGrid`` the runtime cuts a ``data.frame_size`` frame into."""
-    from edgedepth.tiling import TileGrid
-
-    (fh, fw), g = cfg.data.frame_size, cfg.tiling
-    return TileGrid.from_overlap_ratio(int(fh), int(fw), g.rows, g.cols, float(g.overlap_ratio))
-
-
-def grid_tile_shape(cfg: Config) -> tuple[int, int]:
-    """Tile box (h, w) in frame pixels of the runtime's grid."""
-    grid = runtime_grid(cfg)
-    return int(grid.tile_h), int(grid.tile_w)
+    (fh, fw) = cfg.data.frame_size
+    return cfg.tiling.grid(int(fh), int(fw), cfg.model.tile_size)
 
 
 def validate_config(cfg: Config) -> None:
@@ -376,7 +413,11 @@ def validate_config(cfg: Config) -> None:
                     "(needs model.json and model.safetensors)"
                 )
     d = cfg.data
-    if d.source != "procedural":
+    for k, folder in enumerate(d.shards):
+        if not (Path(folder) / "meta.json").is_file():
+            raise FileNotFoundError(f"config field 'data.shards[{k}]': {folder!r} is not a shard folder "
+                                    "(render one with: edgedepth train-data FOLDER --count N --size WxH)")
+    if d.source != "procedural" and not d.shards:
         if not d.root:
             _fail("data.root", f"is required for data.source {d.source!r}")
         if not Path(d.root).is_dir():

@@ -1,35 +1,45 @@
-"""Training data: frame datasets, a resumable step-indexed sampler, and tile crops.
+"""Training data: frame sources, the items each stage trains on, a resumable step-indexed sampler.
 
-Frames come from :mod:`edgedepth.datasets` (procedural scenes rendered from seeds, or a folder
-data set). Which frames a micro-batch holds depends only on (step, micro-batch, rank), so a
-resumed or multi-process run sees exactly the frames an uninterrupted single-process run would.
+Frames come from a **frame source**: pre-rendered shards (:mod:`.shards`, the fast path), procedural
+scenes rendered on demand, or a data-set folder. A frame is numpy: ``image`` HxWx3 uint8 RGB,
+``depth`` HxW float32 metres (0 = invalid; the sky and anything beyond the scene's range carry the
+source's far depth, which models learn to report as "beyond range"), ``reliable`` HxW bool (False
+where the ground truth is known to be wrong) and ``index``.
 
-Crops follow the DESIGN crop semantics through :mod:`edgedepth.tiling_torch` (the function the
-runtime's tile engine implements): the coarse model sees the whole frame resized with the crop of
-the whole-frame box; a refiner sees RGB / coarse depth / coarse features cropped with its tile's
-box (scaled to each map), exactly as at run time.
+Items are cut from frames with the native tile engine (:mod:`edgedepth.tiling`, the DESIGN crop
+semantics the runtime uses), so a stage never handles a whole high-resolution frame on the
+training device and items of any frame size stack into one batch:
+
+* :class:`WholeFrameItems` (coarse stage, Noisy Pretraining): the frame resized to the model input,
+  ground truth at a loss resolution.
+* :class:`TileItems` (refiner, distill): the coarse model's input plus the tiles of one random 2x2
+  neighbourhood of the runtime's grid (PRO's GPCT group) with their ground truth and boxes.
+
+Which frames a micro-batch holds depends only on (step, micro-batch, rank), so a resumed or
+multi-process run sees exactly the frames an uninterrupted single-process run would; random
+choices (flip, tile group) are seeded by the frame index.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import Config, runtime_grid
+from edgedepth import tiling
+from edgedepth.tiling import TileGrid
+
+from .config import Config
 from .distributed import DistInfo
 
-# -- frame datasets -----------------------------------------------------------------------------
+Frame = dict  # image, depth, reliable (numpy) and index (int); see the module docstring
+
+# -- frame sources ------------------------------------------------------------------------------
 
 
-def sample_to_tensors(sample: dict, index: int) -> dict[str, torch.Tensor]:
-    """An ``edgedepth.datasets`` Sample -> tensors.
-
-    image (3, H, W) uint8; depth (1, H, W) float32 metres, 0 where invalid; reliable (1, H, W)
-    bool, the Sample's mask (False = ground truth known to be wrong), all True when it has none.
-    """
+def sample_to_frame(sample: dict, index: int) -> Frame:
+    """An ``edgedepth.datasets`` Sample -> a frame (numpy, C-contiguous)."""
     image = np.ascontiguousarray(sample["image"])
     depth = np.asarray(sample["depth"], dtype=np.float32)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -38,93 +48,243 @@ def sample_to_tensors(sample: dict, index: int) -> dict[str, torch.Tensor]:
         raise ValueError(f"sample {sample.get('name', index)!r}: depth {depth.shape} does not match image {image.shape[:2]}")
     valid = np.isfinite(depth) & (depth > 0)
     mask = sample.get("mask")
-    reliable = np.ones_like(valid) if mask is None else np.asarray(mask, dtype=bool)
-    return {
-        "image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
-        "depth": torch.from_numpy(np.where(valid, depth, 0.0).astype(np.float32))[None],
-        "reliable": torch.from_numpy(np.ascontiguousarray(reliable))[None],
-        "index": torch.tensor(index, dtype=torch.int64),
-    }
+    reliable = np.ones_like(valid) if mask is None else np.ascontiguousarray(mask, dtype=bool)
+    return {"image": image, "depth": np.ascontiguousarray(np.where(valid, depth, 0.0), dtype=np.float32),
+            "reliable": reliable, "index": int(index)}
 
 
-def _hflip(item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: (v.flip(-1) if v.ndim == 3 else v) for k, v in item.items()}
+class ProceduralFrames:
+    """Procedural scenes rendered on demand; frame ``i`` is scene seed ``seed * 1_000_003 + i``
+    (``edgedepth.datasets.iter_scenes``' numbering) with layout ``layouts[i % len(layouts)]``.
 
-
-class ProceduralFrames(Dataset):
-    """Procedural scenes rendered on demand; item ``i`` is sample ``i`` of
-    ``edgedepth.datasets.iter_scenes(seed, ...)`` (scene seed ``seed * 1_000_003 + i``).
-
-    Practically endless (``length`` items). ``unreliable`` renders transparent panes whose ground
-    truth is the surface behind (the Sample's mask marks them). ``degrade`` makes the image
+    ``unreliable`` renders transparent panes whose ground truth is the surface behind (the frame's
+    ``reliable`` marks them); ``far_depth`` > 0 gives the sky that depth; ``degrade`` makes the image
     real-like and the ground truth sparse (distillation data).
     """
 
     def __init__(self, frame_size: tuple[int, int], layouts: Sequence[str], seed: int = 0, *,
-                 unreliable: bool = False, degrade: bool = False, hflip: bool = False,
+                 unreliable: bool = False, degrade: bool = False, far_depth: float = 0.0,
                  length: int = 2**31 - 1) -> None:
         self.frame_size = tuple(frame_size)
         self.layouts = tuple(layouts)
-        self.seed = seed
-        self.unreliable = unreliable
-        self.degrade = degrade
-        self.hflip = hflip
+        self.seed, self.unreliable, self.degrade = seed, unreliable, degrade
+        self.far_depth = float(far_depth)
         self.length = length
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def frame(self, index: int) -> Frame:
         from edgedepth.datasets.procedural import render_scene
 
         h, w = self.frame_size
         seed = self.seed * 1_000_003 + int(index)
-        sample = render_scene(seed, h, w, self.layouts[index % len(self.layouts)], unreliable=self.unreliable)
+        sample = render_scene(seed, h, w, self.layouts[index % len(self.layouts)], unreliable=self.unreliable,
+                              far_depth=self.far_depth or None)
         if self.degrade:
             from edgedepth.datasets.degrade import SensorConfig, degrade
 
             sample = degrade(sample, SensorConfig(), seed=seed)
-        item = sample_to_tensors(sample, index)
-        # The flip is a function of the frame index, so resumed and multi-process runs agree.
-        if self.hflip and np.random.default_rng(seed).random() < 0.5:
-            item = _hflip(item)
-        return item
+        return sample_to_frame(sample, index)
 
 
-class FolderFrames(Dataset):
-    """A data set folder read with ``edgedepth.datasets.open_dataset``, frames resized to ``frame_size``."""
+class FolderFrames:
+    """A data-set folder read with ``edgedepth.datasets.open_dataset``, frames resized to ``frame_size``
+    (depth keeps only pixels whose bilinear neighbours are all valid)."""
 
-    def __init__(self, kind: str, root: str, split: Optional[str], frame_size: tuple[int, int], hflip: bool = False) -> None:
+    def __init__(self, kind: str, root: str, split: Optional[str], frame_size: tuple[int, int]) -> None:
         from edgedepth.datasets import open_dataset
 
         self.samples = open_dataset(kind, root, split=split)
         if len(self.samples) == 0:
             raise ValueError(f"data set {kind!r} at {root!r} (split {split!r}) holds no samples")
         self.frame_size = tuple(frame_size)
-        self.hflip = hflip
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def frame(self, index: int) -> Frame:
+        frame = sample_to_frame(self.samples[int(index)], index)
+        if frame["image"].shape[:2] != self.frame_size:
+            frame = resize_frame(frame, self.frame_size)
+        return frame
+
+
+def resize_frame(frame: Frame, size: tuple[int, int]) -> Frame:
+    """Resize a frame with the crop semantics (ground truth: only fully valid bilinear samples)."""
+    h, w = frame["image"].shape[:2]
+    whole = whole_box(h, w)
+    rgb = tiling.crop_resize(frame["image"], whole, size, threads=1)[0]
+    image = np.ascontiguousarray((rgb.transpose(1, 2, 0) * 255.0).round().clip(0, 255).astype(np.uint8))
+    depth, _ = crop_valid(frame["depth"], whole, size)
+    reliable = crop_mask(frame["reliable"], whole, size)
+    return {**frame, "image": image, "depth": depth[0, 0], "reliable": reliable[0, 0]}
+
+
+# -- crops (numpy, native tile engine) ----------------------------------------------------------
+
+
+def whole_box(height: int, width: int) -> np.ndarray:
+    """The (1, 4) box [0, 0, H, W] covering a whole frame."""
+    return np.array([[0.0, 0.0, float(height), float(width)]])
+
+
+def crop_mask(mask: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, 1, h, w) bool: True where every bilinear neighbour of the sample is True."""
+    m = np.ascontiguousarray(mask, dtype=np.float32)[None]
+    return tiling.crop_resize(m, boxes, size, threads=1) > 1.0 - 1e-4
+
+
+def crop_valid(depth: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Crop HxW ground truth (0 = invalid) at ``boxes``: bilinear depth kept only where every
+    bilinear neighbour was valid. -> depth (N, 1, h, w) metres (0 where invalid), valid bool."""
+    d = tiling.crop_resize(np.ascontiguousarray(depth, dtype=np.float32)[None], boxes, size, threads=1)
+    keep = crop_mask(depth > 0, boxes, size)
+    return np.where(keep, d, np.float32(0.0)), keep
+
+
+def mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    """Boxes of a horizontally flipped frame expressed in the original frame (x0 -> W - x0 - w).
+    Cropping the original there and flipping the crop equals cropping the flipped frame."""
+    out = np.array(boxes, dtype=np.float64, copy=True)
+    out[:, 1] = width - boxes[:, 1] - boxes[:, 3]
+    return out
+
+
+def log_area_reduce(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) float32: the mean of ln depth over each output pixel's footprint (valid pixels only),
+    exponentiated — ground truth "at the resolution" ``size``. A footprint with no valid pixel takes
+    the frame's mean. The footprint of output pixel i is source rows [floor(i H/h), floor((i+1) H/h))."""
+    depth = np.asarray(depth, np.float64)
+    H, W = depth.shape
+    h, w = size
+    valid = depth > 0
+    logd = np.where(valid, np.log(np.where(valid, depth, 1.0)), 0.0)
+
+    def table(x):
+        t = np.zeros((H + 1, W + 1))
+        np.cumsum(np.cumsum(x, 0), 1, out=t[1:, 1:])
+        return t
+
+    ys = (np.arange(h + 1) * H) // h
+    xs = (np.arange(w + 1) * W) // w
+    s, n = table(logd), table(valid.astype(np.float64))
+    area = lambda t: t[ys[1:]][:, xs[1:]] - t[ys[:-1]][:, xs[1:]] - t[ys[1:]][:, xs[:-1]] + t[ys[:-1]][:, xs[:-1]]
+    total, count = area(s), area(n)
+    fill = logd[valid].mean() if valid.any() else 0.0
+    return np.exp(np.where(count > 0, total / np.maximum(count, 1), fill)).astype(np.float32)
+
+
+# -- items ------------------------------------------------------------------------------------
+
+
+def _flip(rng: np.random.Generator, enabled: bool) -> bool:
+    return bool(enabled and rng.random() < 0.5)
+
+
+class WholeFrameItems(Dataset):
+    """The whole frame for models that see it entire (coarse stage, Noisy Pretraining).
+
+    Item: ``image`` (3, h, w) float32 normalised with ``mean``/``std`` at ``input_size``;
+    ``depth``/``valid``/``reliable`` (1, hl, wl) at ``loss_size``; ``index``.
+    """
+
+    def __init__(self, source, input_size: tuple[int, int], loss_size: tuple[int, int],
+                 mean: Sequence[float], std: Sequence[float], hflip: bool = False, seed: int = 0) -> None:
+        self.source, self.input_size, self.loss_size = source, tuple(input_size), tuple(loss_size)
+        self.mean, self.std, self.hflip, self.seed = tuple(mean), tuple(std), hflip, seed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = sample_to_tensors(self.samples[int(index)], index)
-        if tuple(item["image"].shape[-2:]) != self.frame_size:
-            item = resize_frame(item, self.frame_size)
-        if self.hflip and np.random.default_rng(index).random() < 0.5:
-            item = _hflip(item)
-        return item
+        f = self.source.frame(int(index))
+        h, w = f["image"].shape[:2]
+        whole = whole_box(h, w)
+        image = tiling.crop_resize(f["image"], whole, self.input_size, mean=self.mean, std=self.std, threads=1)[0]
+        depth, valid = crop_valid(f["depth"], whole, self.loss_size)
+        reliable = crop_mask(f["reliable"], whole, self.loss_size)
+        item = {"image": image, "depth": depth[0], "valid": valid[0], "reliable": reliable[0]}
+        if _flip(np.random.default_rng((self.seed, int(index))), self.hflip):
+            item = {k: np.ascontiguousarray(v[..., ::-1]) for k, v in item.items()}
+        out = {k: torch.from_numpy(v) for k, v in item.items()}
+        out["index"] = torch.tensor(int(index), dtype=torch.int64)
+        return out
 
 
-def resize_frame(item: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Resize a frame with the crop semantics; depth keeps only pixels whose 4 neighbours are valid."""
-    from edgedepth import tiling_torch
+class TileItems(Dataset):
+    """What a refiner trains on, cut from one frame exactly as the runtime cuts it.
 
-    h, w = item["image"].shape[-2:]
-    box = whole_box(h, w)
-    image = tiling_torch.crop_resize(item["image"].float(), box, size)[0]
-    depth, _ = crop_valid(item["depth"][None], box[None], size)
-    reliable = tiling_torch.crop_resize(item["reliable"].float(), box, size)[0] > 1.0 - 1e-4
-    return {**item, "image": image.round().clamp(0, 255).to(torch.uint8), "depth": depth[0], "reliable": reliable}
+    Item: ``coarse_image`` (3, hc, wc) normalised (the coarse model's input); for each refiner input
+    size k (``tile_sizes``; a teacher may need its own) ``rgb{k}`` (G, 3, th, tw) normalised tiles of
+    a 2x2 group of the frame's grid (``grid_fn(H, W)``, the runtime's rule), G = 4; ``gt``, ``valid``,
+    ``reliable`` (G, 1, gh, gw) at ``gt_size`` (default the first tile size); ``boxes`` (G, 4) frame
+    pixels; ``frame_hw`` (2,);
+    ``oracle`` (1, hc, wc) ground truth reduced to the coarse input size when ``oracle``; ``index``.
+    A flipped item is the flipped frame's (boxes included).
+    """
+
+    def __init__(self, source, coarse_size: tuple[int, int], tile_sizes: Sequence[tuple[int, int]],
+                 grid_fn: Callable[[int, int], TileGrid], mean: Sequence[float], std: Sequence[float],
+                 hflip: bool = False, seed: int = 0, oracle: bool = False,
+                 gt_size: Optional[tuple[int, int]] = None) -> None:
+        self.source, self.coarse_size = source, tuple(coarse_size)
+        self.tile_sizes = [tuple(t) for t in tile_sizes]
+        self.gt_size = tuple(gt_size) if gt_size is not None else self.tile_sizes[0]
+        self.grid_fn, self.mean, self.std = grid_fn, tuple(mean), tuple(std)
+        self.hflip, self.seed, self.oracle = hflip, seed, oracle
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        f = self.source.frame(int(index))
+        h, w = f["image"].shape[:2]
+        grid = self.grid_fn(h, w)
+        if grid.rows < 2 or grid.cols < 2:
+            raise ValueError(f"frame {index} ({h}x{w}) gives a {grid.rows}x{grid.cols} grid: GPCT needs 2x2 tiles")
+        rng = np.random.default_rng((self.seed, int(index)))
+        flip = _flip(rng, self.hflip)
+        r0, c0 = int(rng.integers(0, grid.rows - 1)), int(rng.integers(0, grid.cols - 1))
+        ids = group_ids(grid.cols, r0, c0)
+        boxes = np.asarray(grid.boxes)[ids]  # in the (possibly flipped) frame the model sees
+        src = mirror_boxes(boxes, w) if flip else boxes
+        item = {"coarse_image": tiling.crop_resize(f["image"], whole_box(h, w), self.coarse_size,
+                                                   mean=self.mean, std=self.std, threads=1)[0]}
+        for k, size in enumerate(self.tile_sizes):
+            item[f"rgb{k}"] = tiling.crop_resize(f["image"], src, size, mean=self.mean, std=self.std, threads=1)
+        item["gt"], item["valid"] = crop_valid(f["depth"], src, self.gt_size)
+        item["reliable"] = crop_mask(f["reliable"], src, self.gt_size)
+        if self.oracle:
+            item["oracle"] = log_area_reduce(f["depth"], self.coarse_size)[None]
+        if flip:
+            item = {k: np.ascontiguousarray(v[..., ::-1]) for k, v in item.items()}
+        out = {k: torch.from_numpy(v) for k, v in item.items()}
+        out["boxes"] = torch.from_numpy(boxes.astype(np.float64))
+        out["frame_hw"] = torch.tensor([h, w], dtype=torch.float64)
+        out["index"] = torch.tensor(int(index), dtype=torch.int64)
+        return out
+
+
+class FrameItems(Dataset):
+    """Whole frames for validation (one per batch: frames may differ in size): ``image`` HxWx3 uint8,
+    ``depth`` HxW, ``reliable`` HxW as tensors, rendered once and kept."""
+
+    def __init__(self, source, indices: Sequence[int]) -> None:
+        self.frames = [source.frame(int(i)) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        f = self.frames[index]
+        return {"image": torch.from_numpy(f["image"]), "depth": torch.from_numpy(f["depth"]),
+                "reliable": torch.from_numpy(f["reliable"]), "index": torch.tensor(f["index"])}
+
+
+def group_ids(cols: int, r0: int, c0: int) -> list[int]:
+    """Tile ids of the 2x2 neighbourhood whose top-left tile is (r0, c0) in a row-major grid: TL, TR, BL, BR."""
+    return [r0 * cols + c0, r0 * cols + c0 + 1, (r0 + 1) * cols + c0, (r0 + 1) * cols + c0 + 1]
 
 
 # -- sampling: frame index = f(step, micro-batch, rank) ------------------------------------------
@@ -163,98 +323,42 @@ class StepBatchSampler(Sampler[list[int]]):
             step += 1
 
 
-def build_loaders(cfg: Config, dist: DistInfo, start_step: int = 0) -> tuple[DataLoader, DataLoader]:
-    """(endless train loader from ``start_step``, val loader over this rank's share of the val set)."""
+# -- sources and loaders from a config ----------------------------------------------------------
+
+
+def frame_sources(cfg: Config) -> tuple[Any, Any, bool]:
+    """(training source, validation source, shuffle) of ``cfg.data``."""
     d, t = cfg.data, cfg.train
+    if d.shards:
+        from .shards import ShardFrames
+
+        train = ShardFrames(d.shards)
+        val = ProceduralFrames(train.frame_sizes[0], d.layouts, seed=d.val_seed, unreliable=d.unreliable,
+                               degrade=d.degrade, far_depth=d.far_depth, length=d.val_samples)
+        return train, val, True
     if d.source == "procedural":
-        train_set: Dataset = ProceduralFrames(d.frame_size, d.layouts, seed=t.seed, unreliable=d.unreliable,
-                                              degrade=d.degrade, hflip=d.hflip)
-        val_set: Dataset = ProceduralFrames(d.frame_size, d.layouts, seed=d.val_seed, unreliable=d.unreliable,
-                                            degrade=d.degrade, length=d.val_samples)
-        shuffle = False  # seeds are already independent scenes
-    else:
-        train_set = FolderFrames(d.source, d.root, d.train_split, d.frame_size, hflip=d.hflip)
-        val_set = FolderFrames(d.source, d.root, d.val_split, d.frame_size)
-        val_set = torch.utils.data.Subset(val_set, range(min(d.val_samples, len(val_set))))
-        shuffle = True
+        train = ProceduralFrames(d.frame_size, d.layouts, seed=t.seed, unreliable=d.unreliable, degrade=d.degrade,
+                                 far_depth=d.far_depth)
+        val = ProceduralFrames(d.frame_size, d.layouts, seed=d.val_seed, unreliable=d.unreliable, degrade=d.degrade,
+                               far_depth=d.far_depth, length=d.val_samples)
+        return train, val, False  # seeds are already independent scenes
+    train = FolderFrames(d.source, d.root, d.train_split, d.frame_size)
+    val = FolderFrames(d.source, d.root, d.val_split, d.frame_size)
+    return train, val, True
+
+
+def build_loaders(cfg: Config, dist: DistInfo, items: Callable[[Any], Dataset],
+                  start_step: int = 0) -> tuple[DataLoader, DataLoader]:
+    """(endless train loader of ``items(train_source)`` from ``start_step``, val loader of whole
+    frames over this rank's share of the val set, one frame per batch)."""
+    d, t = cfg.data, cfg.train
+    train_src, val_src, shuffle = frame_sources(cfg)
+    train_set = items(train_src)
     sampler = StepBatchSampler(len(train_set), t.batch_size, t.grad_accum, dist, seed=t.seed,
                                start_step=start_step, shuffle=shuffle)
     workers = {"num_workers": d.num_workers, "persistent_workers": d.num_workers > 0}
     train = DataLoader(train_set, batch_sampler=sampler, **workers)
-    shard = list(range(dist.rank, len(val_set), dist.world_size))
-    val = DataLoader(torch.utils.data.Subset(val_set, shard), batch_size=t.batch_size, shuffle=False,
-                     num_workers=0)
+    count = min(d.val_samples, len(val_src))
+    val = DataLoader(FrameItems(val_src, range(dist.rank, count, dist.world_size)), batch_size=1, shuffle=False)
     return train, val
 
-
-# -- crops with the DESIGN semantics -------------------------------------------------------------
-
-
-def whole_box(height: int, width: int) -> torch.Tensor:
-    """The (1, 4) box [0, 0, H, W] covering a whole frame."""
-    return torch.tensor([[0.0, 0.0, float(height), float(width)]], dtype=torch.float64)
-
-
-def crop_frames(src: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Crop N boxes from each of B maps with the crop semantics: (B, C, H, W), boxes (B, N, 4) in
-    the maps' pixels -> (B * N, C, h, w), frame-major."""
-    from edgedepth import tiling_torch
-
-    out = tiling_torch.crop_resize(src, boxes, size)
-    return out.reshape(-1, *out.shape[2:])
-
-
-def crop_valid(depth: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop ground truth (0 = invalid): bilinear depth, kept only where every bilinear neighbour was valid.
-
-    depth (B, 1, H, W), boxes (B, N, 4) -> depth (B * N, 1, h, w) metres (0 where invalid), valid bool.
-    """
-    d = crop_frames(depth, boxes, size)
-    v = crop_frames((depth > 0).to(depth.dtype), boxes, size)
-    keep = v > 1.0 - 1e-4
-    return torch.where(keep, d, torch.zeros_like(d)), keep
-
-
-@dataclass(frozen=True)
-class TileLayout:
-    """The tile grid of a training frame, with the runtime's rows/cols/overlap rules."""
-
-    grid: "object"  # edgedepth.tiling.TileGrid
-    rows: int
-    cols: int
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> "TileLayout":
-        return cls(grid=runtime_grid(cfg), rows=cfg.tiling.rows, cols=cfg.tiling.cols)
-
-    @property
-    def count(self) -> int:
-        return self.rows * self.cols
-
-    @property
-    def boxes(self) -> torch.Tensor:
-        """(rows*cols, 4) float64 frame-pixel boxes, row-major."""
-        return torch.tensor(np.asarray(self.grid.boxes, dtype=np.float64))
-
-    def group(self, r0: int, c0: int) -> list[int]:
-        """Tile ids of the 2x2 neighbourhood whose top-left tile is (r0, c0): TL, TR, BL, BR."""
-        return [r0 * self.cols + c0, r0 * self.cols + c0 + 1, (r0 + 1) * self.cols + c0, (r0 + 1) * self.cols + c0 + 1]
-
-    def random_group(self, frame_index: int, seed: int) -> list[int]:
-        """A 2x2 neighbourhood chosen from the frame index (reproducible across resume and ranks)."""
-        rng = np.random.default_rng((seed, int(frame_index)))
-        return self.group(int(rng.integers(0, self.rows - 1)), int(rng.integers(0, self.cols - 1)))
-
-
-def scaled_boxes(boxes: torch.Tensor, frame_hw: tuple[int, int], map_hw: tuple[int, int]) -> torch.Tensor:
-    """Frame-pixel boxes expressed on a map of another size covering the same frame."""
-    sy, sx = map_hw[0] / frame_hw[0], map_hw[1] / frame_hw[1]
-    scale = torch.tensor([sy, sx, sy, sx], dtype=boxes.dtype, device=boxes.device)
-    return boxes * scale
-
-
-def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 or float 0..255 (B, 3, H, W) -> (x / 255 - mean) / std, float32."""
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - m) / s

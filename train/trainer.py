@@ -40,6 +40,19 @@ def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dt
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def default_cpu_threads() -> int:
+    """torch intra-op threads of a CPU run when ``train.threads`` is 0.
+
+    torch's full team busy-waits at the end of each of a step's ~thousand small parallel regions;
+    on a 2-core machine with anything else running, 2 threads made refiner steps 6-14x slower than 1.
+    Small machines get one thread per process (run DDP processes for more); large ones half the cores.
+    """
+    from edgedepth.tiling import available_cores
+
+    cores = available_cores()
+    return 1 if cores <= 4 else cores // 2
+
+
 def _encoder_ids(model: nn.Module) -> set[int]:
     # Refiners say which parameters are their (pretrainable) backbone; other models keep it in
     # a submodule named "encoder".
@@ -66,13 +79,15 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, encoder_lr_mu
     return out
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float,
+              time_progress: Optional[float] = None) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based). With a wall-clock
+    budget, ``time_progress`` (elapsed / budget) advances the cosine too: whichever runs out first."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress or 0.0))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -159,8 +174,8 @@ class Trainer:
         t = cfg.train
         self.device = distributed.resolve_device(t.device)
         self.dist = distributed.init(self.device)
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        if self.device.type == "cpu":
+            torch.set_num_threads(t.threads or default_cpu_threads())
         self.amp_dtype = resolve_precision(t.precision, self.device)
         self.run_dir = Path(t.out_dir)
         # Same seed on every rank: identical initial weights; data differs through the sampler.
@@ -168,6 +183,7 @@ class Trainer:
         np.random.seed(t.seed)
         torch.manual_seed(t.seed)
 
+        self.elapsed = 0.0  # seconds spent in the training loop (resumes carry it on)
         self.stage = build_stage(cfg, self.device)
         self.model = distributed.wrap(self.stage.trainable, self.dist, self.device)
         o = cfg.optim
@@ -177,10 +193,12 @@ class Trainer:
             lr=o.lr, betas=o.betas, **fused,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, t.steps, o.warmup_steps, o.schedule, o.min_lr_ratio)
+            self.optimizer, lambda s: lr_factor(s, t.steps, o.warmup_steps, o.schedule, o.min_lr_ratio,
+                                                self.time_progress())
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
+        self.tiles_seen = 0  # refiner tile-iterations trained so far (all processes)
         self.resumed_from: Optional[Path] = None
         self._resume(resume)
 
@@ -202,11 +220,15 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.tiles_seen = int(state.get("tiles_seen", 0))
+        self.elapsed = float(state.get("elapsed", 0.0))
         self.resumed_from = folder
 
     def _trainer_state(self) -> dict:
         return {
             "step": self.step,
+            "tiles_seen": self.tiles_seen,
+            "elapsed": self.elapsed,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -215,6 +237,19 @@ class Trainer:
         }
 
     # -- loop -----------------------------------------------------------------------------------
+
+    def time_progress(self) -> Optional[float]:
+        """Share of ``train.max_minutes`` spent (None without a budget). On a multi-process run the
+        ranks agree on it through the all-reduce in ``_budget_spent``."""
+        budget = self.cfg.train.max_minutes * 60.0
+        return self.elapsed / budget if budget > 0 else None
+
+    def _budget_spent(self) -> bool:
+        progress = self.time_progress()
+        if progress is None:
+            return False
+        spent = distributed.all_reduce_mean({"p": float(progress >= 1.0)}, self.dist, self.device)["p"]
+        return spent > 0
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -240,19 +275,21 @@ class Trainer:
                 tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
         train_log = MetricsLog(self.run_dir, "train", tb, resume_step) if main else None
         val_log = MetricsLog(self.run_dir, "val", tb, resume_step) if main else None
-        train_loader, val_loader = build_loaders(cfg, self.dist, start_step=self.step)
+        train_loader, val_loader = build_loaders(cfg, self.dist, self.stage.items, start_step=self.step)
         batches = self._micro_batches(train_loader)
 
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=t.steps, initial=self.step, disable=not (main and t.progress),
+        # disable=None: a bar on a terminal, nothing in a log file
+        bar = tqdm(total=t.steps, initial=self.step, disable=True if not (main and t.progress) else None,
                    desc=f"{cfg.name} [{t.stage}]", dynamic_ncols=True, leave=True)
         sums: dict[str, float] = {}
         count = 0
         last_val: dict[str, float] = {}
         tick = time.perf_counter()
         self.stage.train_mode()
-        while self.step < t.steps:
+        loop_start = time.perf_counter() - self.elapsed
+        while self.step < t.steps and not self._budget_spent():
             for a in range(t.grad_accum):
                 batch = next(batches)
                 sync = a == t.grad_accum - 1
@@ -271,36 +308,54 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
+            self.elapsed = time.perf_counter() - loop_start
+            if t.max_minutes > 0 and self.dist.enabled:  # one clock for all ranks: one learning rate
+                self.elapsed = distributed.all_reduce_mean({"e": self.elapsed}, self.dist, self.device)["e"]
             self.scheduler.step()
             self.step += 1
             bar.update(1)
+            last_step = self.step == t.steps or self._budget_spent()
 
-            if self.step % t.log_every == 0 or self.step == t.steps:
+            if self.step % t.log_every == 0 or last_step:
+                tiles = sums.pop("tiles", 0.0) * self.dist.world_size  # summed, not averaged
                 logs = {f"train/{k}": v / count for k, v in sums.items()}
                 logs = distributed.all_reduce_mean(logs, self.dist, self.device)
                 elapsed = time.perf_counter() - tick
+                steps = max(1, count // t.grad_accum)
                 logs["train/lr"] = max(self.scheduler.get_last_lr())  # the head lr; encoder lr is x encoder_lr_mult
                 logs["train/grad_norm"] = float(grad_norm)
-                logs["train/sec_per_step"] = elapsed / max(1, count // t.grad_accum)
+                logs["train/sec_per_step"] = elapsed / steps
+                logs["train/steps_per_sec"] = steps / max(elapsed, 1e-9)
+                if tiles:
+                    self.tiles_seen += int(tiles)
+                    logs["train/tiles_per_sec"] = tiles / max(elapsed, 1e-9)
+                    logs["train/tiles_seen"] = float(self.tiles_seen)
                 if train_log is not None:
                     train_log.write(self.step, logs)
-                bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.4f}")
+                post = {"loss": f"{logs.get('train/loss', float('nan')):.4f}", "it/s": f"{logs['train/steps_per_sec']:.2f}"}
+                if "train/tiles_per_sec" in logs:
+                    post["tiles/s"] = f"{logs['train/tiles_per_sec']:.1f}"
+                bar.set_postfix(post)
                 sums, count, tick = {}, 0, time.perf_counter()
 
-            if self.step % t.val_every == 0 or self.step == t.steps:
+            if self.step % t.val_every == 0 or last_step:
                 last_val = self.validate(val_loader)
                 if val_log is not None:
                     val_log.write(self.step, last_val)
                     bar.write(f"step {self.step}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in last_val.items()))
 
-            if self.step % t.ckpt_every == 0 or self.step == t.steps:
+            if self.step % t.ckpt_every == 0 or last_step:
                 self.save_checkpoint()
+            self.elapsed = time.perf_counter() - loop_start
         bar.close()
         if main:
             coarse, refiner, meta = self.stage.export_models()
             save_models(self.run_dir / "final", coarse, refiner, meta)
             if tb is not None:
                 tb.close()
+            if t.progress:
+                seen = f", {self.tiles_seen} tile-iterations" if self.tiles_seen else ""
+                print(f"{cfg.name}: {self.step} steps{seen} -> {self.run_dir / 'final'}", flush=True)
         distributed.barrier(self.dist)
         return last_val
 

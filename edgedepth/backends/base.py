@@ -29,6 +29,26 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGEDEPTH_CACHE", Path.home() / ".cache" / "edgedepth"))
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only this user can change, created (mode 0700) if missing.
+
+    What a backend loads from a cache (a serialised TensorRT engine, an OpenVINO compiled blob) is
+    native code or parsed as such, so a cache folder another user can write is refused with a
+    PermissionError naming it: anyone who can write it could plant an engine under the predictable
+    name the cache looks for. Checked on POSIX; elsewhere the folder is only created.
+    """
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if hasattr(os, "getuid"):
+        info = os.stat(path)
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise PermissionError(
+                f"cache folder {path} is {'owned by another user' if info.st_uid != os.getuid() else 'writable by other users'} "
+                f"(mode {info.st_mode & 0o777:o}); edgedepth loads compiled models from it, so it must be private: "
+                "pass cache_dir= (or set EDGEDEPTH_CACHE) to a folder of your own, or chmod go-w it")
+    return path
+
+
 class BackendUnavailableError(ImportError):
     """The backend's Python package is not installed; the message says what to pip install."""
 
@@ -55,7 +75,10 @@ class Backend(ABC):
     thread_safe: ClassVar[bool] = False
 
     def __init__(self, path: Path, *, role: str, device: str, precision: str,
-                 threads: int | None = None, cache_dir: Path | None = None) -> None:
+                 threads: int | None = None, cache_dir: Path | None = None,
+                 files: Mapping[Path, bytes] | None = None) -> None:
+        """``files``: the verified bytes of the model file and its companions by path
+        (``Bundle.model_bytes``); a backend loads those instead of reading the paths again."""
         self.require()
         self.path = Path(path)
         self.role = role
@@ -63,6 +86,7 @@ class Backend(ABC):
         self.precision = precision
         self.threads = threads
         self.cache_dir = cache_dir
+        self.files = {Path(k): v for k, v in (files or {}).items()}
         self._lock = threading.Lock()
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
@@ -97,6 +121,12 @@ class Backend(ABC):
     def default_precision(cls, device: str) -> str:
         """The precision ``precision="auto"`` asks for on ``device``."""
         return "fp32"
+
+    def read(self, path: Path | None = None) -> bytes:
+        """The bytes of ``path`` (default: the model file): the verified copy when the runtime handed
+        one over, else read from disk (a backend built outside a bundle)."""
+        path = self.path if path is None else Path(path)
+        return self.files[path] if path in self.files else path.read_bytes()
 
     # --- running ------------------------------------------------------------------------------
     @abstractmethod

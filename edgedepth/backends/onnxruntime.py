@@ -36,7 +36,8 @@ class ONNXRuntimeBackend(Backend):
             options.intra_op_num_threads = int(self.threads)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        # From the verified bytes, not the path (which could have changed since it was hashed).
+        self.session = ort.InferenceSession(self.read(), sess_options=options, providers=providers)
         self.inputs = [TensorSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape),
                                   _ORT_TYPES.get(i.type, "float32")) for i in self.session.get_inputs()]
         self.outputs = [TensorSpec(o.name, tuple(d if isinstance(d, int) else None for d in o.shape),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .base import Backend, TensorSpec, cache_root
+import numpy as np
+
+from .base import Backend, TensorSpec, cache_root, private_dir
 
 _OV_DEVICES = {"cpu": "CPU", "gpu": "GPU"}
 
@@ -39,8 +41,7 @@ class OpenVINOBackend(Backend):
         if device not in _OV_DEVICES:
             raise ValueError(f"openvino device must be one of {', '.join(_OV_DEVICES)}, got {self.device!r}")
         core = ov.Core()
-        cache = self.cache_dir or cache_root() / "openvino"
-        cache.mkdir(parents=True, exist_ok=True)
+        cache = private_dir(self.cache_dir or cache_root() / "openvino")
         core.set_property({"CACHE_DIR": str(cache)})
         config: dict[str, Any] = {}
         if self.threads and device == "cpu":
@@ -48,7 +49,12 @@ class OpenVINOBackend(Backend):
         if device == "cpu":
             # Keep the requested accuracy: OpenVINO CPU would otherwise silently run bf16 on AMX parts.
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        model = core.read_model(str(self.path))
+        # From the verified bytes (IR: the .xml and the weights of its .bin), not the paths.
+        if self.path.suffix == ".xml":
+            self._weights = np.frombuffer(self.read(self.path.with_suffix(".bin")), dtype=np.uint8)
+            model = core.read_model(self.read(), ov.Tensor(self._weights))
+        else:
+            model = core.read_model(self.read())
         self.compiled = core.compile_model(model, _OV_DEVICES[device] + self.device[len(device):].upper(), config)
         self.request = self.compiled.create_infer_request()
         # Names come from the model as read: compiling can fuse an FP16 model's input/output Casts

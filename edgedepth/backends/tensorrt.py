@@ -15,17 +15,26 @@ deprecated since 10.1); FP16 is enabled alongside so layers kept out of INT8 run
 Buffers are torch CUDA tensors (``device_tensors = True``): frames arrive by DLPack without a copy,
 host frames are uploaded from pinned memory asynchronously, and ``execute_async_v3`` runs on
 torch's current stream.
+
+Deserialising an engine runs native code, so the cache is trusted only as far as it is private
+(:func:`read_cache_file`): the folder and every file must belong to this user and be writable by no
+one else, files are opened without following links, and an engine loads only when its sha256
+matches the ``.sha256`` record written beside it (a truncated or swapped engine is rebuilt). The
+engine bytes that were hashed are the bytes deserialised.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from ..atomic import atomic_write_bytes
-from .base import PRECISIONS, Backend, TensorSpec, cache_root
+from ..atomic import atomic_path
+from .base import PRECISIONS, Backend, TensorSpec, cache_root, private_dir
 
 # Jetsons expose the board here; it fixes the GPU and the DLA cores (an AGX Orin and an Orin Nano
 # both report the CUDA device name "Orin" but need different engines).
@@ -126,6 +135,61 @@ def _cache_dir(cache_dir: str | Path | None) -> Path:
     return Path(cache_dir) if cache_dir is not None else cache_root() / "tensorrt"
 
 
+def read_cache_file(path: str | Path) -> Optional[bytes]:
+    """The bytes of the cache file ``path``, None when it does not exist. PermissionError when its
+    folder or the file itself could have been written by another user, or it is a link."""
+    path = Path(path)
+    private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise PermissionError(f"cache file {path} is a symbolic link; refusing to load it") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise PermissionError(f"cache file {path} is not a regular file; refusing to load it")
+        if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+            raise PermissionError(f"cache file {path} was written by another user or is writable by others "
+                                  f"(owner uid {info.st_uid}, mode {info.st_mode & 0o777:o}); refusing to load it")
+        return fh.read()
+
+
+def write_cache_file(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` in a private cache folder, atomically, readable by this user only."""
+    path = Path(path)
+    private_dir(path.parent)
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+
+
+def _digest_path(engine: Path) -> Path:
+    return engine.with_name(engine.name + ".sha256")
+
+
+def read_cached_engine(path: str | Path) -> Optional[bytes]:
+    """A cached engine's bytes, or None when it is absent or does not match its sha256 record (a crash
+    between the two writes, a truncated file: rebuild). PermissionError as :func:`read_cache_file`."""
+    engine = read_cache_file(path)
+    if engine is None:
+        return None
+    record = read_cache_file(_digest_path(Path(path)))
+    if record is None or record.decode("ascii", "replace").strip() != hashlib.sha256(engine).hexdigest():
+        return None
+    return engine
+
+
+def write_cached_engine(path: str | Path, engine: bytes) -> None:
+    """Cache ``engine`` at ``path`` with its sha256 record beside it (the record last)."""
+    write_cache_file(path, engine)
+    write_cache_file(_digest_path(Path(path)), hashlib.sha256(engine).hexdigest().encode("ascii") + b"\n")
+
+
 def _tensorrt():
     TensorRTBackend.require()  # BackendUnavailableError saying how to install it
     import tensorrt as trt
@@ -134,10 +198,11 @@ def _tensorrt():
 
 
 def build_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
-                 timing_cache: str | Path | None = None) -> bytes:
+                 timing_cache: str | Path | None = None, onnx_bytes: Optional[bytes] = None) -> bytes:
     """Build a serialised engine from ``onnx_path`` (needs ``tensorrt`` and a GPU).
 
-    ``timing_cache``: a file read before the build (if it exists) and rewritten after it (atomically).
+    ``timing_cache``: a file in a private cache folder, read before the build (if it exists) and
+    rewritten after it (atomically). ``onnx_bytes``: the model's verified bytes (default: read the file).
     """
     trt = _tensorrt()
     onnx_path = Path(onnx_path)
@@ -145,7 +210,7 @@ def build_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
+    if not parser.parse(onnx_bytes if onnx_bytes is not None else onnx_path.read_bytes(), str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ValueError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
@@ -173,7 +238,7 @@ def build_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
         config.DLA_core = options.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     cache_file = Path(timing_cache) if timing_cache is not None else None
-    blob = cache_file.read_bytes() if cache_file is not None and cache_file.is_file() else b""
+    blob = (read_cache_file(cache_file) if cache_file is not None else None) or b""
     cache = config.create_timing_cache(blob)
     if cache is None:  # an unreadable cache file only costs build time: start empty
         cache = config.create_timing_cache(b"")
@@ -182,7 +247,7 @@ def build_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(),
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} ({options.precision})")
     if cache_file is not None:
-        atomic_write_bytes(cache_file, bytes(config.get_timing_cache().serialize()))
+        write_cache_file(cache_file, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
 
 
@@ -197,37 +262,43 @@ def deserialize_engine(engine: bytes, what: str = "the engine"):
 
 def load_engine(onnx_path: str | Path, options: BuildOptions = BuildOptions(), *,
                 cache_dir: str | Path | None = None, timing_cache: str | Path | None = None,
-                device_index: int = 0, log: Optional[Callable[[str], None]] = None) -> tuple[Any, Path]:
+                device_index: int = 0, log: Optional[Callable[[str], None]] = None,
+                onnx_bytes: Optional[bytes] = None) -> tuple[Any, Path]:
     """A deserialised engine for ``onnx_path`` and its cache path: from the cache, or built on a miss.
 
     Another TensorRT version, GPU, precision, DLA core or batch profile gives another path, so a
-    mismatch rebuilds; a cached engine that no longer deserialises (e.g. after a driver upgrade) is
-    rebuilt too. ``timing_cache`` defaults to :func:`timing_cache_path` in the cache folder.
+    mismatch rebuilds; a cached engine that no longer deserialises (e.g. after a driver upgrade) or
+    no longer matches its sha256 record is rebuilt too. A cache folder or file another user could
+    have written raises PermissionError (:func:`read_cache_file`). ``timing_cache`` defaults to
+    :func:`timing_cache_path` in the cache folder. ``onnx_bytes``: the model's verified bytes.
     """
-    from ..bundle import sha256_file
-
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise FileNotFoundError(f"ONNX model {onnx_path} not found")
+    if onnx_bytes is None:
+        if not onnx_path.is_file():
+            raise FileNotFoundError(f"ONNX model {onnx_path} not found")
+        onnx_bytes = onnx_path.read_bytes()
     trt = _tensorrt()
     gpu = gpu_name(device_index)
-    path = engine_path(onnx_path, sha256_file(onnx_path), options, gpu_name=gpu, trt_version=trt.__version__,
-                       cache_dir=cache_dir)
-    if path.is_file():
+    path = engine_path(onnx_path, hashlib.sha256(onnx_bytes).hexdigest(), options, gpu_name=gpu,
+                       trt_version=trt.__version__, cache_dir=cache_dir)
+    cached = read_cached_engine(path)
+    if cached is not None:
         try:
-            return deserialize_engine(path.read_bytes(), f"cached engine {path}"), path
+            return deserialize_engine(cached, f"cached engine {path}"), path
         except RuntimeError as err:
             if log:
                 log(f"{err}; rebuilding")
+    elif path.is_file() and log:
+        log(f"cached engine {path} does not match its sha256 record; rebuilding")
     if log:
         log(f"building TensorRT engine {path.name} from {onnx_path.name} ({options.precision}, tile batch "
             f"{options.min_batch}/{options.opt_batch}/{options.max_batch}"
             + (f", DLA {options.dla_core}" if options.dla_core is not None else "") + "); the first build takes minutes")
     if timing_cache is None:
         timing_cache = timing_cache_path(gpu, trt.__version__, cache_dir)
-    serialized = build_engine(onnx_path, options, timing_cache)
+    serialized = build_engine(onnx_path, options, timing_cache, onnx_bytes)
     engine = deserialize_engine(serialized, f"the engine built from {onnx_path}")
-    atomic_write_bytes(path, serialized)
+    write_cached_engine(path, serialized)
     return engine, path
 
 
@@ -250,13 +321,15 @@ class TensorRTBackend(Backend):
     thread_safe = False  # an execution context serves one call at a time
 
     def __init__(self, path: Path, *, role: str, device: str, precision: str, threads: int | None = None,
-                 cache_dir: Path | None = None, build_options: BuildOptions | None = None) -> None:
+                 cache_dir: Path | None = None, build_options: BuildOptions | None = None,
+                 files: Mapping[Path, bytes] | None = None) -> None:
         """``build_options``: how to build a missing engine (default ``BuildOptions(precision)``);
         its precision must be ``precision``."""
         if build_options is not None and build_options.precision != precision:
             raise ValueError(f"build_options.precision {build_options.precision!r} differs from precision {precision!r}")
         self.build_options = build_options or BuildOptions(precision=precision)
-        super().__init__(path, role=role, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
+        super().__init__(path, role=role, device=device, precision=precision, threads=threads, cache_dir=cache_dir,
+                         files=files)
 
     @classmethod
     def devices(cls) -> list[str]:
@@ -277,7 +350,7 @@ class TensorRTBackend(Backend):
         self.torch_device = torch.device("cuda" if self.device == "auto" else self.device)
         index = self.torch_device.index if self.torch_device.index is not None else torch.cuda.current_device()
         self.engine, self.engine_file = load_engine(self.path, self.build_options, cache_dir=self.cache_dir,
-                                                    device_index=index, log=print)
+                                                    device_index=index, log=print, onnx_bytes=self.read())
         self.context = self.engine.create_execution_context()
         self._torch = torch
         for i in range(self.engine.num_io_tensors):

@@ -19,6 +19,10 @@ stream, 1080p and 4K), so a box that runs nothing else may pass ``threads=os.cpu
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,16 +31,52 @@ from .base import Backend, TensorSpec
 
 _CACHE: dict[tuple[str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
+CHECKPOINT_FILES = ("model.json", "model.safetensors")
+# What a checkpoint's model.json may ask of the model builders: kwargs that name files or folders
+# would load them from anywhere on disk (a checkpoint carries its own weights), and a width or size
+# out of these bounds asks for an absurd allocation (width=1e6 is 256 TB).
+_PATH_KWARGS = ("path", "pretrained", "weights", "module")
+_MAX_WIDTH, _MAX_SIZE = 16.0, 4096
 
 
-def _load_checkpoint(folder: Path, device: str) -> tuple[Any, Any]:
-    # Coarse and refiner backends share one checkpoint: load it once per (folder, device).
+def check_checkpoint_meta(meta: Any, where: str) -> None:
+    """Refuse a model.json whose model specs name files or ask for out-of-bound sizes (ValueError)."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    for role in ("coarse", "refiner"):
+        spec = meta.get(role)
+        if spec is None and role == "refiner":
+            continue
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs", {}), dict):
+            raise ValueError(f"{where}: {role} must be {{'name': str, 'kwargs': {{...}}}}, got {spec!r}")
+        for key, value in spec.get("kwargs", {}).items():
+            what = f"{where}: {role}.kwargs.{key}"
+            if key in _PATH_KWARGS and value not in (None, False):
+                raise ValueError(f"{what} = {value!r} would load files from outside the bundle; a bundle's "
+                                 "checkpoint must carry its weights")
+            numbers = value if isinstance(value, list) else [value]
+            for v in numbers:
+                if isinstance(v, str) and any(c in v for c in "/\\~"):
+                    raise ValueError(f"{what} = {value!r} names a path; a bundle's checkpoint may not")
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    bound = _MAX_WIDTH if "width" in key else _MAX_SIZE
+                    if not math.isfinite(v) or abs(v) > bound:
+                        raise ValueError(f"{what} = {value!r} is out of range (|value| <= {bound:g})")
+
+
+def _load_checkpoint(files: Mapping[str, bytes], device: str, where: str) -> tuple[Any, Any]:
+    # Coarse and refiner backends share one checkpoint: load it once per (content, device). The
+    # models are built from the verified bytes, written to a private folder for the loader.
     from edgedepth.train.checkpoint import load_models
 
-    key = (str(folder), device)
+    check_checkpoint_meta(json.loads(files["model.json"]), f"{where}/model.json")
+    key = ("".join(hashlib.sha256(files[n]).hexdigest() for n in CHECKPOINT_FILES), device)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            coarse, refiner, _ = load_models(folder, map_location=device)
+            with tempfile.TemporaryDirectory(prefix="edgedepth-ckpt-") as tmp:
+                for name in CHECKPOINT_FILES:
+                    (Path(tmp) / name).write_bytes(files[name])
+                coarse, refiner, _ = load_models(tmp, map_location=device)
             _CACHE[key] = (coarse, refiner)
         return _CACHE[key]
 
@@ -85,8 +125,9 @@ class TorchBackend(Backend):
                 torch.set_num_threads(int(self.threads))
             elif torch.get_num_threads() > cpu_threads_default():
                 torch.set_num_threads(cpu_threads_default())
-        folder = self.path.parent if self.path.is_file() else self.path
-        coarse, refiner = _load_checkpoint(folder, self.device)
+        folder = self.path if self.path.suffix != ".safetensors" else self.path.parent
+        files = {name: self.read(folder / name) for name in CHECKPOINT_FILES}
+        coarse, refiner = _load_checkpoint(files, self.device, str(folder))
         module = coarse if self.role == "coarse" else refiner
         if module is None:
             raise ValueError(f"torch checkpoint {folder} holds no {self.role} model")

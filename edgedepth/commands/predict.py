@@ -11,10 +11,16 @@ camera also ``NAME_depth.mp4`` (``video``: the colourised depth with the legend 
 Frames go through ``Runtime.stream`` with a progress bar, one stream per video, stream or camera
 (stabilised in time) and one per run of images and folders (independent photos unless
 ``--stabilize on``). ``--bag`` converts one topic of a ROS 2 bag instead (``edgedepth.ros.bag``).
+
+Output names are the input's stem (a folder's files under the folder's name), always inside
+``--out``; two inputs that would write the same name are refused before anything runs. An image that
+cannot be read is skipped with a one-line message, the others are still written, and the command
+then exits with status 1.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import re
 import sys
 from pathlib import Path
@@ -54,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{VIDEO_OUTPUTS} when the inputs hold a video, stream or camera)")
     parser.add_argument("--fx", type=float, default=None,
                         help="camera focal length in pixels: rescales metric depth and sets the point cloud's camera")
-    parser.add_argument("--ply-stride", type=int, default=1, help="keep every N-th pixel in the point cloud")
+    parser.add_argument("--ply-stride", type=_positive_int, default=1, help="keep every N-th pixel in the point cloud")
     look = parser.add_argument_group("colours and 16-bit PNGs")
     look.add_argument("--vmin", type=float, default=None,
                       help=f"near end of the colour range in metres (default {COLOR_NEAR:g}), the same for every frame")
@@ -90,6 +96,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="storage of the output bag (default: the input's)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _stream_name(text: str) -> str:
     """A file-name-safe output name for a stream URL or pipeline: its last path part, else 'stream'."""
     tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", text.split("?")[0].rstrip("/").rsplit("/", 1)[-1]).strip("._")
@@ -97,7 +113,8 @@ def _stream_name(text: str) -> str:
 
 
 def _frames(inputs: list[str], camera: Optional[str] = None) -> list[tuple[str, object]]:
-    """(output name, source) pairs; a source is an image path or ("video", path, URL, pipeline or camera index)."""
+    """(output name, source) pairs; a source is an image path or ("video", path, URL, pipeline or camera
+    index). Names are relative ("stem" or "folder/stem"), so outputs stay inside --out, and unique."""
     items: list[tuple[str, object]] = []
     for raw in inputs:
         path = Path(raw)
@@ -107,7 +124,9 @@ def _frames(inputs: list[str], camera: Optional[str] = None) -> list[tuple[str, 
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
             if not files:
                 raise FileNotFoundError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
-            items += [(f"{path.name}/{p.stem}", p) for p in files]
+            # "." and ".." have no name of their own: use the folder's real one ("/" has none: "root").
+            folder = path.resolve().name or "root"
+            items += [(f"{folder}/{p.stem}", p) for p in files]
         elif path.suffix.lower() in VIDEO_EXTS:
             if not path.is_file():
                 raise FileNotFoundError(f"video file not found: {path}")
@@ -121,6 +140,14 @@ def _frames(inputs: list[str], camera: Optional[str] = None) -> list[tuple[str, 
     if camera is not None:
         index = int(camera) if camera.isdigit() else camera
         items.append((f"camera{index}" if isinstance(index, int) else _stream_name(camera), ("video", index)))
+    sources: dict[str, list[str]] = collections.defaultdict(list)
+    for name, src in items:
+        sources[name].append(str(src[1] if isinstance(src, tuple) else src))
+    clashes = {name: paths for name, paths in sources.items() if len(paths) > 1}
+    if clashes:
+        name, paths = next(iter(clashes.items()))
+        raise ValueError(f"inputs {' and '.join(paths)} would both write {name}.*; rename one or predict them "
+                         "in separate runs with different --out folders")
     return items
 
 
@@ -144,8 +171,10 @@ def _video_info(source) -> tuple[Optional[int], Optional[float]]:
         return capture.frame_count, capture.fps
 
 
-def _expand(items: list[tuple[str, object]],
+def _expand(items: list[tuple[str, object]], skipped: list[str],
             max_frames: Optional[int] = None) -> tuple[Iterator[tuple[str, np.ndarray]], int | None]:
+    """The frames of every item; an image that cannot be read is reported, added to ``skipped`` and
+    passed over (one corrupt file in a folder must not cost the others)."""
     from ..depth_io import read_image
 
     total: int | None = 0
@@ -160,8 +189,14 @@ def _expand(items: list[tuple[str, object]],
             if isinstance(src, tuple):
                 for i, frame in enumerate(_video_frames(src[1], max_frames)):
                     yield f"{name}/{i:06d}", frame
-            else:
-                yield name, read_image(src)
+                continue
+            try:
+                image = read_image(src)
+            except (OSError, ValueError) as err:
+                print(f"edgedepth predict: skipping {src}: {' '.join(str(err).split())}", file=sys.stderr)
+                skipped.append(str(src))
+                continue
+            yield name, image
 
     return gen(), total
 
@@ -274,30 +309,26 @@ def run(args: argparse.Namespace) -> int:
         return _run_bag(args, runtime)
     color_range = _color_range(args, runtime)
     out = Path(args.out)
-    if outputs & {"color", "video"}:
-        write_image(out / "legend.png", depth_legend(640, *color_range))
     totals: list[float] = []
+    skipped: list[str] = []
     clipped = clipped_frames = 0
     try:
         for group, stabilize in _groups(items, args.stabilize):
-            frames, total = _expand(group, args.max_frames)
-            names: list[str] = []
-            images: dict[str, np.ndarray] = {}
+            frames, total = _expand(group, skipped, args.max_frames)
+            pending: collections.deque[tuple[str, np.ndarray]] = collections.deque()
 
-            def feed(frames=frames, names=names, images=images) -> Iterator[np.ndarray]:
-                # The stream needs bare frames; keep each frame's name and pixels until its result arrives.
+            def feed(frames=frames, pending=pending) -> Iterator[np.ndarray]:
+                # The stream needs bare frames and returns results in order: each frame's name and
+                # pixels wait in this queue until its result arrives.
                 for name, image in frames:
-                    names.append(name)
-                    images[name] = image
+                    pending.append((name, image))
                     yield image
 
             video = _depth_video(out, group, outputs, args, color_range)
-            done = 0
             try:
                 for result in tqdm(runtime.stream(feed(), intrinsics=args.fx, stabilize=stabilize), total=total,
                                    unit="frame", disable=None):
-                    name = names[done]
-                    image = images.pop(name)
+                    name, image = pending.popleft()
                     h, w = image.shape[:2]
                     k = default_intrinsics(h, w, runtime.bundle.fx_norm)
                     if args.fx is not None:
@@ -307,7 +338,8 @@ def run(args: argparse.Namespace) -> int:
                     clipped, clipped_frames = clipped + n, clipped_frames + (n > 0)
                     if video is not None:
                         video.write(result.depth, result.valid)
-                    done += 1
+                    if not totals and outputs & {"color", "video"}:  # with the first frame: a failed run writes nothing
+                        write_image(out / "legend.png", depth_legend(640, *color_range))
                     totals.append(result.timings["total"])
             finally:
                 if video is not None:  # the frames seen so far make a whole video, even after Ctrl-C
@@ -320,6 +352,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgedepth: {clipped} valid pixels in {clipped_frames} frame(s) lay beyond {65535 * png16_unit:g} m and "
               f"were written as 0 (unknown) in the 16-bit PNGs; a coarser --png16-unit (cm: up to 655.35 m) or .npy "
               "keeps them", file=sys.stderr)
+    if skipped:
+        print(f"edgedepth predict: {len(skipped)} input(s) could not be read: {', '.join(skipped)}", file=sys.stderr)
+        return 1
     return 0
 
 

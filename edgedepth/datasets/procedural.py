@@ -10,7 +10,8 @@ set stays in cache and a 4K frame needs ~100 MB.
 Camera convention (OpenCV): x right, y down, z forward; pixel (i, j) looks along
 ((j - cx)/fx, (i - cy)/fy, 1) with cx = (W-1)/2, cy = (H-1)/2, fx = fy = FX_NORM * W.
 Depth is the z distance in the camera frame (not the range along the ray), float32 metres,
-0 where invalid (sky, beyond ``max_depth``).
+0 where invalid (nearer than ``min_depth``; sky and beyond ``max_depth`` too, unless ``far_depth``
+is given: then those pixels read ``far_depth``, the "beyond range" value models learn for the sky).
 """
 from __future__ import annotations
 
@@ -294,10 +295,14 @@ def _uv(local, n):
 
 
 def render(scene: Scene, height: int, width: int, max_depth: float = MAX_DEPTH,
-           min_depth: float = MIN_DEPTH, noise: Optional[np.ndarray] = None, *, return_ids: bool = False):
+           min_depth: float = MIN_DEPTH, noise: Optional[np.ndarray] = None, far_depth: Optional[float] = None, *,
+           return_ids: bool = False):
     """Ray-cast ``scene``: returns (image HxWx3 uint8, depth HxW float32 m, K 3x3, pane HxW bool), and
     with ``return_ids`` also the index into ``scene.primitives`` of what each pixel sees (HxW int32,
-    -1 = sky): which pixels show a moving object in a rendered sequence."""
+    -1 = sky): which pixels show a moving object in a rendered sequence.
+    Pixels whose nearest hit lies beyond ``max_depth`` (or that hit nothing) read ``far_depth``
+    when it is given, else 0."""
+    far = np.float32(0 if far_depth is None else far_depth)
     K = scene.camera.intrinsics(height, width)
     R = scene.camera.rotation()
     o = np.asarray(scene.camera.position, np.float64)
@@ -341,7 +346,7 @@ def render(scene: Scene, height: int, width: int, max_depth: float = MAX_DEPTH,
         srgb = np.clip(color, 0, 1) ** (1 / 2.2)
         image[s0:s1] = (srgb * 255 + 0.5).astype(np.uint8)
         d = np.where((t_best >= min_depth) & (t_best <= max_depth), t_best, np.float32(0))
-        depth[s0:s1] = d
+        depth[s0:s1] = np.where(t_best > max_depth, far, d)
         if all_ids is not None:
             all_ids[s0:s1] = ids
     if all_ids is not None:
@@ -672,11 +677,12 @@ _LAYOUT_BUILDERS = {"street": street_scene, "indoor": indoor_scene}
 
 
 def render_scene(seed: int, height: int, width: int, layout: str = "street", *, unreliable: bool = False,
-                 fx_norm: float = FX_NORM, max_depth: float = MAX_DEPTH) -> Sample:
+                 fx_norm: float = FX_NORM, max_depth: float = MAX_DEPTH, far_depth: Optional[float] = None) -> Sample:
     """Render one procedural scene, deterministic in ``seed``.
 
-    Returns a Sample: image HxWx3 uint8 RGB, depth HxW float32 metres (0 = sky/beyond
-    ``max_depth``), intrinsics 3x3 float64 (fx = fy = ``fx_norm`` * width), mask HxW bool
+    Returns a Sample: image HxWx3 uint8 RGB, depth HxW float32 metres (0 = invalid; sky and
+    anything beyond ``max_depth`` read ``far_depth`` when given (> ``max_depth``), else 0),
+    intrinsics 3x3 float64 (fx = fy = ``fx_norm`` * width), mask HxW bool
     (False on transparent panes whose ground truth is the surface behind) when ``unreliable``
     else None, and name ``"{layout}_{seed:08d}"``.
     """
@@ -688,16 +694,19 @@ def render_scene(seed: int, height: int, width: int, layout: str = "street", *, 
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not fx_norm > 0:
         raise ValueError(f"fx_norm must be > 0, got {fx_norm}")
+    if far_depth is not None and not (math.isfinite(far_depth) and far_depth > max_depth):
+        raise ValueError(f"far_depth must be finite and > max_depth ({max_depth}), got {far_depth}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), LAYOUTS.index(layout)]))
     scene = _LAYOUT_BUILDERS[layout](rng, unreliable=unreliable, fx_norm=fx_norm)
-    image, depth, K, pane = render(scene, int(height), int(width), max_depth=max_depth, noise=noise_tile(rng))
+    image, depth, K, pane = render(scene, int(height), int(width), max_depth=max_depth, noise=noise_tile(rng),
+                                   far_depth=far_depth)
     return Sample(image=image, depth=depth, intrinsics=K, mask=~pane if unreliable else None,
                   name=f"{layout}_{int(seed):08d}")
 
 
 def iter_scenes(seed: int, height: int, width: int, layout: str | Sequence[str] = ("street", "indoor"),
                 count: Optional[int] = None, *, start: int = 0, step: int = 1, unreliable: bool = False,
-                fx_norm: float = FX_NORM, degrade=None) -> Iterator[Sample]:
+                fx_norm: float = FX_NORM, degrade=None, far_depth: Optional[float] = None) -> Iterator[Sample]:
     """Stream procedural samples: sample i (i = start, start+step, ... ; infinite when ``count``
     is None, else i < count) uses scene seed ``seed * 1_000_003 + i`` and layout
     ``layouts[i % len(layouts)]``. ``start``/``step`` shard the stream across data-loader
@@ -711,7 +720,7 @@ def iter_scenes(seed: int, height: int, width: int, layout: str | Sequence[str] 
     i = start
     while count is None or i < count:
         sample = render_scene(seed * 1_000_003 + i, height, width, layouts[i % len(layouts)],
-                              unreliable=unreliable, fx_norm=fx_norm)
+                              unreliable=unreliable, fx_norm=fx_norm, far_depth=far_depth)
         if degrade is not None:
             from .degrade import degrade as _degrade
 

@@ -13,7 +13,8 @@ import torch
 from edgedepth.bundle import SCHEMA, open_bundle, sha256_file
 from edgedepth.datasets import render_scene
 from edgedepth.export.exporter import ExportConfig, check_models, export_bundle
-from edgedepth.export.frames import Tiling, prepare_frames
+from edgedepth.export.frames import prepare_frames
+from edgedepth.tiling import Tiling
 from edgedepth.export.parity import ParityError, check_drift, reference_row, score_refiner
 from edgedepth.export.pipeline import image_tensor
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from edgedepth.export import onnx_export as oe
-from edgedepth.export.quantize_qdq import check_qdq, head_nodes, input_nodes, quantize_int8_qdq
+from edgedepth.export.quantize_qdq import (check_qdq, float_node_names, head_nodes, input_nodes, quantize_int8_qdq,
+                                           stem_nodes)
 
 
 def _feeds(refiner, batch, seed):
@@ -78,13 +79,18 @@ def test_qdq_int8_symmetric_per_channel_head_float(tiny_models, exported):
     summary = quantize_int8_qdq(exported["refiner"], dst, batches)
     model = onnx.load(str(dst))
     check_qdq(model)  # int8, zero point 0, per-channel conv weights (raises otherwise)
-    assert summary.calib_tiles == 64 and summary.quantized_weights == 3  # enc x2 + fuse; head stays float
-    assert "/head/Conv" in summary.excluded and "/Log" in summary.excluded
+    # enc.2 + fuse; the head and the stem (RGB + ln depth in one tensor) stay float
+    assert summary.calib_tiles == 64 and summary.quantized_weights == 2
+    assert {"/head/Conv", "/enc/enc.0/Conv", "/Log"} <= set(summary.excluded)
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
-    head = next(n for n in model.graph.node if n.name == "/head/Conv")
-    assert producer.get(head.input[1]) != "DequantizeLinear"  # float weight
-    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name != "/head/Conv"]
+    for name in ("/head/Conv", "/enc/enc.0/Conv"):
+        node = next(n for n in model.graph.node if n.name == name)
+        assert all(producer.get(i) != "DequantizeLinear" for i in node.input)  # float weight and input
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name not in ("/head/Conv", "/enc/enc.0/Conv")]
     assert all(producer[c.input[1]] == "DequantizeLinear" for c in convs)
+    # TensorRT placement: Q/DQ feed weighted layers only (no quantized ReLU/Concat/Resize outputs)
+    consumer_ops = {n.op_type for n in model.graph.node for i in n.input if producer.get(i) == "DequantizeLinear"}
+    assert consumer_ops == {"Conv"}
     feeds = _feeds(refiner, 4, 99)
     fp32, int8 = _run(exported["refiner"], feeds)[0], _run(dst, feeds)[0]
     rel = np.mean(np.abs(int8 - fp32) / fp32)
@@ -117,3 +123,36 @@ def test_check_qdq_rejects_nonzero_zero_point(tiny_models, exported, tmp_path):
     zp.CopyFrom(numpy_helper.from_array(np.array(3, dtype=np.int8), zp.name))
     with pytest.raises(ValueError, match="zero point must be int8 0"):
         check_qdq(model)
+
+
+def test_every_residual_head_of_a_prv2_refiner_stays_float(tmp_path):
+    """The C2F head's output reaches the graph output only through later convolutions, so walking
+    back from the output alone cannot find it; every place a residual meets the coarse depth can."""
+    from edgedepth.train.models import create_coarse, create_refiner
+
+    torch.manual_seed(0)
+    coarse = create_coarse("lite", input_size=(32, 64), width=0.35, decoder_channels=(8, 8, 16, 16)).eval()
+    refiner = create_refiner("prv2-mobile", coarse, (32, 64), width=0.35, decoder_width=0.5).eval()
+    for head in refiner.residual_heads():
+        torch.nn.init.normal_(head.weight, std=0.05)
+    src = oe.export_refiner(refiner, tmp_path / "r.onnx")
+    model = onnx.load(str(src))
+    # the two heads, then the two convs that read RGB + ln depth: the encoder stem, the full-res branch
+    heads = ["/out/Conv", "/c2f_head/c2f_head.1/Conv", "/encoder/stages.0/stages.0.0/Conv", "/full/full.0/Conv"]
+    assert set(heads[:2]) <= set(head_nodes(model)) and sorted(stem_nodes(model)) == sorted(heads[2:])
+    assert set(heads) <= set(float_node_names(model))
+    weighted_float = [n.name for n in model.graph.node if n.op_type == "Conv" and n.name in float_node_names(model)]
+    assert sorted(weighted_float) == sorted(heads)  # and no other conv
+    feeds = [_feeds(refiner, 8, s) for s in range(8)]
+    q = onnx.load(str(quantize_int8_qdq(src, tmp_path / "q.onnx", feeds).path))
+    producer = {o: n for n in q.graph.node for o in n.output}
+    for node in q.graph.node:
+        if node.name in heads:
+            assert all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear" for i in node.input), \
+                f"{node.name} reads quantized tensors"
+    quantized = {n.name for n in q.graph.node
+                 if any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)}
+    convs = {n.name for n in q.graph.node if n.op_type == "Conv"}
+    ops = {n.name: n.op_type for n in q.graph.node}
+    assert {n for n in quantized if ops[n] == "Conv"} == convs - set(heads)  # every other conv is INT8 ...
+    assert {ops[n] for n in quantized} <= {"Conv", "Add"}  # ... and besides at most residual adds (TensorRT fuses them)

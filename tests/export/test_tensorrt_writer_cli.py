@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+import numpy as np
 import pytest
 
 from edgedepth.backends.tensorrt import BuildOptions as RuntimeBuildOptions
@@ -11,7 +12,7 @@ from edgedepth.backends.tensorrt import engine_path
 from edgedepth.bundle import open_bundle, sha256_file
 from edgedepth.export import onnx_export as oe
 from edgedepth.export.bundle import BundleWriter
-from edgedepth.export.frames import Tiling
+from edgedepth.tiling import Tiling
 from edgedepth.export.optional import available
 from edgedepth.export.tensorrt import BuildOptions, bundle_build_options, ensure_engine, trtexec_command
 
@@ -84,18 +85,20 @@ def test_torch_tensorrt_compile(tiny_models, tmp_path):
 # --- bundle writer ------------------------------------------------------------------------------
 
 def _manifest():
+    # The smallest manifest the reader accepts; the "models" are empty protobufs (the writer never parses them).
     files = {"onnx": {"fp32": "refiner.onnx"}}
-    return {"coarse": {"input_size": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1], "inputs": [], "outputs": [],
-                       "files": {"onnx": {"fp32": "coarse.onnx"}}},
-            "refiner": {"tile_size": [8, 8], "inputs": [], "outputs": [], "files": files},
+    return {"coarse": {"input_size": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1], "inputs": [{"name": "image"}],
+                       "outputs": [{"name": "depth"}], "files": {"onnx": {"fp32": "coarse.onnx"}}},
+            "refiner": {"tile_size": [8, 8], "inputs": [{"name": "rgb"}, {"name": "coarse_depth"}],
+                        "outputs": [{"name": "depth"}], "files": files},
             "tiling": {"rows": 1, "cols": 1, "overlap_ratio": 0.0, "window": "cosine"}, "camera": {"fx_norm": 1.0}}
 
 
 def test_writer_publishes_atomically_with_checksums(tmp_path):
     out = tmp_path / "a.edgedepth"
     with BundleWriter(out) as w:
-        w.file("coarse.onnx").write_bytes(b"c")
-        w.file("refiner.onnx").write_bytes(b"r")
+        w.file("coarse.onnx").write_bytes(b"")
+        w.file("refiner.onnx").write_bytes(b"")
         assert not out.exists()  # nothing visible until commit
         w.commit(_manifest())
     b = open_bundle(out)
@@ -115,7 +118,7 @@ def test_writer_leaves_nothing_on_error_and_refuses_bad_paths(tmp_path):
         with pytest.raises(ValueError, match="inside the bundle"):
             w.file("../escape.onnx")
         # A manifest naming a file that was never written is refused by the reader's checks.
-        w.file("coarse.onnx").write_bytes(b"c")
+        w.file("coarse.onnx").write_bytes(b"")
         with pytest.raises(FileNotFoundError, match="refiner.onnx"):
             w.commit(_manifest())
     assert not (tmp_path / "c.edgedepth").exists()
@@ -156,30 +159,65 @@ def test_cli_exports_a_registry_checkpoint(checkpoint, tmp_path):
     assert m["parity"]["refiner/onnx/int8"]["absrel_vs_fp32"] < 0.05
 
 
-@pytest.mark.parametrize("argv, exc, match", [
-    (["--targets", "onnx,tflite"], ValueError, "unknown target"),
-    (["--precision", "int4"], ValueError, "unknown precision"),
+@pytest.mark.parametrize("argv, match", [
+    (["--targets", "onnx,tflite"], "unknown target"),
+    (["--precision", "int4"], "unknown precision"),
 ])
-def test_cli_bad_requests(checkpoint, tmp_path, argv, exc, match):
+def test_cli_bad_requests(checkpoint, tmp_path, capsys, argv, match):
     from edgedepth.cli import main
 
-    with pytest.raises(exc, match=match):
-        main(["export", str(checkpoint), "--out", str(tmp_path / "x.edgedepth"), *argv])
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "x.edgedepth"), *argv]) == 1
+    err = capsys.readouterr().err
+    assert match in err and err.startswith("edgedepth export: error: ") and err.count("\n") == 1
     assert not any(tmp_path.iterdir())
 
 
-def test_cli_checkpoint_errors(checkpoint, tmp_path):
+def test_cli_checkpoint_errors(checkpoint, tmp_path, capsys):
     import json
     import shutil
 
     from edgedepth.cli import main
 
-    with pytest.raises(FileNotFoundError, match="checkpoint"):
-        main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x.edgedepth")])
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x.edgedepth")]) == 1
+    assert "checkpoint" in capsys.readouterr().err
     bad = shutil.copytree(checkpoint, tmp_path / "bad")
     meta = json.loads((bad / "model.json").read_text())
     meta["coarse"]["kwargs"]["decoder_channels"] = [16, 16, 32, 32]  # weights no longer fit the config
     (bad / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError):
-        main(["export", str(bad), "--out", str(tmp_path / "y.edgedepth")])
+    assert main(["export", str(bad), "--out", str(tmp_path / "y.edgedepth")]) == 1
+    assert "the model expects" in capsys.readouterr().err
     assert not (tmp_path / "y.edgedepth").exists()
+
+
+def test_export_takes_the_checkpoints_training_tiling_and_the_runtime_adapts_the_grid(checkpoint, tmp_path):
+    """A checkpoint trained with an adaptive grid (shrink 1.5 at 96x192) exports that tiling by default;
+    the runtime then cuts a larger frame into more tiles of the same scale, and a fixed grid far
+    from the training scale is warned about."""
+    import json
+    import shutil
+    import warnings
+
+    from edgedepth import Runtime
+    from edgedepth.cli import main
+
+    ckpt = shutil.copytree(checkpoint, tmp_path / "ckpt")
+    meta = json.loads((ckpt / "model.json").read_text())
+    meta["train"] = {"stage": "refiner", "frame_size": [96, 192],
+                     "tiling": {"rows": 2, "cols": 2, "overlap_ratio": 0.25, "window": "cosine", "shrink": 1.5}}
+    (ckpt / "model.json").write_text(json.dumps(meta))
+    out = tmp_path / "adaptive.edgedepth"
+    assert main(["export", str(ckpt), "--out", str(out), "--targets", "onnx", "--precision", "fp32",
+                 "--heldout", "procedural:1"]) == 0
+    m = open_bundle(out).manifest
+    assert m["tiling"]["shrink"] == 1.5 and m["refiner"]["train_shrink"] == pytest.approx(1.5, rel=0.15)
+    rt = Runtime(out, backend="onnxruntime")
+    frame = np.zeros((192, 384, 3), np.uint8)
+    small, large = rt.grid_for(96, 192), rt.grid_for(192, 384)
+    assert len(large) > 2 * len(small)
+    assert abs(np.log(large.shrink(32, 32)[0] / 1.5)) < np.log(1.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rt.predict(frame)  # the adaptive grid keeps the trained scale: no warning
+    fixed = Runtime(out, backend="onnxruntime", tiles=(1, 1))
+    with pytest.warns(RuntimeWarning, match="trained on"):
+        fixed.predict(frame)

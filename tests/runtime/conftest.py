@@ -1,32 +1,18 @@
 """Fixtures for the runtime tests: bundles exported within the test run (nothing downloaded).
 
-* ``tiny_bundle``: hand-written manifest over tiny ONNX models (tiny_models.py) — for the bundle
-  checks and the runtime internals, independent of the export layer.
+* ``tiny_bundle`` / ``tiny_bundle_copy`` (tests/conftest.py, shared with the fuzz suite): hand-written
+  manifest over tiny ONNX models (tiny_models.py) — for the bundle checks and the runtime internals,
+  independent of the export layer.
 * ``exported_bundle``: real registry models (edgedepth.train.models, random init) exported through
   edgedepth.export to ONNX, OpenVINO and the torch checkpoint the torch backend loads.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from .tiny_models import make_tiny_bundle
-
 FX_NORM = 0.8
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A valid bundle of tiny random-init ONNX models (read-only use: copy before changing it)."""
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny.edgedepth")
-
-
-@pytest.fixture
-def tiny_bundle_copy(tiny_bundle, tmp_path) -> Path:
-    """A private copy of ``tiny_bundle`` a test may damage."""
-    return Path(shutil.copytree(tiny_bundle, tmp_path / "tiny.edgedepth"))
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +37,7 @@ def exported_bundle(tmp_path_factory, exported_models) -> Path:
     """The models exported by edgedepth.export: ONNX + OpenVINO fp32 and the torch checkpoint."""
     pytest.importorskip("openvino")
     from edgedepth.export.exporter import ExportConfig, export_bundle
-    from edgedepth.export.frames import Tiling
+    from edgedepth.tiling import Tiling
 
     coarse, refiner, meta = exported_models
     cfg = ExportConfig(targets=("onnx", "openvino", "torch"), precisions=("fp32",), calib="procedural:1",

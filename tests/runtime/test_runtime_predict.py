@@ -238,7 +238,7 @@ def test_output_is_made_finite_and_non_negative():
     raw = np.array([[np.nan, -1.0], [np.inf, 2.0]], np.float32)
     out, valid = _HostOps(threads=1).finish(raw, 1.5)
     np.testing.assert_array_equal(out, [[0.0, 0.0], [0.0, 3.0]])
-    np.testing.assert_array_equal(valid, [[False, True], [False, True]])
+    np.testing.assert_array_equal(valid, [[False, False], [False, True]])  # repaired or not positive: no depth
     assert np.isnan(raw[0, 0]), "a backend's buffer must not be modified"
 
 

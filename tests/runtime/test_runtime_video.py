@@ -3,6 +3,8 @@
 and the clip count, cameras that cannot be opened."""
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -129,10 +131,10 @@ def test_color_pngs_share_one_range_and_png16_units(tiny_bundle, tmp_path, capsy
     np.testing.assert_allclose(read_depth_png(tmp_path / "cm" / "f0_depth16.png"), depth, atol=5e-3 + 1e-4)
 
 
-def test_a_bare_camera_number_points_at_camera(tiny_bundle, tmp_path, monkeypatch):
+def test_a_bare_camera_number_points_at_camera(tiny_bundle, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="use --camera 0"):
-        main(["predict", "0", "--bundle", str(tiny_bundle)])
+    assert main(["predict", "0", "--bundle", str(tiny_bundle)]) == 1
+    assert "use --camera 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -141,13 +143,18 @@ def test_a_bare_camera_number_points_at_camera(tiny_bundle, tmp_path, monkeypatc
     (["--outputs", "video"], "--outputs video needs a video"),
     (["--camera", "99"], "cannot open video source camera 99"),
 ])
-def test_predict_bad_video_options(tiny_bundle, tmp_path, argv, match):
+def test_predict_bad_video_options(tiny_bundle, tmp_path, capsys, argv, match):
     from edgedepth.depth_io import write_image
 
     write_image(tmp_path / "a.png", np.zeros((20, 30, 3), np.uint8))
     inputs = [] if argv[0] == "--camera" else [str(tmp_path / "a.png")]
-    with pytest.raises((SystemExit, ValueError), match=match):
-        main(["predict", *inputs, "--bundle", str(tiny_bundle), "--out", str(tmp_path / "o"), *argv])
+    try:
+        status = main(["predict", *inputs, "--bundle", str(tiny_bundle), "--out", str(tmp_path / "o"), *argv])
+    except SystemExit as exit_:  # argument mistakes: argparse-style exits
+        status, message = 1, str(exit_)
+    else:
+        message = capsys.readouterr().err.strip().splitlines()[-1]  # run-time mistakes: one line
+    assert status == 1 and re.search(match, message), message
 
 
 def test_depth_video_writer_publishes_only_whole_files(tmp_path):

@@ -73,6 +73,17 @@ def write_manifest(bundle: Path, manifest: dict) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
+def read_manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def random_image(h: int = 40, w: int = 60, seed: int = 0):
+    """An (h, w, 3) uint8 RGB frame of uniform noise."""
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

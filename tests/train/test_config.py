@@ -9,7 +9,7 @@ import yaml
 from edgedepth.train.config import (
     Config,
     config_from_dict,
-    grid_tile_shape,
+    runtime_grid,
     load_config,
     save_config,
     validate_config,
@@ -61,6 +61,12 @@ def test_yaml_values_and_overrides(tmp_path):
         ({"train": {"stage": "refiner"}, "tiling": {"rows": 1}}, "tiling.rows", ValueError),
         ({"train": {"stage": "refiner"}, "tiling": {"overlap_ratio": 0.0}}, "tiling.overlap_ratio", ValueError),
         ({"train": {"stage": "distill"}}, "model.teacher_checkpoint", ValueError),
+        ({"tiling": {"rows": 0}}, "tiling", ValueError),
+        ({"tiling": {"shrink": -1.0}}, "tiling", ValueError),
+        ({"loss": {"depth": "l2"}}, "loss.depth", ValueError),
+        ({"loss": {"gpct": -1.0}}, "loss.gpct", ValueError),
+        ({"data": {"far_depth": 50.0}}, "data.far_depth", ValueError),
+        ({"data": {"oracle_coarse": True}}, "data.oracle_coarse", ValueError),
         # 2x2 tiles of a 64x192 frame are 36x100: a square 32x32 refiner input would squash them
         ({"train": {"stage": "refiner"}, "data": {"frame_size": [64, 192]}, "model": {"tile_size": [32, 32]}},
          "model.tile_size", ValueError),
@@ -71,10 +77,15 @@ def test_bad_values_name_their_field(data, field, exc):
         config_from_dict(data)
 
 
-def test_grid_tile_shape_follows_runtime_rule():
+def test_runtime_grid_follows_runtime_rule():
     cfg = config_from_dict({"data": {"frame_size": [64, 96]}, "tiling": {"rows": 2, "cols": 2, "overlap_ratio": 0.25}})
     # the runtime's rule: overlap = round(0.25 * min(64/2, 96/2)) = 8 -> (64+8)/2 x (96+8)/2
-    assert grid_tile_shape(cfg) == (36, 52)
+    grid = runtime_grid(cfg)
+    assert (grid.tile_h, grid.tile_w) == (36, 52)
+    # adaptive: tiles of about shrink x the refiner input, whatever rows/cols say
+    adaptive = config_from_dict({"data": {"frame_size": [1080, 1920]}, "model": {"tile_size": [128, 224]},
+                                 "tiling": {"rows": 2, "cols": 2, "shrink": 2.4}})
+    assert (runtime_grid(adaptive).rows, runtime_grid(adaptive).cols) == (4, 4)
 
 
 def test_missing_config_file_and_bad_yaml(tmp_path):

@@ -1,6 +1,8 @@
 """edgedepth.train.models: encoders, coarse models (lite, module, transformers adapter), refiners."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -8,6 +10,7 @@ from torch import nn
 from edgedepth.train.models import (CoarseSpec, create_coarse, create_encoder, create_refiner, guide_level,
                                     list_models, widen_stem)
 from edgedepth.train.models.encoders import first_conv
+from edgedepth.train.models.refiner import MAX_LOG_RESIDUAL, NOISY_PRIOR_DEPTH
 
 ENCODERS = ["mobilenetv3_small", "mobilenetv4_small", "efficientnet_lite0", "convnext_lite"]
 REFINERS = ["prv2-mobile", "prv2-efficient", "prv2-convnext", "prv2-mobile-dg", "prv2-efficient-dg",
@@ -228,32 +231,34 @@ def test_refiner_contract(name, coarse):
     torch.testing.assert_close(out, cd)  # zero-initialised residual head: starts as the coarse depth
     aux = r.forward_with_aux(rgb, cd, *guide)
     assert set(aux) >= {"depth", "residual"}
-    zeros, noise = r.noisy_inputs(3, generator=torch.Generator().manual_seed(1))
-    assert zeros.shape == (3, 1, *TILE) and not zeros.any()
+    prior, noise = r.noisy_inputs(3, generator=torch.Generator().manual_seed(1))
+    assert prior.shape == (3, 1, *TILE) and bool((prior == NOISY_PRIOR_DEPTH).all())
     assert [tuple(n.shape[1:]) for n in noise] == r.guidance
     if noise:
         assert abs(torch.cat([n.flatten() for n in noise]).std().item() - 1) < 0.1
-    assert r(torch.randn(3, 3, *TILE), zeros, *noise).shape == (3, 1, *TILE)
+    assert r(torch.randn(3, 3, *TILE), prior, *noise).shape == (3, 1, *TILE)
     assert r.registry_name == name and r.registry_kwargs["tile_size"] == list(TILE)
     assert {id(p) for p in r.encoder_parameters()}.isdisjoint(id(p) for p in r.decoder_parameters())
 
 
-def test_refiner_output_is_clamped_and_learns_a_residual(coarse):
+@pytest.mark.parametrize("residual", ["log", "metres"])
+def test_refiner_output_is_bounded_and_learns_a_residual(coarse, residual):
     torch.manual_seed(0)
     small = (32, 64)
-    r = create_refiner("prv2-mobile", coarse, small, width=0.35, decoder_width=0.5)
+    r = create_refiner("prv2-mobile", coarse, small, width=0.35, decoder_width=0.5, residual=residual)
     with torch.no_grad():
         r.out.bias.fill_(-100.0)
-    rgb, cd = torch.randn(2, 3, *small), torch.rand(2, 1, *small)
+    rgb, cd = torch.randn(2, 3, *small), 0.5 + torch.rand(2, 1, *small)
     guide = [torch.randn(2, *s) for s in r.guidance]
-    assert torch.equal(r(rgb, cd, *guide), torch.zeros(2, 1, *small))  # max(coarse + residual, 0)
+    lowest = cd * math.exp(-MAX_LOG_RESIDUAL) if residual == "log" else torch.zeros_like(cd)
+    torch.testing.assert_close(r(rgb, cd, *guide), lowest)  # coarse x e^-4, or max(coarse + residual, 0)
     with torch.no_grad():
         r.out.bias.zero_()
-    target = cd + 0.5 * torch.sigmoid(rgb[:, :1])
+    target = cd * (1 + 0.5 * torch.sigmoid(rgb[:, :1]))
     opt = torch.optim.Adam(r.parameters(), 3e-3)
     first = None
     for _ in range(10):
-        aux = r.train().forward_with_aux(rgb, cd, *guide)
+        aux = r.train()(rgb, cd, *guide, aux=True)
         loss = (aux["depth"] - target).abs().mean() + (aux["c2f_depth"] - target).abs().mean()
         opt.zero_grad()
         loss.backward()
@@ -265,33 +270,38 @@ def test_refiner_output_is_clamped_and_learns_a_residual(coarse):
     assert torch.count_nonzero(stem.weight[:, 3]) > 0
 
 
+def test_log_residual_scales_with_the_scene(coarse):
+    """A log residual reads the coarse depth centred per tile: the same scene 3x farther gives
+    exactly 3x the depth (the metres form does not)."""
+    torch.manual_seed(0)
+    r = create_refiner("prv2-mobile-dg", coarse, TILE, width=0.35, decoder_width=0.5).eval()
+    for head in r.residual_heads():
+        torch.nn.init.normal_(head.weight, std=0.05)
+    rgb, cd = torch.randn(2, 3, *TILE), 1 + 5 * torch.rand(2, 1, *TILE)
+    with torch.no_grad():
+        torch.testing.assert_close(r(rgb, 3 * cd), 3 * r(rgb, cd), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["prv2-mobile", "patchrefiner"])
-def test_noisy_pretraining_head_init_lets_gradient_flow(name, coarse):
-    """Noisy Pretraining feeds zero coarse depth: a zero residual head then outputs max(0 + 0, 0) and
-    no gradient reaches any weight; the pretraining init must fix that, and re-zeroing restores the
-    identity-over-coarse start of fine-tuning."""
+def test_noisy_pretraining_inputs_let_gradient_flow(name, coarse):
+    """Noisy Pretraining feeds an uninformative coarse depth: with it, zero-initialised heads still
+    pass gradient (PRV2's zero coarse depth would not: 0 x exp(r) and max(0 + 0, 0) are dead)."""
     torch.manual_seed(0)
     kw = {} if name == "patchrefiner" else {"width": 0.35, "decoder_width": 0.5}
     r = create_refiner(name, coarse, TILE, **kw).train()
     rgb = torch.randn(2, 3, *TILE)
-    zeros, noise = r.noisy_inputs(2, generator=torch.Generator().manual_seed(0))
+    prior, noise = r.noisy_inputs(2, generator=torch.Generator().manual_seed(0))
     target = torch.full((2, 1, *TILE), 7.0)
 
-    def grad_norm() -> float:
+    def grad_norm(cd) -> float:
         r.zero_grad()
-        (r(rgb, zeros, *noise) - target).abs().mean().backward()
+        (r(rgb, cd, *noise) - target).abs().mean().backward()
         return sum(float(p.grad.abs().sum()) for p in r.parameters() if p.grad is not None)
 
-    assert grad_norm() == 0.0  # the dead start the pretraining init exists for
-    r.init_residual_heads(pretrain_depth=5.0)
-    assert grad_norm() > 0.0
+    assert grad_norm(torch.zeros_like(prior)) == 0.0  # the dead start a zero coarse map gives
+    assert grad_norm(prior) > 0.0
     with torch.no_grad():
-        out = r.eval()(rgb, zeros, *noise)
-    assert float(out.mean()) == pytest.approx(5.0, abs=0.5)
-    r.init_residual_heads()
-    cd = 1 + 20 * torch.rand(2, 1, *TILE)
-    guide = [torch.randn(2, *s) for s in r.guidance]
-    torch.testing.assert_close(r(rgb, cd, *guide), cd)
+        torch.testing.assert_close(r.eval()(rgb, prior, *noise), prior)  # zero heads: the prior itself
 
 
 def test_refiner_from_spec_and_input_errors(coarse):

@@ -10,8 +10,8 @@ import torch
 from edgedepth import tiling
 from edgedepth.train.checkpoint import load_models
 from edgedepth.train.config import load_config, runtime_grid
-from edgedepth.train.data import ProceduralFrames, TileLayout
-from edgedepth.train.stages.refiner import build_refiner, cut_tiles
+from edgedepth.train.data import ProceduralFrames, mirror_boxes
+from edgedepth.train.stages.refiner import build_refiner
 from edgedepth.train.trainer import Trainer, param_groups, read_metrics
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -36,7 +36,7 @@ def test_coarse_run_writes_metrics_checkpoints_and_a_loadable_model(coarse_run):
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(r["train/loss"]) for r in rows)
     assert [r["step"] for r in read_metrics(run / "val.csv")] == [3, 6]
-    assert {"val/loss", "val/absrel", "val/delta1", "val/rmse"} <= set(metrics)
+    assert {"val/absrel", "val/delta1", "val/rmse", "val/edge_absrel"} <= set(metrics)
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_00000003", "step_00000006"]
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     coarse, refiner, meta = load_models(run / "final")
@@ -63,40 +63,61 @@ def test_encoder_gets_a_tenth_of_the_learning_rate(tmp_path):
     assert n == len(list(trainer.stage.refiner.parameters()))
 
 
-def test_training_tiles_equal_the_runtime_crops(tmp_path):
-    """The refiner sees in training exactly what the runtime's tile engine gives it."""
+@pytest.mark.parametrize("flip", [False, True])
+def test_training_tiles_equal_the_runtime_crops(tmp_path, flip):
+    """The refiner sees in training exactly what the runtime's tile engine gives it (flipped items:
+    exactly what it gives for the flipped frame)."""
     cfg = cfg_for("refiner", tmp_path)
-    trainer = Trainer(cfg, resume="never")
-    stage = trainer.stage
-    layout = TileLayout.from_config(cfg)
+    stage = Trainer(cfg, resume="never").stage
     frames = ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3)
-    items = [frames[0], frames[1]]
-    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-    ids = [layout.group(0, 1), layout.group(0, 0)]
-    tiles = cut_tiles(batch, stage.coarse, stage.refiner, ids, layout)
+    items = stage.items(frames)
+    chosen = []
+    for i in range(40):  # frames whose seeded flip is what this case tests
+        with_flip = items.hflip
+        items.hflip = False
+        plain = items[i]
+        items.hflip = with_flip
+        if (not torch.equal(items[i]["coarse_image"], plain["coarse_image"])) == flip:
+            chosen.append(i)
+        if len(chosen) == 2:
+            break
+    batch = {k: torch.stack([items[i][k] for i in chosen]) for k in items[0]}
+    tiles = stage.cut_tiles(batch)
     grid = runtime_grid(cfg)
     coarse = stage.coarse
     th, tw = cfg.model.tile_size
-    for b, item in enumerate(items):
-        image = item["image"].permute(1, 2, 0).numpy()
+    for b, i in enumerate(chosen):
+        image = frames.frame(i)["image"]
+        if flip:
+            image = np.ascontiguousarray(image[:, ::-1])
         x = tiling.crop_resize(image, np.array([[0, 0, *image.shape[:2]]], float), coarse.input_size,
                                mean=coarse.mean, std=coarse.std)
+        np.testing.assert_allclose(batch["coarse_image"][b].numpy(), x[0], atol=2e-5)
         with torch.no_grad():
             cdepth, feats = coarse(torch.from_numpy(x))
         cd = cdepth[0].numpy()
-        for j, tid in enumerate(ids[b]):
+        boxes = batch["boxes"][b].numpy()
+        assert all(any(np.array_equal(bx, gb) for gb in grid.boxes) for bx in boxes)  # tiles of the runtime grid
+        for j, box in enumerate(boxes):
             n = b * 4 + j
-            box = grid.boxes[tid:tid + 1]
-            rgb = tiling.crop_resize(image, box, (th, tw), mean=coarse.mean, std=coarse.std)
+            rgb = tiling.crop_resize(image, box[None], (th, tw), mean=coarse.mean, std=coarse.std)
             np.testing.assert_allclose(tiles.rgb[n].numpy(), rgb[0], atol=2e-5)
             sy, sx = cd.shape[1] / image.shape[0], cd.shape[2] / image.shape[1]
-            dep = tiling.crop_resize(cd, grid.scaled(sy, sx)[tid:tid + 1], (th, tw))
+            dep = tiling.crop_resize(cd, box[None] * [sy, sx, sy, sx], (th, tw))
             np.testing.assert_allclose(tiles.coarse[n].numpy(), dep[0], rtol=1e-4, atol=1e-4)
             for k, (c, gh, gw) in enumerate(stage.refiner.guidance):
                 f = feats[stage.refiner.guide_indices[k]][0].numpy()
                 fy, fx = f.shape[1] / image.shape[0], f.shape[2] / image.shape[1]
-                g = tiling.crop_resize(f, grid.scaled(fy, fx)[tid:tid + 1], (gh, gw))
+                g = tiling.crop_resize(f, box[None] * [fy, fx, fy, fx], (gh, gw))
                 np.testing.assert_allclose(tiles.guidance[k][n].numpy(), g[0], rtol=1e-4, atol=1e-4)
+
+
+def test_mirrored_boxes_crop_the_flipped_frame():
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    boxes = np.array([[2.0, 3.0, 10.0, 12.0], [5.0, 17.0, 15.0, 13.0]])
+    direct = tiling.crop_resize(np.ascontiguousarray(image[:, ::-1]), boxes, (8, 8))
+    mirrored = tiling.crop_resize(image, mirror_boxes(boxes, 30), (8, 8))[..., ::-1]
+    np.testing.assert_allclose(direct, mirrored, atol=1e-6)
 
 
 def test_refiner_noisy_and_distill_stages_train(coarse_run, tmp_path):
@@ -104,11 +125,11 @@ def test_refiner_noisy_and_distill_stages_train(coarse_run, tmp_path):
     noisy = cfg_for("refiner", tmp_path, **{"train.stage": "noisy-pretrain", "train.steps": 2,
                                             "model.coarse_checkpoint": coarse_ckpt})
     Trainer(noisy, resume="never").fit()
-    # Noisy Pretraining must learn (zero coarse depth with zero heads would be a dead ReLU) ...
+    # Noisy Pretraining must learn: its output moves away from the flat prior it starts at ...
     _, pre, _ = load_models(tmp_path / "refiner" / "final")
-    zeros, noise = pre.noisy_inputs(1)
+    prior, noise = pre.noisy_inputs(1)
     with torch.no_grad():
-        assert float(pre.eval()(torch.zeros(1, 3, *pre.tile_size), zeros, *noise).abs().sum()) > 0
+        assert float((pre.eval()(torch.zeros(1, 3, *pre.tile_size), prior, *noise) - prior).abs().sum()) > 0
     ref = cfg_for("refiner", tmp_path, **{"train.steps": 2, "model.coarse_checkpoint": coarse_ckpt,
                                           "model.init_refiner": tmp_path / "refiner" / "final",
                                           "train.out_dir": tmp_path / "ref2"})
@@ -118,15 +139,16 @@ def test_refiner_noisy_and_distill_stages_train(coarse_run, tmp_path):
     guide = [torch.randn(2, *g) for g in start.guidance]
     torch.testing.assert_close(start(torch.randn(2, 3, *start.tile_size), cd, *guide), cd)
     metrics = Trainer(ref, resume="never").fit()
-    assert {"val/absrel", "val/coarse_absrel", "val/gpct"} <= set(metrics)
+    assert {"val/absrel", "val/coarse_absrel", "val/edge_absrel", "val/consistency"} <= set(metrics)
     rows = read_metrics(tmp_path / "ref2" / "train.csv")
-    assert all(0 < r["train/bfm_kept"] <= 1 and r["train/gpct"] >= 0 for r in rows)
+    assert all(0 < r["train/kept"] <= 1 and r["train/gpct"] >= 0 and r["train/c2f"] > 0 for r in rows)
+    assert [r["train/tiles_seen"] for r in rows] == [8.0, 16.0]  # 2 frames x 4 tiles per step
     distill = cfg_for("refiner", tmp_path, **{"train.stage": "distill", "train.steps": 2, "data.degrade": "true",
                                               "model.teacher_checkpoint": tmp_path / "ref2" / "final",
-                                              "loss.edge_grad": 0.5, "train.out_dir": tmp_path / "distill"})
+                                              "train.out_dir": tmp_path / "distill"})
     Trainer(distill, resume="never").fit()
     rows = read_metrics(tmp_path / "distill" / "train.csv")
-    assert all(np.isfinite(r["train/dsd"]) and r["train/edge_grad"] >= 0 for r in rows)
+    assert all(np.isfinite(r["train/dsd"]) and r["train/gpct"] >= 0 for r in rows)
     _, refiner, meta = load_models(tmp_path / "distill" / "final")
     assert meta["train"]["stage"] == "distill" and refiner is not None
 
@@ -136,10 +158,36 @@ def test_precision_choices(tmp_path):
         Trainer(cfg_for("coarse", tmp_path, **{"train.precision": "fp16"}), resume="never")
     cfg = cfg_for("coarse", tmp_path, **{"train.precision": "bf16", "train.steps": 1})
     metrics = Trainer(cfg, resume="never").fit()
-    assert np.isfinite(metrics["val/loss"])
+    assert np.isfinite(metrics["val/absrel"])
 
 
 def test_bad_config_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="'model.refiner'"):
         Trainer(cfg_for("refiner", tmp_path, **{"model.refiner": "prv2-huge"}))
     assert not (tmp_path / "refiner").exists()
+
+
+def test_wall_clock_budget_ends_the_run_and_drives_the_schedule(tmp_path):
+    cfg = cfg_for("coarse", tmp_path, **{"train.steps": 100000, "train.max_minutes": 0.02, "train.val_every": 100000,
+                                         "train.ckpt_every": 100000, "optim.schedule": "cosine"})
+    trainer = Trainer(cfg, resume="never")
+    metrics = trainer.fit()
+    assert 1 <= trainer.step < 100000 and trainer.elapsed >= 0.02 * 60
+    assert np.isfinite(metrics["val/absrel"])  # the last step validates and saves like a finished run
+    assert (tmp_path / "coarse" / "final" / "model.safetensors").is_file()
+    rows = read_metrics(tmp_path / "coarse" / "train.csv")
+    assert rows[-1]["train/lr"] < 0.2 * cfg.optim.lr  # the cosine ran out with the clock, not the steps
+
+
+def test_loss_at_twice_the_tile_resolution(tmp_path):
+    """loss.scale 2: ground truth cut at 2x the tile size, the prediction upsampled to it."""
+    cfg = cfg_for("refiner", tmp_path, **{"loss.scale": 2, "train.steps": 1})
+    trainer = Trainer(cfg, resume="never")
+    items = trainer.stage.items(ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3))
+    item = items[0]
+    th, tw = cfg.model.tile_size
+    assert item["rgb0"].shape[-2:] == (th, tw) and item["gt"].shape[-2:] == (2 * th, 2 * tw)
+    batch = {k: v[None] for k, v in item.items()}
+    loss, parts = trainer.stage.train_step(trainer.model, batch)
+    assert np.isfinite(float(loss.detach())) and parts["tiles"] == 4.0
+    loss.backward()

@@ -58,29 +58,41 @@ def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     return g.pow(2).sum(1, keepdim=True).sqrt()
 
 
-def _minmax(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    big = torch.finfo(x.dtype).max
-    lo = torch.where(valid, x, torch.full_like(x, big)).amin((1, 2, 3), keepdim=True)
-    hi = torch.where(valid, x, torch.full_like(x, -big)).amax((1, 2, 3), keepdim=True)
-    rng = (hi - lo).clamp_min(1e-12)
-    return torch.where(valid, (x - lo) / rng, torch.zeros_like(x))
+def _robust_minmax(x: torch.Tensor, valid: torch.Tensor, q: float) -> torch.Tensor:
+    """Per sample: (x - p_q) / (p_(1-q) - p_q) over the valid pixels, clamped to [0, 1]; 0 outside."""
+    out = torch.zeros_like(x)
+    for b in range(x.shape[0]):
+        v = x[b][valid[b]]
+        if v.numel() == 0:
+            continue
+        lo, hi = torch.quantile(v, q), torch.quantile(v, 1 - q)
+        out[b] = ((x[b] - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+    return torch.where(valid, out, torch.zeros_like(out))
 
 
 @torch.no_grad()
 def bfm_mask(coarse: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
-             ratio: float = 2.0, edge_threshold: float = 0.05, eps: float = 1e-3) -> torch.Tensor:
+             ratio: float = 2.0, edge_threshold: float = 0.05, floor: float = 0.1,
+             quantile: float = 0.02) -> torch.Tensor:
     """Bias-Free Masking (PRO): True where the ground truth is trusted.
 
-    Both maps are min-max normalised over the valid pixels of each sample (N). A pixel is dropped
-    where max(N(coarse)/N(gt), N(gt)/N(coarse)) > ``ratio`` (``eps`` added to both), unless it lies on
-    an edge both maps agree on (Sobel magnitude of both normalised maps > ``edge_threshold``).
+    Both maps are min-max normalised (N) over the valid pixels of each sample, robustly: between
+    their ``quantile`` and 1 - ``quantile`` values, clamped to [0, 1]. A pixel is dropped where
+    max((N(coarse) + f)/(N(gt) + f), (N(gt) + f)/(N(coarse) + f)) > ``ratio``, f = ``floor``, unless
+    it lies on an edge both maps agree on (Sobel magnitude of both normalised maps >
+    ``edge_threshold``). The floor is what keeps the test meaningful at the normalised minimum:
+    PRO's ratio with a vanishing floor divides by ~0 for every tile's nearest pixels and drops them
+    whether or not the ground truth is wrong.
     coarse, target (B, 1, H, W) metres at the same resolution -> (B, 1, H, W) bool.
     """
     valid = valid_mask(target, mask, coarse)
     coarse = as_map(coarse, "coarse")
     if ratio <= 1:
         raise ValueError(f"ratio must be > 1, got {ratio}")
-    nc, ng = _minmax(coarse.float(), valid), _minmax(as_map(target, "target").float(), valid)
-    r = torch.maximum((nc + eps) / (ng + eps), (ng + eps) / (nc + eps))
+    if not floor > 0:
+        raise ValueError(f"floor must be > 0, got {floor}")
+    nc = _robust_minmax(coarse.float(), valid, quantile)
+    ng = _robust_minmax(as_map(target, "target").float(), valid, quantile)
+    r = torch.maximum((nc + floor) / (ng + floor), (ng + floor) / (nc + floor))
     agreed_edge = (sobel_magnitude(nc) > edge_threshold) & (sobel_magnitude(ng) > edge_threshold)
     return valid & ((r <= ratio) | agreed_edge)

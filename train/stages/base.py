@@ -1,23 +1,26 @@
-"""What every stage shares: the Stage interface, frame -> coarse input, validation metrics."""
+"""What every stage shares: the Stage interface, the supervised depth term, validation metrics."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
-from edgedepth.metrics import MIN_DEPTH, pointwise_metrics
+from edgedepth import metrics as M
 
 from ..checkpoint import build_coarse, load_tensors, read_meta
 from ..config import Config
-from ..data import crop_frames, normalise, scaled_boxes, whole_box
+from ..losses import log_l1_loss, silog_loss
 
 
 class Stage:
-    """One training stage. The trainer optimises ``trainable`` and calls, per micro-batch,
-    ``train_step(model, batch) -> (loss, parts)`` where ``model`` is ``trainable`` (possibly
-    DDP-wrapped, so forward passes must go through it) and ``parts`` holds floats for logging
-    (``parts["loss"]`` the total)."""
+    """One training stage. The trainer optimises ``trainable`` on the items of ``items(source)`` and
+    calls, per micro-batch, ``train_step(model, batch) -> (loss, parts)`` where ``model`` is
+    ``trainable`` (possibly DDP-wrapped, so forward passes must go through it) and ``parts`` holds
+    floats for logging (``parts["loss"]`` the total; ``parts["tiles"]`` refiner tiles seen, if any).
+    ``validate_batch`` gets one whole frame (``image`` (1, H, W, 3) uint8, ``depth``, ``reliable``)."""
 
     name: str = ""
     trainable: nn.Module
@@ -25,6 +28,9 @@ class Stage:
     def __init__(self, cfg: Config, device: torch.device) -> None:
         self.cfg = cfg
         self.device = device
+
+    def items(self, source: Any) -> Dataset:
+        raise NotImplementedError
 
     def train_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -46,13 +52,31 @@ class Stage:
     def eval_mode(self) -> None:
         self.trainable.eval()
 
+    def depth_term(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The configured supervised loss (``loss.depth``) of predicted against ground-truth metres."""
+        lc = self.cfg.loss
+        if lc.depth == "silog":
+            return silog_loss(pred, target, mask, variance_focus=lc.silog_focus)
+        return log_l1_loss(pred, target, mask, grad=lc.grad, scales=lc.grad_scales)
+
+    def loss_mask(self, valid: torch.Tensor, reliable: torch.Tensor) -> torch.Tensor:
+        """Pixels the loss uses: valid ground truth, minus those the source marks unreliable when
+        ``data.use_mask``."""
+        return valid & reliable if self.cfg.data.use_mask else valid
+
     def meta(self, coarse: nn.Module, refiner: Optional[nn.Module]) -> dict:
+        d = self.cfg.data
+        frame_size = list(d.frame_size)
+        if d.shards:  # the frames trained on are the shards' (the first folder's size)
+            from ..shards import shard_folder_meta
+
+            frame_size = list(shard_folder_meta(d.shards[0])["frame_size"])
         out = {
             "coarse": model_spec(coarse),
             "camera": {"fx_norm": self.cfg.train.fx_norm},
-            "train": {"stage": self.name, "config": self.cfg.name, "frame_size": list(self.cfg.data.frame_size),
-                      "tiling": {"rows": self.cfg.tiling.rows, "cols": self.cfg.tiling.cols,
-                                 "overlap_ratio": self.cfg.tiling.overlap_ratio, "window": self.cfg.tiling.window}},
+            "depth": {"valid_max": d.valid_max, "far_depth": d.far_depth or None},
+            "train": {"stage": self.name, "config": self.cfg.name, "frame_size": frame_size,
+                      "tiling": self.cfg.tiling.to_json()},
         }
         if refiner is not None:
             out["refiner"] = model_spec(refiner)
@@ -102,38 +126,39 @@ def build_or_load_coarse(cfg: Config, device: torch.device) -> nn.Module:
     return coarse.to(device)
 
 
-def coarse_input(images: torch.Tensor, coarse: nn.Module) -> torch.Tensor:
-    """Frames (B, 3, H, W) uint8 -> the coarse model's input: crop of the whole-frame box, normalised."""
-    b, _, h, w = images.shape
-    boxes = whole_box(h, w).expand(b, 1, 4)
-    return normalise(crop_frames(images.float(), boxes, tuple(coarse.input_size)), coarse.mean, coarse.std)
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize (B, C, h, w) maps covering a frame to ``size`` with the crop semantics (differentiable)."""
+    from edgedepth import tiling_torch
 
-
-def to_frame(maps: torch.Tensor, frame_hw: tuple[int, int]) -> torch.Tensor:
-    """Resize (B, C, h, w) maps covering the frame to the frame size with the crop semantics."""
     b, _, h, w = maps.shape
-    return crop_frames(maps, whole_box(h, w).expand(b, 1, 4), frame_hw)
+    whole = torch.tensor([[[0.0, 0.0, float(h), float(w)]]], dtype=torch.float64).expand(b, 1, 4)
+    return tiling_torch.crop_resize(maps, whole, size)[:, 0]
+
+
+def frame_arrays(batch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image HxWx3 uint8, gt HxW metres, reliable HxW bool) of a one-frame validation batch."""
+    return (batch["image"][0].cpu().numpy(), batch["depth"][0].cpu().numpy().astype(np.float32),
+            batch["reliable"][0].cpu().numpy().astype(bool))
+
+
+def frame_metrics(pred: np.ndarray, gt: np.ndarray, reliable: np.ndarray, valid_max: float,
+                  prefix: str = "", edges: bool = False) -> dict[str, float]:
+    """AbsRel, RMSE (m), delta1 and SILog of an (any size) prediction against HxW ground truth over
+    the valid, reliable pixels within ``valid_max`` (evaluation's own formulas and resizing), plus
+    the edge-band AbsRel when ``edges``. Empty dict when no pixel is valid."""
+    p, valid = M.prepare(pred, gt, reliable, max_depth=valid_max + 1e-3)
+    if not valid.any():
+        return {}
+    scores = M.pointwise_metrics(p[valid], gt[valid])
+    out = {f"{prefix}{key}": scores[name] for key, name in _TRAIN_METRICS.items()}
+    if edges:
+        out[f"{prefix}edge_absrel"] = M.edge_band_abs_rel(p, gt, valid)
+    return out
 
 
 # log key -> edgedepth.metrics name (the logged keys predate the shared implementation)
 _TRAIN_METRICS = {"absrel": "abs_rel", "rmse": "rmse", "delta1": "delta1", "silog": "silog"}
 
 
-def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, prefix: str = "") -> dict[str, float]:
-    """AbsRel, RMSE (m), delta1 and SILog over the valid pixels of a batch (pooled), prediction
-    clamped to >= ``MIN_DEPTH``; gt > 0 where ``valid``.
-
-    The formulas are evaluation's own (:func:`edgedepth.metrics.pointwise_metrics`), so train and
-    eval score alike. Validation is not the hot path and the trainer turns every value into a
-    Python float before its DDP all-reduce anyway, so the valid pixels go to numpy once a batch.
-    """
-    p = pred[valid].double().clamp_min(MIN_DEPTH)
-    g = gt[valid].double()
-    if g.numel() == 0:
-        return {}
-    scores = pointwise_metrics(p.cpu().numpy(), g.cpu().numpy())
-    return {f"{prefix}{key}": scores[name] for key, name in _TRAIN_METRICS.items()}
-
-
-__all__ = ["Stage", "model_spec", "frozen", "build_or_load_coarse", "coarse_input", "to_frame", "depth_metrics",
-           "load_prefixed", "scaled_boxes"]
+__all__ = ["Stage", "model_spec", "frozen", "build_or_load_coarse", "resize_maps", "frame_arrays", "frame_metrics",
+           "load_prefixed"]

@@ -1,44 +1,46 @@
-"""Stage "coarse": train a coarse model (frame -> metric depth) with SILog on whole frames."""
+"""Stage "coarse": train a coarse model (frame -> metric depth) on whole frames."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
-from ..config import Config
-from ..losses import silog_loss
-from .base import Stage, build_or_load_coarse, coarse_input, depth_metrics, load_prefixed, to_frame
+from ..data import WholeFrameItems
+from ..pipeline import run_coarse
+from .base import Stage, build_or_load_coarse, frame_arrays, frame_metrics, load_prefixed, resize_maps
 
 
 class CoarseStage(Stage):
-    """The whole frame, resized to the model's input with the crop of the whole-frame box; the
-    predicted depth is resized back to the frame and scored against the full-resolution truth."""
+    """The whole frame resized to the model's input (the runtime's whole-frame crop); the loss
+    compares the predicted depth, resized to twice the input size, with the ground truth reduced to
+    that size (only samples whose neighbours are all valid). Validation scores whole frames at full
+    resolution."""
 
     name = "coarse"
 
-    def __init__(self, cfg: Config, device: torch.device) -> None:
+    def __init__(self, cfg: Any, device: torch.device) -> None:
         super().__init__(cfg, device)
         self.coarse = build_or_load_coarse(cfg, device)
         self.trainable = self.coarse
 
-    def _loss_mask(self, batch: dict) -> torch.Tensor:
-        valid = batch["depth"] > 0
-        return valid & batch["reliable"] if self.cfg.data.use_mask else valid
+    def items(self, source: Any) -> Dataset:
+        h, w = self.coarse.input_size
+        return WholeFrameItems(source, (h, w), (2 * h, 2 * w), self.coarse.mean, self.coarse.std,
+                               hflip=self.cfg.data.hflip, seed=self.cfg.train.seed)
 
     def train_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        depth, _ = model(coarse_input(batch["image"], self.coarse))
-        pred = to_frame(depth.float(), tuple(batch["depth"].shape[-2:]))
-        loss = self.cfg.loss.silog * silog_loss(pred, batch["depth"], self._loss_mask(batch))
+        depth, _ = model(batch["image"])
+        pred = resize_maps(depth.float(), tuple(batch["depth"].shape[-2:]))
+        loss = self.cfg.loss.weight * self.depth_term(pred, batch["depth"], self.loss_mask(batch["valid"],
+                                                                                           batch["reliable"]))
         return loss, {"loss": float(loss.detach())}
 
     def validate_batch(self, batch: dict) -> dict[str, float]:
-        depth, _ = self.coarse(coarse_input(batch["image"], self.coarse))
-        pred = to_frame(depth.float(), tuple(batch["depth"].shape[-2:]))
-        valid = (batch["depth"] > 0) & batch["reliable"]
-        out = {"loss": float(silog_loss(pred, batch["depth"], valid))}
-        out.update(depth_metrics(pred, batch["depth"], valid))
-        return out
+        image, gt, reliable = frame_arrays(batch)
+        depth, _ = run_coarse(self.coarse, image)
+        return frame_metrics(depth[0], gt, reliable, self.cfg.data.valid_max, edges=True)
 
     def export_models(self) -> tuple[nn.Module, Optional[nn.Module], dict]:
         return self.coarse, None, self.meta(self.coarse, None)

@@ -1,21 +1,26 @@
 """Stage "distill": teacher -> student on real-like data with sparse ground truth (PatchRefiner DSD).
 
-The teacher (coarse + refiner checkpoint trained on synthetic data) refines the same tiles the
-student sees; its output is the dense pseudo-label. The student's loss is the DSD composite
-(SILog against the sparse ground truth for scale + ``loss.detail_weight`` x a scale-free detail
-loss against the pseudo-label) + GPCT consistency over the tile group + optionally the SDDR
-edge-guided gradient loss against self-distilled edge pseudo-labels.
+The teacher (a coarse + refiner checkpoint trained on synthetic data) refines the same tile boxes
+the student sees, at its own tile size; its output, resized to the student's tiles, is the dense
+pseudo-label. The student's loss is the DSD composite (SILog against the sparse ground truth for
+scale + ``loss.detail_weight`` x a scale-free detail loss against the pseudo-label) + GPCT.
+
+The student refines the teacher's coarse model unless ``model.coarse_checkpoint`` names another
+(it must take the same input size: both see the same coarse input).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..checkpoint import load_models
 from ..config import Config
-from ..losses import dsd_loss, edge_guided_gradient_loss, self_distilled_edges
-from .base import frozen
-from .refiner import RefinerStage, cut_tiles, gpct_term
+from ..losses import dsd_loss
+from .base import build_or_load_coarse, frozen, resize_maps
+from .refiner import RefinerStage, at_gt, gpct_term
 
 
 class DistillStage(RefinerStage):
@@ -25,13 +30,19 @@ class DistillStage(RefinerStage):
         t_coarse, t_refiner, _ = load_models(cfg.model.teacher_checkpoint, map_location=device)
         if t_refiner is None:
             raise ValueError(f"config field 'model.teacher_checkpoint': {cfg.model.teacher_checkpoint!r} holds no refiner")
-        super().__init__(cfg, device)
-        self.teacher = frozen(t_refiner)
-        # Without its own model.coarse_checkpoint the student refines the teacher's coarse model.
-        self.shared_coarse = not cfg.model.coarse_checkpoint
-        if self.shared_coarse:
-            self.coarse = frozen(t_coarse)
-        self.teacher_coarse = self.coarse if self.shared_coarse else frozen(t_coarse)
+        self.teacher_coarse, self.teacher = frozen(t_coarse), frozen(t_refiner)
+        own = build_or_load_coarse(cfg, device) if cfg.model.coarse_checkpoint else None
+        if own is not None and tuple(own.input_size) != tuple(t_coarse.input_size):
+            raise ValueError(f"config field 'model.coarse_checkpoint': its input size {tuple(own.input_size)} differs "
+                             f"from the teacher's coarse model {tuple(t_coarse.input_size)}; both see one coarse input")
+        # The student is built against the coarse model it will refine (the teacher's by default).
+        super().__init__(cfg, device, coarse=own if own is not None else t_coarse)
+
+    def items(self, source: Any) -> Dataset:
+        sizes = [tuple(self.refiner.tile_size)]
+        if tuple(self.teacher.tile_size) != sizes[0]:
+            sizes.append(tuple(self.teacher.tile_size))
+        return self.tile_items(source, sizes)
 
     def _detail_kwargs(self, pred: torch.Tensor, image: torch.Tensor, generator: torch.Generator) -> dict:
         lc = self.cfg.loss
@@ -43,25 +54,21 @@ class DistillStage(RefinerStage):
         return {}
 
     def train_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        groups = [self.layout.random_group(int(i), self.cfg.train.seed) for i in batch["index"]]
-        tiles = cut_tiles(batch, self.coarse, self.refiner, groups, self.layout)
+        tiles = self.cut_tiles(batch)
         with torch.no_grad():
-            t_tiles = tiles if self.shared_coarse else cut_tiles(batch, self.teacher_coarse, self.teacher, groups, self.layout)
+            teacher_key = "rgb1" if "rgb1" in batch else "rgb0"
+            t_tiles = self.cut_tiles(batch, self.teacher_coarse, self.teacher, teacher_key)
             pseudo = self.teacher(t_tiles.rgb, t_tiles.coarse, *t_tiles.guidance).float()
+            if tuple(pseudo.shape[-2:]) != tuple(tiles.gt.shape[-2:]):
+                pseudo = resize_maps(pseudo, tuple(tiles.gt.shape[-2:]))
         pred = model(tiles.rgb, tiles.coarse, *tiles.guidance).float()
         # Window positions / pair samples follow the frame indices: reproducible on resume and ranks.
         gen = torch.Generator(device="cpu").manual_seed(int(batch["index"].sum()) * 7919 + self.cfg.train.seed)
         lc = self.cfg.loss
-        dsd = dsd_loss(pred, tiles.gt, pseudo, self._loss_valid(tiles), lam=lc.detail_weight, detail=lc.detail,
-                       **self._detail_kwargs(pred, tiles.rgb, gen))
+        pred_gt = at_gt(pred, tiles)
+        dsd = dsd_loss(pred_gt, tiles.gt, pseudo, self.loss_mask(tiles.valid, tiles.reliable), lam=lc.detail_weight,
+                       detail=lc.detail, **self._detail_kwargs(pred_gt, at_gt(tiles.rgb, tiles), gen))
         cons = gpct_term(pred, tiles)
-        loss = lc.silog * dsd + lc.gpct * cons
-        parts = {"dsd": float(dsd.detach()), "gpct": float(cons.detach())}
-        if lc.edge_grad > 0:
-            # SDDR: the coarse tile's edges, updated with the student's own (detached) prediction.
-            edges = self_distilled_edges(tiles.coarse, [pred.detach()], [lc.ssigm_window])
-            edge = edge_guided_gradient_loss(pred, edges, pseudo > 0)
-            loss = loss + lc.edge_grad * edge
-            parts["edge_grad"] = float(edge.detach())
-        parts["loss"] = float(loss.detach())
-        return loss, parts
+        loss = lc.weight * dsd + lc.gpct * cons
+        return loss, {"dsd": float(dsd.detach()), "gpct": float(cons.detach()), "loss": float(loss.detach()),
+                      "tiles": float(pred.shape[0])}

@@ -1,39 +1,43 @@
-"""Refiner stages: Noisy Pretraining, and supervised training with GPCT + BFM.
+"""Refiner stages: Noisy Pretraining, and supervised training with GPCT (+ optional BFM).
 
-Tiles are cut from the frame exactly as the runtime cuts them (``TileGrid.from_overlap_ratio``,
-DESIGN crop semantics through :mod:`edgedepth.tiling_torch`): RGB with the tile's frame box,
-coarse depth and coarse features with that box scaled to each map.
+Tiles are cut from the frame exactly as the runtime cuts them (:class:`edgedepth.tiling.Tiling`'s
+grid, the DESIGN crop semantics of the native tile engine) by :class:`..data.TileItems`; here the
+frozen coarse model runs on the items' coarse input and its depth and features are cropped at the
+same boxes (scaled to each map) with :mod:`edgedepth.tiling_torch`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from functools import partial
+from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
+
+from edgedepth import metrics as M
 
 from ..checkpoint import load_refiner_weights, read_meta
 from ..config import Config
-from ..data import TileLayout, crop_frames, crop_valid, normalise, scaled_boxes, whole_box
-from ..losses import bfm_mask, gpct_consistency_loss, silog_loss
-from .base import Stage, build_or_load_coarse, coarse_input, depth_metrics, frozen, load_prefixed, to_frame
-
-
-# Depth (metres) the Noisy Pretraining heads start at: mid-range of the 0.5-80 m procedural scenes.
-NOISY_HEAD_DEPTH = 10.0
+from ..data import TileItems, WholeFrameItems
+from ..losses import bfm_mask, gpct_consistency_loss
+from ..models.refiner import log_depth
+from ..pipeline import refine_frame, run_coarse
+from .base import Stage, build_or_load_coarse, frame_arrays, frame_metrics, frozen, load_prefixed
 
 
 @dataclass
 class TileBatch:
-    """Refiner inputs and targets for N tiles (n_frames groups of ``per_frame`` tiles)."""
+    """Refiner inputs and targets for N = B x G tiles (B frames, G tiles of a 2x2 group each)."""
 
     rgb: torch.Tensor  # (N, 3, th, tw) normalised
     coarse: torch.Tensor  # (N, 1, th, tw) metres
     guidance: list[torch.Tensor]  # (N, C_k, h_k, w_k)
     gt: torch.Tensor  # (N, 1, th, tw) metres, 0 = invalid
     valid: torch.Tensor  # (N, 1, th, tw) bool
-    reliable: torch.Tensor  # (N, 1, th, tw) bool (the Sample's mask)
-    boxes: torch.Tensor  # (N, 4) frame pixels
+    reliable: torch.Tensor  # (N, 1, th, tw) bool (the source's mask)
+    boxes: torch.Tensor  # (B, G, 4) frame pixels
     per_frame: int
 
 
@@ -42,54 +46,56 @@ def build_refiner(cfg: Config, coarse: nn.Module, device: torch.device) -> nn.Mo
 
     m = cfg.model
     refiner = create_refiner(m.refiner, coarse, tile_size=m.tile_size, **m.refiner_kwargs)
-    if cfg.train.stage == NoisyPretrainStage.name:
-        # Zero coarse depth + zero residual heads = max(0 + 0, 0): a dead ReLU that never trains.
-        refiner.init_residual_heads(pretrain_depth=NOISY_HEAD_DEPTH)
     if m.init_refiner:
         load_refiner_weights(m.init_refiner, refiner)
         if read_meta(m.init_refiner).get("train", {}).get("stage") == NoisyPretrainStage.name:
             # Pretraining taught the trunk (encoder, GDUs) to read and denoise its guidance, but its
-            # heads predicted whole depth from a zero coarse map; fine-tuning predicts a residual over
+            # heads predicted whole depth from a flat prior; fine-tuning predicts a residual over
             # the real coarse depth, so it starts from zero heads (refiner == coarse at step 0).
             refiner.init_residual_heads()
     return refiner.to(device)
 
 
-def cut_tiles(batch: dict, coarse: nn.Module, refiner: nn.Module, tile_ids: list[list[int]],
-              layout: TileLayout) -> TileBatch:
-    """Run the frozen coarse model on whole frames and crop everything to the chosen tiles
-    (``tile_ids[b]``: grid tile ids of frame b, the same count for every frame)."""
-    images, depth = batch["image"], batch["depth"]
-    frame_hw = tuple(images.shape[-2:])
-    with torch.no_grad():
-        cdepth, feats = coarse(coarse_input(images, coarse))
-        cdepth, feats = cdepth.float(), [f.float() for f in feats]
-    boxes = layout.boxes[torch.tensor(tile_ids)]  # (B, per_frame, 4) frame pixels
-    size = tuple(refiner.tile_size)
+def crop_maps(maps: torch.Tensor, boxes: torch.Tensor, frame_hw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop (B, C, h, w) maps covering frames of ``frame_hw`` (B, 2) at ``boxes`` (B, G, 4) frame
+    pixels, scaled to the maps: -> (B * G, C, *size)."""
+    from edgedepth import tiling_torch
 
-    def crop(src: torch.Tensor, out: tuple[int, int]) -> torch.Tensor:
-        return crop_frames(src, scaled_boxes(boxes, frame_hw, tuple(src.shape[-2:])), out)
+    h, w = maps.shape[-2:]
+    fh, fw = frame_hw[:, 0].double(), frame_hw[:, 1].double()
+    scale = torch.stack([h / fh, w / fw, h / fh, w / fw], 1)[:, None, :]
+    out = tiling_torch.crop_resize(maps, (boxes.double().cpu() * scale.cpu()), size)
+    return out.reshape(-1, *out.shape[2:])
 
-    rgb = normalise(crop(images.float(), size), coarse.mean, coarse.std)
-    guidance = []
-    if refiner.uses_coarse_features:
-        for (_, h, w), f in zip(refiner.guidance, (feats[i] for i in refiner.guide_indices)):
-            guidance.append(crop(f, (h, w)))
-    gt, valid = crop_valid(depth, boxes, size)
-    reliable = crop(batch["reliable"].float(), size) > 1.0 - 1e-4
-    return TileBatch(rgb, crop(cdepth, size), guidance, gt, valid, reliable,
-                     boxes.reshape(-1, 4).to(images.device), boxes.shape[1])
+
+def at_gt(maps: torch.Tensor, tiles: TileBatch) -> torch.Tensor:
+    """Tile maps (N, C, th, tw) at the ground truth's resolution: upsampled bilinearly (half-pixel
+    centres, the stitch's resize of a tile into its box) when ``loss.scale`` > 1."""
+    size = tuple(tiles.gt.shape[-2:])
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    return torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def gpct_term(pred: torch.Tensor, tiles: TileBatch) -> torch.Tensor:
+    """GPCT consistency of each frame's tile group, on ln depth: squared differences on the overlaps,
+    summed over tile pairs (a 10 % disagreement costs the same near and far)."""
+    n, _, th, tw = pred.shape
+    groups = n // tiles.per_frame
+    return gpct_consistency_loss(log_depth(pred).view(groups, tiles.per_frame, 1, th, tw), tiles.boxes.cpu())
 
 
 class _RefinerStageBase(Stage):
     """Frozen coarse model + trainable refiner; checkpoints hold both."""
 
-    def __init__(self, cfg: Config, device: torch.device) -> None:
+    def __init__(self, cfg: Config, device: torch.device, coarse: Optional[nn.Module] = None) -> None:
         super().__init__(cfg, device)
-        self.coarse = frozen(build_or_load_coarse(cfg, device))
+        self.coarse = frozen(coarse if coarse is not None else build_or_load_coarse(cfg, device))
         self.refiner = build_refiner(cfg, self.coarse, device)
         self.trainable = self.refiner
-        self.layout = TileLayout.from_config(cfg)
+        if cfg.data.oracle_coarse and self.refiner.uses_coarse_features:
+            raise ValueError("config field 'data.oracle_coarse' needs a refiner without coarse features "
+                             f"(a -dg variant); {cfg.model.refiner!r} reads them")
 
     def export_models(self) -> tuple[nn.Module, Optional[nn.Module], dict]:
         return self.coarse, self.refiner, self.meta(self.coarse, self.refiner)
@@ -97,96 +103,146 @@ class _RefinerStageBase(Stage):
     def load_trainable(self, tensors: dict[str, torch.Tensor]) -> None:
         load_prefixed(self.refiner, tensors, "refiner.")
 
-    def _loss_valid(self, tiles: TileBatch) -> torch.Tensor:
-        valid = tiles.valid
-        return valid & tiles.reliable if self.cfg.data.use_mask else valid
+    def grid_fn(self):
+        return partial(self.cfg.tiling.grid, tile_size=tuple(self.refiner.tile_size))
+
+    def tile_items(self, source: Any, tile_sizes: list[tuple[int, int]]) -> TileItems:
+        k = self.cfg.loss.scale
+        return TileItems(source, tuple(self.coarse.input_size), tile_sizes, self.grid_fn(), self.coarse.mean,
+                         self.coarse.std, hflip=self.cfg.data.hflip, seed=self.cfg.train.seed,
+                         oracle=self.cfg.data.oracle_coarse, gt_size=(k * tile_sizes[0][0], k * tile_sizes[0][1]))
+
+    def cut_tiles(self, batch: dict, coarse: Optional[nn.Module] = None, refiner: Optional[nn.Module] = None,
+                  rgb_key: str = "rgb0") -> TileBatch:
+        """Run the frozen coarse model on the items' coarse inputs (or take the oracle map) and crop
+        its depth and features at the items' boxes."""
+        coarse, refiner = coarse or self.coarse, refiner or self.refiner
+        rgb = batch[rgb_key]
+        b, g = rgb.shape[:2]
+        size = tuple(refiner.tile_size)
+        boxes, frame_hw = batch["boxes"], batch["frame_hw"]
+        if "oracle" in batch:
+            cdepth, feats = batch["oracle"].float(), []
+        else:
+            with torch.no_grad():
+                cdepth, feats = coarse(batch["coarse_image"])
+                cdepth, feats = cdepth.float(), [f.float() for f in feats]
+        guidance = [crop_maps(feats[i], boxes, frame_hw, (h, w))
+                    for (_, h, w), i in zip(refiner.guidance, refiner.guide_indices)]
+        flat = lambda t: t.reshape(b * g, *t.shape[2:])
+        return TileBatch(flat(rgb), crop_maps(cdepth, boxes, frame_hw, size), guidance, flat(batch["gt"]),
+                         flat(batch["valid"]), flat(batch["reliable"]), boxes, g)
 
     @torch.no_grad()
     def validate_batch(self, batch: dict) -> dict[str, float]:
-        """Whole frames through the full pipeline: every tile refined once and stitched, scored
-        against the ground truth next to the coarse depth alone; plus the tiles' consistency error."""
-        from edgedepth import tiling_torch
+        """A whole frame through the runtime's pipeline (every tile refined once and stitched), scored
+        against the ground truth next to the coarse depth alone, plus the tiles' consistency error."""
+        image, gt, reliable = frame_arrays(batch)
+        oracle = None
+        if self.cfg.data.oracle_coarse:
+            from ..data import log_area_reduce
 
-        b = batch["image"].shape[0]
-        n_tiles = self.layout.count
-        ids = [list(range(n_tiles))] * b
-        tiles = cut_tiles(batch, self.coarse, self.refiner, ids, self.layout)
-        pred = self.refiner(tiles.rgb, tiles.coarse, *tiles.guidance).float()
-        frame_hw = tuple(batch["depth"].shape[-2:])
-        per = pred.view(b, n_tiles, 1, *pred.shape[-2:])
-        boxes = self.layout.boxes.to(pred.device)
-        stitched = torch.stack([tiling_torch.stitch(per[i], boxes, *frame_hw, window=self.cfg.tiling.window)
-                                for i in range(b)])
-        cdepth, _ = self.coarse(coarse_input(batch["image"], self.coarse))
-        coarse_full = to_frame(cdepth.float(), frame_hw)
-        valid = (batch["depth"] > 0) & batch["reliable"]
-        out = {"loss": float(silog_loss(stitched, batch["depth"], valid))}
-        out.update(depth_metrics(stitched, batch["depth"], valid))
-        out.update(depth_metrics(coarse_full, batch["depth"], valid, prefix="coarse_"))
-        # GPCT consistency of the top-left 2x2 group of the full grid, as in training.
-        if self.layout.rows >= 2 and self.layout.cols >= 2:
-            sel = torch.tensor(self.layout.group(0, 0))
-            out["gpct"] = float(gpct_consistency_loss(per[:, sel], boxes[sel]))
-        return out
+            oracle = log_area_reduce(gt, tuple(self.coarse.input_size))
+            coarse_map = oracle
+        else:
+            coarse_map = run_coarse(self.coarse, image)[0][0]
+        out = refine_frame(self.coarse, self.refiner, image, self.cfg.tiling, coarse_depth=oracle)
+        vmax = self.cfg.data.valid_max
+        scores = frame_metrics(out.depth, gt, reliable, vmax, edges=True)
+        scores.update(frame_metrics(coarse_map, gt, reliable, vmax, prefix="coarse_", edges=True))
+        boxes = out.grid.boxes
+        if np.all(boxes == np.round(boxes)):
+            from edgedepth import tiling
+
+            tiles = [tiling.crop_resize(t, [[0, 0, *t.shape[-2:]]], (int(bh), int(bw)))[0, 0]
+                     for t, (_, _, bh, bw) in zip(out.tiles, boxes)]
+            scores["consistency"] = M.consistency_error(tiles, boxes)
+        return scores
 
 
 class NoisyPretrainStage(_RefinerStageBase):
-    """Noisy Pretraining (PRV2): whole low-resolution frames, coarse depth zeros, coarse features
-    N(0, 1) noise, SILog. Its checkpoint initialises the refiner stage (``model.init_refiner``)."""
+    """Noisy Pretraining (PRV2): whole low-resolution frames with an uninformative coarse depth and
+    N(0, 1) coarse features. Its checkpoint initialises the refiner stage (``model.init_refiner``)."""
 
     name = "noisy-pretrain"
 
-    def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        images, depth = batch["image"], batch["depth"]
-        b = images.shape[0]
+    def items(self, source: Any) -> Dataset:
         size = tuple(self.refiner.tile_size)
-        box = whole_box(*images.shape[-2:]).expand(b, 1, 4)
-        rgb = normalise(crop_frames(images.float(), box, size), self.coarse.mean, self.coarse.std)
-        gt, valid = crop_valid(depth, box, size)
-        # Noise drawn from a generator seeded by the frame indices: reproducible across resume and ranks.
+        return WholeFrameItems(source, size, size, self.coarse.mean, self.coarse.std, hflip=self.cfg.data.hflip,
+                               seed=self.cfg.train.seed)
+
+    def _noise(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # Drawn from a generator seeded by the frame indices: reproducible across resume and ranks.
         gen = torch.Generator(device="cpu").manual_seed(int(batch["index"].sum()) * 7919 + self.cfg.train.seed)
-        zeros, noise = self.refiner.noisy_inputs(b, generator=gen)
-        return rgb, zeros.to(images.device), [n.to(images.device) for n in noise], gt, valid
+        prior, noise = self.refiner.noisy_inputs(batch["image"].shape[0], generator=gen)
+        device = batch["image"].device
+        return prior.to(device), [n.to(device) for n in noise]
 
     def train_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        rgb, zeros, noise, gt, valid = self._inputs(batch)
-        pred = model(rgb, zeros, *noise).float()
-        loss = self.cfg.loss.silog * silog_loss(pred, gt, valid)
+        prior, noise = self._noise(batch)
+        pred = model(batch["image"], prior, *noise).float()
+        loss = self.cfg.loss.weight * self.depth_term(pred, batch["depth"], self.loss_mask(batch["valid"],
+                                                                                           batch["reliable"]))
         return loss, {"loss": float(loss.detach())}
 
     @torch.no_grad()
     def validate_batch(self, batch: dict) -> dict[str, float]:
-        rgb, zeros, noise, gt, valid = self._inputs(batch)
-        pred = self.refiner(rgb, zeros, *noise).float()
-        out = {"loss": float(silog_loss(pred, gt, valid))}
-        out.update(depth_metrics(pred, gt, valid))
-        return out
+        image, gt, reliable = frame_arrays(batch)
+        size = tuple(self.refiner.tile_size)
+        source = _ListSource([{"image": image, "depth": gt, "reliable": reliable, "index": 0}])
+        x = WholeFrameItems(source, size, size, self.coarse.mean, self.coarse.std)[0]
+        prior, noise = self.refiner.noisy_inputs(1, generator=torch.Generator().manual_seed(0))
+        param = next(self.refiner.parameters())
+        pred = self.refiner(x["image"][None].to(param.device), prior.to(param.device),
+                            *[n.to(param.device) for n in noise])
+        return frame_metrics(pred[0, 0].float().cpu().numpy(), gt, reliable, self.cfg.data.valid_max)
 
 
-def gpct_term(pred: torch.Tensor, tiles: TileBatch) -> torch.Tensor:
-    """GPCT consistency of each frame's tile group: squared differences on overlaps, summed over pairs."""
-    n, _, th, tw = pred.shape
-    groups = n // tiles.per_frame
-    return gpct_consistency_loss(pred.view(groups, tiles.per_frame, 1, th, tw),
-                                 tiles.boxes.view(groups, tiles.per_frame, 4))
+class _ListSource(list):
+    """A frame source over a list of frames."""
+
+    def frame(self, index: int) -> dict:
+        return self[index]
 
 
 class RefinerStage(_RefinerStageBase):
     """Supervised refiner training with GPCT: per frame, the four tiles of a random 2x2
-    neighbourhood of the runtime grid are refined in one forward/backward; loss = SILog on the
-    ground truth (Bias-Free-Masked) + ``loss.gpct`` x consistency on their overlaps."""
+    neighbourhood of the runtime grid are refined in one forward/backward; loss = the depth term on
+    the ground truth (+ on the C2F intermediate depth) + ``loss.gpct`` x consistency on the overlaps.
+    With ``loss.bfm`` the ground truth is Bias-Free-Masked against the coarse tile first."""
 
     name = "refiner"
 
+    def items(self, source: Any) -> Dataset:
+        return self.tile_items(source, [tuple(self.refiner.tile_size)])
+
     def train_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        groups = [self.layout.random_group(int(i), self.cfg.train.seed) for i in batch["index"]]
-        tiles = cut_tiles(batch, self.coarse, self.refiner, groups, self.layout)
-        pred = model(tiles.rgb, tiles.coarse, *tiles.guidance).float()
-        mask = self._loss_valid(tiles)
-        if self.cfg.loss.bfm:
-            mask = mask & bfm_mask(tiles.coarse, tiles.gt, mask)
-        sup = silog_loss(pred, tiles.gt, mask)
-        cons = gpct_term(pred, tiles)
-        loss = self.cfg.loss.silog * sup + self.cfg.loss.gpct * cons
-        return loss, {"loss": float(loss.detach()), "silog": float(sup.detach()), "gpct": float(cons.detach()),
-                      "bfm_kept": float(mask.float().mean())}
+        tiles = self.cut_tiles(batch)
+        out = model(tiles.rgb, tiles.coarse, *tiles.guidance, aux=True)
+        pred = out["depth"].float()
+        mask = self.loss_mask(tiles.valid, tiles.reliable)
+        lc = self.cfg.loss
+        parts: dict[str, float] = {}
+        if lc.bfm:
+            keep = bfm_mask(at_gt(tiles.coarse, tiles), tiles.gt, tiles.valid)
+            # How BFM does its job where the source knows the truth: the share of unreliable pixels
+            # it drops (it exists for them) and of reliable ones it drops (correct ground truth lost).
+            unreliable, reliable = tiles.valid & ~tiles.reliable, tiles.valid & tiles.reliable
+            if bool(unreliable.any()):
+                parts["bfm_unreliable_dropped"] = float((~keep & unreliable).sum() / unreliable.sum())
+            parts["bfm_reliable_dropped"] = float((~keep & reliable).sum() / reliable.sum().clamp_min(1))
+            mask = mask & keep
+        sup = self.depth_term(at_gt(pred, tiles), tiles.gt, mask)
+        loss = lc.weight * sup
+        parts.update(depth=float(sup.detach()), kept=float(mask.float().mean()))
+        if lc.c2f > 0 and "c2f_depth" in out:
+            c2f = self.depth_term(at_gt(out["c2f_depth"].float(), tiles), tiles.gt, mask)
+            loss = loss + lc.c2f * c2f
+            parts["c2f"] = float(c2f.detach())
+        if lc.gpct > 0:
+            cons = gpct_term(pred, tiles)
+            loss = loss + lc.gpct * cons
+            parts["gpct"] = float(cons.detach())
+        parts["loss"] = float(loss.detach())
+        parts["tiles"] = float(pred.shape[0])
+        return loss, parts

@@ -1,0 +1,444 @@
+"""Accuracy benchmark: does the refiner refine? Held-out procedural frames at 1080p and 4K, laid out
+like PatchRefiner V2's Table 1.
+
+Rows (each scored on the same frames):
+  * coarse, bilinear: the coarse model's map upsampled bilinearly (what you get without a refiner);
+  * coarse + guided filter: the same map upsampled by He et al.'s guided filter on the image's
+    luminance (the classical edge-aware answer; radius and eps tuned on validation frames, not on
+    the held-out ones);
+  * every --refiner checkpoint (torch, through the runtime's own tiling: train/pipeline.py) and
+    every --bundle (edgedepth.Runtime, onnxruntime by default);
+  * GT @ coarse res: the ground truth reduced (mean ln depth) to the coarse model's input size and
+    upsampled: what a perfect coarse model gives, the ceiling of "coarse, bilinear";
+  * GT @ tile res: the ground truth at the refiner's tile resolution (frame px / shrink): what a
+    perfect refiner gives, the ceiling of every refiner row;
+  * with --oracle: a -dg refiner trained on oracle coarse maps, run on "GT @ coarse res" (the proof
+    that the recipe learns sharpening at all: edge-band AbsRel <= 0.6 x its input's, boundary F1 at
+    1080p up by >= 0.15).
+
+Columns: AbsRel, RMSE (m), delta1, SILog, edge-band AbsRel (pixels within 2 px of ground-truth depth
+edges), boundary F1 (Canny on ln depth, tolerance 4 px at 1080p, scaled with the frame), Depth Pro's
+scale-invariant boundary F1, SEE (m; it rewards blur when a low-resolution map is upsampled, so do
+not steer by it), CE (tiles' disagreement on their overlaps, METHODS §5) and seam (extra |d ln depth|
+across tile borders vs 4 px away) for the runtime's overlap blending and for non-overlapping
+uniform tiles of the same grid; street frames also report how much of the sky is output beyond the
+valid range (or flagged invalid).
+
+Held-out frames: procedural stream seeds 3000 (1080p) and 3001 (4K): scene seeds 3000 * 1000003 + i
+and 3001 * 1000003 + i, far from the training streams (0, 7: scene seeds < 8e6 + 1e6), validation
+(1000) and the export calibration frames (scene seeds < 1000); guided-filter tuning uses stream 1001.
+They are rendered once into --data (shard folders) and reused.
+
+    python benchmarks/bench_accuracy.py --refiner prv2-mobile=runs/default-refiner/final \\
+        --bundle default=edgedepth/assets/default.edgedepth --oracle runs/oracle/final --out out/bench_accuracy
+
+Writes figures.json, table.md and PNGs (depth, error, edge crops) under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+HELDOUT = {"1080p": (3000, (1080, 1920)), "4K": (3001, (2160, 3840))}
+TUNE_STREAM = 1001
+COLUMNS = ("abs_rel", "rmse", "delta1", "silog", "edge_absrel", "b_f1", "si_bf1", "see", "ce", "seam", "seam_uniform")
+HEADERS = {"abs_rel": "AbsRel", "rmse": "RMSE", "delta1": "δ1", "silog": "SILog", "edge_absrel": "edge AbsRel",
+           "b_f1": "bF1", "si_bf1": "SI-bF1", "see": "SEE*", "ce": "CE", "seam": "seam", "seam_uniform": "seam (no overlap)"}
+VALID_MAX = 80.0
+
+
+@dataclass
+class Prediction:
+    depth: np.ndarray  # (H, W) metres
+    invalid: Optional[np.ndarray] = None  # (H, W) bool: pixels the method says it does not know
+    tiles: Optional[np.ndarray] = None  # (N, 1, th, tw)
+    boxes: Optional[np.ndarray] = None  # (N, 4)
+    uniform: Optional[np.ndarray] = None  # the same method on non-overlapping uniform tiles
+    uniform_boxes: Optional[np.ndarray] = None
+
+
+@dataclass
+class Method:
+    name: str
+    kind: str  # coarse | classical | refiner | ceiling | oracle
+    predict: Callable[[dict], Prediction]
+    info: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- frames
+
+def heldout_frames(data: Path, counts: dict[str, int]) -> dict[str, list[dict]]:
+    """{resolution: [frame]} rendered into shard folders under ``data`` (once)."""
+    from edgedepth.train.shards import ShardFrames, render_shards
+
+    out = {}
+    for res, n in counts.items():
+        if n <= 0:
+            continue
+        stream, size = HELDOUT[res]
+        root = render_shards(data / f"heldout_{res}_{n}", n, size, seed=stream, shard_size=4)
+        src = ShardFrames([root])
+        out[res] = [_with_layout(src.frame(i), stream) for i in range(n)]
+    return out
+
+
+def _with_layout(frame: dict, stream: int) -> dict:
+    layout = ("street", "indoor")[frame["index"] % 2]
+    return {**frame, "name": f"{layout}_{stream * 1_000_003 + frame['index']}", "layout": layout}
+
+
+# ---------------------------------------------------------------- methods
+
+def _coarse_depth(coarse, image: np.ndarray) -> np.ndarray:
+    from edgedepth.train.pipeline import run_coarse
+
+    return run_coarse(coarse, image)[0][0]
+
+
+def coarse_methods(coarse, tune: list[dict]) -> list[Method]:
+    from edgedepth.guided_filter import guided_upsample
+    from edgedepth.metrics import resize_bilinear
+
+    def bilinear(f):
+        return Prediction(resize_bilinear(_coarse_depth(coarse, f["image"]), f["image"].shape[:2]))
+
+    radius, eps = tune_guided(coarse, tune)
+
+    def guided(f):
+        h = f["image"].shape[0]
+        r = max(1, round(radius * h / 1080))
+        return Prediction(guided_upsample(_coarse_depth(coarse, f["image"]), f["image"], r, eps))
+
+    return [Method("coarse, bilinear", "coarse", bilinear),
+            Method("coarse + guided filter", "classical", guided, {"radius_at_1080p": radius, "eps": eps})]
+
+
+def tune_guided(coarse, frames: list[dict]) -> tuple[int, float]:
+    """Guided-filter radius (px at 1080p) and eps minimising edge-band AbsRel on tuning frames."""
+    from edgedepth import metrics as M
+    from edgedepth.guided_filter import guided_upsample
+
+    best = None
+    for radius in (4, 8, 16, 32):
+        for eps in (1e-2, 1e-3, 1e-4):
+            errs = []
+            for f in frames:
+                h = f["image"].shape[0]
+                pred = guided_upsample(_coarse_depth(coarse, f["image"]), f["image"], max(1, round(radius * h / 1080)), eps)
+                p, valid = M.prepare(pred, f["depth"], f["reliable"], max_depth=VALID_MAX)
+                errs.append(M.edge_band_abs_rel(p, f["depth"], valid))
+            score = float(np.nanmean(errs))
+            if best is None or score < best[0]:
+                best = (score, radius, eps)
+    return best[1], best[2]
+
+
+def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool = True) -> tuple[Method, Any]:
+    from edgedepth.tiling import Tiling
+    from edgedepth.train.checkpoint import load_models
+    from edgedepth.train.data import log_area_reduce
+    from edgedepth.train.pipeline import refine_frame
+
+    coarse, refiner, meta = load_models(checkpoint)
+    if refiner is None:
+        raise SystemExit(f"{checkpoint}: holds no refiner")
+    tiling_cfg = Tiling(**meta.get("train", {}).get("tiling", {}))
+
+    def predict(f):
+        image = f["image"]
+        cd = log_area_reduce(f["depth"], tuple(coarse.input_size)) if oracle else None
+        out = refine_frame(coarse, refiner, image, tiling_cfg, coarse_depth=cd)
+        g = out.grid
+        if not seams:
+            return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes)
+        flat = Tiling(g.rows, g.cols, 0.0, "uniform")
+        uni = refine_frame(coarse, refiner, image, flat, coarse_depth=cd, grid=flat.grid(*image.shape[:2]))
+        return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes, uni.depth, uni.grid.boxes)
+
+    info = {"checkpoint": str(checkpoint), **_run_info(Path(checkpoint))}
+    return Method(name, "oracle" if oracle else "refiner", predict, info), (coarse, refiner, tiling_cfg)
+
+
+def _run_info(final: Path) -> dict:
+    """Steps and tile-iterations of the run a checkpoint came from (its train.csv), if present."""
+    csv_path = final.parent / "train.csv"
+    if not csv_path.is_file():
+        return {}
+    from edgedepth.train.trainer import read_metrics
+
+    rows = read_metrics(csv_path)
+    if not rows:
+        return {}
+    last = rows[-1]
+    return {"steps": int(last["step"]), "tiles_seen": int(last.get("train/tiles_seen", 0) or 0)}
+
+
+def bundle_method(name: str, spec: str) -> Method:
+    from edgedepth import Runtime
+    from edgedepth.tiling import Tiling
+
+    path, _, precision = spec.partition(":")
+    rt = Runtime(path, backend="onnxruntime", precision=precision or "fp32")
+    flat: dict[tuple[int, int], Runtime] = {}  # one non-overlapping runtime per grid
+
+    def predict(f):
+        res = rt.predict(f["image"])
+        g = res.grid
+        if (g.rows, g.cols) not in flat:
+            flat[g.rows, g.cols] = Runtime(path, backend="onnxruntime", precision=precision or "fp32",
+                                           tiling=Tiling(g.rows, g.cols, 0.0, "uniform"))
+        uni = flat[g.rows, g.cols].predict(f["image"])
+        return Prediction(res.depth, ~res.valid, None, g.boxes, uni.depth, uni.grid.boxes)
+
+    return Method(name, "refiner", predict, {"bundle": path, "precision": rt.precision, "backend": rt.backend_name})
+
+
+def ceiling_methods(coarse_size: tuple[int, int], tile_size: tuple[int, int], tiling_cfg) -> list[Method]:
+    from edgedepth.metrics import resize_bilinear
+    from edgedepth.train.data import log_area_reduce
+
+    def at(size_fn):
+        def predict(f):
+            gt = f["depth"]
+            return Prediction(resize_bilinear(log_area_reduce(gt, size_fn(gt.shape)), gt.shape))
+        return predict
+
+    def tile_res(shape):
+        g = tiling_cfg.grid(shape[0], shape[1], tile_size)
+        sy, sx = g.shrink(*tile_size)
+        return max(1, round(shape[0] / sy)), max(1, round(shape[1] / sx))
+
+    return [Method("GT @ coarse res (coarse ceiling)", "ceiling", at(lambda s: coarse_size)),
+            Method("GT @ tile res (refiner ceiling)", "ceiling", at(tile_res))]
+
+
+# ---------------------------------------------------------------- scoring
+
+def score(pred: Prediction, f: dict, gt_edges: np.ndarray, tolerance: int) -> dict[str, float]:
+    from edgedepth import metrics as M
+
+    gt = f["depth"]
+    p, valid = M.prepare(pred.depth, gt, f["reliable"], max_depth=VALID_MAX)
+    out = M.pointwise_metrics(p[valid], gt[valid])
+    out = {k: out[k] for k in ("abs_rel", "rmse", "delta1", "silog")}
+    band = M.dilate(gt_edges, 2) & valid
+    out["edge_absrel"] = float(np.mean(np.abs(p[band] - gt[band]) / gt[band])) if band.any() else float("nan")
+    out["b_f1"] = M.boundary_prf(p, gt, valid, tolerance=tolerance, gt_edges=gt_edges)["b_f1"]
+    out["si_bf1"] = M.si_boundary_f1(p, gt, valid)
+    g_valid = np.where(valid, gt, 0).astype(np.float32)
+    out["see"] = M.soft_edge_error(p, g_valid, M.ratio_edges(g_valid) & valid)
+    if pred.tiles is not None and np.all(pred.boxes == np.round(pred.boxes)):
+        from edgedepth import tiling
+
+        tiles = [tiling.crop_resize(t, [[0, 0, *t.shape[-2:]]], (int(b[2]), int(b[3])))[0, 0]
+                 for t, b in zip(pred.tiles, pred.boxes)]
+        out["ce"] = M.consistency_error(tiles, pred.boxes)
+    if pred.uniform is not None:
+        off = max(2, round(4 * gt.shape[0] / 1080))
+        out["seam"] = M.seam_error(pred.depth, pred.boxes, off, valid)
+        out["seam_uniform"] = M.seam_error(pred.uniform, pred.uniform_boxes, off, valid)
+    sky = gt > VALID_MAX  # the generator's far depth: sky and beyond range
+    if f["layout"] == "street" and sky.any():
+        out["sky_far"] = float(np.mean(pred.invalid[sky])) if pred.invalid is not None else float("nan")
+    out["min_depth"] = float(pred.depth.min())
+    return out
+
+
+# ---------------------------------------------------------------- output
+
+def write_pngs(out: Path, res: str, f: dict, preds: dict[str, Prediction]) -> None:
+    from PIL import Image, ImageDraw
+
+    from edgedepth import metrics as M
+    from edgedepth.depth_io import colorize, colorize_depth, write_image
+
+    gt = f["depth"]
+    valid = (gt > 0) & (gt <= VALID_MAX) & f["reliable"]
+    lo, hi = float(np.percentile(gt[valid], 2)), float(np.percentile(gt[valid], 98))
+    folder = out / "png" / f"{res}_{f['name']}"
+    write_image(folder / "image.png", f["image"])
+    write_image(folder / "gt.png", colorize_depth(np.where(valid, gt, 0), lo, hi))
+    tiles = {"image": f["image"], "ground truth": colorize_depth(np.where(valid, gt, 0), lo, hi)}
+    for name, pred in preds.items():
+        slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+        d = np.clip(pred.depth, 1e-3, None)
+        write_image(folder / f"{slug}_depth.png", colorize_depth(d, lo, hi))
+        err = np.where(valid, np.abs(d - gt) / np.where(valid, gt, 1), 0)
+        write_image(folder / f"{slug}_error.png", colorize(err, 0.0, 0.25, invalid=~valid))
+        tiles[name] = colorize_depth(d, lo, hi)
+    # Zoomed edge crop: the window (1/6 of the frame height) holding the most ground-truth edges.
+    edges = M.depth_edges(gt, valid)
+    h, w = gt.shape
+    c = h // 6
+    counts = np.add.reduceat(np.add.reduceat(edges.astype(np.int64), np.arange(0, h, c), 0), np.arange(0, w, c), 1)
+    r, k = np.unravel_index(np.argmax(counts), counts.shape)
+    y0, x0 = min(r * c, h - c), min(k * c, w - c)
+    crops = [(name, np.asarray(img)[y0:y0 + c, x0:x0 + c]) for name, img in tiles.items()]
+    side = 256
+    sheet = Image.new("RGB", (side * len(crops), side + 20), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (name, crop) in enumerate(crops):
+        sheet.paste(Image.fromarray(crop).resize((side, side), Image.NEAREST), (i * side, 20))
+        draw.text((i * side + 4, 4), name[:40], fill="black")
+    write_image(folder / "edge_crops.png", np.asarray(sheet))
+
+
+def table(results: dict, methods: list[Method]) -> str:
+    def fmt(v, key):
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return "—"
+        return f"{v:.4f}" if key not in ("rmse", "see") else f"{v:.3f}"
+
+    lines = []
+    for res, per_method in results["mean"].items():
+        n = results["frames"][res]
+        lines += [f"### {res} ({n} held-out frames)", "",
+                  "| method | " + " | ".join(HEADERS[k] for k in COLUMNS) + " | sky far |",
+                  "|---|" + "---|" * (len(COLUMNS) + 1)]
+        for m in methods:
+            row = per_method.get(m.name, {})
+            cells = [fmt(row.get(k), k) for k in COLUMNS] + [fmt(row.get("sky_far"), "sky_far")]
+            lines.append(f"| {m.name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("*SEE rewards blur when a low-resolution map is upsampled bilinearly (ground truth shrunk to "
+                 "the coarse size scores a better SEE than at tile size): reported, not steered by. "
+                 "bF1 tolerance: 4 px at 1080p, scaled with the frame height. sky far: share of sky pixels "
+                 "(street frames) output beyond the 80 m range or flagged invalid.")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+
+
+def _named(values: list[str], flag: str) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"{flag} takes NAME=PATH, got {v!r}")
+        out.append((name, path))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--refiner", action="append", default=[], metavar="NAME=CHECKPOINT",
+                    help="a trained checkpoint folder (coarse + refiner), run in torch through the runtime's tiling")
+    ap.add_argument("--bundle", action="append", default=[], metavar="NAME=BUNDLE[:PRECISION]",
+                    help="a bundle run by edgedepth.Runtime on onnxruntime (default precision fp32)")
+    ap.add_argument("--oracle", action="append", default=[], metavar="NAME=CHECKPOINT",
+                    help="a -dg refiner trained on oracle coarse maps (data.oracle_coarse)")
+    ap.add_argument("--coarse", default=None, help="checkpoint whose coarse model makes the coarse rows "
+                                                   "(default: the first --refiner's, else the first --bundle's)")
+    ap.add_argument("--frames", default="1080p:8,4K:4", help="held-out frames per resolution (default 1080p:8,4K:4)")
+    ap.add_argument("--data", default="out/bench_data", help="where held-out frames are rendered once")
+    ap.add_argument("--out", default="out/bench_accuracy")
+    ap.add_argument("--png-frames", type=int, default=2, help="frames per resolution written as PNGs")
+    ap.add_argument("--no-seams", action="store_true",
+                    help="skip the non-overlapping rerun of every refiner (the seam columns)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    counts = {}
+    for item in args.frames.split(","):
+        res, _, n = item.partition(":")
+        if res not in HELDOUT or not n.isdigit():
+            raise SystemExit(f"--frames: expected e.g. 1080p:8,4K:4, got {args.frames!r}")
+        counts[res] = int(n)
+    out, data = Path(args.out), Path(args.data)
+    frames = heldout_frames(data, counts)
+
+    methods: list[Method] = []
+    refiners = []
+    for name, path in _named(args.refiner, "--refiner"):
+        m, models = refiner_method(name, path, seams=not args.no_seams)
+        methods.append(m)
+        refiners.append(models)
+    for name, path in _named(args.bundle, "--bundle"):
+        methods.append(bundle_method(name, path))
+    oracles = []
+    for name, path in _named(args.oracle, "--oracle"):
+        m, models = refiner_method(name, path, oracle=True, seams=not args.no_seams)
+        oracles.append(m)
+        refiners.append(models)
+    if args.coarse:
+        from edgedepth.train.checkpoint import load_models
+
+        coarse = load_models(args.coarse)[0]
+    elif refiners:
+        coarse = refiners[0][0]
+    else:
+        raise SystemExit("give at least one --refiner or --coarse checkpoint (the coarse rows need a torch coarse model)")
+    from edgedepth.train.shards import ShardFrames, render_shards
+
+    tune_src = ShardFrames([render_shards(data / "tune_1080p_2", 2, HELDOUT["1080p"][1], seed=TUNE_STREAM, shard_size=2)])
+    tune = [_with_layout(tune_src.frame(i), TUNE_STREAM) for i in range(2)]
+    base = coarse_methods(coarse, tune)
+    _, ref_refiner, ref_tiling = refiners[0] if refiners else (None, None, None)
+    ceilings = []
+    if ref_refiner is not None:
+        ceilings = ceiling_methods(tuple(coarse.input_size), tuple(ref_refiner.tile_size), ref_tiling)
+    ordered = base + methods + ceilings[:1] + oracles + ceilings[1:]
+
+    per_frame: dict[str, dict[str, list]] = {}
+    for res, fs in frames.items():
+        tol = max(1, round(4 * HELDOUT[res][1][0] / 1080))
+        per_frame[res] = {m.name: [] for m in ordered}
+        for i, f in enumerate(fs):
+            from edgedepth import metrics as M
+
+            valid = (f["depth"] > 0) & (f["depth"] <= VALID_MAX) & f["reliable"]
+            gt_edges = M.depth_edges(f["depth"], valid)
+            preds = {}
+            for m in ordered:
+                t0 = time.perf_counter()
+                pred = m.predict(f)
+                scores = score(pred, f, gt_edges, tol)
+                scores["seconds"] = time.perf_counter() - t0
+                per_frame[res][m.name].append({"frame": f["name"], **scores})
+                preds[m.name] = pred
+                print(f"{res} {f['name']:>26} {m.name:<36} AbsRel {scores['abs_rel']:.4f}  RMSE {scores['rmse']:.3f}"
+                      f"  edge {scores['edge_absrel']:.4f}  bF1 {scores['b_f1']:.3f}", flush=True)
+            if i < args.png_frames:
+                write_pngs(out, res, f, preds)
+    mean = {res: {name: {k: float(np.nanmean([r[k] for r in rows])) if any(k in r for r in rows) else None
+                         for k in {kk for r in rows for kk in r if kk != "frame"}}
+                  for name, rows in per.items()} for res, per in per_frame.items()}
+    results = {"machine": machine(), "frames": {r: len(v) for r, v in frames.items()},
+               "heldout_streams": {r: HELDOUT[r][0] for r in frames}, "methods": [
+                   {"name": m.name, "kind": m.kind, **m.info} for m in ordered],
+               "mean": mean, "per_frame": per_frame}
+    from edgedepth.atomic import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "figures.json", json.dumps(results, indent=2, default=float))
+    md = table(results, ordered)
+    atomic_write_text(out / "table.md", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

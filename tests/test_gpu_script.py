@@ -1,0 +1,42 @@
+"""scripts/train_default_gpu.sh on its CPU path with tiny budgets (EDGEDEPTH_TINY=1): it renders,
+trains all three stages, exports, and leaves a bundle that runs plus curves in OUT_DIR, within the
+device tool's limits on what comes back (at most 8 files, none over 16 MiB)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_training_script_cpu_path(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxsim")
+    out = tmp_path / "out"
+    env = {**os.environ, "EDGEDEPTH_TINY": "1", "EDGEDEPTH_DATA": str(tmp_path / "data"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "train_default_gpu.sh"), str(out)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:] + (out / "train.log").read_text()[-3000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["checkpoint.tar", "curves.json", "curves.png", "default.edgedepth.tar", "summary.json",
+                     "train.log"]
+    assert all(p.stat().st_size < 16 * 2**20 for p in out.iterdir())
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(summary[s]["steps"] > 0 for s in ("coarse", "noisy", "refiner"))
+    assert summary["refiner"]["tiles_seen"] > 0 and "absrel" in " ".join(summary["refiner"]["val"])
+    with tarfile.open(out / "default.edgedepth.tar") as tar:
+        tar.extractall(tmp_path, filter="data")
+    from edgedepth import Runtime
+
+    result = Runtime(tmp_path / "default.edgedepth", backend="onnxruntime").predict(
+        np.random.default_rng(0).integers(0, 256, (288, 512, 3), dtype=np.uint8))
+    assert result.depth.shape == (288, 512) and np.isfinite(result.depth).all()
