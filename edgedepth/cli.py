@@ -44,11 +44,53 @@ def _module(name: str):
         raise
 
 
+# command -> example command lines, shown under its --help (tests parse every one; docs/guide.md runs them).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "predict": (
+        "edgedepth predict edgedepth/assets/sample.png --out out",
+        "edgedepth predict drive.mp4 --vmin 1 --vmax 60 --out out",
+        "edgedepth predict --camera 0 --max-frames 300 --outputs video --out camera",
+        "edgedepth predict rtsp://192.168.1.20:8554/front --fx 1400 --out front",
+        "edgedepth predict --bag run1 --topic /camera/image_raw --out-bag run1_depth --pointcloud",
+    ),
+    "info": ("edgedepth info", "edgedepth info --json"),
+    "eval": (
+        "edgedepth eval folder mydata --split val --bundle my.edgedepth --out eval_out",
+        "edgedepth eval folder mydata --split val --pred predictions/ --align scale_shift",
+    ),
+    "scenes": (
+        "edgedepth scenes mydata/train --count 64 --size 640x360",
+        "edgedepth scenes mydata/val --count 8 --size 640x360 --seed 1 --sensor lidar",
+    ),
+    "train-data": (
+        "edgedepth train-data data/train1080 --count 640 --size 1920x1080",
+        "edgedepth train-data data/val1080 --count 8 --size 1920x1080 --seed 1000",
+    ),
+    "train": (
+        "edgedepth train configs/default-coarse.yaml",
+        "edgedepth train configs/default-coarse.yaml --set data.source=folder --set data.root=mydata --check",
+        "edgedepth train configs/distill-real.yaml --out runs/my-distill",
+    ),
+    "export": (
+        "edgedepth export runs/default-refiner/final --out my.edgedepth",
+        "edgedepth export runs/default-refiner/final --targets onnx,openvino,torch --precision fp32,int8 "
+        "--calib folder:mydata/train --out my.edgedepth",
+    ),
+}
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgedepth", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="edgedepth", description=__doc__.splitlines()[0],
+                                     epilog="run `edgedepth COMMAND --help` for a command's options and examples; "
+                                            "`python -m edgedepth` is the same program")
+    parser.add_argument("--version", action="version", version=f"edgedepth {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        examples = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=examples,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         # Only the invoked command's module is imported (its arguments are needed to parse).
         if name in argv:
             _module(name).add_arguments(p)

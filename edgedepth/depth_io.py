@@ -8,13 +8,16 @@ in metres, or PFM (Middlebury/ETH3D disparity). Every writer writes through
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from .atomic import PathLike, atomic_path
 
-#: metres per unit of a 16-bit depth PNG written by :func:`write_depth_png`.
+#: metres per unit of a 16-bit depth PNG written by :func:`write_depth_png` unless told otherwise.
 DEPTH_PNG_UNIT = 1e-3
+#: the PNG tEXt key holding that unit (metres, as a decimal number).
+PNG_UNIT_KEY = "edgedepth.unit_m"
 
 
 def _pil():
@@ -88,14 +91,21 @@ def _format(path: PathLike) -> str:
     )
 
 
-def write_png16(path: PathLike, values: np.ndarray) -> None:
-    """Write HW uint16 values as a 16-bit grey PNG."""
+def write_png16(path: PathLike, values: np.ndarray, text: Optional[dict[str, str]] = None) -> None:
+    """Write HW uint16 values as a 16-bit grey PNG (``text``: key/value tEXt chunks to carry along)."""
     values = np.asarray(values)
     if values.dtype != np.uint16 or values.ndim != 2:
         raise ValueError(f"values must be HxW uint16, got {values.shape} {values.dtype}")
     Image = _pil()
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
     with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(values)).save(tmp, format="PNG")
+        Image.fromarray(np.ascontiguousarray(values)).save(tmp, format="PNG", pnginfo=info)
 
 
 def depth_to_png16(depth: np.ndarray, unit: float = DEPTH_PNG_UNIT) -> tuple[np.ndarray, int]:
@@ -109,23 +119,44 @@ def depth_to_png16(depth: np.ndarray, unit: float = DEPTH_PNG_UNIT) -> tuple[np.
     return q.astype(np.uint16), int(too_far.sum())
 
 
-def write_depth_png(path: PathLike, depth: np.ndarray, unit: float = DEPTH_PNG_UNIT) -> int:
-    """Write HW float depth in metres as a 16-bit PNG of ``unit`` metres (default millimetres).
-    Pixels beyond 65535 units are written as 0 (invalid) with a warning; returns their count."""
+def write_depth_png(path: PathLike, depth: np.ndarray, unit: float = DEPTH_PNG_UNIT, *, warn: bool = True) -> int:
+    """Write HW float depth in metres as a 16-bit PNG of ``unit`` metres (default millimetres); the
+    unit is recorded in the file (tEXt ``edgedepth.unit_m``), which :func:`read_depth_png` reads.
+    Pixels beyond 65535 units are written as 0 (invalid), with a warning unless ``warn=False`` (a
+    caller that reports them itself); returns their count."""
+    if not (np.isfinite(unit) and unit > 0):
+        raise ValueError(f"unit must be > 0 metres, got {unit}")
     values, dropped = depth_to_png16(depth, unit)
-    if dropped:
+    if dropped and warn:
         import warnings
 
         warnings.warn(f"{path}: {dropped} pixels beyond {65535 * unit:g} m do not fit a 16-bit PNG "
                       f"of {unit:g} m units and were written as 0 (invalid); use .npy to keep them",
                       stacklevel=2)
-    write_png16(path, values)
+    write_png16(path, values, text={PNG_UNIT_KEY: repr(float(unit))})
     return dropped
 
 
-def read_depth_png(path: PathLike, unit: float = DEPTH_PNG_UNIT) -> np.ndarray:
-    """Read a 16-bit depth PNG as HW float32 metres (raw value x ``unit``; 0 stays 0 = invalid)."""
-    return read_png16(path).astype(np.float32) * np.float32(unit)
+def read_depth_png(path: PathLike, unit: Optional[float] = None) -> np.ndarray:
+    """Read a 16-bit depth PNG as HW float32 metres (raw value x ``unit``; 0 stays 0 = invalid).
+    ``unit`` None: the unit the file records (:func:`write_depth_png`), else millimetres."""
+    values = read_png16(path)
+    if unit is None:
+        unit = png_depth_unit(path)
+    return values.astype(np.float32) * np.float32(unit)
+
+
+def png_depth_unit(path: PathLike) -> float:
+    """Metres per unit a 16-bit depth PNG records (``edgedepth.unit_m``); millimetres when it records none."""
+    with _open(path) as img:
+        recorded = img.info.get(PNG_UNIT_KEY)
+    try:
+        unit = float(recorded) if recorded is not None else DEPTH_PNG_UNIT
+    except ValueError:
+        raise ValueError(f"{path}: {PNG_UNIT_KEY} is {recorded!r}, not a number of metres") from None
+    if not (np.isfinite(unit) and unit > 0):
+        raise ValueError(f"{path}: {PNG_UNIT_KEY} must be > 0 metres, got {recorded!r}")
+    return unit
 
 
 def write_npy(path: PathLike, array: np.ndarray) -> None:
@@ -146,8 +177,9 @@ def read_npy(path: PathLike) -> np.ndarray:
         raise ValueError(f"cannot read array file {path}: {err}") from err
 
 
-def read_depth(path: PathLike, unit: float = DEPTH_PNG_UNIT) -> np.ndarray:
-    """Read HW float32 metres from ``.npy`` (metres) or a 16-bit ``.png`` (``unit`` metres)."""
+def read_depth(path: PathLike, unit: Optional[float] = None) -> np.ndarray:
+    """Read HW float32 metres from ``.npy`` (metres) or a 16-bit ``.png`` (``unit`` metres; None: the
+    unit the file records, else millimetres)."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
         arr = read_npy(path)
@@ -259,7 +291,8 @@ def colorize(values: np.ndarray, vmin: float, vmax: float, invalid: np.ndarray |
 def colorize_depth(depth: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
     """Colourise HW metres as HWx3 uint8 RGB: near = red, far = blue, by inverse depth
     (so near structure gets most of the colour range); depth <= 0 or non-finite is black.
-    ``vmin``/``vmax`` in metres default to the 2nd/98th percentile of the valid depth."""
+    ``vmin``/``vmax`` in metres default to the 2nd/98th percentile of the valid depth; pass both to
+    keep the colours of a sequence comparable (:func:`depth_legend` draws their key)."""
     depth = as_depth_map(depth, "depth").astype(np.float32)
     valid = np.isfinite(depth) & (depth > 0)
     if not valid.any():
@@ -271,6 +304,57 @@ def colorize_depth(depth: np.ndarray, vmin: float | None = None, vmax: float | N
     inv = np.zeros_like(depth)
     inv[valid] = 1.0 / depth[valid]
     return colorize(inv, 1.0 / hi, 1.0 / lo if lo < hi else 1.0 / lo + 1e-6, invalid=~valid)
+
+
+def check_depth_range(vmin: float, vmax: float) -> None:
+    """ValueError unless 0 < vmin < vmax, both finite (metres): a fixed colour range."""
+    if not (np.isfinite(vmin) and np.isfinite(vmax) and 0 < vmin < vmax):
+        raise ValueError(f"the colour range must satisfy 0 < vmin < vmax metres, got vmin={vmin} vmax={vmax}")
+
+
+def _ticks(vmin: float, vmax: float) -> list[float]:
+    """Round depths (1, 2, 5 x 10^k metres) inside [vmin, vmax], the ends included."""
+    inside = [m * 10.0 ** e for e in range(-2, 4) for m in (1, 2, 5) if vmin < m * 10.0 ** e < vmax]
+    return [vmin, *inside, vmax]
+
+
+def depth_legend(width: int, vmin: float, vmax: float) -> np.ndarray:
+    """The key of :func:`colorize_depth` over [vmin, vmax] metres: an (h, width, 3) uint8 RGB strip, a
+    colour bar from vmin (left, red) to vmax (right, blue) on the same inverse-depth scale, with tick
+    labels in metres below it."""
+    from PIL import ImageDraw, ImageFont
+
+    check_depth_range(vmin, vmax)
+    if width < 8:
+        raise ValueError(f"a legend needs a width of >= 8 pixels, got {width}")
+    # Text in proportion to the frame, so it stays legible under a 4K video (Pillow >= 10.1 scales
+    # its default font; older ones draw their 11 px bitmap font).
+    size = max(11, width // 64)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:
+        font = ImageFont.load_default()
+    bar_h = max(8, width // 80)
+    text_h = int(font.getbbox("0123456789 m")[3]) + 2
+    x = (np.arange(width) + 0.5) / width
+    inv = 1.0 / vmin + x * (1.0 / vmax - 1.0 / vmin)  # the colour scale is linear in inverse depth
+    strip = np.zeros((bar_h + text_h + 6, width, 3), np.uint8)
+    strip[2 : 2 + bar_h] = colorize_depth(np.broadcast_to(1.0 / inv, (bar_h, width)).astype(np.float32), vmin, vmax)
+    img = _pil().fromarray(strip)
+    draw = ImageDraw.Draw(img)
+    taken: list[tuple[int, int]] = []  # label spans drawn so far: the ends first, then what fits
+    ticks = _ticks(vmin, vmax)
+    for depth in [ticks[0], ticks[-1], *ticks[1:-1]]:
+        label = f"{depth:g} m"
+        pos = (1.0 / depth - 1.0 / vmin) / (1.0 / vmax - 1.0 / vmin) * (width - 1)
+        span = int(draw.textlength(label, font=font)) + 1
+        left = int(min(max(pos - span / 2, 0), width - span))
+        if any(left < end + 4 and start < left + span + 4 for start, end in taken):
+            continue
+        taken.append((left, left + span))
+        draw.line([(int(pos), 2 + bar_h), (int(pos), 4 + bar_h)], fill=(255, 255, 255))
+        draw.text((left, 4 + bar_h), label, fill=(255, 255, 255), font=font)
+    return np.asarray(img).copy()
 
 
 def write_colorized_depth(path: PathLike, depth: np.ndarray, vmin: float | None = None,

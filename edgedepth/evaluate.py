@@ -44,7 +44,7 @@ def evaluate(predict_fn: PredictFn, dataset: Sequence[Sample], out_dir=None, *, 
         raise ValueError("evaluate needs at least one sample (empty data set or limit < 1)")
     out = Path(out_dir) if out_dir is not None else None
     per_sample = []
-    for i in tqdm(range(n), desc=desc, unit="frame", disable=not progress):
+    for i in tqdm(range(n), desc=desc, unit="frame", disable=None if progress else True):  # quiet in logs
         sample = dataset[i]
         t0 = time.perf_counter()
         pred = predict_fn(sample)
@@ -208,14 +208,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="eval_out", help="output folder (default eval_out)")
     parser.add_argument("--align", choices=M.ALIGN_MODES, default=None,
                         help="least-squares alignment for relative-depth models")
-    parser.add_argument("--min-depth", type=float, default=M.MIN_DEPTH)
-    parser.add_argument("--max-depth", type=float, default=M.MAX_DEPTH)
+    parser.add_argument("--min-depth", type=float, default=M.MIN_DEPTH,
+                        help=f"score only ground truth deeper than this, metres (default {M.MIN_DEPTH:g})")
+    parser.add_argument("--max-depth", type=float, default=M.MAX_DEPTH,
+                        help=f"score only ground truth nearer than this, metres (default {M.MAX_DEPTH:g}); predictions "
+                             "are clamped to [min, max] before scoring")
     parser.add_argument("--focal-baseline", type=float, default=None,
                         help="fx x baseline (px m) for SEE's disparity edges; default: depth-ratio edges")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
     parser.add_argument("--png", type=int, default=4, help="write PNGs for the first N samples (default 4)")
     parser.add_argument("--no-boundary", action="store_true", help="skip boundary F1 and ORD (faster)")
-    parser.add_argument("--backend", default="auto", help="runtime backend for --bundle")
+    parser.add_argument("--backend", default="auto",
+                        help="runtime backend for --bundle: auto, onnxruntime, openvino, tensorrt, coreml or torch")
     parser.add_argument("--tiles", type=tile_grid, default=None, help="tile grid RxC (bundle/checkpoint)")
 
 

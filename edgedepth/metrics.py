@@ -11,7 +11,8 @@ Pointwise metrics take 1-D arrays of valid pixels (metres, > 0):
 ``rmse`` sqrt mean (p-g)^2; ``rmse_log`` sqrt mean (ln p - ln g)^2; ``log10`` mean |log10 p - log10 g|;
 ``silog`` 100 sqrt(mean e^2 - (mean e)^2), e = ln p - ln g.
 Map metrics (HW arrays): :func:`soft_edge_error`, :func:`boundary_prf`, :func:`si_boundary_f1`,
-:func:`ordinal_error`; tile metric: :func:`consistency_error`.
+:func:`ordinal_error`; tile metric: :func:`consistency_error`; video metrics: :func:`temporal_flicker`,
+:func:`sequence_flicker`.
 """
 from __future__ import annotations
 
@@ -424,6 +425,93 @@ def consistency_error(tiles: Sequence[np.ndarray], boxes) -> float:
             diff += np.abs(da - db)[ok].sum()
             total += ((da + db) / 2)[ok].sum()
     return float(diff / total) if total > 0 else float("nan")
+
+
+# ----------------------------------------------------------------------------- two frames
+
+
+def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HW ``image`` sampled at column ``u``, row ``v`` (float pixel centres); returns (values, True where
+    the point lies inside the image and all four neighbours are > 0)."""
+    h, w = image.shape
+    inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    x0 = np.clip(np.floor(u), 0, max(w - 2, 0)).astype(np.int64)
+    y0 = np.clip(np.floor(v), 0, max(h - 2, 0)).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = np.clip(u - x0, 0, 1), np.clip(v - y0, 0, 1)
+    a, b, c, d = image[y0, x0], image[y0, x1], image[y1, x0], image[y1, x1]
+    values = (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
+    return values, inside & (a > 0) & (b > 0) & (c > 0) & (d > 0)
+
+
+def temporal_flicker(pred: np.ndarray, pred_prev: np.ndarray, gt: np.ndarray, gt_prev: np.ndarray,
+                     intrinsics: np.ndarray, pose: np.ndarray, pose_prev: np.ndarray, *,
+                     static: Optional[np.ndarray] = None, static_prev: Optional[np.ndarray] = None,
+                     tolerance: float = 0.01) -> float:
+    """Flicker between two consecutive frames: how much the depth error changes from frame t-1 to frame
+    t on the same static surface point, after removing the camera's motion with ground-truth poses.
+
+        flicker = mean over pixels p of | ln(pred(p) / gt(p)) - ln(pred_prev(p') / z') |
+
+    where the surface point X seen at pixel p of frame t (ground-truth depth ``gt``) lies at pixel p'
+    with depth z' in frame t-1 (``pred_prev`` sampled bilinearly there). A constant error (bias)
+    scores 0; a prediction that changes while the world does not scores its relative change (0.01 =
+    1 %). Pixels count where p' is inside frame t-1 and X is visible there (``gt_prev`` at p' within
+    ``tolerance`` of z': not occluded, not on a depth edge), both predictions and ground truths are
+    > 0, and ``static``/``static_prev`` (HW bool; None = everything) mark it static in both frames.
+
+    All maps HW in metres (same size); ``intrinsics`` 3x3 pixels of both frames; ``pose``,
+    ``pose_prev`` 4x4 camera-to-world. NaN when no pixel qualifies."""
+    pred, pred_prev = as_depth_map(pred, "pred"), as_depth_map(pred_prev, "pred_prev")
+    gt, gt_prev = as_depth_map(gt, "gt"), as_depth_map(gt_prev, "gt_prev")
+    if not pred.shape == pred_prev.shape == gt.shape == gt_prev.shape:
+        raise ValueError(f"pred, pred_prev, gt, gt_prev must share one shape, got {pred.shape}, {pred_prev.shape}, "
+                         f"{gt.shape}, {gt_prev.shape}")
+    k = np.asarray(intrinsics, np.float64)
+    t1, t0 = np.asarray(pose, np.float64), np.asarray(pose_prev, np.float64)
+    if k.shape != (3, 3) or t1.shape != (4, 4) or t0.shape != (4, 4):
+        raise ValueError(f"intrinsics must be 3x3 and poses 4x4, got {k.shape}, {t1.shape}, {t0.shape}")
+    keep = np.isfinite(gt) & (gt > 0) & np.isfinite(pred) & (pred > 0)
+    if static is not None:
+        keep &= np.asarray(static, bool)
+    rows, cols = np.nonzero(keep)
+    z = gt[rows, cols].astype(np.float64)
+    cam = np.stack([(cols - k[0, 2]) / k[0, 0] * z, (rows - k[1, 2]) / k[1, 1] * z, z])
+    rel = np.linalg.inv(t0) @ t1  # camera t -> camera t-1
+    prev = rel[:3, :3] @ cam + rel[:3, 3:4]
+    zp = prev[2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = k[0, 0] * prev[0] / zp + k[0, 2]
+        v = k[1, 1] * prev[1] / zp + k[1, 2]
+    ok = zp > 0
+    u, v = np.where(ok, u, -1.0), np.where(ok, v, -1.0)
+    g_prev, g_ok = _bilinear(np.nan_to_num(gt_prev.astype(np.float64)), u, v)
+    p_prev, p_ok = _bilinear(np.nan_to_num(pred_prev.astype(np.float64)), u, v)
+    ok &= g_ok & p_ok & (np.abs(g_prev - zp) <= tolerance * zp)
+    if static_prev is not None:
+        sp = np.asarray(static_prev, bool)
+        ok &= sp[np.clip(np.rint(v), 0, gt.shape[0] - 1).astype(np.int64),
+                 np.clip(np.rint(u), 0, gt.shape[1] - 1).astype(np.int64)]
+    if not ok.any():
+        return float("nan")
+    now = np.log(pred[rows, cols][ok] / z[ok])
+    before = np.log(p_prev[ok] / zp[ok])
+    return float(np.mean(np.abs(now - before)))
+
+
+def sequence_flicker(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], intrinsics: np.ndarray,
+                     poses: Sequence[np.ndarray], static: Optional[Sequence[np.ndarray]] = None) -> float:
+    """Mean :func:`temporal_flicker` over the consecutive frame pairs of a video (NaN pairs skipped):
+    ``preds``/``gts`` HW metres per frame, one 3x3 ``intrinsics``, 4x4 camera-to-world ``poses``,
+    optional HW bool ``static`` masks per frame."""
+    if not len(preds) == len(gts) == len(poses) >= 2 or (static is not None and len(static) != len(preds)):
+        raise ValueError(f"need >= 2 frames and as many predictions, ground truths, poses (and static masks), got "
+                         f"{len(preds)}, {len(gts)}, {len(poses)}" + ("" if static is None else f", {len(static)}"))
+    pairs = [temporal_flicker(preds[i], preds[i - 1], gts[i], gts[i - 1], intrinsics, poses[i], poses[i - 1],
+                              static=None if static is None else static[i],
+                              static_prev=None if static is None else static[i - 1])
+             for i in range(1, len(preds))]
+    return float(np.nanmean(pairs)) if np.isfinite(pairs).any() else float("nan")
 
 
 # ----------------------------------------------------------------------------- one frame

@@ -23,9 +23,12 @@ from . import __version__
 from .backends import PRECISIONS, Backend, select_backend
 from .bundle import Bundle, open_bundle
 from .manifest import FX_RATIO_RANGE
+from .stabilizer import Stabilizer, StabilizerConfig
 from .streaming import pipeline
 
 STAGES = ("preprocess", "coarse", "crop", "refine", "stitch")
+#: What an array frame holds: ``color=`` of predict/stream. Never guessed (DESIGN.md, Conventions).
+COLORS = ("rgb", "bgr", "gray")
 # Bytes per frame pixel the runtime holds at once (see Runtime.frame_bytes): the RGB frame (3), the
 # stitch accumulators (value + weight, float64 in the reference engine: 16), the output (4) and the
 # validity masks finish() builds (3 bool planes).
@@ -70,6 +73,7 @@ class _Front:
     fx_scale: float
     timings: dict[str, float] = field(default_factory=dict)
     returns_tensor: bool = False
+    intrinsics: Any = None
 
 
 def _is_torch_tensor(x: Any) -> bool:
@@ -236,6 +240,10 @@ class Runtime:
         self.backend_name = cls.name
         self.device = self._resolve_device(cls, device)
         self.precision = self._resolve_precision(cls, precision)
+        if not formats.intersection(cls.formats):
+            raise ValueError(f"bundle {self.bundle.path} holds no {' or '.join(cls.formats)} model, which the {cls.name} "
+                             f"backend runs (it holds {', '.join(sorted(formats))}): export one with `edgedepth export "
+                             f"CHECKPOINT --targets {cls.formats[0]} --out NAME.edgedepth`, or choose another backend")
         cache = Path(cache_dir) if cache_dir is not None else None
         kwargs = dict(device=self.device, threads=threads, cache_dir=cache)
         from .tiling import Tiling
@@ -348,11 +356,15 @@ class Runtime:
                                      f"has shape {list(got)} but the manifest declares {list(want)}")
 
     # --- input handling ---------------------------------------------------------------------------
-    def _frame(self, image: Any) -> tuple[Any, bool]:
+    def _frame(self, image: Any, color: str = "rgb") -> tuple[Any, bool]:
         """Validated HWC uint8 RGB frame (numpy, or a torch tensor for device backends). The memory
         budget is checked on the shape, before the frame is decoded or converted."""
         device_backend = isinstance(self.ops, _TorchOps)
+        if color not in COLORS:
+            raise ValueError(f"color must be one of {', '.join(map(repr, COLORS))}, got {color!r}")
         if isinstance(image, (str, Path)):
+            if color != "rgb":
+                raise ValueError(f"color={color!r} describes an array; image files are always decoded to RGB")
             from .depth_io import read_image
 
             # Refused from the header, before decoding: at least _BYTES_PER_PIXEL per pixel is needed.
@@ -363,26 +375,45 @@ class Runtime:
                 import torch
 
                 t = image if _is_torch_tensor(image) else torch.from_dlpack(image)  # zero-copy
-                self._check_array(tuple(t.shape), str(t.dtype).replace("torch.", ""), "image")
+                self._check_array(tuple(t.shape), str(t.dtype).replace("torch.", ""), "image", color)
                 self._check_budget(int(t.shape[0]), int(t.shape[1]), t.element_size())
                 if t.dtype.is_floating_point:
                     t = self._float_to_uint8_torch(t)
+                if color == "bgr":
+                    t = t.flip(-1)
+                elif color == "gray":
+                    t = t.reshape(t.shape[0], t.shape[1], 1).expand(-1, -1, 3).contiguous()
                 return t, True
             host = image.get() if _is_cupy_array(image) else image.detach().cpu().numpy()
             image = np.asarray(host)
         if not isinstance(image, np.ndarray):
             raise TypeError(f"image must be a HWC uint8 RGB numpy array, an image path or a torch/CuPy tensor, "
                             f"got {type(image).__name__}")
-        self._check_array(image.shape, image.dtype.name, "image")
+        self._check_array(image.shape, image.dtype.name, "image", color)
         self._check_budget(image.shape[0], image.shape[1], image.dtype.itemsize)
         if image.dtype != np.uint8:
             image = self._float_to_uint8(image)
-        return image, False
+        return self._to_rgb(image, color), False
 
     @staticmethod
-    def _check_array(shape: tuple, dtype: str, name: str) -> None:
-        if len(shape) != 3 or shape[2] != 3:
-            raise ValueError(f"{name} must be HWC RGB with shape (H, W, 3), got shape {tuple(shape)}")
+    def _to_rgb(image: np.ndarray, color: str) -> np.ndarray:
+        """HxWx3 RGB from a checked frame of ``color`` (the only place channel order is decided)."""
+        if color == "bgr":
+            return np.ascontiguousarray(image[..., ::-1])
+        if color == "gray":
+            return np.ascontiguousarray(np.broadcast_to(image.reshape(image.shape[0], image.shape[1], 1),
+                                                        (image.shape[0], image.shape[1], 3)))
+        return image
+
+    @staticmethod
+    def _check_array(shape: tuple, dtype: str, name: str, color: str = "rgb") -> None:
+        if color == "gray":
+            if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 1)):
+                raise ValueError(f"{name} with color='gray' must have shape (H, W) or (H, W, 1), got shape {tuple(shape)}")
+        elif len(shape) != 3 or shape[2] != 3:
+            single = len(shape) == 2 or (len(shape) == 3 and shape[2] == 1)
+            hint = " (pass color='gray' for a single-channel frame)" if single else ""
+            raise ValueError(f"{name} must be HWC {color.upper()} with shape (H, W, 3), got shape {tuple(shape)}{hint}")
         if shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"{name} is empty: shape {tuple(shape)}")
         if dtype not in ("uint8", "float32", "float64", "float16"):
@@ -488,10 +519,10 @@ class Runtime:
                               "frame px per refiner px.", RuntimeWarning, stacklevel=3)
         return grid
 
-    def _front(self, item: tuple[Any, Any]) -> _Front:
-        image, intrinsics = item
+    def _front(self, item: tuple[Any, Any, str]) -> _Front:
+        image, intrinsics, color = item
         t0 = time.perf_counter()
-        frame, is_tensor = self._frame(image)
+        frame, is_tensor = self._frame(image, color)
         height, width = int(frame.shape[0]), int(frame.shape[1])
         scale = self._fx_scale(intrinsics, width)
         if isinstance(self.ops, _TorchOps):
@@ -503,7 +534,7 @@ class Runtime:
         self._check_coarse_outputs(out)
         t2 = time.perf_counter()
         return _Front(frame, height, width, out.pop("depth"), out, scale,
-                      {"preprocess": (t1 - t0) * 1e3, "coarse": (t2 - t1) * 1e3}, is_tensor)
+                      {"preprocess": (t1 - t0) * 1e3, "coarse": (t2 - t1) * 1e3}, is_tensor, intrinsics)
 
     def _back(self, f: _Front) -> DepthResult:
         ops = self.ops
@@ -564,25 +595,76 @@ class Runtime:
         return self.ops.concat(reps)
 
     # --- public API -------------------------------------------------------------------------------
-    def predict(self, image: Any, intrinsics: Any = None) -> DepthResult:
+    def predict(self, image: Any, intrinsics: Any = None, color: str = "rgb") -> DepthResult:
         """Depth of one frame.
 
-        image: HWC uint8 RGB numpy array (float in [0, 1] accepted), an image path, or a torch/CuPy
-            tensor (on the GPU: zero-copy through DLPack with the torch and tensorrt backends).
+        image: HWC uint8 numpy array (float in [0, 1] accepted) whose channels ``color`` names, an
+            image path (decoded to RGB), or a torch/CuPy tensor (on the GPU: zero-copy through
+            DLPack with the torch and tensorrt backends).
         intrinsics: optional 3x3 camera matrix or fx, in pixels of this image; rescales metric depth
             by (fx / width) / bundle camera fx_norm.
+        color: what an array holds: "rgb" (H, W, 3; the default), "bgr" (H, W, 3 as OpenCV's
+            ``cv2.imread`` / ``VideoCapture.read`` return it) or "gray" (H, W) or (H, W, 1), e.g. a mono
+            camera. Never guessed: a BGR frame passed as RGB silently changes the depth.
         """
-        return self._back(self._front((image, intrinsics)))
+        return self._back(self._front((image, intrinsics, color)))
 
-    def predict_batch(self, images: Sequence[Any], intrinsics: Any = None) -> list[DepthResult]:
-        """Depth of several frames (pipelined like ``stream``); results in input order."""
-        return list(self.stream(images, intrinsics))
+    def predict_batch(self, images: Sequence[Any], intrinsics: Any = None, color: str = "rgb") -> list[DepthResult]:
+        """Depth of several independent frames (pipelined like ``stream``, never stabilised); results in
+        input order. ``images`` and ``color`` as in ``predict``."""
+        return list(self.stream(images, intrinsics, color=color, stabilize=False))
 
-    def stream(self, frames: Iterable[Any], intrinsics: Any = None, queue_depth: int = 2) -> Iterator[DepthResult]:
-        """Yield one DepthResult per frame, overlapping the coarse pass of frame t+1 with the refinement
-        of frame t (a two-thread pipeline with at most ``queue_depth`` frames in flight between them).
-        Results equal ``predict``'s."""
-        return pipeline(((frame, intrinsics) for frame in frames), self._front, self._back, depth=queue_depth)
+    def stream(self, frames: Iterable[Any], intrinsics: Any = None, queue_depth: int = 2, color: str = "rgb",
+               stabilize: bool | StabilizerConfig = True) -> Iterator[DepthResult]:
+        """Yield one DepthResult per frame of a video or camera, overlapping the coarse pass of frame t+1
+        with the refinement of frame t (a two-thread pipeline with at most ``queue_depth`` frames in
+        flight between them). Frames and ``color`` as in ``predict``, e.g. ``stream(cv2_frames,
+        color="bgr")``; ``intrinsics`` (3x3 or fx, pixels) is the camera of every frame.
+
+        stabilize: True (default), a ``StabilizerConfig``, or False. Consecutive frames are stabilised
+            (``edgedepth.stabilizer``): flicker on static surfaces -47 %, AbsRel -5 % on six procedural
+            camera trajectories (benchmarks/bench_video.py, default bundle), moving objects left as they are.
+            It needs OpenCV and the camera matrix (``intrinsics``, else the bundle's training camera with
+            the principal point at the centre); adds ``timings["stabilize"]``. With ``stabilize=False``
+            results equal ``predict``'s; pass it for frames that are not one video (a folder of photos).
+        """
+        stabilizer = self._stabilizer(stabilize)
+        back = self._back if stabilizer is None else (lambda f: self._stabilized(f, stabilizer))
+        return pipeline(((frame, intrinsics, color) for frame in frames), self._front, back, depth=queue_depth)
+
+    def _stabilizer(self, stabilize: bool | StabilizerConfig) -> Stabilizer | None:
+        if isinstance(stabilize, StabilizerConfig):
+            return Stabilizer(stabilize)
+        if not isinstance(stabilize, bool):
+            raise TypeError(f"stabilize must be True, False or a StabilizerConfig, got {stabilize!r}")
+        return Stabilizer() if stabilize else None
+
+    def _stabilized(self, f: _Front, stabilizer: Stabilizer) -> DepthResult:
+        result = self._back(f)
+        t0 = time.perf_counter()
+        ops = self.ops
+        depth = stabilizer(ops.to_host(f.frame), ops.to_host(result.depth), ops.to_host(result.valid),
+                           self._camera(f.intrinsics, f.height, f.width))
+        if f.returns_tensor:  # the caller's frames were GPU tensors: so is the depth handed back
+            import torch
+
+            depth = torch.as_tensor(depth, device=result.depth.device)
+        result.depth = depth
+        result.timings["stabilize"] = (time.perf_counter() - t0) * 1e3
+        result.timings["total"] += result.timings["stabilize"]
+        return result
+
+    def _camera(self, intrinsics: Any, height: int, width: int) -> np.ndarray:
+        """3x3 camera matrix of a frame: ``intrinsics`` (already checked by ``_fx_scale``) or the bundle's."""
+        from .pointcloud import default_intrinsics
+
+        k = default_intrinsics(height, width, self.bundle.fx_norm)
+        if intrinsics is not None:
+            given = np.asarray(intrinsics, dtype=np.float64)
+            if given.shape == (3, 3):
+                return given
+            k[0, 0] = k[1, 1] = float(given)
+        return k
 
     def warmup(self, height: int | None = None, width: int | None = None, runs: int = 1) -> None:
         """Run ``runs`` dummy frames so that lazy allocations and compilations happen now."""

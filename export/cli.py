@@ -10,8 +10,11 @@ from edgedepth.commands.arguments import csv_list, frame_size, tile_grid
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + model.json)")
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write, NAME.edgedepth")
-    parser.add_argument("--targets", type=csv_list, default=["onnx"], help="onnx,openvino,coreml,tensorrt (default onnx)")
-    parser.add_argument("--precision", type=csv_list, default=["fp32", "fp16", "int8"], help="fp32,fp16,int8")
+    parser.add_argument("--targets", type=csv_list, default=["onnx"],
+                        help="comma-separated subset of onnx,openvino,coreml,tensorrt,torch (default onnx; torch is what "
+                             "`--backend torch` runs)")
+    parser.add_argument("--precision", type=csv_list, default=["fp32", "fp16", "int8"],
+                        help="comma-separated subset of fp32,fp16,int8 (default all three)")
     parser.add_argument("--calib", default="procedural:16",
                         help="calibration frames: a data-set folder ([KIND:]PATH) or procedural:N (default)")
     parser.add_argument("--heldout", default="procedural:4", help="held-out frames for the parity report")

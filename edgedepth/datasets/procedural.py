@@ -295,8 +295,11 @@ def _uv(local, n):
 
 
 def render(scene: Scene, height: int, width: int, max_depth: float = MAX_DEPTH,
-           min_depth: float = MIN_DEPTH, noise: Optional[np.ndarray] = None, far_depth: Optional[float] = None):
-    """Ray-cast ``scene``: returns (image HxWx3 uint8, depth HxW float32 m, K 3x3, pane HxW bool).
+           min_depth: float = MIN_DEPTH, noise: Optional[np.ndarray] = None, far_depth: Optional[float] = None, *,
+           return_ids: bool = False):
+    """Ray-cast ``scene``: returns (image HxWx3 uint8, depth HxW float32 m, K 3x3, pane HxW bool), and
+    with ``return_ids`` also the index into ``scene.primitives`` of what each pixel sees (HxW int32,
+    -1 = sky): which pixels show a moving object in a rendered sequence.
     Pixels whose nearest hit lies beyond ``max_depth`` (or that hit nothing) read ``far_depth``
     when it is given, else 0."""
     far = np.float32(0 if far_depth is None else far_depth)
@@ -309,6 +312,7 @@ def render(scene: Scene, height: int, width: int, max_depth: float = MAX_DEPTH,
     image = np.empty((height, width, 3), np.uint8)
     depth = np.empty((height, width), np.float32)
     pane_mask = np.zeros((height, width), bool)
+    all_ids = np.empty((height, width), np.int32) if return_ids else None
     xs = ((np.arange(width) - K[0, 2]) / K[0, 0]).astype(np.float32)
     Rf = R.astype(np.float32)
     o32 = tuple(float(v) for v in o)
@@ -343,6 +347,10 @@ def render(scene: Scene, height: int, width: int, max_depth: float = MAX_DEPTH,
         image[s0:s1] = (srgb * 255 + 0.5).astype(np.uint8)
         d = np.where((t_best >= min_depth) & (t_best <= max_depth), t_best, np.float32(0))
         depth[s0:s1] = np.where(t_best > max_depth, far, d)
+        if all_ids is not None:
+            all_ids[s0:s1] = ids
+    if all_ids is not None:
+        return image, depth, K, pane_mask, all_ids
     return image, depth, K, pane_mask
 
 

@@ -43,7 +43,8 @@ def write_dataset(root, samples: Iterable[Sample], depth_format: str = "png", to
     from tqdm import tqdm
 
     n = 0
-    for sample in tqdm(samples, total=total, disable=not progress, unit="frame", desc=f"writing {root}"):
+    # disable=None: a bar on a terminal, nothing in a log file
+    for sample in tqdm(samples, total=total, disable=None if progress else True, unit="frame", desc=f"writing {root}"):
         write_sample(root, sample, depth_format)
         n += 1
     return n

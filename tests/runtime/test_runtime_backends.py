@@ -60,7 +60,7 @@ def test_torch_backend_stream_equals_predict(runtimes):
     rt = runtimes["torch"] if "torch" in runtimes else pytest.skip("torch not installed")
     frames = [_frame(80, 100, seed=i) for i in range(3)]
     expected = [rt.predict(f).depth for f in frames]
-    for got, want in zip(rt.stream(frames), expected):
+    for got, want in zip(rt.stream(frames, stabilize=False), expected):
         assert isinstance(got.depth, np.ndarray)
         np.testing.assert_array_equal(got.depth, want)
 

@@ -142,3 +142,10 @@ def test_backprojection_and_ply(tmp_path):
         backproject(depth, np.eye(2))
     with pytest.raises(ValueError, match=r"points must be \(N, 3\)"):
         write_ply(tmp_path / "q.ply", np.zeros((3, 2)))
+
+
+def test_backend_without_a_model_for_it_says_what_to_export(tiny_bundle):
+    pytest.importorskip("torch")
+
+    with pytest.raises(ValueError, match="holds no torch model.*--targets torch"):
+        Runtime(tiny_bundle, backend="torch")
