@@ -108,6 +108,9 @@ class LossConfig:
     scale: int = 1
     weight: float = 1.0  # of the depth term
     grad: float = 0.5  # l1_log: weight of the gradient-matching part
+    # l1_log: pixels within 2 px of a ground-truth depth edge weigh 1 + edge_weight (the band where
+    # blur costs most and the edge-band metrics look; elsewhere the coarse map is often right)
+    edge_weight: float = 0.0
     grad_scales: int = 3
     silog_focus: float = 0.85  # silog: the share of the mean log error the loss forgives
     c2f: float = 0.5  # the same depth term on a refiner's intermediate (C2F) depth
@@ -369,7 +372,7 @@ def check_config(cfg: Config) -> None:
     lo = cfg.loss
     if lo.depth not in DEPTH_LOSSES:
         _fail("loss.depth", f"must be one of {', '.join(DEPTH_LOSSES)}, got {lo.depth!r}")
-    for name in ("weight", "grad", "c2f", "gpct", "detail_weight"):
+    for name in ("weight", "grad", "edge_weight", "c2f", "gpct", "detail_weight"):
         if getattr(lo, name) < 0:
             _fail(f"loss.{name}", f"must be >= 0, got {getattr(lo, name)}")
     if lo.scale < 1:

@@ -258,3 +258,15 @@ def test_empty_mask_gives_zero_not_nan(name):
     assert pred.grad is not None and torch.isfinite(pred.grad).all()
     keep = L.bfm_mask(pred.detach(), torch.zeros(2, 1, 16, 16))
     assert not keep.any()
+
+
+def test_edge_band_mask_and_weighted_log_l1():
+    d = torch.full((1, 1, 10, 12), 10.0)
+    d[..., 6:] = 2.0  # a step between columns 5 and 6
+    band = L.edge_band_mask(d, d > 0, radius=2)
+    assert band[0, 0, :, 3:9].all() and not band[0, 0, :, :3].any() and not band[0, 0, :, 9:].any()
+    assert not L.edge_band_mask(torch.full((1, 1, 8, 8), 5.0), torch.ones(1, 1, 8, 8, dtype=torch.bool)).any()
+    # a uniform error is the same mean whatever the weights; an error only off the band is down-weighted
+    torch.testing.assert_close(L.log_l1_loss(1.1 * d, d, weight=1 + 4 * band.float()), L.log_l1_loss(1.1 * d, d))
+    off_band = torch.where(band, d, 1.1 * d)
+    assert L.log_l1_loss(off_band, d, grad=0.0, weight=1 + 4 * band.float()) < L.log_l1_loss(off_band, d, grad=0.0)

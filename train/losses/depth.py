@@ -17,9 +17,11 @@ def _per_sample_mean(values: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
 
 
 def log_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
-                grad: float = 0.5, scales: int = 3, min_depth: float = 1e-3) -> torch.Tensor:
+                grad: float = 0.5, scales: int = 3, min_depth: float = 1e-3,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean |e| + ``grad`` x mean |grad e| over ``scales`` dyadic subsamplings, e = ln pred - ln target
-    over the valid pixels (gradients over pairs of valid pixels), averaged over samples.
+    over the valid pixels (gradients over pairs of valid pixels), averaged over samples. ``weight``
+    (B, 1, H, W) >= 0 weighs the pixels of the first term (a weighted mean).
 
     The first term is metric (a 10 % scale error costs 0.095 everywhere, near or far); the second
     is MegaDepth's scale-invariant gradient matching: it is zero for any scale error and is what
@@ -32,7 +34,11 @@ def log_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     e = torch.log(pred.clamp_min(min_depth)) - torch.log(target.clamp_min(min_depth))
     e = torch.where(valid, e, torch.zeros_like(e))
     has = valid.flatten(1).any(1)
-    per = masked_mean(e.abs(), valid, (1, 2, 3))
+    if weight is None:
+        per = masked_mean(e.abs(), valid, (1, 2, 3))
+    else:
+        w = torch.where(valid, as_map(weight, "weight").to(e.dtype), torch.zeros_like(e))
+        per = (w * e.abs()).sum((1, 2, 3)) / w.sum((1, 2, 3)).clamp_min(1e-12)
     if grad > 0:
         total, count = gradient_l1(e, valid, scales)
         per = per + grad * total / count.clamp_min(1.0)

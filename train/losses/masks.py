@@ -1,10 +1,12 @@
 """Validity masks, masked reductions and the Bias-Free Masking of PRO (METHODS.md §3)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["as_map", "valid_mask", "masked_mean", "graph_zero", "sobel_magnitude", "bfm_mask"]
+__all__ = ["as_map", "valid_mask", "masked_mean", "graph_zero", "sobel_magnitude", "bfm_mask", "edge_band_mask"]
 
 
 def as_map(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -96,3 +98,22 @@ def bfm_mask(coarse: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     r = torch.maximum((nc + floor) / (ng + floor), (ng + floor) / (nc + floor))
     agreed_edge = (sobel_magnitude(nc) > edge_threshold) & (sobel_magnitude(ng) > edge_threshold)
     return valid & ((r <= ratio) | agreed_edge)
+
+
+@torch.no_grad()
+def edge_band_mask(depth: torch.Tensor, valid: torch.Tensor, *, ratio: float = 1.05, radius: int = 2) -> torch.Tensor:
+    """(B, 1, H, W) bool: pixels within ``radius`` px (Chebyshev) of a depth edge of ``depth``: a pair
+    of valid 4-neighbours whose depths differ by more than ``ratio`` times. The band the benchmark's
+    edge-band AbsRel scores, at the resolution of ``depth``."""
+    depth, valid = as_map(depth, "depth"), as_map(valid, "valid").bool()
+    logd = torch.log(depth.clamp_min(1e-6))
+    jump = math.log(ratio)
+    gx = ((logd[..., :, 1:] - logd[..., :, :-1]).abs() > jump) & valid[..., :, 1:] & valid[..., :, :-1]
+    gy = ((logd[..., 1:, :] - logd[..., :-1, :]).abs() > jump) & valid[..., 1:, :] & valid[..., :-1, :]
+    edges = torch.zeros_like(valid)
+    edges[..., :, 1:] |= gx
+    edges[..., :, :-1] |= gx
+    edges[..., 1:, :] |= gy
+    edges[..., :-1, :] |= gy
+    k = 2 * int(radius) + 1
+    return (F.max_pool2d(edges.float(), k, 1, int(radius)) > 0) & valid

@@ -12,7 +12,7 @@ from edgedepth import metrics as M
 
 from ..checkpoint import build_coarse, load_tensors, read_meta
 from ..config import Config
-from ..losses import log_l1_loss, silog_loss
+from ..losses import edge_band_mask, log_l1_loss, silog_loss
 
 
 class Stage:
@@ -57,7 +57,10 @@ class Stage:
         lc = self.cfg.loss
         if lc.depth == "silog":
             return silog_loss(pred, target, mask, variance_focus=lc.silog_focus)
-        return log_l1_loss(pred, target, mask, grad=lc.grad, scales=lc.grad_scales)
+        weight = None
+        if lc.edge_weight > 0:
+            weight = 1.0 + lc.edge_weight * edge_band_mask(target, mask).to(pred.dtype)
+        return log_l1_loss(pred, target, mask, grad=lc.grad, scales=lc.grad_scales, weight=weight)
 
     def loss_mask(self, valid: torch.Tensor, reliable: torch.Tensor) -> torch.Tensor:
         """Pixels the loss uses: valid ground truth, minus those the source marks unreliable when
