@@ -214,6 +214,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise TypeError(f"config field {where!r} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 4e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"config field {where!r} must be a number, got {value!r}")
         if not math.isfinite(value):

@@ -36,6 +36,7 @@ def test_yaml_values_and_overrides(tmp_path):
     path = write(tmp_path, {"name": "x", "train": {"steps": 7, "stage": "refiner"}, "model": {"tile_size": [64, 96]},
                             "data": {"frame_size": [96, 160]}})
     cfg = load_config(path, overrides=["train.batch_size=3", "optim.lr=0.01", "data.layouts=[indoor]"])
+    assert load_config(path, overrides=["optim.lr=4e-3"]).optim.lr == 0.004  # YAML 1.1 reads it as a string
     assert (cfg.train.steps, cfg.train.batch_size, cfg.optim.lr) == (7, 3, 0.01)
     assert cfg.model.tile_size == (64, 96) and cfg.data.layouts == ("indoor",)
     assert isinstance(cfg.optim.lr, float)
