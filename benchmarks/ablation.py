@@ -3,8 +3,8 @@ frozen coarse model, then scored on the accuracy benchmark's held-out frames.
 
 Rows follow PatchRefiner V2's ablation (F2C only -> + C2F -> + GDU -> + Noisy Pretraining), then
 each other choice of the shipped recipe switched back one at a time (BFM, GPCT weight, residual in
-metres, SILog, no full-resolution branch, BatchNorm), and PRV2's published settings (metres
-residual, SILog 0.85, BFM, encoder lr x0.1, lr 1.2e-3) as "before".
+metres, SILog, no edge weighting, no full-resolution branch, BatchNorm), and PRV2's published settings (metres
+residual, SILog 0.85, BFM, no edge weighting, encoder lr x0.1, lr 1.2e-3) as "before".
 
     python benchmarks/ablation.py --coarse runs/default-coarse/final --noisy runs/default-noisy/final \\
         --shards data/train1080 --steps 1000 --out out/ablation [--parallel 2] [--only a,b]
@@ -27,6 +27,7 @@ VARIANTS: dict[str, tuple[dict, dict, bool]] = {
     "c2f-no-gdu": ({"gdu": False}, {}, False),
     "c2f-gdu": ({}, {}, False),
     "default": ({}, {}, True),  # + Noisy Pretraining: the shipped recipe
+    "no-edge-weight": ({}, {"loss.edge_weight": 0.0}, True),
     "bfm": ({}, {"loss.bfm": True}, True),
     "gpct-0": ({}, {"loss.gpct": 0.0}, True),
     "gpct-10": ({}, {"loss.gpct": 10.0}, True),
@@ -35,7 +36,7 @@ VARIANTS: dict[str, tuple[dict, dict, bool]] = {
     "no-full-res": ({"full_res": False}, {}, True),
     "batchnorm": ({"norm": "bn"}, {}, True),
     "prv2-published": ({"residual": "metres", "full_res": False},
-                       {"loss.depth": "silog", "loss.c2f": 0.0, "loss.bfm": True, "optim.lr": 1.2e-3,
+                       {"loss.depth": "silog", "loss.c2f": 0.0, "loss.bfm": True, "loss.edge_weight": 0.0, "optim.lr": 1.2e-3,
                         "optim.encoder_lr_mult": 0.1}, True),
 }
 BASE_REFINER = {"width": 0.5, "decoder_width": 0.5}

@@ -39,8 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,6 +49,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_runtime import machine  # noqa: E402
 
 HELDOUT = {"1080p": (3000, (1080, 1920)), "4K": (3001, (2160, 3840))}
 TUNE_STREAM = 1001
@@ -318,16 +317,6 @@ def table(results: dict, methods: list[Method]) -> str:
                  "bF1 tolerance: 4 px at 1080p, scaled with the frame height. sky far: share of sky pixels "
                  "(street frames) output beyond the 80 m range or flagged invalid.")
     return "\n".join(lines) + "\n"
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
 
 
 def _named(values: list[str], flag: str) -> list[tuple[str, str]]:

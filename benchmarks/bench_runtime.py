@@ -101,7 +101,8 @@ def machine() -> dict[str, Any]:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1_5_15": [round(v, 2) for v in os.getloadavg()]}
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1_5_15": [round(v, 2) for v in os.getloadavg()],
+            "date": time.strftime("%Y-%m-%d")}
 
 
 def sample_frame(height: int, width: int) -> np.ndarray:
