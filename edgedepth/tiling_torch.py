@@ -29,15 +29,21 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _lerp_rows(img: torch.Tensor, lo: np.ndarray, hi: np.ndarray, frac: np.ndarray, dim: int) -> torch.Tensor:
-    """Bilinear along one dim of img with a sample table from the reference."""
+def _lerp_rows(img: torch.Tensor, lo: np.ndarray, hi: np.ndarray, frac: np.ndarray, dim: int,
+               weight: np.ndarray | None = None) -> torch.Tensor:
+    """Bilinear along one dim of img with a sample table from the reference; ``weight`` (one per
+    output row) is folded into the two interpolation coefficients."""
     dev = img.device
     a = img.index_select(dim, torch.from_numpy(lo).to(dev))
     b = img.index_select(dim, torch.from_numpy(hi).to(dev))
     shape = [1] * img.dim()
     shape[dim] = len(frac)
-    f = torch.from_numpy(frac).to(device=dev, dtype=img.dtype).view(shape)
-    return a * (1.0 - f) + b * f
+    if weight is None:
+        f = torch.from_numpy(frac).to(device=dev, dtype=img.dtype).view(shape)
+        return a * (1.0 - f) + b * f
+    ca, cb = ((c * weight).astype(np.float64) for c in (1.0 - frac, frac))
+    return (a * torch.from_numpy(ca).to(device=dev, dtype=img.dtype).view(shape)
+            + b * torch.from_numpy(cb).to(device=dev, dtype=img.dtype).view(shape))
 
 
 def _crop_one(img: torch.Tensor, box: np.ndarray, out_h: int, out_w: int) -> torch.Tensor:
@@ -113,17 +119,29 @@ def stitch(tiles: torch.Tensor, boxes: Any, height: int, width: int, window: str
     hole = _uncovered_pixel(bx, height, width)
     if hole is not None:
         raise ValueError(f"boxes leave frame pixel (y, x) = {hole} uncovered")
-    _, c, th, tw = tiles.shape
+    th, tw = int(tiles.shape[2]), int(tiles.shape[3])  # ints, also under torch.jit.trace
     dtype = _compute_dtype(tiles)
-    acc = tiles.new_zeros((c, height, width), dtype=dtype)
+    # No frame-sized constant is made: a traced or exported graph (the fused CoreML/ONNX pipeline)
+    # would carry each as megabytes of weights, and exporters fold products of constants into them.
+    # So the accumulator starts as the first tile padded to the frame, and each tile's window is
+    # applied per axis inside its interpolation coefficients, already divided by the normaliser --
+    # the sum of windows, which on a regular grid is the outer product of a row and a column sum.
+    axes = [(stitch_axis(y0, h, th, height, window), stitch_axis(x0, w, tw, width, window)) for y0, x0, h, w in bx]
     wsum = np.zeros((height, width), dtype=np.float64)
-    for tile, (y0, x0, h, w) in zip(tiles.to(dtype), bx):
-        fy0, ylo, yhi, fy, wy = stitch_axis(y0, h, th, height, window)
-        fx0, xlo, xhi, fx, wx = stitch_axis(x0, w, tw, width, window)
-        weight = wy[:, None] * wx[None, :]
-        wsum[fy0:fy0 + len(wy), fx0:fx0 + len(wx)] += weight
-        value = _lerp_rows(_lerp_rows(tile, ylo, yhi, fy, dim=1), xlo, xhi, fx, dim=2)
-        w_t = torch.from_numpy(weight).to(device=tiles.device, dtype=dtype)
-        acc[:, fy0:fy0 + len(wy), fx0:fx0 + len(wx)] += value * w_t
-    inv = torch.from_numpy(1.0 / wsum).to(device=tiles.device, dtype=dtype)  # every pixel is covered
-    return (acc * inv).to(tiles.dtype)
+    for (fy0, *_, wy), (fx0, *_, wx) in axes:
+        wsum[fy0:fy0 + len(wy), fx0:fx0 + len(wx)] += wy[:, None] * wx[None, :]
+    cy, cx = np.unravel_index(np.argmax(wsum), wsum.shape)
+    rows, cols = wsum[:, cx], wsum[cy, :] / wsum[cy, cx]
+    separable = bool(np.allclose(rows[:, None] * cols[None, :], wsum, rtol=1e-9, atol=0.0))
+    acc = None
+    for tile, ((fy0, ylo, yhi, fy, wy), (fx0, xlo, xhi, fx, wx)) in zip(tiles.to(dtype), axes):
+        if separable:  # every pixel is covered, so rows and cols are > 0
+            wy, wx = wy / rows[fy0:fy0 + len(wy)], wx / cols[fx0:fx0 + len(wx)]
+        value = _lerp_rows(_lerp_rows(tile, ylo, yhi, fy, dim=1, weight=wy), xlo, xhi, fx, dim=2, weight=wx)
+        if acc is None:
+            acc = torch.nn.functional.pad(value, (fx0, width - fx0 - len(wx), fy0, height - fy0 - len(wy)))
+        else:
+            acc[:, fy0:fy0 + len(wy), fx0:fx0 + len(wx)] += value
+    if not separable:
+        acc = acc * torch.from_numpy(1.0 / wsum).to(device=tiles.device, dtype=dtype)
+    return acc.to(tiles.dtype)

@@ -54,6 +54,25 @@ def test_stitch_equals_reference(kind: str) -> None:
     np.testing.assert_allclose(got, ref.stitch(tiles, g.boxes, 37, 53, kind), rtol=0, atol=1e-5)
 
 
+def test_stitch_of_irregular_boxes_equals_reference() -> None:
+    # Overlaps that are no grid: the sum of windows is not an outer product of rows and columns.
+    boxes = np.array([[0, 0, 20, 30], [0, 25, 24, 28], [15, 0, 22, 26], [18, 22, 19, 31]], dtype=np.float64)
+    tiles = np.random.default_rng(2).random((4, 1, 9, 12)).astype(np.float32)
+    got = tt.stitch(torch.from_numpy(tiles), boxes, 37, 53, "cosine").numpy()
+    np.testing.assert_allclose(got, ref.stitch(tiles, boxes, 37, 53, "cosine"), rtol=0, atol=1e-5)
+
+
+def test_traced_stitch_holds_no_frame_sized_constant() -> None:
+    # The fused CoreML/ONNX pipeline is a trace of this function: a frame-sized weight or normaliser
+    # map would ship as megabytes of constants (8 MB per float32 map at 1080p).
+    g = TileGrid(270, 480, 4, 4, 20)
+    tiles = torch.rand(len(g), 1, 16, 24)
+    graph = torch.jit.trace(lambda t: tt.stitch(t, g.boxes, 270, 480, "cosine"), tiles).inlined_graph
+    consts = [n.output().toIValue() for n in graph.nodes() if n.kind() == "prim::Constant"
+              and n.output().type().kind() == "TensorType"]
+    assert consts and max(c.numel() for c in consts) < 480 * 4, sorted(c.shape for c in consts)[-3:]
+
+
 def test_gradients_flow_and_match_finite_differences() -> None:
     g = TileGrid(12, 14, 2, 2, 3)
     tiles = torch.rand(len(g), 1, 5, 6, dtype=torch.float64, requires_grad=True)
