@@ -36,4 +36,6 @@ fi
 # only: OpenVINO compiles the same files and TensorRT builds its engines from them.
 edgedepth export runs/default-refiner/final --out "$assets/default.edgedepth" --overwrite \
     --targets onnx --precision fp32,fp16,int8 --calib procedural:8 --heldout procedural:4
+# The README's picture: the sample beside what `edgedepth predict` makes of it (look at it).
+python scripts/readme_picture.py --out docs/images/sample_depth.png
 du -sh "$assets"/*
