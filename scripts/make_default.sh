@@ -36,6 +36,18 @@ fi
 # only: OpenVINO compiles the same files and TensorRT builds its engines from them.
 edgedepth export runs/default-refiner/final --out "$assets/default.edgedepth" --overwrite \
     --targets onnx --precision fp32,fp16,int8 --calib procedural:8 --heldout procedural:4
+# The same default as one fused CoreML model for apps (fixed 1920x1080 input, fp16): coarse, the
+# 4x4 grid, refiner and blend in one graph, beside the bundle (the bundle's own CoreML files would
+# add ~10 MB to the repository for what the pipeline already covers).
+coreml_tmp=$(mktemp -d)
+trap 'rm -rf "$coreml_tmp"' EXIT
+edgedepth export runs/default-refiner/final --out "$coreml_tmp/coreml.edgedepth" \
+    --targets coreml --precision fp16 --pipeline 1920x1080 --calib procedural:2 --heldout procedural:2
+rm -rf "$assets/default_1920x1080.mlpackage.tmp"
+cp -r "$coreml_tmp/coreml.edgedepth/coreml/pipeline_1920x1080.fp16.mlpackage" "$assets/default_1920x1080.mlpackage.tmp"
+rm -rf "$assets/default_1920x1080.mlpackage"
+mv "$assets/default_1920x1080.mlpackage.tmp" "$assets/default_1920x1080.mlpackage"
+
 # The README's picture: the sample beside what `edgedepth predict` makes of it (look at it).
 python scripts/readme_picture.py --out docs/images/sample_depth.png
 du -sh "$assets"/*

@@ -25,8 +25,8 @@ def scene():
 def test_default_bundle_verifies_and_is_small():
     bundle = open_bundle(None)  # checks schema, every file's sha256
     assert bundle.path == DEFAULT_BUNDLE
-    size = sum(p.stat().st_size for p in DEFAULT_BUNDLE.rglob("*") if p.is_file())
-    assert size < 8 * 2**20, f"default bundle is {size / 2**20:.1f} MiB"
+    assets = sum(p.stat().st_size for p in DEFAULT_BUNDLE.parent.rglob("*") if p.is_file())
+    assert assets <= 20 * 2**20, f"edgedepth/assets is {assets / 2**20:.1f} MiB, over the 20 MiB the repository allows"
     assert {"fp32", "int8"} <= set(bundle.precisions("refiner", "onnx"))
 
 
@@ -56,3 +56,27 @@ def test_every_backend_and_precision_runs_the_default_bundle(fp32_depth, backend
     pytest.importorskip(backend)
     depth = Runtime(backend=backend, precision=precision).predict(SAMPLE).depth
     assert np.mean(np.abs(depth - fp32_depth) / np.maximum(fp32_depth, 1e-3)) < 0.03
+
+
+COREML_PIPELINE = DEFAULT_BUNDLE.parent / "default_1920x1080.mlpackage"
+
+
+def test_fused_coreml_default_is_shipped_beside_the_bundle():
+    pytest.importorskip("coremltools", reason="coremltools reads the CoreML spec (the [export] extra)")
+    from edgedepth.export.coreml_export import validate_coreml
+
+    spec = validate_coreml(COREML_PIPELINE, {"image": (1, 3, 1080, 1920)}, ["depth"])
+    assert spec.ops  # a real ML program, not an empty shell
+    size = sum(f.stat().st_size for f in COREML_PIPELINE.rglob("*") if f.is_file())
+    assert size < 8 * 2**20, f"the fused CoreML default is {size / 2**20:.1f} MiB"
+
+
+@pytest.mark.skipif(__import__("sys").platform != "darwin", reason="CoreML predicts on macOS only")
+def test_fused_coreml_default_matches_the_runtime_on_the_sample(scene):
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(COREML_PIPELINE))
+    image = read_image(SAMPLE).transpose(2, 0, 1)[None].astype(np.float32)
+    depth = model.predict({"image": image})["depth"][0, 0]
+    ref = Runtime(backend="onnxruntime").predict(read_image(SAMPLE)).depth
+    assert np.mean(np.abs(depth - ref) / np.maximum(ref, 1e-3)) < 0.03
