@@ -33,11 +33,12 @@ VARIANTS: dict[str, tuple[dict, dict, bool]] = {
     "gpct-10": ({}, {"loss.gpct": 10.0}, True),
     "residual-metres": ({"residual": "metres"}, {}, True),
     "silog": ({}, {"loss.depth": "silog"}, True),
-    "no-full-res": ({"full_res": False}, {}, True),
+    # Without the full-resolution branch the Noisy Pretraining weights do not fit: these start from scratch.
+    "no-full-res": ({"full_res": False}, {}, False),
     "batchnorm": ({"norm": "bn"}, {}, True),
     "prv2-published": ({"residual": "metres", "full_res": False},
                        {"loss.depth": "silog", "loss.c2f": 0.0, "loss.bfm": True, "loss.edge_weight": 0.0, "optim.lr": 1.2e-3,
-                        "optim.encoder_lr_mult": 0.1}, True),
+                        "optim.encoder_lr_mult": 0.1}, False),
 }
 BASE_REFINER = {"width": 0.5, "decoder_width": 0.5}
 

@@ -25,12 +25,12 @@ uniform tiles of the same grid; street frames also report how much of the sky is
 valid range (or flagged invalid).
 
 Held-out frames: procedural stream seeds 3000 (1080p) and 3001 (4K): scene seeds 3000 * 1000003 + i
-and 3001 * 1000003 + i, far from the training streams (0, 7: scene seeds < 8e6 + 1e6), validation
+and 3001 * 1000003 + i, far from the training streams (0, 2, 7: scene seeds < 8e6), validation
 (1000) and the export calibration frames (scene seeds < 1000); guided-filter tuning uses stream 1001.
 They are rendered once into --data (shard folders) and reused.
 
     python benchmarks/bench_accuracy.py --refiner prv2-mobile=runs/default-refiner/final \\
-        --bundle default=edgedepth/assets/default.edgedepth --oracle runs/oracle/final --out out/bench_accuracy
+        --bundle default=edgedepth/assets/default.edgedepth --oracle oracle=runs/oracle-refiner/final --out out/bench_accuracy
 
 Writes figures.json, table.md and PNGs (depth, error, edge crops) under --out.
 """
