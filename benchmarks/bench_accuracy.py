@@ -412,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"  edge {scores['edge_absrel']:.4f}  bF1 {scores['b_f1']:.3f}", flush=True)
             if i < args.png_frames:
                 write_pngs(out, res, f, preds)
-    mean = {res: {name: {k: float(np.nanmean([r[k] for r in rows])) if any(k in r for r in rows) else None
+    # Some columns exist on some frames only (sky: street frames): each mean is over the frames that have it.
+    mean = {res: {name: {k: float(np.nanmean([r[k] for r in rows if k in r]))
                          for k in {kk for r in rows for kk in r if kk != "frame"}}
                   for name, rows in per.items()} for res, per in per_frame.items()}
     results = {"machine": machine(), "frames": {r: len(v) for r, v in frames.items()},
