@@ -62,6 +62,7 @@ def test_stitch_of_irregular_boxes_equals_reference() -> None:
     np.testing.assert_allclose(got, ref.stitch(tiles, boxes, 37, 53, "cosine"), rtol=0, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # constant boxes are the point here
 def test_traced_stitch_holds_no_frame_sized_constant() -> None:
     # The fused CoreML/ONNX pipeline is a trace of this function: a frame-sized weight or normaliser
     # map would ship as megabytes of constants (8 MB per float32 map at 1080p).
