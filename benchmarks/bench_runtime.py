@@ -292,8 +292,9 @@ def main() -> None:
         base_depth = timed[-1][0]
         base = {"stages_ms": median_timings([t for _, t in timed])}
         base["fps"] = 1e3 / base["stages_ms"]["total"]
-        row: dict[str, Any] = {"frame": [height, width], "baseline": base, "backends": {}}
-        print(f"\n{size} ({width}x{height}), grid {rt0.rows}x{rt0.cols}, tile {rt0.tile_size}")
+        row: dict[str, Any] = {"frame": [height, width], "grid": [grid.rows, grid.cols], "baseline": base, "backends": {}}
+        print(f"\n{size} ({width}x{height}), grid {grid.rows}x{grid.cols} (tiles {grid.tile_h}x{grid.tile_w} px), "
+              f"refiner input {rt0.tile_size}")
         print(f"{'run':40s} " + " ".join(f"{s:>10s}" for s in STAGES) + f" {'x base':>7s} {'stream fps':>10s} {'AbsRel vs base':>14s}")
         print(f"{'baseline (per-tile torch)':40s} " + " ".join(f"{base['stages_ms'][s]:10.1f}" for s in STAGES)
               + f" {1.0:7.2f} {base['fps']:10.2f} {'-':>14s}", flush=True)
