@@ -58,8 +58,10 @@ def runtime_frames(bundle_path: Path, count: int, size: tuple[int, int], cache: 
     """Procedural frames with the refiner inputs the runtime computes for them (one refiner call each)."""
     from edgedepth import Runtime
     from edgedepth.datasets import render_scene
+    from edgedepth.manifest import MAX_BATCH
 
-    rt = Runtime(bundle_path, backend="onnxruntime", device="cpu", precision="fp32", max_tile_batch=1 << 16,
+    # Every tile of a frame in one call (the largest batch the runtime allows).
+    rt = Runtime(bundle_path, backend="onnxruntime", device="cpu", precision="fp32", max_tile_batch=MAX_BATCH,
                  cache_dir=cache)
     recorder = _FeedRecorder(rt.refiner)
     rt.refiner = recorder
