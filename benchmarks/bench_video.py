@@ -21,6 +21,7 @@ Writes figures.json and chart.png to --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -84,11 +85,16 @@ def main() -> None:
     p.add_argument("--sequences", default="street:201,indoor:202,street:203,indoor:204,street:205,indoor:206",
                    help="comma-separated LAYOUT:SEED trajectories")
     p.add_argument("--threads", type=int, default=None, help="runtime CPU threads")
+    p.add_argument("--strength", type=float, default=None,
+                   help="StabilizerConfig.strength to measure (default: the library's default)")
     p.add_argument("--out", type=Path, default=Path("out/bench_video"))
     args = p.parse_args()
 
     from edgedepth import Runtime
     from edgedepth.datasets.trajectory import render_trajectory
+    from edgedepth.stabilizer import StabilizerConfig
+
+    config = StabilizerConfig() if args.strength is None else StabilizerConfig(strength=args.strength)
 
     rt = Runtime(args.bundle, backend=args.backend, threads=args.threads)
     h, w = args.size
@@ -97,14 +103,15 @@ def main() -> None:
     header = (f"{'sequence':14s} {'flicker raw':>11s} {'stabilised':>10s} {'change':>7s}  {'AbsRel raw':>10s} "
               f"{'stabilised':>10s} {'change':>7s}  {'moving raw':>10s} {'stabilised':>10s}  {'ms/frame':>8s}")
     print(header)
-    figures: dict = {"machine": machine(), "runtime": repr(rt), "size": [h, w], "frames": args.frames, "sequences": {}}
+    figures: dict = {"machine": machine(), "runtime": repr(rt), "size": [h, w], "frames": args.frames,
+                     "stabilizer": dataclasses.asdict(config), "sequences": {}}
     for item in args.sequences.split(","):
         layout, seed = item.split(":")
         frames = list(render_trajectory(int(seed), h, w, layout, args.frames))
         k = frames[0].sample["intrinsics"]
         images = [f.sample["image"] for f in frames]
         raw = list(rt.stream(images, intrinsics=k, stabilize=False))
-        stable = list(rt.stream(images, intrinsics=k, stabilize=True))
+        stable = list(rt.stream(images, intrinsics=k, stabilize=config))
         before = sequence_figures([r.depth for r in raw], frames)
         after = sequence_figures([r.depth for r in stable], frames)
         cost = {"stabilize_ms": statistics.median(r.timings["stabilize"] for r in stable[1:]),
