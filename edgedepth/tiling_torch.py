@@ -41,7 +41,7 @@ def _lerp_rows(img: torch.Tensor, lo: np.ndarray, hi: np.ndarray, frac: np.ndarr
     if weight is None:
         f = torch.from_numpy(frac).to(device=dev, dtype=img.dtype).view(shape)
         return a * (1.0 - f) + b * f
-    ca, cb = ((c * weight).astype(np.float64) for c in (1.0 - frac, frac))
+    ca, cb = (c * weight for c in (1.0 - frac, frac))
     return (a * torch.from_numpy(ca).to(device=dev, dtype=img.dtype).view(shape)
             + b * torch.from_numpy(cb).to(device=dev, dtype=img.dtype).view(shape))
 
@@ -124,24 +124,32 @@ def stitch(tiles: torch.Tensor, boxes: Any, height: int, width: int, window: str
     # No frame-sized constant is made: a traced or exported graph (the fused CoreML/ONNX pipeline)
     # would carry each as megabytes of weights, and exporters fold products of constants into them.
     # So the accumulator starts as the first tile padded to the frame, and each tile's window is
-    # applied per axis inside its interpolation coefficients, already divided by the normaliser --
-    # the sum of windows, which on a regular grid is the outer product of a row and a column sum.
+    # applied per axis inside its interpolation coefficients, already divided by the normaliser.
     axes = [(stitch_axis(y0, h, th, height, window), stitch_axis(x0, w, tw, width, window)) for y0, x0, h, w in bx]
-    wsum = np.zeros((height, width), dtype=np.float64)
-    for (fy0, *_, wy), (fx0, *_, wx) in axes:
-        wsum[fy0:fy0 + len(wy), fx0:fx0 + len(wx)] += wy[:, None] * wx[None, :]
-    cy, cx = np.unravel_index(np.argmax(wsum), wsum.shape)
-    rows, cols = wsum[:, cx], wsum[cy, :] / wsum[cy, cx]
-    separable = bool(np.allclose(rows[:, None] * cols[None, :], wsum, rtol=1e-9, atol=0.0))
+    # A regular grid (every row band crossed with every column band, once) has the normaliser
+    # rows (x) cols, found from the 1-D windows alone; other layouts need the frame-sized sum.
+    row_of = {(y0, h): ay for (y0, _, h, _), (ay, _) in zip(bx, axes)}
+    col_of = {(x0, w): ax for (_, x0, _, w), (_, ax) in zip(bx, axes)}
+    grid = len({tuple(b) for b in bx}) == len(bx) == len(row_of) * len(col_of)
+    if grid:
+        rows, cols = np.zeros(height), np.zeros(width)
+        for first, *_, wgt in row_of.values():
+            rows[first:first + len(wgt)] += wgt
+        for first, *_, wgt in col_of.values():
+            cols[first:first + len(wgt)] += wgt
+    else:
+        wsum = np.zeros((height, width), dtype=np.float64)
+        for (fy0, *_, wy), (fx0, *_, wx) in axes:
+            wsum[fy0:fy0 + len(wy), fx0:fx0 + len(wx)] += wy[:, None] * wx[None, :]
     acc = None
     for tile, ((fy0, ylo, yhi, fy, wy), (fx0, xlo, xhi, fx, wx)) in zip(tiles.to(dtype), axes):
-        if separable:  # every pixel is covered, so rows and cols are > 0
+        if grid:  # every pixel is covered, so rows and cols are > 0
             wy, wx = wy / rows[fy0:fy0 + len(wy)], wx / cols[fx0:fx0 + len(wx)]
         value = _lerp_rows(_lerp_rows(tile, ylo, yhi, fy, dim=1, weight=wy), xlo, xhi, fx, dim=2, weight=wx)
         if acc is None:
             acc = torch.nn.functional.pad(value, (fx0, width - fx0 - len(wx), fy0, height - fy0 - len(wy)))
         else:
             acc[:, fy0:fy0 + len(wy), fx0:fx0 + len(wx)] += value
-    if not separable:
+    if not grid:
         acc = acc * torch.from_numpy(1.0 / wsum).to(device=tiles.device, dtype=dtype)
     return acc.to(tiles.dtype)
