@@ -304,6 +304,12 @@ def _fail(where: str, msg: str) -> None:
     raise ValueError(f"config field {where!r} {msg}")
 
 
+def _at_least(section: str, values: Any, minimum: float, *names: str) -> None:
+    for name in names:
+        if getattr(values, name) < minimum:
+            _fail(f"{section}.{name}", f"must be >= {minimum}, got {getattr(values, name)}")
+
+
 def check_config(cfg: Config) -> None:
     """Checks that need nothing but the values themselves (ranges, choices, shapes)."""
     t = cfg.train
@@ -311,13 +317,9 @@ def check_config(cfg: Config) -> None:
         _fail("train.stage", f"must be one of {', '.join(STAGES)}, got {t.stage!r}")
     if t.precision not in PRECISIONS:
         _fail("train.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
-    for name in ("steps", "batch_size", "grad_accum", "log_every", "val_every", "ckpt_every", "keep_checkpoints"):
-        if getattr(t, name) < 1:
-            _fail(f"train.{name}", f"must be >= 1, got {getattr(t, name)}")
-    if t.threads < 0:
-        _fail("train.threads", f"must be >= 0, got {t.threads}")
-    if t.max_minutes < 0:
-        _fail("train.max_minutes", f"must be >= 0, got {t.max_minutes}")
+    _at_least("train", t, 1, "steps", "batch_size", "grad_accum", "log_every", "val_every", "ckpt_every",
+              "keep_checkpoints")
+    _at_least("train", t, 0, "threads", "max_minutes")
     if not t.device == "auto" and not (t.device == "cpu" or t.device.startswith("cuda")):
         _fail("train.device", f"must be auto, cpu or cuda[:N], got {t.device!r}")
     o = cfg.optim
@@ -325,9 +327,7 @@ def check_config(cfg: Config) -> None:
         _fail("optim.lr", f"must be > 0, got {o.lr}")
     if o.schedule not in ("cosine", "constant"):
         _fail("optim.schedule", f"must be cosine or constant, got {o.schedule!r}")
-    for name in ("weight_decay", "encoder_lr_mult", "grad_clip", "warmup_steps", "min_lr_ratio"):
-        if getattr(o, name) < 0:
-            _fail(f"optim.{name}", f"must be >= 0, got {getattr(o, name)}")
+    _at_least("optim", o, 0, "weight_decay", "encoder_lr_mult", "grad_clip", "warmup_steps", "min_lr_ratio")
     from .losses import DETAIL_LOSSES
 
     if cfg.loss.detail not in DETAIL_LOSSES:
@@ -336,10 +336,8 @@ def check_config(cfg: Config) -> None:
     fh, fw = d.frame_size
     if fh < 8 or fw < 8:
         _fail("data.frame_size", f"must be at least 8x8 pixels, got {list(d.frame_size)}")
-    if d.val_samples < 1:
-        _fail("data.val_samples", f"must be >= 1, got {d.val_samples}")
-    if d.num_workers < 0:
-        _fail("data.num_workers", f"must be >= 0, got {d.num_workers}")
+    _at_least("data", d, 1, "val_samples")
+    _at_least("data", d, 0, "num_workers")
     if d.source == "procedural" and d.val_seed == t.seed:
         _fail("data.val_seed", f"must differ from train.seed ({t.seed}): validation would replay training scenes")
     if d.source == "procedural" and not d.layouts:
@@ -378,13 +376,8 @@ def check_config(cfg: Config) -> None:
     lo = cfg.loss
     if lo.depth not in DEPTH_LOSSES:
         _fail("loss.depth", f"must be one of {', '.join(DEPTH_LOSSES)}, got {lo.depth!r}")
-    for name in ("weight", "grad", "edge_weight", "c2f", "gpct", "detail_weight"):
-        if getattr(lo, name) < 0:
-            _fail(f"loss.{name}", f"must be >= 0, got {getattr(lo, name)}")
-    if lo.scale < 1:
-        _fail("loss.scale", f"must be >= 1, got {lo.scale}")
-    if lo.grad_scales < 1:
-        _fail("loss.grad_scales", f"must be >= 1, got {lo.grad_scales}")
+    _at_least("loss", lo, 0, "weight", "grad", "edge_weight", "c2f", "gpct", "detail_weight")
+    _at_least("loss", lo, 1, "scale", "grad_scales")
     if not 0 <= lo.silog_focus <= 1:
         _fail("loss.silog_focus", f"must be in [0, 1], got {lo.silog_focus}")
     if d.far_depth and d.far_depth <= d.valid_max:
