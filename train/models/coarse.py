@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Sequence
 
 import torch
@@ -198,8 +198,12 @@ def _module(**kw: Any) -> ModuleCoarse:
 
 
 def create_coarse(name: str, **kwargs: Any) -> CoarseModel:
-    """Build a registered coarse model ("lite", "hf", "module"); records name/kwargs for ``spec()``."""
+    """Build a registered coarse model ("lite", "depth-anything-v2-small|base|large", "hf", "module");
+    records name/kwargs for ``spec()``."""
     model = get_factory("coarse", name)(**kwargs)
     model.registry_name = name
-    model.registry_kwargs = {k: v for k, v in kwargs.items() if not isinstance(v, nn.Module)}
+    # What rebuilds the architecture for a checkpoint: not modules, and not a weights file — the
+    # checkpoint holds the tensors, and the user's file may not exist where it is loaded.
+    model.registry_kwargs = {k: asdict(v) if is_dataclass(v) else v for k, v in kwargs.items()
+                             if not isinstance(v, nn.Module) and k != "weights"}
     return model
