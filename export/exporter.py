@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import torch
 from torch import nn
 
 from . import onnx_export
@@ -142,11 +141,16 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
         rows: list[ParityRow] = []
         baselines = {"coarse": reference_row("coarse", frames), "refiner": reference_row("refiner", frames)}
 
-        def add(role: str, fmt: str, prec: str, path: Path, run: Optional[Callable]) -> None:
+        skipped: list[tuple[str, str]] = []  # (variant, why it could not be scored here)
+
+        def add(role: str, fmt: str, prec: str, path: Path, run: Optional[Callable], why_not: str = "") -> None:
             files[role].setdefault(fmt, {})[prec] = w.rel(path)
-            if run is None:
-                return
             variant = f"{role}/{fmt}/{prec}"
+            if run is None:
+                if why_not:
+                    skipped.append((variant, why_not))
+                    log(f"  {variant}: not scored: {why_not}")
+                return
             size = folder_bytes(path) + (folder_bytes(path.with_suffix(".bin")) if path.suffix == ".xml" else 0)
             row = (score_refiner(variant, run, frames, cfg.tiling.window, size) if role == "refiner"
                    else score_coarse(variant, run, coarse_inputs, frames, size))
@@ -195,22 +199,14 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
                 add("refiner", "openvino", "int8", xml, ove.runner(xml))
 
         if "coreml" in cfg.targets:
-            from .coreml_export import to_coreml, validate_coreml
+            from .coreml_export import export_models
 
             log("converting to CoreML")
-            n = coreml_batch(cfg, refiner)  # fixed batch: the Neural Engine needs fixed shapes
-            example = dict(zip(onnx_export.refiner_input_names(refiner), onnx_export.refiner_example_inputs(refiner, n)))
             variants = ["fp16"] + (["int8", "palette6"] if int8 else [])
-            for variant in variants:
-                path = to_coreml(refiner, example, ["depth"], w.file(f"coreml/refiner.{variant}.mlpackage"), variant)
-                validate_coreml(path, {k: v.shape for k, v in example.items()}, ["depth"])
-                add("refiner", "coreml", variant, path, None)
-            h, wd = coarse.input_size
-            image = torch.randn(1, 3, h, wd)
-            names = ["depth", *[f"feat{k}" for k in range(len(coarse.feature_channels))]]
-            path = to_coreml(onnx_export._CoarseOutputs(coarse), {"image": image}, names, w.file("coreml/coarse.fp16.mlpackage"))
-            validate_coreml(path, {"image": image.shape}, names)
-            add("coarse", "coreml", "fp16", path, None)
+            # Fixed batch (the Neural Engine needs fixed shapes): the tiles of one frame.
+            for role, variant, path, (run, why_not) in export_models(coarse, refiner, meta, coreml_batch(cfg, refiner),
+                                                                     variants, w.file):
+                add(role, "coreml", variant, path, run, why_not)
 
         if "torch" in cfg.targets:  # the runtime's torch backend (development, GPU tests)
             from edgedepth.train.checkpoint import write_model_files
@@ -219,9 +215,9 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             files["refiner"]["torch"] = {"fp32": "torch/model.safetensors"}
 
         check_drift(rows, baselines, cfg.int8_bound)
-        pipeline = _pipeline(coarse, refiner, cfg, w, log) if cfg.pipeline_size else None
+        pipeline = _pipeline(coarse, refiner, meta, cfg, w, log) if cfg.pipeline_size else None
         manifest = _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline)
-        report = "# Parity report\n\n" + markdown([baselines["coarse"], baselines["refiner"], *rows])
+        report = "# Parity report\n\n" + markdown([baselines["coarse"], baselines["refiner"], *rows], skipped)
         w.file("parity.md").write_text(report, encoding="utf-8")
         path = w.commit(manifest)
     log(report)
@@ -239,7 +235,7 @@ def _tensorrt_notes(onnx_refiner: dict[str, Path], cfg: ExportConfig, log) -> No
         log("tensorrt is not installed here: engines are built on the device from the bundle's ONNX")
 
 
-def _pipeline(coarse, refiner, cfg: ExportConfig, w: BundleWriter, log) -> dict:
+def _pipeline(coarse, refiner, meta: dict, cfg: ExportConfig, w: BundleWriter, log) -> dict:
     from .pipeline import FusedPipeline, export_pipeline_coreml, export_pipeline_onnx
 
     h, wd = cfg.pipeline_size
@@ -252,7 +248,7 @@ def _pipeline(coarse, refiner, cfg: ExportConfig, w: BundleWriter, log) -> dict:
     if "coreml" in cfg.targets:
         from .coreml_export import validate_coreml
 
-        path = export_pipeline_coreml(pipe, w.file(f"coreml/pipeline_{wd}x{h}.fp16.mlpackage"))
+        path = export_pipeline_coreml(pipe, w.file(f"coreml/pipeline_{wd}x{h}.fp16.mlpackage"), meta=meta)
         validate_coreml(path, {"image": (1, 3, h, wd)}, ["depth"])
         out["coreml"] = {"fp16": w.rel(path)}
     return out

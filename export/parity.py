@@ -110,13 +110,15 @@ def check_drift(rows: Sequence[ParityRow], baselines: Mapping[str, ParityRow],
                           + ". Use more/better calibration frames, keep more layers in float, or raise the bound.")
 
 
-def markdown(rows: Sequence[ParityRow]) -> str:
-    """The parity table as markdown (one row per variant)."""
+def markdown(rows: Sequence[ParityRow], skipped: Sequence[tuple[str, str]] = ()) -> str:
+    """The parity table as markdown (one row per variant), then each ``(variant, why)`` that
+    could not be scored on this machine."""
     head = ("| variant | AbsRel vs fp32 | AbsRel vs GT | δ1 | RMSE (m) | max abs (m) | size |\n"
             "|---|---:|---:|---:|---:|---:|---:|\n")
     body = "".join(f"| {r.variant} | {r.absrel_vs_fp32:.2e} | {r.absrel_vs_gt:.4f} | {r.delta1:.4f} | "
                    f"{r.rmse:.4f} | {r.max_abs:.4f} | {_size(r.bytes)} |\n" for r in rows)
-    return head + body
+    notes = "".join(f"- {variant}: {why}\n" for variant, why in skipped)
+    return head + body + (f"\nNot scored here:\n\n{notes}" if notes else "")
 
 
 def _size(n: int) -> str:

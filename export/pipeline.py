@@ -84,11 +84,15 @@ def export_pipeline_onnx(pipeline: FusedPipeline, path: str | Path) -> Path:
                    opset=OPSET, simplify=True, dynamo=True)
 
 
-def export_pipeline_coreml(pipeline: FusedPipeline, path: str | Path, variant: str = "fp16") -> Path:
-    """CoreML mlprogram of the fused pipeline at ``path`` (fixed 1×3×H×W input)."""
-    from .coreml_export import to_coreml
+def export_pipeline_coreml(pipeline: FusedPipeline, path: str | Path, variant: str = "fp16", *,
+                           meta: dict | None = None) -> Path:
+    """CoreML mlprogram of the fused pipeline at ``path``: ``image`` is an RGB image type of the
+    fixed H×W (pixels 0…255 as they are: the graph normalises), with metadata from ``meta``."""
+    from .coreml_export import image_input, model_info, to_coreml
 
-    return to_coreml(pipeline, {"image": pipeline.example()}, ["depth"], path, variant)
+    info = model_info("pipeline", meta or {}, ["image"], ["depth"], size=(pipeline.height, pipeline.width))
+    return to_coreml(pipeline, {"image": pipeline.example()}, ["depth"], path, variant,
+                     image=image_input("image"), info=info)
 
 
 def image_tensor(image: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "int8")
+# Weight-compressed variants only some formats hold (CoreML 6-bit palettes): selectable, not a compute precision.
+WEIGHT_VARIANTS = ("palette6",)
 
 
 def cache_root() -> Path:

@@ -98,6 +98,58 @@ def test_coreml_specs(bundle):
         validate_coreml(bundle / m["refiner"]["files"]["coreml"]["fp16"], {"rgb": (1, 3, 16, 16)}, ["depth"])
 
 
+def _hashes(folder):
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_coreml_image_inputs_metadata_and_clean_packages(bundle, tiny_models):
+    from edgedepth.backends.coreml import MEAN_KEY, STD_KEY, read_spec
+
+    coarse, refiner = tiny_models
+    m = open_bundle(bundle).manifest
+    packages = [bundle / m["coarse"]["files"]["coreml"]["fp16"], bundle / m["pipeline"]["coreml"]["fp16"],
+                *(bundle / rel for rel in m["refiner"]["files"]["coreml"].values())]
+    before = {p: _hashes(p) for p in packages}
+    specs = {p.name: read_spec(p) for p in packages}
+    assert {p: _hashes(p) for p in packages} == before  # reading the spec writes nothing
+    for p in packages:
+        assert not (p / "executorch_debug_handle_mapping.json").exists()
+        meta = specs[p.name].description.metadata
+        assert meta.shortDescription and meta.author and meta.license and meta.versionString.startswith("edgedepth")
+        assert meta.userDefined["com.edgedepth.depth_unit"] == "m"
+        assert "metres" in specs[p.name].description.output[0].shortDescription
+    for name, size in (("coarse.fp16.mlpackage", coarse.input_size), (f"pipeline_{SIZE[1]}x{SIZE[0]}.fp16.mlpackage", SIZE)):
+        image = specs[name].description.input[0].type.imageType
+        assert (image.height, image.width, image.colorSpace) == (*size, image.RGB)
+    # The coarse model's normalisation is recorded for readers that feed normalised arrays.
+    user = specs["coarse.fp16.mlpackage"].description.metadata.userDefined
+    assert json.loads(user[MEAN_KEY]) == list(coarse.mean) and json.loads(user[STD_KEY]) == list(coarse.std)
+
+
+def test_coreml_compression_keeps_small_tensors(bundle, tiny_models):
+    """Apple's default threshold: only weights of >= 2048 elements are compressed."""
+    from edgedepth.backends.coreml import read_spec
+
+    _, refiner = tiny_models
+    big = sum(p.numel() >= 2048 for p in refiner.parameters())
+    assert 0 < big < len(list(refiner.parameters()))
+    m = open_bundle(bundle).manifest
+    for variant, op in (("int8", "constexpr_"), ("palette6", "constexpr_lut_to_dense")):
+        main = read_spec(bundle / m["refiner"]["files"]["coreml"][variant]).mlProgram.functions["main"]
+        ops = [o.type for o in main.block_specializations[main.opset].operations]
+        assert sum(t.startswith(op) for t in ops) == big, (variant, ops)
+
+
+def test_coreml_variants_listed_as_not_scored_off_macos(bundle):
+    if sys.platform == "darwin":
+        pytest.skip("on macOS the CoreML variants are scored, not listed as skipped")
+    m = open_bundle(bundle).manifest
+    report = (bundle / "parity.md").read_text()
+    for variant in ("refiner/coreml/fp16", "refiner/coreml/int8", "refiner/coreml/palette6", "coarse/coreml/fp16"):
+        assert f"- {variant}: Core ML predicts only on macOS" in report
+        assert variant not in m["parity"]
+
+
 def test_int8_drift_beyond_bound_names_the_variant(tiny_models):
     coarse, refiner = tiny_models
     frames = prepare_frames(coarse, refiner, [render_scene(3, *SIZE, "street")], Tiling())
