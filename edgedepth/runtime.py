@@ -209,12 +209,17 @@ class Runtime:
             (ValueError).
         max_tile_batch: most tiles per refiner call (bounds peak memory on big grids).
         cache_dir: compiled-model / engine cache; None = $EDGEDEPTH_CACHE or ~/.cache/edgedepth.
+        dla_core: tensorrt only: run on this Jetson DLA core (static tile batch, GPU fallback per layer).
+        engines: tensorrt only: {"coarse": path, "refiner": path}, engines built with trtexec (the lines
+            of ``edgedepth build-engines --print-trtexec``) to load instead of building; their I/O is
+            checked against the manifest.
     """
 
     def __init__(self, bundle: str | Path | None = None, backend: str = "auto", device: str = "auto",
                  precision: str = "auto", tiles: tuple[int, int] | None = None, threads: int | None = None,
                  *, tiling: Any = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-                 max_tile_batch: int = DEFAULT_MAX_TILE_BATCH, cache_dir: str | Path | None = None) -> None:
+                 max_tile_batch: int = DEFAULT_MAX_TILE_BATCH, cache_dir: str | Path | None = None,
+                 dla_core: int | None = None, engines: Mapping[str, str | Path] | None = None) -> None:
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a string, got {type(backend).__name__}")
         if precision != "auto" and precision not in PRECISIONS + WEIGHT_VARIANTS:
@@ -257,21 +262,28 @@ class Runtime:
         self.tiling = tiling or (bundle_tiling if self.tiles is None else Tiling(
             *self.tiles, bundle_tiling.overlap_ratio, bundle_tiling.window))
         self.rows, self.cols = self.tiling.rows, self.tiling.cols
-        refiner_kwargs = dict(kwargs)
-        if cls.name == "tensorrt":
-            from .backends.tensorrt import BuildOptions
-
-            # The engine's batch profile must cover the tiles this runtime sends per call.
-            refiner_kwargs["build_options"] = BuildOptions.for_tiles(self.precision, self.rows * self.cols,
-                                                                     max_tile_batch)
-        # Backends load the bytes the bundle hashed just now (Bundle.model_bytes), not the paths again.
-        path, files = self._model_source(cls, "refiner", self.precision)
-        self.refiner: Backend = cls(path, role="refiner", precision=self.precision, files=files, **refiner_kwargs)
         # A compressed refiner (int8, palette6) may come with a coarse model at one float precision only.
         coarse_precision = next((p for p in (self.precision, "fp32", cls.default_precision(self.device))
                                  if self._has(cls, "coarse", p)), "fp32")
-        path, files = self._model_source(cls, "coarse", coarse_precision)
-        self.coarse: Backend = cls(path, role="coarse", precision=coarse_precision, files=files, **kwargs)
+        # role -> (precision of the bundle file to load, backend keyword arguments)
+        models = {"refiner": (self.precision, {"precision": self.precision}),
+                  "coarse": (coarse_precision, {"precision": coarse_precision})}
+        if cls.name == "tensorrt":
+            from .backends.tensorrt import runtime_engines
+
+            # TensorRT's version picks each engine's ONNX and precision; the refiner's batch profile
+            # covers the tiles this runtime sends per call.
+            models = runtime_engines(self.bundle, self.precision, self.rows * self.cols, max_tile_batch,
+                                     dla_core=dla_core, engines=engines)
+        elif dla_core is not None or engines is not None:
+            raise ValueError(f"dla_core and engines are options of the tensorrt backend, not of {cls.name!r}")
+        loaded = {}
+        for role, (file_precision, extra) in models.items():
+            # Backends load the bytes the bundle hashed just now (Bundle.model_bytes), not the paths again.
+            path, files = self._model_source(cls, role, file_precision)
+            loaded[role] = cls(path, role=role, files=files, **kwargs, **extra)
+        self.refiner: Backend = loaded["refiner"]
+        self.coarse: Backend = loaded["coarse"]
         self._check_io()
         self.ops = _TorchOps(self.device) if self.refiner.device_tensors else _HostOps(threads)
 

@@ -1,22 +1,26 @@
-"""TensorRT at export time: the bundle's engine build options and the equivalent ``trtexec`` line.
+"""TensorRT at export time: the bundle's engine build options and the equivalent ``trtexec`` lines.
 
 Engines are not built here: they are not portable across TensorRT versions or GPUs (METHODS.md §6),
-so the device builds them from the bundle's ONNX. The builder, its options and the engine cache are
-the runtime's (:mod:`edgedepth.backends.tensorrt`, re-exported below), so an engine built with
-``ensure_engine`` on the device is the one the runtime's TensorRT backend finds. This module only
-adds what needs the host's ``onnx``: reading the profile shapes for a ``trtexec`` command line.
+so the device builds them from the bundle's ONNX. The builder, its options, the version-dependent
+plan and the engine cache are the runtime's (:mod:`edgedepth.backends.tensorrt`,
+:mod:`edgedepth.backends.tensorrt_plan`, re-exported below), so an engine built with
+``ensure_engine`` or ``edgedepth build-engines`` on the device is the one the runtime finds. This
+module only adds what needs the host's ``onnx``: reading the input shapes of ONNX files.
 """
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
+from typing import Mapping, Optional
 
 from edgedepth.backends.tensorrt import BuildOptions, build_engine, engine_path, ensure_engine
+from edgedepth.backends.tensorrt_plan import trtexec_command as _trtexec_line
+from edgedepth.backends.tensorrt_plan import trtexec_text as _trtexec_text
 
 from edgedepth.tiling import Tiling
 from .onnx_export import io_specs
 
-__all__ = ["BuildOptions", "build_engine", "engine_path", "ensure_engine", "bundle_build_options", "trtexec_command"]
+__all__ = ["BuildOptions", "build_engine", "engine_path", "ensure_engine", "bundle_build_options", "trtexec_command",
+           "trtexec_text"]
 
 
 def bundle_build_options(tiling: Tiling, precision: str, max_tile_batch: int = 16) -> BuildOptions:
@@ -25,39 +29,28 @@ def bundle_build_options(tiling: Tiling, precision: str, max_tile_batch: int = 1
     return BuildOptions.for_tiles(precision, tiling.rows * tiling.cols, max_tile_batch)
 
 
-def _profile_shapes(onnx_path: Path, options: BuildOptions) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """min/opt/max shapes for every input with a dynamic batch axis (as the builder sets them)."""
-    inputs, _ = io_specs(onnx_path)
-    shapes = {}
-    for spec in inputs:
-        if spec.shape and spec.shape[0] == -1:
-            if -1 in spec.shape[1:]:
-                raise ValueError(f"{onnx_path}: input {spec.name!r} has dynamic axes beyond the batch: {spec.shape}")
-            rest = spec.shape[1:]
-            shapes[spec.name] = tuple((b, *rest) for b in (options.min_batch, options.opt_batch, options.max_batch))
-    return shapes
+def _input_shapes(onnx_path: Path) -> dict[str, list[int]]:
+    return {spec.name: list(spec.shape) for spec in io_specs(onnx_path)[0]}
 
 
 def trtexec_command(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions,
-                    timing_cache: str | Path | None = None, *, shown_onnx: str | None = None) -> str:
+                    timing_cache: str | Path | None = None, *, shown_onnx: str | None = None,
+                    strongly_typed: bool = False) -> str:
     """The ``trtexec`` command line that builds the same engine as
-    :func:`edgedepth.backends.tensorrt.build_engine` with ``options``.
+    :func:`edgedepth.backends.tensorrt.build_engine` with ``options`` from ``onnx_path``.
 
     Shapes are read from ``onnx_path``; ``shown_onnx`` replaces its path in the line (e.g. the
-    name the file will have inside a bundle).
+    name the file will have inside a bundle). ``strongly_typed``: the TensorRT >= 10.12 form.
     """
-    args = ["trtexec", f"--onnx={shown_onnx or onnx_path}", f"--saveEngine={engine_path}"]
-    if options.precision in ("fp16", "int8"):
-        args.append("--fp16")
-    if options.precision == "int8":
-        args.append("--int8")  # with a Q/DQ ONNX: explicit quantization, no calibrator
-    shapes = _profile_shapes(Path(onnx_path), options)
-    for flag, idx in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
-        if shapes:
-            args.append(flag + "=" + ",".join(f"{n}:{'x'.join(map(str, s[idx]))}" for n, s in shapes.items()))
-    args.append(f"--memPoolSize=workspace:{options.workspace_mib}M")
-    if timing_cache is not None:
-        args.append(f"--timingCacheFile={timing_cache}")
-    if options.dla_core is not None:
-        args += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
-    return shlex.join(args)
+    return _trtexec_line(shown_onnx or str(onnx_path), str(engine_path), options, _input_shapes(Path(onnx_path)),
+                         strongly_typed=strongly_typed, timing_cache=None if timing_cache is None else str(timing_cache))
+
+
+def trtexec_text(onnx_files: Mapping[str, Mapping[str, Path]], tiling: Tiling, max_tile_batch: int = 16,
+                 dla_core: Optional[int] = None) -> str:
+    """The bundle's ``trtexec.txt``: the lines for both models, every precision the bundle can run
+    and both TensorRT build modes (:func:`edgedepth.backends.tensorrt_plan.trtexec_text`).
+    ``onnx_files``: role -> precision -> ONNX path inside the bundle being written."""
+    names = {role: {prec: Path(path).name for prec, path in table.items()} for role, table in onnx_files.items()}
+    shapes = {role: _input_shapes(Path(table["fp32"])) for role, table in onnx_files.items()}
+    return _trtexec_text(names, shapes, tiling.rows * tiling.cols, max_tile_batch, dla_core)

@@ -14,7 +14,8 @@ from edgedepth.export import onnx_export as oe
 from edgedepth.export.bundle import BundleWriter
 from edgedepth.tiling import Tiling
 from edgedepth.export.optional import available
-from edgedepth.export.tensorrt import BuildOptions, bundle_build_options, ensure_engine, trtexec_command
+from edgedepth.export.tensorrt import (BuildOptions, bundle_build_options, ensure_engine, trtexec_command,
+                                      trtexec_text)
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +24,19 @@ def refiner_onnx(tiny_models, tmp_path_factory):
 
 
 def test_trtexec_line_profiles_the_dynamic_tile_axis(refiner_onnx):
-    opts = BuildOptions(precision="int8", opt_batch=4, max_batch=8, workspace_mib=512, dla_core=0)
+    opts = BuildOptions(precision="int8", opt_batch=4, max_batch=8, workspace_mib=512)
     args = shlex.split(trtexec_command(refiner_onnx, "r.engine", opts, "cache.bin", shown_onnx="refiner.onnx"))
     assert args[:3] == ["trtexec", "--onnx=refiner.onnx", "--saveEngine=r.engine"]
-    assert {"--fp16", "--int8", "--allowGPUFallback", "--useDLACore=0", "--timingCacheFile=cache.bin",
-            "--memPoolSize=workspace:512M"} <= set(args)
+    assert {"--fp16", "--int8", "--timingCacheFile=cache.bin", "--memPoolSize=workspace:512M"} <= set(args)
     assert "--minShapes=rgb:1x3x16x16,coarse_depth:1x1x16x16,guide0:1x8x4x4" in args
     assert "--optShapes=rgb:4x3x16x16,coarse_depth:4x1x16x16,guide0:4x8x4x4" in args
     assert "--maxShapes=rgb:8x3x16x16,coarse_depth:8x1x16x16,guide0:8x8x4x4" in args
+    # On a DLA core the profile is static (min = opt = max) and layers may fall back to the GPU.
+    dla = shlex.split(trtexec_command(refiner_onnx, "r.engine", BuildOptions("fp16", 1, 4, 8, dla_core=0)))
+    assert {"--useDLACore=0", "--allowGPUFallback", "--minShapes=rgb:4x3x16x16,coarse_depth:4x1x16x16,guide0:4x8x4x4",
+            "--maxShapes=rgb:4x3x16x16,coarse_depth:4x1x16x16,guide0:4x8x4x4"} <= set(dla)
+    strong = shlex.split(trtexec_command(refiner_onnx, "r.engine", opts, strongly_typed=True))
+    assert "--stronglyTyped" in strong and not {"--fp16", "--int8"} & set(strong)
     fp32 = shlex.split(trtexec_command(refiner_onnx, "r.engine", BuildOptions(precision="fp32")))
     assert "--fp16" not in fp32 and "--int8" not in fp32 and not any(a.startswith("--useDLACore") for a in fp32)
 
@@ -48,6 +54,31 @@ def test_export_uses_the_runtime_builder_and_its_cache_key(refiner_onnx, tmp_pat
         engine_path(refiner_onnx, sha, RuntimeBuildOptions(precision="fp16"), **key)
     line = shlex.split(trtexec_command(refiner_onnx, "r.engine", opts))
     assert "--optShapes=rgb:9x3x16x16,coarse_depth:9x1x16x16,guide0:9x8x4x4" in line
+
+
+def test_trtexec_text_holds_both_models_both_build_modes(tiny_models, refiner_onnx, tmp_path):
+    from edgedepth.export.onnx_export import convert_fp16, export_coarse
+
+    coarse = export_coarse(tiny_models[0], tmp_path / "coarse.onnx")
+    files = {"coarse": {"fp32": coarse, "fp16": convert_fp16(coarse, tmp_path / "coarse.fp16.onnx")},
+             "refiner": {"fp32": refiner_onnx, "int8": refiner_onnx.with_name("refiner.int8.qdq.onnx")}}
+    files["refiner"]["int8"].write_bytes(refiner_onnx.read_bytes())  # shapes are read from the fp32 files only
+    text = trtexec_text(files, Tiling(rows=3, cols=3))
+    weak, strong = text.split("## TensorRT 10.12")
+    lines = [shlex.split(line) for line in weak.splitlines() if line.startswith("trtexec")]
+    # fp32, fp16 (from the FP32 ONNX + --fp16) and int8 (Q/DQ refiner, FP16 coarse), both models each
+    assert [(a[1], a[2]) for a in lines] == [
+        ("--onnx=coarse.onnx", "--saveEngine=coarse.fp32.engine"), ("--onnx=refiner.onnx", "--saveEngine=refiner.fp32.engine"),
+        ("--onnx=coarse.onnx", "--saveEngine=coarse.fp16.engine"), ("--onnx=refiner.onnx", "--saveEngine=refiner.fp16.engine"),
+        ("--onnx=coarse.onnx", "--saveEngine=coarse.int8.engine"),
+        ("--onnx=refiner.int8.qdq.onnx", "--saveEngine=refiner.int8.engine")]
+    assert "--fp16" in lines[4] and "--int8" not in lines[4] and {"--fp16", "--int8"} <= set(lines[5])
+    assert "--optShapes=rgb:9x3x16x16,coarse_depth:9x1x16x16,guide0:9x8x4x4" in lines[5]
+    strong_lines = [shlex.split(line) for line in strong.splitlines() if line.startswith("trtexec")]
+    assert all("--stronglyTyped" in a and "--fp16" not in a for a in strong_lines)
+    # Strongly typed, the refiner has no FP16 ONNX here: fp16 is left out; int8 takes the coarse FP16 ONNX.
+    assert [a[1] for a in strong_lines] == ["--onnx=coarse.onnx", "--onnx=refiner.onnx", "--onnx=coarse.fp16.onnx",
+                                            "--onnx=refiner.int8.qdq.onnx"]
 
 
 def test_ensure_engine_builds_reuses_and_replaces_a_corrupt_engine(refiner_onnx, tmp_path):
