@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-data": ("edgedepth.train.shards_cli", "pre-render procedural training frames as shards"),
     "train": ("edgedepth.train.cli", "train a coarse model or refiner from a YAML config"),
     "export": ("edgedepth.export.cli", "export a checkpoint to an ONNX/OpenVINO/CoreML/TensorRT bundle"),
+    "build-engines": ("edgedepth.commands.build_engines",
+                      "build a bundle's TensorRT engines now, into the runtime's cache (or print trtexec lines)"),
 }
 
 
@@ -75,6 +77,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "edgedepth export runs/default-refiner/final --out my.edgedepth",
         "edgedepth export runs/default-refiner/final --targets onnx,openvino,torch --precision fp32,int8 "
         "--calib folder:mydata/train --out my.edgedepth",
+    ),
+    "build-engines": (
+        "edgedepth build-engines my.edgedepth --precision int8",
+        "edgedepth build-engines my.edgedepth --precision fp16 --dla-core 0 --device cuda:0",
+        "edgedepth build-engines my.edgedepth --print-trtexec",
     ),
 }
 
