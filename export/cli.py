@@ -16,8 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", type=csv_list, default=["fp32", "fp16", "int8"],
                         help="comma-separated subset of fp32,fp16,int8 (default all three)")
     parser.add_argument("--calib", default="procedural:16",
-                        help="calibration frames: a data-set folder ([KIND:]PATH) or procedural:N (default)")
-    parser.add_argument("--heldout", default="procedural:4", help="held-out frames for the parity report")
+                        help="calibration frames, no depth needed: a folder of images or a video of your camera "
+                             "(images:PATH, video:PATH), a data-set folder ([KIND:]PATH) or procedural:N (default)")
+    parser.add_argument("--heldout", default="procedural:4",
+                        help="held-out frames with depth for the parity report (data-set folder or procedural:N)")
+    parser.add_argument("--select", default="procedural:4",
+                        help="frames with depth on which NNCF accuracy control picks the OpenVINO INT8 model "
+                             "(kept apart from --heldout, which reports it)")
     parser.add_argument("--frame-size", type=frame_size, default=None, metavar="WxH",
                         help="size of procedural frames (default: the checkpoint's training frame size)")
     parser.add_argument("--tiles", type=tile_grid, default=None, metavar="ROWSxCOLS",
@@ -33,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", type=frame_size, default=None, metavar="WxH",
                         help="also build the fused single-model pipeline at this size (e.g. 1920x1080)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what would be built (targets, precisions, tiling, frames, files) and exit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from edgedepth.train.checkpoint import read_meta
 
     from .exporter import ExportConfig, export_checkpoint
+    from .plan import describe
 
     trained = read_meta(args.checkpoint).get("train", {}).get("tiling")
     tiling = Tiling.from_json(trained) if trained else Tiling()
@@ -51,9 +59,14 @@ def run(args: argparse.Namespace) -> int:
         changes.update(rows=args.tiles[0], cols=args.tiles[1], shrink=changes.get("shrink", 0.0))
     tiling = dataclasses.replace(tiling, **changes)
     cfg = ExportConfig(targets=args.targets, precisions=args.precision, calib=args.calib, heldout=args.heldout,
+                       select=args.select,
                        frame_size=args.frame_size, tiling=tiling,
                        calib_tiles=args.calib_tiles, int8_bound=args.int8_bound,
                        accuracy_control=not args.no_accuracy_control, pipeline_size=args.pipeline,
                        overwrite=args.overwrite)
+    if args.dry_run:
+        cfg.validate()
+        print(f"would write {args.out} from {args.checkpoint}:\n" + describe(cfg.resolved(read_meta(args.checkpoint))))
+        return 0
     export_checkpoint(args.checkpoint, args.out, cfg)
     return 0

@@ -38,12 +38,15 @@ TARGET_PACKAGES = {
 
 @dataclass
 class ExportConfig:
-    """What to export. Frame sets are ``"procedural:N"``, a data-set folder, or a list of samples."""
+    """What to export. Frame sets are ``"procedural:N"``, a data-set folder, or a list of samples;
+    calibration frames need no depth, so ``calib`` may also be a folder of images or a video."""
 
     targets: Sequence[str] = ("onnx",)
     precisions: Sequence[str] = ("fp32", "fp16", "int8")
     calib: Any = "procedural:16"
     heldout: Any = "procedural:4"
+    # Frames NNCF accuracy control selects its INT8 model on: not the held-out ones, which report it.
+    select: Any = "procedural:4"
     # (H, W) of procedural frames and the bundle's tiling; None: what the checkpoint trained with
     # (model.json "train"), else 384x512 and Tiling().
     frame_size: Optional[tuple[int, int]] = None
@@ -120,11 +123,16 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
     cfg.validate()
     check_models(coarse, refiner)
     coarse, refiner = coarse.eval().float(), refiner.eval().float()
-    calib = load_frames(cfg.calib, size=cfg.frame_size, seed=0, what="calibration")
-    heldout = load_frames(cfg.heldout, size=cfg.frame_size, seed=100_000, what="held-out")
-    check_frames(calib, refiner.tile_size, cfg.tiling, "calibration")
-    check_frames(heldout, refiner.tile_size, cfg.tiling, "held-out")
     int8 = "int8" in cfg.precisions
+    calib = load_frames(cfg.calib, size=cfg.frame_size, seed=0, what="calibration", labeled=False)
+    heldout = load_frames(cfg.heldout, size=cfg.frame_size, seed=100_000, what="held-out")
+    # NNCF picks its INT8 model on frames of its own: scoring it on the same ones would flatter it.
+    select = (load_frames(cfg.select, size=cfg.frame_size, seed=200_000, what="selection")
+              if int8 and cfg.accuracy_control and "openvino" in cfg.targets else [])
+    check_frames(calib, refiner.tile_size, cfg.tiling, "calibration", labeled=False)
+    check_frames(heldout, refiner.tile_size, cfg.tiling, "held-out")
+    if select:
+        check_frames(select, refiner.tile_size, cfg.tiling, "selection")
     if int8:
         per_frame = [len(cfg.tiling.grid(*s["image"].shape[:2], refiner.tile_size)) for s in calib]
         if sum(per_frame) < cfg.calib_tiles:
@@ -192,7 +200,8 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
                 # With accuracy control the shipped INT8 IR is the one NNCF proved within the bound.
                 batches, dst = calibration_batches(calib_frames), w.file("openvino/refiner.int8.xml")
                 if cfg.accuracy_control:
-                    xml = ove.quantize_openvino_accuracy_control(onnx_files["refiner"]["fp32"], dst, batches, frames,
+                    xml = ove.quantize_openvino_accuracy_control(onnx_files["refiner"]["fp32"], dst, batches,
+                                                                 prepare_frames(coarse, refiner, select, cfg.tiling, reference=False),
                                                                  cfg.tiling.window, max_drop=cfg.int8_bound)
                 else:
                     xml = ove.quantize_openvino(onnx_files["refiner"]["fp32"], dst, batches, min_tiles=cfg.calib_tiles)

@@ -1,0 +1,56 @@
+"""What an export will build, said before any work (``edgedepth export ... --dry-run``).
+
+The file names follow :func:`edgedepth.export.exporter.export_bundle`; a test checks the plan
+against a real export's manifest, so the two cannot drift apart silently.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .exporter import ExportConfig
+
+
+def planned_files(cfg: "ExportConfig") -> list[str]:
+    """Bundle-relative model files (an .mlpackage counts as one) that ``cfg`` (resolved) writes."""
+    targets, precs = set(cfg.targets), set(cfg.precisions)
+    files = ["coarse.onnx", "refiner.onnx"]
+    if targets & {"onnx", "tensorrt"}:
+        files += [f"{r}.fp16.onnx" for r in ("coarse", "refiner") if "fp16" in precs]
+        files += ["refiner.int8.qdq.onnx"] if "int8" in precs else []
+    if "openvino" in targets:
+        for role in ("coarse", "refiner"):
+            for prec in ("fp32", "fp16"):
+                if prec in precs or prec == "fp32":
+                    files += [f"openvino/{role}.{prec}.xml", f"openvino/{role}.{prec}.bin"]
+        files += ["openvino/refiner.int8.xml", "openvino/refiner.int8.bin"] if "int8" in precs else []
+    if "coreml" in targets:
+        variants = ["fp16"] + (["int8", "palette6"] if "int8" in precs else [])
+        files += [f"coreml/refiner.{v}.mlpackage" for v in variants] + ["coreml/coarse.fp16.mlpackage"]
+    if "torch" in targets:
+        files += ["torch/model.safetensors"]
+    if cfg.pipeline_size:
+        h, w = cfg.pipeline_size
+        files += [f"pipeline_{w}x{h}.onnx"] if targets & {"onnx", "tensorrt", "openvino"} else []
+        files += [f"coreml/pipeline_{w}x{h}.fp16.mlpackage"] if "coreml" in targets else []
+    return files
+
+
+def describe(cfg: "ExportConfig") -> str:
+    """The plan as text: targets, precisions, tiling, frame size, frame sources, files."""
+    t = cfg.tiling
+    grid = f"{t.rows}x{t.cols}, overlap {t.overlap_ratio}, {t.window} window" + (f", adaptive shrink {t.shrink}" if t.shrink else "")
+    h, w = cfg.frame_size
+    int8 = "int8" in cfg.precisions
+    lines = [f"targets:     {', '.join(cfg.targets)}",
+             f"precisions:  {', '.join(cfg.precisions)}",
+             f"tiling:      {grid}",
+             f"frame size:  {w}x{h} (procedural frames; the CoreML refiner's fixed batch is cut from it)",
+             f"calibration: {cfg.calib if int8 else '(none: no int8)'}" + (f", at least {cfg.calib_tiles} tiles" if int8 else ""),
+             f"held-out:    {cfg.heldout} (parity report)"]
+    if int8 and cfg.accuracy_control and "openvino" in cfg.targets:
+        lines.append(f"selection:   {cfg.select} (NNCF accuracy control, AbsRel bound +{100 * cfg.int8_bound:g} %)")
+    if cfg.pipeline_size:
+        lines.append(f"pipeline:    {cfg.pipeline_size[1]}x{cfg.pipeline_size[0]}")
+    lines += ["files:"] + [f"  {f}" for f in planned_files(cfg)] + ["  parity.md", "  manifest.json"]
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Calibration from unlabeled camera frames, a selection set apart from the held-out one, and
+``edgedepth export --dry-run`` (the plan, with the checkpoint's training tiling and frame size)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from edgedepth.bundle import open_bundle
+from edgedepth.datasets import render_scene
+from edgedepth.depth_io import write_image
+from edgedepth.export.exporter import ExportConfig, export_bundle
+from edgedepth.export.frames import load_frames
+from edgedepth.export.plan import planned_files
+
+SIZE = (48, 64)
+
+
+@pytest.fixture(scope="module")
+def camera_folder(tmp_path_factory):
+    """Eight frames of a 'camera': images only, no depth beside them."""
+    folder = tmp_path_factory.mktemp("camera")
+    for i in range(8):
+        write_image(folder / f"frame{i:03d}.png", render_scene(i, *SIZE, "street")["image"])
+    return folder
+
+
+def test_int8_calibrates_on_a_folder_of_unlabeled_images(tiny_models, camera_folder, tmp_path):
+    coarse, refiner = tiny_models
+    samples = load_frames(camera_folder, labeled=False)
+    assert len(samples) == 8 and all("depth" not in s for s in samples)
+    cfg = ExportConfig(targets=("onnx",), precisions=("fp32", "int8"), calib=str(camera_folder),
+                       heldout="procedural:2", frame_size=SIZE, calib_tiles=16)
+    out = export_bundle(coarse, refiner, {}, tmp_path / "cam.edgedepth", cfg, log=lambda _: None)
+    assert open_bundle(out).manifest["parity"]["refiner/onnx/int8"]["absrel_vs_fp32"] < 0.05
+
+
+def test_frames_that_score_must_have_depth(tiny_models, camera_folder, tmp_path):
+    coarse, refiner = tiny_models
+    with pytest.raises(ValueError, match="without ground-truth depth.*can only calibrate"):
+        load_frames(f"images:{camera_folder}", what="held-out")
+    cfg = ExportConfig(targets=("onnx",), precisions=("fp32",), heldout=str(camera_folder), frame_size=SIZE)
+    with pytest.raises(ValueError, match="held-out set .* without ground-truth depth"):
+        export_bundle(coarse, refiner, {}, tmp_path / "x.edgedepth", cfg, log=lambda _: None)
+    assert not (tmp_path / "x.edgedepth").exists()
+
+
+def test_selection_frames_are_not_the_held_out_ones(tiny_models, tmp_path, monkeypatch):
+    """NNCF accuracy control selects on ``select`` frames; the report scores ``heldout`` ones."""
+    from edgedepth.export import openvino_export as ove
+
+    coarse, refiner = tiny_models
+    seen = {}
+    real = ove.quantize_openvino_accuracy_control
+
+    def spy(onnx_path, xml, batches, frames, window, **kw):
+        seen["select"] = [f.image.copy() for f in frames]
+        return real(onnx_path, xml, batches, frames, window, **kw)
+
+    monkeypatch.setattr(ove, "quantize_openvino_accuracy_control", spy)
+    cfg = ExportConfig(targets=("openvino",), precisions=("fp32", "int8"), calib="procedural:16",
+                       heldout="procedural:2", select="procedural:3", frame_size=SIZE)
+    export_bundle(coarse, refiner, {}, tmp_path / "ov.edgedepth", cfg, log=lambda _: None)
+    heldout = [s["image"] for s in load_frames("procedural:2", size=SIZE, seed=100_000)]
+    assert len(seen["select"]) == 3
+    assert not any((a == b).all() for a in seen["select"] for b in heldout)
+
+
+def _checkpoint(tmp_path, train):
+    from edgedepth.datasets import FX_NORM
+    from edgedepth.train.checkpoint import save_models
+    from edgedepth.train.models import create_coarse, create_refiner
+
+    torch.manual_seed(0)
+    ckw = {"input_size": [32, 64], "width": 0.35, "decoder_channels": [8, 8, 16, 16]}
+    rkw = {"width": 0.35, "decoder_width": 0.5}
+    coarse = create_coarse("lite", **ckw).eval()
+    refiner = create_refiner("prv2-mobile", coarse, (32, 32), **rkw).eval()
+    meta = {"coarse": {"name": "lite", "kwargs": ckw}, "refiner": {"name": "prv2-mobile",
+            "kwargs": {"tile_size": [32, 32], **rkw}}, "camera": {"fx_norm": FX_NORM}, "train": train}
+    return save_models(tmp_path / "run", coarse, refiner, meta)
+
+
+def test_dry_run_prints_the_plan_from_the_checkpoint_and_builds_nothing(tmp_path, capsys):
+    from edgedepth.cli import main
+
+    train = {"stage": "refiner", "frame_size": [96, 192],
+             "tiling": {"rows": 3, "cols": 2, "overlap_ratio": 0.25, "window": "cosine", "shrink": 0.0}}
+    ckpt = _checkpoint(tmp_path, train)
+    out = tmp_path / "plan.edgedepth"
+    assert main(["export", str(ckpt), "--out", str(out), "--targets", "onnx,openvino,coreml",
+                 "--precision", "fp32,int8", "--calib", "video:cam.mp4", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert not out.exists()
+    assert "tiling:      3x2, overlap 0.25, cosine window" in text and "frame size:  192x96" in text
+    assert "calibration: video:cam.mp4" in text and "selection:   procedural:4" in text
+    for rel in ("refiner.int8.qdq.onnx", "openvino/refiner.int8.xml", "coreml/refiner.palette6.mlpackage"):
+        assert f"  {rel}\n" in text
+    assert "coarse.fp16.onnx" not in text
+
+
+def test_plan_lists_exactly_what_an_export_writes(tiny_models, tmp_path):
+    coarse, refiner = tiny_models
+    cfg = ExportConfig(targets=("onnx", "openvino", "coreml", "tensorrt"), precisions=("fp32", "fp16", "int8"),
+                       calib="procedural:16", heldout="procedural:1", select="procedural:1", frame_size=SIZE,
+                       pipeline_size=SIZE, accuracy_control=False)
+    out = export_bundle(coarse, refiner, {}, tmp_path / "all.edgedepth", cfg, log=lambda _: None)
+    written = set()
+    for rel in json.loads((out / "manifest.json").read_text())["files"]:
+        parts = rel.split("/")
+        package = next((i for i, p in enumerate(parts) if p.endswith(".mlpackage")), None)
+        written.add("/".join(parts[:package + 1]) if package is not None else rel)
+    written -= {"parity.md"}
+    assert set(planned_files(cfg.resolved({}))) == written
