@@ -25,6 +25,7 @@ from .optional import available, missing
 from .parity import DEFAULT_INT8_BOUND, ParityRow, check_drift, markdown, reference_row, score_coarse, score_refiner
 
 TARGETS = ("onnx", "openvino", "coreml", "tensorrt", "torch")
+MIN_COARSE_CALIB_FRAMES = 4
 PRECISIONS = ("fp32", "fp16", "int8")
 # Python packages each target needs on the export host (TensorRT builds on the device).
 TARGET_PACKAGES = {
@@ -55,6 +56,9 @@ class ExportConfig:
     int8_bound: float = DEFAULT_INT8_BOUND      # relative AbsRel rise allowed for INT8
     accuracy_control: bool = True               # OpenVINO INT8 by NNCF accuracy control (else plain PTQ)
     pipeline_size: Optional[tuple[int, int]] = None  # (H, W) of the fused pipeline; None = none
+    # INT8 for the coarse model too (ONNX Q/DQ, OpenVINO); None: only for a ViT coarse model, which
+    # is most of a frame's time (a lite CNN coarse model costs little and stays float).
+    coarse_int8: Optional[bool] = None
     overwrite: bool = False
 
     def resolved(self, meta: dict) -> "ExportConfig":
@@ -139,10 +143,15 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             raise ValueError(f"the calibration set gives {sum(per_frame)} tiles ({len(calib)} frames x "
                              f"{per_frame[0]}); INT8 needs at least {cfg.calib_tiles}: "
                              "add frames or lower --calib-tiles")
+        if quantize_coarse(cfg, coarse) and len(calib) < MIN_COARSE_CALIB_FRAMES:
+            raise ValueError(f"INT8 of the coarse model calibrates on whole frames: it needs at least "
+                             f"{MIN_COARSE_CALIB_FRAMES}, the calibration set has {len(calib)}")
 
     with BundleWriter(out, overwrite=cfg.overwrite) as w:
         log(f"preparing {len(calib)} calibration and {len(heldout)} held-out frames")
         calib_frames = prepare_frames(coarse, refiner, calib, cfg.tiling, reference=False) if int8 else []
+        # The coarse model calibrates on whole frames: images only, no depth needed.
+        coarse_calib = [{"image": coarse_input(s["image"], coarse)} for s in calib] if int8 and quantize_coarse(cfg, coarse) else []
         frames = prepare_frames(coarse, refiner, heldout, cfg.tiling)
         coarse_inputs = [coarse_input(s["image"], coarse) for s in heldout]
         files: dict[str, dict[str, dict[str, str]]] = {"coarse": {}, "refiner": {}}
@@ -180,6 +189,11 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             quantize_int8_qdq(onnx_files["refiner"]["fp32"], w.file("refiner.int8.qdq.onnx"),
                               calibration_batches(calib_frames), min_tiles=cfg.calib_tiles)
             onnx_files["refiner"]["int8"] = w.file("refiner.int8.qdq.onnx")
+            if coarse_calib:
+                log("quantizing the coarse model to INT8 (Q/DQ; attention, norms and the depth head float)")
+                quantize_int8_qdq(onnx_files["coarse"]["fp32"], w.file("coarse.int8.qdq.onnx"), coarse_calib,
+                                  min_tiles=MIN_COARSE_CALIB_FRAMES, role="coarse")
+                onnx_files["coarse"]["int8"] = w.file("coarse.int8.qdq.onnx")
         for role, table in onnx_files.items():
             for prec, path in table.items():
                 if want_onnx and (prec in cfg.precisions or prec == "fp32"):
@@ -206,6 +220,11 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
                 else:
                     xml = ove.quantize_openvino(onnx_files["refiner"]["fp32"], dst, batches, min_tiles=cfg.calib_tiles)
                 add("refiner", "openvino", "int8", xml, ove.runner(xml))
+                if coarse_calib:
+                    xml = ove.quantize_openvino(onnx_files["coarse"]["fp32"], w.file("openvino/coarse.int8.xml"), coarse_calib,
+                                                min_tiles=MIN_COARSE_CALIB_FRAMES, role="coarse",
+                                                transformer=is_transformer(coarse))
+                    add("coarse", "openvino", "int8", xml, ove.runner(xml))
 
         if "coreml" in cfg.targets:
             from .coreml_export import export_models
@@ -299,6 +318,18 @@ def _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline) -> d
     if pipeline:
         manifest["pipeline"] = pipeline
     return manifest
+
+
+def is_transformer(coarse: nn.Module) -> bool:
+    """True for a ViT coarse model (Depth Anything V2, or a transformers model)."""
+    from edgedepth.train.models import DepthAnythingV2, HFCoarse
+
+    return isinstance(coarse, (DepthAnythingV2, HFCoarse))
+
+
+def quantize_coarse(cfg: ExportConfig, coarse: nn.Module) -> bool:
+    """Whether an INT8 export quantizes the coarse model too (``cfg.coarse_int8``, auto: a ViT)."""
+    return is_transformer(coarse) if cfg.coarse_int8 is None else bool(cfg.coarse_int8)
 
 
 def coreml_batch(cfg: ExportConfig, refiner: nn.Module) -> int:

@@ -30,9 +30,10 @@ from edgedepth.train.models.refiner import refiner_input_names
 from .optional import require
 
 OPSET = 17
-# Kept in float32 in the FP16 variant: normalisations lose accuracy in half (METHODS.md §6) and
-# Resize/Range compute coordinates that half precision rounds visibly on large maps.
-FP16_KEEP_FP32 = ("LayerNormalization", "InstanceNormalization", "Resize", "Range")
+# Kept in float32 in the FP16 variant: normalisations lose accuracy in half (METHODS.md §6; a ViT's
+# LayerNorm after attention overflows in FP16), Softmax sums exponentials, and Resize/Range compute
+# coordinates that half precision rounds visibly on large maps.
+FP16_KEEP_FP32 = ("LayerNormalization", "InstanceNormalization", "Softmax", "Resize", "Range")
 
 
 @dataclass(frozen=True)

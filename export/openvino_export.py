@@ -39,32 +39,41 @@ def _nncf():
     return nncf
 
 
-def _ignored(onnx_path: Path, ov_model):
+def _ignored(onnx_path: Path, ov_model, role: str = "refiner"):
     """NNCF ignored scope: the ONNX nodes kept float in the Q/DQ model, by their OpenVINO names."""
     import onnx
 
     nncf = _nncf()
-    from .quantize_qdq import float_node_names
+    from .quantize_qdq import coarse_float_node_names, float_node_names
 
     model = onnx.load(str(onnx_path))
-    names = set(float_node_names(model))
+    names = set(float_node_names(model) if role == "refiner" else coarse_float_node_names(model))
     present = {op.get_friendly_name() for op in ov_model.get_ops()}
     return nncf.IgnoredScope(names=sorted(names & present), validate=False)
 
 
 def quantize_openvino(onnx_path: str | Path, xml: str | Path, batches: Sequence[dict[str, np.ndarray]],
-                      *, min_tiles: int = 64) -> Path:
-    """NNCF post-training INT8 of the ONNX ``onnx_path`` calibrated on ``batches``; IR at ``xml``."""
+                      *, min_tiles: int = 64, role: str = "refiner", transformer: bool = False) -> Path:
+    """NNCF post-training INT8 of the ONNX ``onnx_path`` calibrated on ``batches``; IR at ``xml``.
+
+    ``role="coarse"``: ``batches`` are ``{"image": ...}`` frames (``min_tiles`` counts them) and the
+    coarse model's float nodes are ignored. ``transformer``: NNCF's transformer scheme (a ViT: keeps
+    LayerNorm/Softmax/GELU in float and uses SmoothQuant on the linear layers).
+    """
     from .quantize_qdq import count_tiles
 
     ov = require("openvino", "OpenVINO INT8")
     nncf = _nncf()
+    if role not in ("refiner", "coarse"):
+        raise ValueError(f"role must be 'refiner' or 'coarse', got {role!r}")
     tiles = count_tiles(batches)
     if tiles < min_tiles:
-        raise ValueError(f"INT8 calibration needs at least {min_tiles} tiles, got {tiles}")
+        unit = "tiles" if role == "refiner" else "frames"
+        raise ValueError(f"INT8 calibration needs at least {min_tiles} {unit}, got {tiles}")
     model = ov.convert_model(str(onnx_path))
+    extra = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
     q = nncf.quantize(model, nncf.Dataset(list(batches)), preset=nncf.QuantizationPreset.PERFORMANCE,
-                      subset_size=len(batches), ignored_scope=_ignored(Path(onnx_path), model))
+                      subset_size=len(batches), ignored_scope=_ignored(Path(onnx_path), model, role), **extra)
     return _save(q, Path(xml), False)
 
 

@@ -120,9 +120,38 @@ def input_nodes(model, inputs: Sequence[str] = ("coarse_depth",)) -> list[str]:
 
 
 def float_node_names(model) -> list[str]:
-    """Every node INT8 leaves in float: residual heads (their outputs are depth corrections, INT8
-    steps there are depth terraces), the stem, and the metric-depth preprocessing."""
+    """Every node INT8 leaves in float in a refiner: residual heads (their outputs are depth
+    corrections, INT8 steps there are depth terraces), the stem, and the metric-depth preprocessing."""
     return list(dict.fromkeys([*head_nodes(model), *stem_nodes(model), *input_nodes(model)]))
+
+
+def activation_matmuls(model) -> list[str]:
+    """MatMuls of two computed tensors (a ViT's attention: Q·Kᵀ and softmax·V): no weights to
+    quantize, and the softmax probabilities span a range one INT8 scale holds badly."""
+    # Constant-derived tensors: initializers and what is computed from them alone (a Constant, the
+    # DequantizeLinear of an INT8 weight, a transposed weight).
+    weights = {i.name for i in model.graph.initializer}
+    for n in model.graph.node:  # nodes are in topological order
+        if all(i in weights for i in n.input if i):
+            weights.update(n.output)
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in weights for i in n.input)]
+
+
+def coarse_float_node_names(model) -> list[str]:
+    """Every node INT8 leaves in float in a coarse model: the depth head's last layers (walked back
+    from the ``depth`` output, not from the feature outputs the refiner only crops), the stem (a
+    ViT's patch embedding) and the attention MatMuls. Norms and softmax are never Q/DQ'd anyway."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    keep: dict[str, None] = {}
+    stack = ["depth"]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in keep:
+            continue
+        keep[node.name] = None
+        if node.op_type not in WEIGHTED_OPS:
+            stack.extend(node.input)
+    return list(dict.fromkeys([*keep, *stem_nodes(model, ("image",)), *activation_matmuls(model)]))
 
 
 @dataclass(frozen=True)
@@ -156,22 +185,27 @@ def count_tiles(batches: Iterable[dict[str, np.ndarray]]) -> int:
 
 def quantize_int8_qdq(src: str | Path, dst: str | Path, batches: Sequence[dict[str, np.ndarray]], *,
                       min_tiles: int = MIN_CALIB_TILES, keep_head: bool = True,
-                      exclude: Sequence[str] = ()) -> QdqSummary:
+                      exclude: Sequence[str] = (), role: str = "refiner") -> QdqSummary:
     """Write a Q/DQ INT8 copy of the float ONNX ``src`` at ``dst``.
 
-    ``batches`` are refiner input dicts (``rgb``, ``coarse_depth``, ``guide*``) from real frames;
-    at least ``min_tiles`` tiles in total. ``keep_head`` keeps :func:`head_nodes` and the metric
-    depth preprocessing (:func:`input_nodes`) in float; ``exclude`` adds node names.
+    ``role="refiner"``: ``batches`` are refiner input dicts (``rgb``, ``coarse_depth``, ``guide*``)
+    from real frames, at least ``min_tiles`` tiles in total; ``keep_head`` keeps
+    :func:`float_node_names` in float. ``role="coarse"``: ``batches`` are ``{"image": (1, 3, h, w)}``
+    frames (``min_tiles`` counts frames) and ``keep_head`` keeps :func:`coarse_float_node_names`.
+    ``exclude`` adds node names.
     """
+    if role not in ("refiner", "coarse"):
+        raise ValueError(f"role must be 'refiner' or 'coarse', got {role!r}")
     onnx = require("onnx", "INT8 quantization")
     quant = require("onnxruntime.quantization", "INT8 quantization")
     src, dst = Path(src), Path(dst)
     tiles = count_tiles(batches)
     if tiles < min_tiles:
-        raise ValueError(f"INT8 calibration needs at least {min_tiles} tiles, got {tiles}: "
+        unit = "tiles" if role == "refiner" else "frames"
+        raise ValueError(f"INT8 calibration needs at least {min_tiles} {unit}, got {tiles}: "
                          "add frames to the calibration set (or lower min_tiles / --calib-tiles)")
     model = onnx.load(str(src))
-    float_nodes = float_node_names(model) if keep_head else []
+    float_nodes = (float_node_names(model) if role == "refiner" else coarse_float_node_names(model)) if keep_head else []
     excluded = tuple(dict.fromkeys([*float_nodes, *exclude]))
     root, level = logging.getLogger(), logging.getLogger().level
     try:

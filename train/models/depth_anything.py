@@ -167,7 +167,9 @@ class DINOv2(nn.Module):
 
     def intermediate(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """Normalised patch tokens (B, h*w, dim) after each block in ``layers``."""
-        h, w = x.shape[-2] // PATCH, x.shape[-1] // PATCH
+        # int(): the ONNX export is static in shape, so the grid (and the interpolated position
+        # embedding, folded into a constant) is fixed per bundle.
+        h, w = int(x.shape[-2]) // PATCH, int(x.shape[-1]) // PATCH
         t = self.patch_embed(x)
         t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], 1) + self._pos_embed(h, w)
         out = []
@@ -298,7 +300,7 @@ class DepthAnythingV2(CoarseModel):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         self._check_input(x)
-        h, w = x.shape[-2] // PATCH, x.shape[-1] // PATCH
+        h, w = int(x.shape[-2]) // PATCH, int(x.shape[-1]) // PATCH
         tokens = self.pretrained.intermediate(x, self.config.layers)
         out, feats = self.depth_head(tokens, h, w)
         if self.scale_shift is None:
