@@ -1,4 +1,9 @@
-"""OpenVINO backend: CPU or Intel GPU; compiled models are cached in a cache directory.
+"""OpenVINO backend: CPU, Intel GPU, NPU or AUTO; compiled models are cached in a cache directory.
+
+Performance settings are explicit, not OpenVINO's defaults (which change between releases): the
+runtime sends one frame at a time, so ``PERFORMANCE_HINT`` is LATENCY with one stream, and on the
+CPU ``INFERENCE_NUM_THREADS`` is the runtime's ``threads`` when given. What the compiled model
+actually uses is read back and reported by :meth:`OpenVINOBackend.describe`.
 
 Reads the bundle's OpenVINO IR when present, else its ONNX directly. The compiled-model cache
 (OpenVINO ``CACHE_DIR``) makes the second start of a model much faster; it lives under
@@ -13,7 +18,16 @@ import numpy as np
 
 from .base import Backend, TensorSpec, cache_root, private_dir
 
-_OV_DEVICES = {"cpu": "CPU", "gpu": "GPU"}
+_OV_DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
+# Read back from the compiled model for describe(): what it runs with, whoever set it.
+_REPORTED = ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT")
+
+
+def _text(value: Any) -> str:
+    """An OpenVINO property value as plain text ("LATENCY", "f32", "2")."""
+    if hasattr(value, "get_type_name"):
+        return value.get_type_name()
+    return getattr(value, "name", None) or str(value)
 
 
 class OpenVINOBackend(Backend):
@@ -28,26 +42,33 @@ class OpenVINOBackend(Backend):
     def devices(cls) -> list[str]:
         import openvino as ov
 
-        return [d.lower() for d in ov.Core().available_devices if d.lower().split(".")[0] in _OV_DEVICES]
+        found = [d.lower() for d in ov.Core().available_devices if d.lower().split(".")[0] in _OV_DEVICES]
+        return found + ["auto"] if found else found
 
     @classmethod
     def default_precision(cls, device: str) -> str:
-        return "fp16" if device.startswith("gpu") else "fp32"
+        return "fp16" if device.split(".")[0] in ("gpu", "npu") else "fp32"
 
     def _load(self) -> None:
         import openvino as ov
 
-        device = self.device.split(".")[0]
+        # "gpu.1" is a device index; "auto:gpu,cpu" is OpenVINO's AUTO over those candidates ("auto"
+        # alone is the runtime's own choice, made before the backend is built).
+        device = self.device.split(":")[0].split(".")[0]
         if device not in _OV_DEVICES:
-            raise ValueError(f"openvino device must be one of {', '.join(_OV_DEVICES)}, got {self.device!r}")
+            raise ValueError(f"openvino device must be one of {', '.join(_OV_DEVICES)} (auto as auto:gpu,cpu), "
+                             f"got {self.device!r}")
         core = ov.Core()
         cache = private_dir(self.cache_dir or cache_root() / "openvino")
         core.set_property({"CACHE_DIR": str(cache)})
-        config: dict[str, Any] = {}
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if device != "auto":  # AUTO passes hints on to the device it picks, not streams
+            config["NUM_STREAMS"] = 1
         if self.threads and device == "cpu":
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        if device == "cpu":
-            # Keep the requested accuracy: OpenVINO CPU would otherwise silently run bf16 on AMX parts.
+        if device in ("cpu", "auto"):
+            # Keep the requested accuracy: OpenVINO CPU would otherwise silently run bf16 on AMX parts
+            # (AUTO passes the hint on to the CPU when it picks it).
             config["INFERENCE_PRECISION_HINT"] = "f32"
         # From the verified bytes (IR: the .xml and the weights of its .bin), not the paths.
         if self.path.suffix == ".xml":
@@ -55,13 +76,23 @@ class OpenVINOBackend(Backend):
             model = core.read_model(self.read(), ov.Tensor(self._weights))
         else:
             model = core.read_model(self.read())
-        self.compiled = core.compile_model(model, _OV_DEVICES[device] + self.device[len(device):].upper(), config)
+        self.compiled = core.compile_model(model, self.device.upper(), config)
         self.request = self.compiled.create_infer_request()
+        self.settings = {k: _text(self._property(k)) for k in _REPORTED if self._property(k) is not None}
         # Names come from the model as read: compiling can fuse an FP16 model's input/output Casts
         # into the ports, which then also answer to the Casts' names (graph_input_cast_0 ...) and
         # get_any_name() may return those instead of the names the bundle declares.
         self.inputs = [self._spec(c, r) for c, r in zip(self.compiled.inputs, model.inputs)]
         self.outputs = [self._spec(c, r) for c, r in zip(self.compiled.outputs, model.outputs)]
+
+    def _property(self, key: str) -> Any:
+        try:
+            return self.compiled.get_property(key)
+        except RuntimeError:  # a device that does not report this property
+            return None
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "settings": dict(self.settings)}
 
     @staticmethod
     def _spec(port: Any, declared: Any) -> TensorSpec:
