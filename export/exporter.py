@@ -199,7 +199,7 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
                 if want_onnx and (prec in cfg.precisions or prec == "fp32"):
                     add(role, "onnx", prec, path, _onnx_runner(path))
         if "tensorrt" in cfg.targets:
-            _tensorrt_notes(onnx_files["refiner"], cfg, log)
+            _tensorrt_notes(onnx_files, cfg, w, log)
 
         if "openvino" in cfg.targets:
             from . import openvino_export as ove
@@ -253,12 +253,14 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
     return path
 
 
-def _tensorrt_notes(onnx_refiner: dict[str, Path], cfg: ExportConfig, log) -> None:
-    from .tensorrt import bundle_build_options, trtexec_command
+def _tensorrt_notes(onnx_files: dict[str, dict[str, Path]], cfg: ExportConfig, w: BundleWriter, log) -> None:
+    """Write ``trtexec.txt`` (both models, every precision, both TensorRT build modes: what the
+    runtime and ``edgedepth build-engines`` build on the device) and say where it is."""
+    from .tensorrt import trtexec_text
 
-    for prec, path in onnx_refiner.items():
-        opts = bundle_build_options(cfg.tiling, prec)  # what the runtime builds on the device
-        log(f"TensorRT ({prec}) on the device: {trtexec_command(path, path.with_suffix('.engine').name, opts, shown_onnx=path.name)}")
+    w.file("trtexec.txt").write_text(trtexec_text(onnx_files, cfg.tiling), encoding="utf-8")
+    log("TensorRT: engines are built on the device (edgedepth build-engines BUNDLE); "
+        "the equivalent trtexec lines are in the bundle's trtexec.txt")
     if not available("tensorrt"):
         log("tensorrt is not installed here: engines are built on the device from the bundle's ONNX")
 

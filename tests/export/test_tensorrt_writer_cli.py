@@ -190,6 +190,23 @@ def test_cli_exports_a_registry_checkpoint(checkpoint, tmp_path):
     assert m["parity"]["refiner/onnx/int8"]["absrel_vs_fp32"] < 0.05
 
 
+def test_tensorrt_target_writes_the_trtexec_lines_into_the_bundle(checkpoint, tmp_path):
+    from edgedepth.bundle import sha256_file
+    from edgedepth.cli import main
+
+    out = tmp_path / "trt.edgedepth"
+    assert main(["export", str(checkpoint), "--out", str(out), "--targets", "tensorrt", "--precision", "fp32,fp16",
+                 "--heldout", "procedural:1", "--frame-size", "96x72"]) == 0
+    text = (out / "trtexec.txt").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("trtexec ")]
+    for onnx_name in ("coarse.onnx", "refiner.onnx"):
+        assert any(f"--onnx={onnx_name}" in line for line in lines), onnx_name
+    assert any("--stronglyTyped" in line for line in lines) and any("--fp16" in line for line in lines)
+    # the weakly typed FP16 build starts from the FP32 ONNX plus the flag, not the FP16 ONNX
+    assert not any("--fp16" in line and "fp16.onnx" in line for line in lines)
+    assert open_bundle(out).manifest["files"]["trtexec.txt"] == sha256_file(out / "trtexec.txt")
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--targets", "onnx,tflite"], "unknown target"),
     (["--precision", "int4"], "unknown precision"),
