@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from edgedepth.tiling import Tiling
     from edgedepth.train.checkpoint import read_meta
 
-    from .exporter import ExportConfig, export_checkpoint
+    from .exporter import ExportConfig, export_checkpoint, plans_coarse_int8
     from .plan import describe
 
     trained = read_meta(args.checkpoint).get("train", {}).get("tiling")
@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
                        overwrite=args.overwrite)
     if args.dry_run:
         cfg.validate()
-        print(f"would write {args.out} from {args.checkpoint}:\n" + describe(cfg.resolved(read_meta(args.checkpoint))))
+        meta = read_meta(args.checkpoint)
+        print(f"would write {args.out} from {args.checkpoint}:\n"
+              + describe(cfg.resolved(meta), plans_coarse_int8(cfg, meta)))
         return 0
     export_checkpoint(args.checkpoint, args.out, cfg)
     return 0

@@ -334,6 +334,19 @@ def quantize_coarse(cfg: ExportConfig, coarse: nn.Module) -> bool:
     return is_transformer(coarse) if cfg.coarse_int8 is None else bool(cfg.coarse_int8)
 
 
+# Registry names of the coarse models is_transformer() answers True for (DepthAnythingV2, HFCoarse).
+TRANSFORMER_COARSE = ("depth-anything-v2", "hf")
+
+
+def plans_coarse_int8(cfg: ExportConfig, meta: dict) -> bool:
+    """:func:`quantize_coarse` from the checkpoint's ``model.json`` alone, for ``--dry-run`` (which
+    builds no model): a ViT is a coarse model registered as ``depth-anything-v2[-SIZE]`` or ``hf``."""
+    if cfg.coarse_int8 is not None:
+        return bool(cfg.coarse_int8)
+    name = str(meta.get("coarse", {}).get("name", ""))
+    return any(name == n or name.startswith(n + "-") for n in TRANSFORMER_COARSE)
+
+
 def coreml_batch(cfg: ExportConfig, refiner: nn.Module) -> int:
     """Tiles of a ``cfg.frame_size`` frame: the fixed batch of the CoreML refiner."""
     return len(cfg.tiling.grid(*cfg.frame_size, refiner.tile_size))

@@ -11,22 +11,29 @@ if TYPE_CHECKING:
     from .exporter import ExportConfig
 
 
-def planned_files(cfg: "ExportConfig") -> list[str]:
-    """Bundle-relative model files (an .mlpackage counts as one) that ``cfg`` (resolved) writes."""
+def planned_files(cfg: "ExportConfig", coarse_int8: bool = False) -> list[str]:
+    """Bundle-relative files (an .mlpackage counts as one) that ``cfg`` (resolved) writes, but for
+    ``parity.md`` and ``manifest.json``;
+    ``coarse_int8``: an INT8 export quantizes the coarse model too (``exporter.plans_coarse_int8``)."""
     targets, precs = set(cfg.targets), set(cfg.precisions)
+    coarse_int8 = coarse_int8 and "int8" in precs
     files = ["coarse.onnx", "refiner.onnx"]
     if targets & {"onnx", "tensorrt"}:
         files += [f"{r}.fp16.onnx" for r in ("coarse", "refiner") if "fp16" in precs]
         files += ["refiner.int8.qdq.onnx"] if "int8" in precs else []
+        files += ["coarse.int8.qdq.onnx"] if coarse_int8 else []
     if "openvino" in targets:
         for role in ("coarse", "refiner"):
             for prec in ("fp32", "fp16"):
                 if prec in precs or prec == "fp32":
                     files += [f"openvino/{role}.{prec}.xml", f"openvino/{role}.{prec}.bin"]
         files += ["openvino/refiner.int8.xml", "openvino/refiner.int8.bin"] if "int8" in precs else []
+        files += ["openvino/coarse.int8.xml", "openvino/coarse.int8.bin"] if coarse_int8 else []
     if "coreml" in targets:
         variants = ["fp16"] + (["int8", "palette6"] if "int8" in precs else [])
         files += [f"coreml/refiner.{v}.mlpackage" for v in variants] + ["coreml/coarse.fp16.mlpackage"]
+    if "tensorrt" in targets:
+        files += ["trtexec.txt"]  # engines are built on the device; these are the lines that build them
     if "torch" in targets:
         files += ["torch/model.safetensors"]
     if cfg.pipeline_size:
@@ -36,8 +43,9 @@ def planned_files(cfg: "ExportConfig") -> list[str]:
     return files
 
 
-def describe(cfg: "ExportConfig") -> str:
-    """The plan as text: targets, precisions, tiling, frame size, frame sources, files."""
+def describe(cfg: "ExportConfig", coarse_int8: bool = False) -> str:
+    """The plan as text: targets, precisions, tiling, frame size, frame sources, files
+    (``coarse_int8`` as in :func:`planned_files`)."""
     t = cfg.tiling
     grid = f"{t.rows}x{t.cols}, overlap {t.overlap_ratio}, {t.window} window" + (f", adaptive shrink {t.shrink}" if t.shrink else "")
     h, w = cfg.frame_size
@@ -48,9 +56,11 @@ def describe(cfg: "ExportConfig") -> str:
              f"frame size:  {w}x{h} (procedural frames; the CoreML refiner's fixed batch is cut from it)",
              f"calibration: {cfg.calib if int8 else '(none: no int8)'}" + (f", at least {cfg.calib_tiles} tiles" if int8 else ""),
              f"held-out:    {cfg.heldout} (parity report)"]
+    if int8 and coarse_int8:
+        lines.append("coarse INT8: yes (a ViT coarse model: most of a frame's time)")
     if int8 and cfg.accuracy_control and "openvino" in cfg.targets:
         lines.append(f"selection:   {cfg.select} (NNCF accuracy control, AbsRel bound +{100 * cfg.int8_bound:g} %)")
     if cfg.pipeline_size:
         lines.append(f"pipeline:    {cfg.pipeline_size[1]}x{cfg.pipeline_size[0]}")
-    lines += ["files:"] + [f"  {f}" for f in planned_files(cfg)] + ["  parity.md", "  manifest.json"]
+    lines += ["files:"] + [f"  {f}" for f in planned_files(cfg, coarse_int8)] + ["  parity.md", "  manifest.json"]
     return "\n".join(lines)

@@ -113,3 +113,39 @@ def test_plan_lists_exactly_what_an_export_writes(tiny_models, tmp_path):
         written.add("/".join(parts[:package + 1]) if package is not None else rel)
     written -= {"parity.md"}
     assert set(planned_files(cfg.resolved({}))) == written
+
+
+def _dav2_checkpoint(tmp_path):
+    """A tiny Depth Anything V2 checkpoint (random weights): the coarse model INT8 quantizes too."""
+    from edgedepth.datasets import FX_NORM
+    from edgedepth.train.checkpoint import save_models
+    from edgedepth.train.models import create_coarse, create_refiner
+
+    torch.manual_seed(0)
+    ckw = {"config": {"embed_dim": 32, "depth": 4, "num_heads": 2, "features": 16, "out_channels": [8, 16, 32, 32],
+                      "layers": [0, 1, 2, 3], "pretrain_size": 28}, "input_size": [42, 56]}
+    rkw = {"width": 0.25, "decoder_width": 0.25}
+    coarse = create_coarse("depth-anything-v2", **ckw).eval()
+    refiner = create_refiner("prv2-mobile", coarse, (32, 32), **rkw).eval()
+    train = {"stage": "refiner", "frame_size": [84, 84],
+             "tiling": {"rows": 2, "cols": 2, "overlap_ratio": 0.25, "window": "cosine", "shrink": 0.0}}
+    meta = {"coarse": {"name": "depth-anything-v2", "kwargs": ckw}, "refiner": {"name": "prv2-mobile",
+            "kwargs": {"tile_size": [32, 32], **rkw}}, "camera": {"fx_norm": FX_NORM}, "train": train}
+    return save_models(tmp_path / "dav2", coarse, refiner, meta)
+
+
+def test_dry_run_of_a_vit_lists_the_coarse_int8_files_a_real_export_writes(tmp_path, capsys):
+    from edgedepth.cli import main
+
+    ckpt = _dav2_checkpoint(tmp_path)
+    out = tmp_path / "dav2.edgedepth"
+    args = ["export", str(ckpt), "--out", str(out), "--targets", "onnx,openvino", "--precision", "fp32,int8",
+            "--calib", "procedural:4", "--heldout", "procedural:1", "--calib-tiles", "16", "--no-accuracy-control"]
+    assert main(args + ["--dry-run"]) == 0
+    text = capsys.readouterr().out
+    planned = {line.strip() for line in text.split("files:\n", 1)[1].splitlines()}
+    assert {"coarse.int8.qdq.onnx", "openvino/coarse.int8.xml", "openvino/coarse.int8.bin"} <= planned
+    assert "coarse INT8: yes" in text
+    assert main(args) == 0
+    written = set(json.loads((out / "manifest.json").read_text())["files"]) | {"manifest.json"}
+    assert planned == written
