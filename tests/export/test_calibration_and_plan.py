@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from edgedepth.bundle import open_bundle
 from edgedepth.datasets import render_scene
 from edgedepth.depth_io import write_image
 from edgedepth.export.exporter import ExportConfig, export_bundle
+from edgedepth.export.frames import VIDEO_FRAMES as VIDEO_FRAME_LIMIT
 from edgedepth.export.frames import load_frames
 from edgedepth.export.plan import planned_files
 
@@ -26,11 +28,43 @@ def camera_folder(tmp_path_factory):
     return folder
 
 
-def test_int8_calibrates_on_a_folder_of_unlabeled_images(tiny_models, camera_folder, tmp_path):
+VIDEO_FRAMES = 64  # twice what a calibration takes from a video: every other frame is used
+
+
+@pytest.fixture(scope="module")
+def camera_video(tmp_path_factory):
+    """A real MJPG video of a 'camera' written by OpenCV, and the RGB frames it was made from."""
+    cv2 = pytest.importorskip("cv2")
+    frames = [render_scene(i, *SIZE, ("street", "indoor")[i % 2])["image"] for i in range(VIDEO_FRAMES)]
+    path = tmp_path_factory.mktemp("video") / "camera.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (SIZE[1], SIZE[0]))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(np.ascontiguousarray(f[..., ::-1]))
+    writer.release()
+    return path, frames
+
+
+@pytest.mark.parametrize("prefix", ["", "video:"])
+def test_a_video_gives_rgb_frames_spread_over_its_length(camera_video, prefix):
+    path, frames = camera_video
+    samples = load_frames(f"{prefix}{path}", labeled=False)
+    assert len(samples) == VIDEO_FRAME_LIMIT and all("depth" not in s for s in samples)
+    assert [s["name"] for s in samples[:3]] == ["camera_0", "camera_2", "camera_4"]
+    for k in (0, 1, VIDEO_FRAME_LIMIT - 1):
+        got, want = samples[k]["image"].astype(np.float32), frames[2 * k].astype(np.float32)
+        assert got.shape == (*SIZE, 3)
+        # MJPG is lossy; the channel order is what matters: RGB, not OpenCV's BGR
+        assert np.abs(got - want).mean() < 6 < np.abs(got - want[..., ::-1]).mean()
+
+
+@pytest.mark.parametrize("kind, prefix", [("folder", ""), ("folder", "images:"), ("video", ""), ("video", "video:")])
+def test_int8_calibrates_on_unlabeled_camera_frames(tiny_models, camera_folder, camera_video, tmp_path, kind, prefix):
     coarse, refiner = tiny_models
-    samples = load_frames(camera_folder, labeled=False)
-    assert len(samples) == 8 and all("depth" not in s for s in samples)
-    cfg = ExportConfig(targets=("onnx",), precisions=("fp32", "int8"), calib=str(camera_folder),
+    calib = prefix + str(camera_folder if kind == "folder" else camera_video[0])
+    samples = load_frames(calib, labeled=False)
+    assert len(samples) == (8 if kind == "folder" else VIDEO_FRAME_LIMIT)
+    cfg = ExportConfig(targets=("onnx",), precisions=("fp32", "int8"), calib=calib,
                        heldout="procedural:2", frame_size=SIZE, calib_tiles=16)
     out = export_bundle(coarse, refiner, {}, tmp_path / "cam.edgedepth", cfg, log=lambda _: None)
     assert open_bundle(out).manifest["parity"]["refiner/onnx/int8"]["absrel_vs_fp32"] < 0.05
@@ -149,3 +183,14 @@ def test_dry_run_of_a_vit_lists_the_coarse_int8_files_a_real_export_writes(tmp_p
     assert main(args) == 0
     written = set(json.loads((out / "manifest.json").read_text())["files"]) | {"manifest.json"}
     assert planned == written
+
+
+def test_cli_calibrates_from_a_video(camera_video, tmp_path):
+    from edgedepth.cli import main
+
+    ckpt = _checkpoint(tmp_path, {"stage": "refiner"})
+    out = tmp_path / "cli.edgedepth"
+    assert main(["export", str(ckpt), "--out", str(out), "--precision", "fp32,int8", "--calib",
+                 f"video:{camera_video[0]}", "--heldout", "procedural:1", "--frame-size", "64x48", "--tiles", "1x2",
+                 "--calib-tiles", "32"]) == 0
+    assert "refiner/onnx/int8" in open_bundle(out).manifest["parity"]
