@@ -5,6 +5,12 @@ runtime sends one frame at a time, so ``PERFORMANCE_HINT`` is LATENCY with one s
 CPU ``INFERENCE_NUM_THREADS`` is the runtime's ``threads`` when given. What the compiled model
 actually uses is read back and reported by :meth:`OpenVINOBackend.describe`.
 
+A model with a dynamic batch axis (the refiner: tiles) is compiled again with that axis fixed for
+each tile count it is run with (up to ``MAX_STATIC_BATCHES`` counts, then the dynamic model): on
+the CPU the static graph is faster (default bundle, 16 tiles, one thread: 177 -> 139 ms) and an
+NPU compiles static shapes only. The counts are few (a frame size gives a full chunk and a rest),
+each compiled once (about 0.4 s for the default refiner, cached in ``CACHE_DIR`` after that).
+
 Reads the bundle's OpenVINO IR when present, else its ONNX directly. The compiled-model cache
 (OpenVINO ``CACHE_DIR``) makes the second start of a model much faster; it lives under
 ``$EDGEDEPTH_CACHE`` (default ``~/.cache/edgedepth``)/openvino because a bundle inside
@@ -21,6 +27,7 @@ from .base import Backend, TensorSpec, cache_root, private_dir
 _OV_DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
 # Read back from the compiled model for describe(): what it runs with, whoever set it.
 _REPORTED = ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT")
+MAX_STATIC_BATCHES = 4  # batch sizes compiled static per model; any other runs on the dynamic model
 
 
 def _text(value: Any) -> str:
@@ -78,6 +85,10 @@ class OpenVINOBackend(Backend):
             model = core.read_model(self.read())
         self.compiled = core.compile_model(model, self.device.upper(), config)
         self.request = self.compiled.create_infer_request()
+        self._core, self._model, self._config = core, model, config
+        self._dynamic_batch = all(p.get_partial_shape().rank.is_static and p.get_partial_shape()[0].is_dynamic
+                                  for p in model.inputs)
+        self._static: dict[int, Any] = {}  # batch size -> (compiled model, infer request)
         self.settings = {k: _text(self._property(k)) for k in _REPORTED if self._property(k) is not None}
         # Names come from the model as read: compiling can fuse an FP16 model's input/output Casts
         # into the ports, which then also answer to the Casts' names (graph_input_cast_0 ...) and
@@ -91,15 +102,30 @@ class OpenVINOBackend(Backend):
         except RuntimeError:  # a device that does not report this property
             return None
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "settings": dict(self.settings)}
-
     @staticmethod
     def _spec(port: Any, declared: Any) -> TensorSpec:
         shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
         dtype = "float16" if port.get_element_type().get_type_name() == "f16" else "float32"
         return TensorSpec(declared.get_any_name(), shape, dtype)
 
+    def _for_batch(self, n: int) -> tuple[Any, Any]:
+        """(compiled model, infer request) for a batch of ``n``: the model compiled with its batch
+        axis fixed to ``n`` (compiled on first use), or the dynamic one past MAX_STATIC_BATCHES."""
+        if not self._dynamic_batch:
+            return self.compiled, self.request
+        if n not in self._static:
+            if len(self._static) >= MAX_STATIC_BATCHES:
+                return self.compiled, self.request
+            model = self._model.clone()
+            model.reshape({p: [n, *list(p.get_partial_shape())[1:]] for p in model.inputs})
+            compiled = self._core.compile_model(model, self.device.upper(), self._config)
+            self._static[n] = (compiled, compiled.create_infer_request())
+        return self._static[n]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "settings": dict(self.settings), "static_batches": sorted(self._static)}
+
     def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        result = self.request.infer(dict(feeds))
-        return {spec.name: result[port].copy() for spec, port in zip(self.outputs, self.compiled.outputs)}
+        compiled, request = self._for_batch(len(next(iter(feeds.values()))))
+        result = request.infer(dict(feeds))
+        return {spec.name: result[port].copy() for spec, port in zip(self.outputs, compiled.outputs)}

@@ -43,3 +43,35 @@ def test_auto_prefers_openvino_on_x86(tiny_bundle):
         pytest.skip("tensorrt is installed and goes first")
     cls, why = select_backend("auto", {"onnx"})
     assert cls.name == "openvino" and "auto" in why
+
+
+def test_each_tile_count_runs_on_a_static_batch_model_and_agrees_with_the_dynamic_one(exported_bundle, tmp_path):
+    """Refiner batches of 1..6 tiles: the first MAX_STATIC_BATCHES counts get a model compiled with
+    the batch fixed, the rest run on the dynamic one; every output matches onnxruntime's."""
+    from edgedepth.backends.openvino import MAX_STATIC_BATCHES
+    from edgedepth.bundle import open_bundle
+
+    bundle = open_bundle(exported_bundle)
+    refiner = bundle.refiner
+    ov_backend = get_backend("openvino")(exported_bundle / refiner["files"]["openvino"]["fp32"], role="refiner",
+                                         device="cpu", precision="fp32", threads=1, cache_dir=tmp_path / "cache")
+    ort_backend = get_backend("onnxruntime")(exported_bundle / refiner["files"]["onnx"]["fp32"], role="refiner",
+                                             device="cpu", precision="fp32", threads=1)
+    assert ov_backend.inputs[0].shape[0] is None  # still declared batch-dynamic
+    rng = np.random.default_rng(0)
+    for n in range(1, MAX_STATIC_BATCHES + 3):
+        feeds = {s.name: rng.standard_normal((n, *s.shape[1:])).astype(np.float32) for s in ov_backend.inputs}
+        got, want = ov_backend.run(feeds)["depth"], ort_backend.run(feeds)["depth"]
+        assert got.shape == (n, *want.shape[1:])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert ov_backend.describe()["static_batches"] == list(range(1, MAX_STATIC_BATCHES + 1))
+
+
+def test_the_runtime_refines_a_frame_on_the_static_model_of_its_tile_count(exported_bundle):
+    rt = Runtime(exported_bundle, backend="openvino", threads=1)
+    frame = np.random.default_rng(1).integers(0, 256, (144, 176, 3), dtype=np.uint8)
+    got = rt.predict(frame)
+    assert rt.refiner.describe()["static_batches"] == [len(got.grid.boxes)]
+    assert rt.coarse.describe()["static_batches"] == []  # the coarse model's shapes are static already
+    want = Runtime(exported_bundle, backend="onnxruntime", threads=1).predict(frame).depth
+    np.testing.assert_allclose(got.depth, want, rtol=1e-4, atol=1e-4)
