@@ -49,8 +49,9 @@ class DepthResult:
         the lens") and where it lies beyond the bundle's valid range (``Bundle.valid_max_depth``,
         e.g. sky: the models are trained to put it far away, so such pixels are never near).
     coarse: (h, w) float32 metres, the coarse model's depth at its input size (same rescaling).
-    timings: milliseconds per stage: preprocess, coarse, crop, refine, stitch (and total).
-    grid: the TileGrid used for this frame.
+    timings: milliseconds per stage: preprocess, coarse, crop, refine, stitch (and total); in
+        coarse-only mode "crop" is the upsampling, "refine" 0 and "stitch" the finishing pass.
+    grid: the TileGrid used for this frame; None in coarse-only mode (``Runtime(refine=False)``).
     """
 
     depth: Any
@@ -213,13 +214,18 @@ class Runtime:
         engines: tensorrt only: {"coarse": path, "refiner": path}, engines built with trtexec (the lines
             of ``edgedepth build-engines --print-trtexec``) to load instead of building; their I/O is
             checked against the manifest.
+        refine: False = coarse-only operating point: the coarse depth upsampled (bilinear) to the
+            frame and finished like a refined one (finite, valid mask, valid range, focal rescale);
+            no tile is cut or refined. Several times faster, less accurate at edges
+            (benchmarks/bench_operating_points.py).
     """
 
     def __init__(self, bundle: str | Path | None = None, backend: str = "auto", device: str = "auto",
                  precision: str = "auto", tiles: tuple[int, int] | None = None, threads: int | None = None,
                  *, tiling: Any = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
                  max_tile_batch: int = DEFAULT_MAX_TILE_BATCH, cache_dir: str | Path | None = None,
-                 dla_core: int | None = None, engines: Mapping[str, str | Path] | None = None) -> None:
+                 dla_core: int | None = None, engines: Mapping[str, str | Path] | None = None,
+                 refine: bool = True) -> None:
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a string, got {type(backend).__name__}")
         if precision != "auto" and precision not in PRECISIONS + WEIGHT_VARIANTS:
@@ -236,8 +242,11 @@ class Runtime:
         if (not isinstance(max_tile_batch, int) or isinstance(max_tile_batch, bool)
                 or not 1 <= max_tile_batch <= MAX_BATCH):
             raise ValueError(f"max_tile_batch must be an integer in [1, {MAX_BATCH}], got {max_tile_batch!r}")
+        if not isinstance(refine, bool):
+            raise TypeError(f"refine must be True or False, got {refine!r}")
         self.tiles = _check_tiles(tiles)
         self.threads = threads
+        self.refine = refine
         self.memory_budget_mb = float(memory_budget_mb)
         self.max_tile_batch = max_tile_batch
         self.bundle: Bundle = open_bundle(bundle)
@@ -553,6 +562,8 @@ class Runtime:
                       {"preprocess": (t1 - t0) * 1e3, "coarse": (t2 - t1) * 1e3}, is_tensor, intrinsics)
 
     def _back(self, f: _Front) -> DepthResult:
+        if not self.refine:
+            return self._coarse_only(f)
         ops = self.ops
         t0 = time.perf_counter()
         grid = self.grid_for(f.height, f.width)
@@ -577,6 +588,23 @@ class Runtime:
         timings = {**f.timings, "crop": (t1 - t0) * 1e3, "refine": (t2 - t1) * 1e3, "stitch": (t3 - t2) * 1e3}
         timings["total"] = sum(timings[s] for s in STAGES)
         return DepthResult(depth=depth, valid=valid, coarse=coarse, timings=timings, grid=grid, fx_scale=f.fx_scale)
+
+    def _coarse_only(self, f: _Front) -> DepthResult:
+        """The back half without tiles: the coarse depth resized to the frame (the crop semantics of
+        the whole coarse map), then finished as a stitched map is."""
+        ops = self.ops
+        t0 = time.perf_counter()
+        ch, cw = f.depth.shape[-2:]
+        up = ops.crop_map(f.depth[0], np.array([[0.0, 0.0, ch, cw]]), (f.height, f.width))[0, 0]
+        t1 = time.perf_counter()
+        depth, valid = ops.finish(up, f.fx_scale, owned=True, valid_max=self.valid_max_depth)
+        coarse, _ = ops.finish(f.depth[0, 0], f.fx_scale)
+        if not f.returns_tensor:
+            depth, valid, coarse = ops.to_host(depth), ops.to_host(valid), ops.to_host(coarse)
+        t2 = time.perf_counter()
+        timings = {**f.timings, "crop": (t1 - t0) * 1e3, "refine": 0.0, "stitch": (t2 - t1) * 1e3}
+        timings["total"] = sum(timings[s] for s in STAGES)
+        return DepthResult(depth=depth, valid=valid, coarse=coarse, timings=timings, grid=None, fx_scale=f.fx_scale)
 
     def _check_coarse_outputs(self, out: Mapping[str, Any]) -> None:
         # A model that disagrees with its manifest at run time (dynamic shapes) is named, not stitched.
@@ -701,11 +729,11 @@ class Runtime:
             "device": self.device, "precision": self.precision,
             "models": [self.coarse.describe(), self.refiner.describe()],
             "coarse_input": list(self.coarse_size), "tile_size": list(self.tile_size),
-            "tiling": self.tiling.to_json(),
+            "tiling": self.tiling.to_json(), "refine": self.refine,
             "camera_fx_norm": self.bundle.fx_norm,
             "tile_engine": native_status(),
         }
 
     def __repr__(self) -> str:
         return (f"Runtime(bundle={str(self.bundle.path)!r}, backend={self.backend_name!r}, device={self.device!r}, "
-                f"precision={self.precision!r}, tiles=({self.rows}, {self.cols}))")
+                f"precision={self.precision!r}, tiles=({self.rows}, {self.cols}), refine={self.refine})")
