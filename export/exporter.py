@@ -15,6 +15,7 @@ from torch import nn
 
 from . import onnx_export
 from .bundle import BundleWriter
+from edgedepth.runtime import DEFAULT_MAX_TILE_BATCH
 from edgedepth.tiling import Tiling
 
 from edgedepth.train.models.refiner import guide_sources
@@ -205,11 +206,13 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             from . import openvino_export as ove
 
             log("converting to OpenVINO IR")
+            ir_files: dict[str, dict[str, Path]] = {"coarse": {}, "refiner": {}}
             for role in ("coarse", "refiner"):
                 for prec in ("fp32", "fp16"):
                     if prec in cfg.precisions or prec == "fp32":
                         xml = ove.to_openvino(onnx_files[role]["fp32"], w.file(f"openvino/{role}.{prec}.xml"), prec)
                         add(role, "openvino", prec, xml, ove.runner(xml))
+                        ir_files[role][prec] = xml
             if int8:
                 # With accuracy control the shipped INT8 IR is the one NNCF proved within the bound.
                 batches, dst = calibration_batches(calib_frames), w.file("openvino/refiner.int8.xml")
@@ -220,11 +223,17 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
                 else:
                     xml = ove.quantize_openvino(onnx_files["refiner"]["fp32"], dst, batches, min_tiles=cfg.calib_tiles)
                 add("refiner", "openvino", "int8", xml, ove.runner(xml))
+                ir_files["refiner"]["int8"] = xml
                 if coarse_calib:
                     xml = ove.quantize_openvino(onnx_files["coarse"]["fp32"], w.file("openvino/coarse.int8.xml"), coarse_calib,
                                                 min_tiles=MIN_COARSE_CALIB_FRAMES, role="coarse",
                                                 transformer=is_transformer(coarse))
                     add("coarse", "openvino", "int8", xml, ove.runner(xml))
+                    ir_files["coarse"]["int8"] = xml
+            # The refiner's batch: one export-size frame's tiles, in chunks of at most the runtime's default.
+            tiles = min(coreml_batch(cfg, refiner), DEFAULT_MAX_TILE_BATCH)
+            names = {role: {prec: w.rel(xml) for prec, xml in table.items()} for role, table in ir_files.items()}
+            w.file("openvino/benchmark_app.txt").write_text(ove.benchmark_app_text(ir_files, names, tiles), encoding="utf-8")
 
         if "coreml" in cfg.targets:
             from .coreml_export import export_models

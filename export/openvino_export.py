@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -112,3 +112,36 @@ def runner(xml: str | Path, device: str = "CPU") -> Callable[[dict[str, np.ndarr
     ov = require("openvino", "OpenVINO inference")
     compiled = ov.Core().compile_model(str(xml), device, {"INFERENCE_PRECISION_HINT": "f32"})
     return lambda feeds: np.asarray(compiled(feeds)[compiled.output(0)])
+
+
+def input_shapes(xml: str | Path, batch: int) -> dict[str, list[int]]:
+    """Input name -> shape of the IR at ``xml``, a dynamic batch axis set to ``batch``."""
+    ov = require("openvino", "OpenVINO")
+    shapes = {}
+    for port in ov.Core().read_model(str(xml)).inputs:
+        dims = list(port.get_partial_shape())
+        shapes[port.get_any_name()] = [batch if d.is_dynamic and i == 0 else d.get_length() for i, d in enumerate(dims)]
+    return shapes
+
+
+def benchmark_app_text(xml_files: Mapping[str, Mapping[str, Path]], names: Mapping[str, Mapping[str, str]],
+                       tiles: int) -> str:
+    """The bundle's ``openvino/benchmark_app.txt``: a ``benchmark_app`` line per model and precision
+    that times the IR as the runtime runs it on the CPU (latency hint, f32 inference, the
+    refiner at a static batch of ``tiles``). ``xml_files``: role -> precision -> the IR being written;
+    ``names``: the same IRs as the lines name them (bundle-relative)."""
+    import shlex
+
+    lines = ["# benchmark_app lines (installed with the openvino wheel) that time the bundle's IR as edgedepth's",
+             "# OpenVINO backend runs it on the CPU: PERFORMANCE_HINT=LATENCY (one stream), f32 inference, the",
+             f"# refiner compiled for a static batch of {tiles} tile(s) (a frame of the export's size). Run them",
+             "# in the bundle folder; -d GPU or -d NPU for those devices. For Runtime(threads=N), replace",
+             "# -hint latency by -hint none -nstreams 1 -nthreads N (benchmark_app takes those only without a hint)."]
+    for role in ("coarse", "refiner"):
+        lines += ["", f"## {role}"]
+        for precision, xml in xml_files.get(role, {}).items():
+            shape = ",".join(f"{name}[{','.join(map(str, dims))}]"
+                             for name, dims in input_shapes(xml, tiles if role == "refiner" else 1).items())
+            lines.append(f"benchmark_app -m {shlex.quote(names[role][precision])} -d CPU -hint latency "
+                         f"-infer_precision f32 -shape {shlex.quote(shape)}")
+    return "\n".join(lines) + "\n"

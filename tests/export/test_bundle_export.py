@@ -212,3 +212,37 @@ def test_existing_bundle_needs_overwrite(bundle, tiny_models):
     with pytest.raises(FileExistsError, match="overwrite"):
         export_bundle(*tiny_models, {}, bundle, _cfg(), log=lambda _: None)
     assert json.loads((bundle / "manifest.json").read_text())["schema"] == SCHEMA
+
+
+def test_benchmark_app_lines_time_every_openvino_ir_at_its_shapes(bundle):
+    import re
+    import shlex
+    import shutil
+    import subprocess
+
+    import openvino as ov
+
+    m = open_bundle(bundle).manifest
+    text = (bundle / "openvino" / "benchmark_app.txt").read_text()
+    lines = [shlex.split(line) for line in text.splitlines() if line.startswith("benchmark_app ")]
+    irs = {rel: role for role in ("coarse", "refiner") for rel in m[role]["files"]["openvino"].values()}
+    assert sorted(args[args.index("-m") + 1] for args in lines) == sorted(irs)  # both models, every precision
+    tiles = len(Tiling.from_json(m["tiling"]).grid(*SIZE, m["refiner"]["tile_size"]))
+    for args in lines:
+        assert args[args.index("-d") + 1] == "CPU" and args[args.index("-hint") + 1] == "latency"
+        rel = args[args.index("-m") + 1]
+        shapes = {name: [int(d) for d in dims.split(",")]
+                  for name, dims in re.findall(r"(\w+)\[([\d,]+)\]", args[args.index("-shape") + 1])}
+        model = ov.Core().read_model(str(bundle / rel))
+        assert set(shapes) == {p.get_any_name() for p in model.inputs}
+        for port in model.inputs:
+            want = [tiles if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]
+            assert shapes[port.get_any_name()] == want, rel
+    tool = shutil.which("benchmark_app")
+    if tool is None:
+        pytest.skip("benchmark_app (installed with the openvino wheel) is not on PATH")
+    refiner_int8 = next(args for args in lines if args[args.index("-m") + 1].endswith("refiner.int8.xml"))
+    done = subprocess.run([tool, *refiner_int8[1:], "-niter", "2"], cwd=bundle, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert re.search(r"Latency:", done.stdout)
