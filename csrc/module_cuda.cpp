@@ -2,7 +2,9 @@
 // (edgedepth/tiling.py reads them from __cuda_array_interface__ or DLPack) plus a stream handle;
 // boxes arrive as host numpy arrays. Before any launch this file checks sizes, boxes, that every
 // pointer is device memory of one device and, where the driver can say, that each buffer's extent
-// lies inside its allocation. cudart is linked statically, so the module imports without a GPU.
+// lies inside its allocation. Then the GIL is released for the CUDA work (the launchers enqueue on
+// the caller's stream; the boxes are a private copy by then). cudart is linked statically, so the
+// module imports without a GPU.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -66,7 +68,8 @@ std::vector<double> checked_boxes(const py::array& boxes, int64_t frame_h, int64
     return checked_box_copy("boxes", static_cast<const double*>(boxes.data()), boxes.shape(0), frame_h, frame_w);
 }
 
-// Makes the pointers' device current for the call and restores the caller's afterwards.
+// Makes the pointers' device current for the call; restore() gives the caller's back and checks it.
+// The destructor restores only when an error is already on its way out (nothing to add to it).
 class DeviceGuard {
    public:
     explicit DeviceGuard(std::initializer_list<int> devices) {
@@ -74,13 +77,37 @@ class DeviceGuard {
         const int d = *devices.begin();
         for (int other : devices)
             if (other != d) fail("all arrays must be on one CUDA device");
-        if (d != previous_) check_cuda(cudaSetDevice(d), "cudaSetDevice");
+        if (d != previous_) {
+            check_cuda(cudaSetDevice(d), "cudaSetDevice");
+            switched_ = true;
+        }
     }
-    ~DeviceGuard() { cudaSetDevice(previous_); }
+    void restore() {
+        if (!switched_) return;
+        switched_ = false;
+        check_cuda(cudaSetDevice(previous_), "cudaSetDevice (restoring the caller's device)");
+    }
+    ~DeviceGuard() {
+        if (switched_) cudaSetDevice(previous_);
+    }
 
    private:
     int previous_ = 0;
+    bool switched_ = false;
 };
+
+// Runs a launcher without the GIL (the work is only enqueued, but a launch or pool call may still
+// block), then checks its result and restores the caller's device.
+template <typename F>
+void run_released(DeviceGuard& guard, const char* what, F launch) {
+    cudaError_t err;
+    {
+        py::gil_scoped_release release;
+        err = launch();
+    }
+    check_cuda(err, what);
+    guard.restore();
+}
 
 cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
@@ -101,9 +128,10 @@ void crop_rgb(uintptr_t src, int src_h, int src_w, const py::array& boxes, uintp
     const size_t out_bytes = static_cast<size_t>(n) * 3 * out_h * out_w * (half ? 2 : 4);
     DeviceGuard guard{check_device_ptr("src", src, static_cast<size_t>(src_h) * src_w * 3),
                       check_device_ptr("out", out, out_bytes)};
-    check_cuda(crop_rgb_cuda(reinterpret_cast<const uint8_t*>(src), src_h, src_w, bx, n, out_h, out_w, scale.data(),
-                             bias.data(), reinterpret_cast<void*>(out), half, as_stream(stream)),
-               "crop_rgb");
+    run_released(guard, "crop_rgb", [&] {
+        return crop_rgb_cuda(reinterpret_cast<const uint8_t*>(src), src_h, src_w, bx, n, out_h, out_w, scale.data(),
+                             bias.data(), reinterpret_cast<void*>(out), half, as_stream(stream));
+    });
 }
 
 void crop_map(uintptr_t src, bool src_half, int c, int src_h, int src_w, const py::array& boxes, uintptr_t out,
@@ -115,9 +143,10 @@ void crop_map(uintptr_t src, bool src_half, int c, int src_h, int src_w, const p
     const size_t src_bytes = static_cast<size_t>(c) * src_h * src_w * (src_half ? 2 : 4);
     const size_t out_bytes = static_cast<size_t>(n) * c * out_h * out_w * (half ? 2 : 4);
     DeviceGuard guard{check_device_ptr("src", src, src_bytes), check_device_ptr("out", out, out_bytes)};
-    check_cuda(crop_map_cuda(reinterpret_cast<const void*>(src), src_half, c, src_h, src_w, bx, n, out_h, out_w,
-                             reinterpret_cast<void*>(out), half, as_stream(stream)),
-               "crop_map");
+    run_released(guard, "crop_map", [&] {
+        return crop_map_cuda(reinterpret_cast<const void*>(src), src_half, c, src_h, src_w, bx, n, out_h, out_w,
+                             reinterpret_cast<void*>(out), half, as_stream(stream));
+    });
 }
 
 void window(uintptr_t out, int h, int w, int kind, uintptr_t stream) {
@@ -125,7 +154,7 @@ void window(uintptr_t out, int h, int w, int kind, uintptr_t stream) {
     check_side("w", w);
     check_window(kind);
     DeviceGuard guard{check_device_ptr("out", out, static_cast<size_t>(h) * w * 4)};
-    check_cuda(window_cuda(h, w, kind, reinterpret_cast<float*>(out), as_stream(stream)), "window");
+    run_released(guard, "window", [&] { return window_cuda(h, w, kind, reinterpret_cast<float*>(out), as_stream(stream)); });
 }
 
 void stitch(uintptr_t tiles, bool tiles_half, int n, int c, int th, int tw, const py::array& boxes, uintptr_t out,
@@ -144,9 +173,10 @@ void stitch(uintptr_t tiles, bool tiles_half, int n, int c, int th, int tw, cons
     const size_t tile_bytes = static_cast<size_t>(n) * c * th * tw * (tiles_half ? 2 : 4);
     const size_t out_bytes = static_cast<size_t>(c) * height * width * 4;
     DeviceGuard guard{check_device_ptr("tiles", tiles, tile_bytes), check_device_ptr("out", out, out_bytes)};
-    check_cuda(stitch_cuda(reinterpret_cast<const void*>(tiles), tiles_half, n, c, th, tw, bx, height, width, kind,
-                           reinterpret_cast<float*>(out), as_stream(stream)),
-               "stitch");
+    run_released(guard, "stitch", [&] {
+        return stitch_cuda(reinterpret_cast<const void*>(tiles), tiles_half, n, c, th, tw, bx, height, width, kind,
+                           reinterpret_cast<float*>(out), as_stream(stream));
+    });
 }
 
 int device_count() {

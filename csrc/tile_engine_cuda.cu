@@ -1,4 +1,8 @@
 #include "tile_engine_cuda.hpp"
+
+#include <mutex>
+#include <vector>
+
 #include "tile_math.hpp"
 
 namespace edgedepth {
@@ -25,7 +29,9 @@ int blocks_for(int64_t total) {
          idx < (total); idx += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 // Crop tables: entries [b * out_len + i] for axis `coord` (0 = y, 1 = x), computed in double
-// exactly like the CPU engine, once per box and output index instead of once per pixel.
+// exactly like the CPU engine (this file is built with -fmad=false, as the CPU engine is with
+// -ffp-contract=off: no fused multiply-add changes a rounding), once per box and output index
+// instead of once per pixel.
 __global__ void crop_table_kernel(const double* boxes, int n, int coord, int out_len, int src_len, Entry* table) {
     ED_GRID_STRIDE(idx, static_cast<int64_t>(n) * out_len) {
         const int b = static_cast<int>(idx / out_len), i = static_cast<int>(idx % out_len);
@@ -139,7 +145,52 @@ __global__ void stitch_kernel(const In* __restrict__ tiles, int n, int c, int th
     }
 }
 
-// Stream-ordered scratch: boxes copied to the device plus two sample tables.
+// Boxes travel to the device as kernel arguments, kBoxChunk at a time (2 KiB, inside the 4 KiB
+// every architecture accepts): the driver copies arguments at launch, so no host buffer has to
+// outlive the call and nothing waits, as a cudaMemcpyAsync from pageable memory may.
+constexpr int kBoxChunk = 64;
+
+struct BoxChunk {
+    double v[4 * kBoxChunk];
+};
+
+__global__ void upload_boxes_kernel(BoxChunk chunk, int count, double* dst) {
+    for (int i = threadIdx.x; i < 4 * count; i += blockDim.x) dst[i] = chunk.v[i];
+}
+
+// A memory pool per device, private to this module, that keeps up to kPoolKeep bytes between calls
+// (the default pool's release threshold of 0 would hand the scratch back to the driver at every
+// synchronisation and allocate it again next call). Created once, kept for the process.
+constexpr uint64_t kPoolKeep = 64ull << 20;
+
+cudaError_t module_pool(cudaMemPool_t* pool) {
+    static std::mutex mutex;
+    static std::vector<cudaMemPool_t> pools;  // by device index; null until first used
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (pools.size() <= static_cast<size_t>(device)) pools.resize(device + 1, nullptr);
+    if (!pools[device]) {
+        cudaMemPoolProps props{};
+        props.allocType = cudaMemAllocationTypePinned;
+        props.location.type = cudaMemLocationTypeDevice;
+        props.location.id = device;
+        cudaMemPool_t created = nullptr;
+        if ((err = cudaMemPoolCreate(&created, &props)) != cudaSuccess) return err;
+        uint64_t keep = kPoolKeep;
+        if ((err = cudaMemPoolSetAttribute(created, cudaMemPoolAttrReleaseThreshold, &keep)) != cudaSuccess) {
+            cudaMemPoolDestroy(created);  // best effort: the set-attribute error is the one reported
+            return err;
+        }
+        pools[device] = created;
+    }
+    *pool = pools[device];
+    return cudaSuccess;
+}
+
+// Stream-ordered scratch: the boxes plus two sample tables, from the module's pool. release()
+// frees it in stream order and reports the result; the destructor frees on error paths only.
 struct Scratch {
     void* base = nullptr;
     cudaStream_t stream;
@@ -151,17 +202,38 @@ struct Scratch {
         stream = s;
         const size_t box_bytes = static_cast<size_t>(n) * 4 * sizeof(double);
         const size_t total = box_bytes + static_cast<size_t>(y_entries + x_entries) * sizeof(Entry);
-        cudaError_t err = cudaMallocAsync(&base, total, stream);
+        cudaMemPool_t pool;
+        cudaError_t err = module_pool(&pool);
         if (err != cudaSuccess) return err;
+        if ((err = cudaMallocFromPoolAsync(&base, total, pool, stream)) != cudaSuccess) return err;
         boxes = static_cast<double*>(base);
         ytab = reinterpret_cast<Entry*>(static_cast<char*>(base) + box_bytes);
         xtab = ytab + y_entries;
-        return cudaMemcpyAsync(boxes, host_boxes, box_bytes, cudaMemcpyHostToDevice, stream);
+        for (int first = 0; first < n; first += kBoxChunk) {
+            const int count = n - first < kBoxChunk ? n - first : kBoxChunk;
+            BoxChunk chunk;
+            for (int i = 0; i < 4 * count; ++i) chunk.v[i] = host_boxes[4 * first + i];
+            upload_boxes_kernel<<<1, 128, 0, stream>>>(chunk, count, boxes + 4 * first);
+            if ((err = cudaGetLastError()) != cudaSuccess) return err;
+        }
+        return cudaSuccess;
+    }
+    cudaError_t release() {
+        void* p = base;
+        base = nullptr;
+        return p ? cudaFreeAsync(p, stream) : cudaSuccess;
     }
     ~Scratch() {
-        if (base) cudaFreeAsync(base, stream);
+        if (base) cudaFreeAsync(base, stream);  // already returning an error: this one adds nothing
     }
 };
+
+// Returns from the enclosing launcher with the first launch error.
+#define ED_LAUNCHED()                                        \
+    do {                                                     \
+        const cudaError_t launch_err = cudaGetLastError();   \
+        if (launch_err != cudaSuccess) return launch_err;    \
+    } while (0)
 
 template <typename Out>
 void launch_crop_rgb(const uint8_t* src, int src_w, const Scratch& s, int n, int out_h, int out_w,
@@ -188,7 +260,9 @@ cudaError_t crop_rgb_cuda(const uint8_t* src, int src_h, int src_w, const double
     cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream);
     if (err != cudaSuccess) return err;
     crop_table_kernel<<<blocks_for(int64_t{n} * out_h), kBlock, 0, stream>>>(s.boxes, n, 0, out_h, src_h, s.ytab);
+    ED_LAUNCHED();
     crop_table_kernel<<<blocks_for(int64_t{n} * out_w), kBlock, 0, stream>>>(s.boxes, n, 1, out_w, src_w, s.xtab);
+    ED_LAUNCHED();
     Affine3 a;
     for (int ch = 0; ch < 3; ++ch) {
         a.scale[ch] = scale[ch];
@@ -198,7 +272,8 @@ cudaError_t crop_rgb_cuda(const uint8_t* src, int src_h, int src_w, const double
         launch_crop_rgb<uint16_t>(src, src_w, s, n, out_h, out_w, a, out, stream);
     else
         launch_crop_rgb<float>(src, src_w, s, n, out_h, out_w, a, out, stream);
-    return cudaGetLastError();
+    ED_LAUNCHED();
+    return s.release();
 }
 
 cudaError_t crop_map_cuda(const void* src, bool src_half, int c, int src_h, int src_w, const double* boxes,
@@ -207,7 +282,9 @@ cudaError_t crop_map_cuda(const void* src, bool src_half, int c, int src_h, int 
     cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream);
     if (err != cudaSuccess) return err;
     crop_table_kernel<<<blocks_for(int64_t{n} * out_h), kBlock, 0, stream>>>(s.boxes, n, 0, out_h, src_h, s.ytab);
+    ED_LAUNCHED();
     crop_table_kernel<<<blocks_for(int64_t{n} * out_w), kBlock, 0, stream>>>(s.boxes, n, 1, out_w, src_w, s.xtab);
+    ED_LAUNCHED();
     if (src_half && half)
         launch_crop_map<uint16_t, uint16_t>(src, c, src_h, src_w, s, n, out_h, out_w, out, stream);
     else if (src_half)
@@ -216,7 +293,8 @@ cudaError_t crop_map_cuda(const void* src, bool src_half, int c, int src_h, int 
         launch_crop_map<float, uint16_t>(src, c, src_h, src_w, s, n, out_h, out_w, out, stream);
     else
         launch_crop_map<float, float>(src, c, src_h, src_w, s, n, out_h, out_w, out, stream);
-    return cudaGetLastError();
+    ED_LAUNCHED();
+    return s.release();
 }
 
 cudaError_t window_cuda(int h, int w, int kind, float* out, cudaStream_t stream) {
@@ -230,7 +308,9 @@ cudaError_t stitch_cuda(const void* tiles, bool tiles_half, int n, int c, int th
     cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * height, static_cast<int64_t>(n) * width, stream);
     if (err != cudaSuccess) return err;
     stitch_table_kernel<<<blocks_for(int64_t{n} * height), kBlock, 0, stream>>>(s.boxes, n, 0, th, height, kind, s.ytab);
+    ED_LAUNCHED();
     stitch_table_kernel<<<blocks_for(int64_t{n} * width), kBlock, 0, stream>>>(s.boxes, n, 1, tw, width, kind, s.xtab);
+    ED_LAUNCHED();
     const int64_t total = static_cast<int64_t>(height) * width;
     if (tiles_half)
         stitch_kernel<uint16_t><<<blocks_for(total), kBlock, 0, stream>>>(static_cast<const uint16_t*>(tiles), n, c, th,
@@ -238,7 +318,8 @@ cudaError_t stitch_cuda(const void* tiles, bool tiles_half, int n, int c, int th
     else
         stitch_kernel<float><<<blocks_for(total), kBlock, 0, stream>>>(static_cast<const float*>(tiles), n, c, th, tw,
                                                                        s.ytab, s.xtab, height, width, out);
-    return cudaGetLastError();
+    ED_LAUNCHED();
+    return s.release();
 }
 
 }  // namespace edgedepth

@@ -1,6 +1,8 @@
 // CUDA tile engine launchers (edgedepth/tiling_reference.py semantics). Pointers are device
-// pointers already checked by module_cuda.cpp; boxes are host float64 (n, 4), copied to the device
-// on `stream` (n * 32 bytes, the only host->device transfer). All work is ordered on `stream`.
+// pointers already checked by module_cuda.cpp, on the current device; boxes are host float64
+// (n, 4), passed to the device as kernel arguments (n * 32 bytes, the only host->device transfer;
+// the host array may be freed as soon as the call returns). All work is ordered on `stream`; the
+// first failing CUDA call's error is returned. Callable without the GIL.
 #pragma once
 
 #include <cuda_runtime_api.h>

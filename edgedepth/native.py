@@ -41,14 +41,11 @@ def cuda_device_count() -> int:
 
 
 def native_status() -> dict[str, Any]:
-    """What `edgedepth info` prints: which engines are loaded, and why not."""
-    from . import tiling
-
+    """Which engines are loaded, and why not (`edgedepth.tiling.native_status` adds the thread default)."""
     return {
         "cpu": cpu is not None,
         "cpu_error": cpu_error,
         "cpu_sanitized": bool(getattr(cpu, "sanitized", False)),
-        "threads": tiling.get_num_threads(),
         "cuda": cuda is not None,
         "cuda_error": cuda_error,
         "cuda_runtime": getattr(cuda, "cuda_runtime_version", None),
@@ -90,8 +87,11 @@ class DeviceArray:
         elif framework == "cupy":
             import cupy
 
-            x = cupy.ascontiguousarray(x)
-            stream = cupy.cuda.get_current_stream().ptr
+            # The array's device, not the current one: a contiguous copy must be made there, and
+            # CuPy's current stream is per device.
+            with x.device:
+                x = cupy.ascontiguousarray(x)
+                stream = cupy.cuda.get_current_stream().ptr
         else:
             raise TypeError(f"{name}: device arrays must be torch CUDA tensors or CuPy arrays, got {type(x).__name__}")
         iface = x.__cuda_array_interface__

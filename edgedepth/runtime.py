@@ -152,6 +152,7 @@ class _TorchOps:
         self.torch = torch
         self.device = torch.device(device)
         native_cuda = self.device.type == "cuda" and tiling.native_status().get("cuda", False)
+        self.tiling_torch = tiling_torch
         self.impl = tiling if native_cuda else tiling_torch
 
     def upload(self, frame):
@@ -173,6 +174,10 @@ class _TorchOps:
         return parts[0] if len(parts) == 1 else self.torch.cat(parts)
 
     def stitch(self, tiles, boxes, height, width, window):
+        # The CUDA engine reads float16 tiles itself (no float32 copy first) and writes float32;
+        # tiling_torch returns the tiles' dtype, so its input is float32.
+        if self.impl is not self.tiling_torch:
+            return self.impl.stitch(tiles.contiguous(), boxes, height, width, window=window)[0]
         return self.impl.stitch(tiles.float().contiguous(), boxes, height, width, window=window)[0]
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):

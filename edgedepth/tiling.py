@@ -29,7 +29,6 @@ __all__ = [
     "native_status", "MAX_THREADS", "MAX_SIDE",
 ]
 
-native_status = native.native_status
 
 #: Most CPU threads one call may use (csrc/checks.hpp kMaxThreads): each is a stack of address space
 #: and a spawn per call, and no machine this runs on gains from more.
@@ -62,6 +61,12 @@ def set_num_threads(n: int) -> None:
     """Sets the default thread count of the CPU engine (1..MAX_THREADS)."""
     global _threads
     _threads = _check_int("n", n, 1, MAX_THREADS)
+
+
+def native_status() -> dict[str, Any]:
+    """What `edgedepth info` prints: which engines are loaded, and why not (`edgedepth.native`), and
+    the CPU engine's default thread count."""
+    return {**native.native_status(), "threads": _threads}
 
 
 # ---------------------------------------------------------------- tile geometry

@@ -102,3 +102,43 @@ def test_device_errors() -> None:
         small = torch.empty(1, device=DEV)
         native.cuda.crop_map(src.data_ptr(), False, 1, 8, 8, np.array([[0.0, 0, 8, 8]]), small.data_ptr(), 4096, 4096,
                              False, 0)
+
+
+def test_more_boxes_than_one_kernel_argument_chunk() -> None:
+    # Boxes reach the device as kernel arguments, 64 per launch: 150 boxes take three launches.
+    rng = np.random.default_rng(5)
+    src = rng.standard_normal((2, 70, 90)).astype(np.float32)
+    h, w = rng.uniform(5, 60, 150), rng.uniform(5, 80, 150)
+    boxes = np.stack([rng.uniform(0, 70 - h), rng.uniform(0, 90 - w), h, w], axis=1)
+    got = _on_stream(lambda: tiling.crop_resize(torch.from_numpy(src).to(DEV), boxes, (9, 11)))
+    np.testing.assert_allclose(got.cpu().numpy(), ref.crop_resize(src, boxes, (9, 11)), rtol=0, atol=1e-5)
+
+
+def test_runtime_stitches_half_tiles_without_a_float_copy() -> None:
+    from edgedepth.runtime import _TorchOps
+
+    g = TileGrid(97, 131, 3, 3, 11)
+    tiles = np.random.default_rng(3).random((len(g), 1, 40, 40)).astype(np.float16)
+    ops = _TorchOps("cuda")
+    assert ops.impl is tiling  # the native CUDA engine, which reads float16 itself
+    got = ops.stitch(torch.from_numpy(tiles).to(DEV), g.boxes, 97, 131, "cosine")
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.cpu().numpy(), ref.stitch(tiles, g.boxes, 97, 131, "cosine")[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_arrays_on_a_device_that_is_not_current() -> None:
+    src = np.random.default_rng(4).random((1, 30, 40)).astype(np.float32)
+    want = ref.crop_resize(src, np.array([[2.0, 3, 20, 30]]), (7, 9))
+    with torch.cuda.device(0):
+        got = tiling.crop_resize(torch.from_numpy(src).to("cuda:1"), np.array([[2.0, 3, 20, 30]]), (7, 9))
+        assert got.device == torch.device("cuda:1") and torch.cuda.current_device() == 0
+        np.testing.assert_allclose(got.cpu().numpy(), want, rtol=0, atol=1e-5)
+    cupy = pytest.importorskip("cupy")
+    with cupy.cuda.Device(1):
+        arr = cupy.asarray(src)[:, :, ::-1]  # non-contiguous: the contiguous copy must land on device 1
+    with cupy.cuda.Device(0):
+        got = tiling.crop_resize(arr, np.array([[2.0, 3, 20, 30]]), (7, 9))
+        assert got.device.id == 1 and cupy.cuda.Device().id == 0
+    np.testing.assert_allclose(cupy.asnumpy(got), ref.crop_resize(np.ascontiguousarray(src[:, :, ::-1]),
+                                                                   np.array([[2.0, 3, 20, 30]]), (7, 9)), atol=1e-5)

@@ -9,7 +9,7 @@ import pytest
 from edgedepth import Runtime
 from edgedepth.cli import main
 from edgedepth.depth_io import read_depth_png, read_image, write_image
-from edgedepth.native import native_status
+from edgedepth.tiling import native_status
 from edgedepth.pointcloud import backproject, default_intrinsics, write_ply
 
 
