@@ -6,6 +6,8 @@ from pathlib import Path
 
 from edgedepth.commands.arguments import csv_list, frame_size, tile_grid
 
+from .quantize_qdq import CALIB_METHODS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + model.json)")
@@ -32,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shrink", type=float, default=None,
                         help="adaptive grid: tiles of SHRINK x the refiner input in frame pixels (0: fixed grid)")
     parser.add_argument("--calib-tiles", type=int, default=64, help="minimum INT8 calibration tiles (64)")
+    parser.add_argument("--calib-method", default="minmax", choices=tuple(CALIB_METHODS),
+                        help="how the ONNX Q/DQ INT8 takes activation ranges from the calibration frames "
+                             "(default minmax; OpenVINO INT8 is NNCF's own)")
     parser.add_argument("--int8-bound", type=float, default=0.02,
                         help="max relative AbsRel rise of INT8 over float32 (0.02 = +2%%)")
     parser.add_argument("--no-accuracy-control", action="store_true", help="plain NNCF PTQ for OpenVINO INT8")
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = ExportConfig(targets=args.targets, precisions=args.precision, calib=args.calib, heldout=args.heldout,
                        select=args.select,
                        frame_size=args.frame_size, tiling=tiling,
-                       calib_tiles=args.calib_tiles, int8_bound=args.int8_bound,
+                       calib_tiles=args.calib_tiles, calib_method=args.calib_method, int8_bound=args.int8_bound,
                        accuracy_control=not args.no_accuracy_control, pipeline_size=args.pipeline,
                        overwrite=args.overwrite)
     if args.dry_run:

@@ -54,6 +54,7 @@ class ExportConfig:
     frame_size: Optional[tuple[int, int]] = None
     tiling: Optional[Tiling] = None
     calib_tiles: int = 64                       # minimum INT8 calibration tiles
+    calib_method: str = "minmax"                # Q/DQ activation ranges: minmax or percentile
     int8_bound: float = DEFAULT_INT8_BOUND      # relative AbsRel rise allowed for INT8
     accuracy_control: bool = True               # OpenVINO INT8 by NNCF accuracy control (else plain PTQ)
     pipeline_size: Optional[tuple[int, int]] = None  # (H, W) of the fused pipeline; None = none
@@ -85,6 +86,10 @@ class ExportConfig:
         if absent:
             raise ImportError(f"export targets {', '.join(self.targets)} need the optional package(s) "
                               f"{', '.join(absent)}: pip install 'edgedepth[export]'")
+        from .quantize_qdq import CALIB_METHODS
+
+        if self.calib_method not in CALIB_METHODS:
+            raise ValueError(f"unknown calibration method {self.calib_method!r}: choose from {', '.join(CALIB_METHODS)}")
         if self.calib_tiles < 1:
             raise ValueError(f"calib_tiles must be >= 1, got {self.calib_tiles}")
         if not self.int8_bound >= 0:
@@ -188,12 +193,13 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
 
             log("quantizing the refiner to INT8 (Q/DQ)")
             quantize_int8_qdq(onnx_files["refiner"]["fp32"], w.file("refiner.int8.qdq.onnx"),
-                              calibration_batches(calib_frames), min_tiles=cfg.calib_tiles)
+                              calibration_batches(calib_frames), min_tiles=cfg.calib_tiles,
+                              calib_method=cfg.calib_method)
             onnx_files["refiner"]["int8"] = w.file("refiner.int8.qdq.onnx")
             if coarse_calib:
                 log("quantizing the coarse model to INT8 (Q/DQ; attention, norms and the depth head float)")
                 quantize_int8_qdq(onnx_files["coarse"]["fp32"], w.file("coarse.int8.qdq.onnx"), coarse_calib,
-                                  min_tiles=MIN_COARSE_CALIB_FRAMES, role="coarse")
+                                  min_tiles=MIN_COARSE_CALIB_FRAMES, role="coarse", calib_method=cfg.calib_method)
                 onnx_files["coarse"]["int8"] = w.file("coarse.int8.qdq.onnx")
         for role, table in onnx_files.items():
             for prec, path in table.items():

@@ -55,7 +55,7 @@ def describe(cfg: "ExportConfig", coarse_int8: bool = False) -> str:
              f"precisions:  {', '.join(cfg.precisions)}",
              f"tiling:      {grid}",
              f"frame size:  {w}x{h} (procedural frames; the CoreML refiner's fixed batch is cut from it)",
-             f"calibration: {cfg.calib if int8 else '(none: no int8)'}" + (f", at least {cfg.calib_tiles} tiles" if int8 else ""),
+             f"calibration: {cfg.calib if int8 else '(none: no int8)'}" + (f", at least {cfg.calib_tiles} tiles, {cfg.calib_method} ranges" if int8 else ""),
              f"held-out:    {cfg.heldout} (parity report)"]
     if int8 and coarse_int8:
         lines.append("coarse INT8: yes (a ViT coarse model: most of a frame's time)")

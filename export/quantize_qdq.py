@@ -183,19 +183,29 @@ def count_tiles(batches: Iterable[dict[str, np.ndarray]]) -> int:
     return sum(int(next(iter(b.values())).shape[0]) for b in batches)
 
 
+# --calib-method -> onnxruntime CalibrationMethod: the calibration tensors' min/max, or the 99.999th
+# percentile of |x| (clips rare outliers). No "entropy": quantize_static builds its Entropy calibrator
+# with 128 histogram bins for 128 quantized ones, so the KL search has one candidate, the full range,
+# and it gives minmax's scales exactly (checked on the refiner; onnxruntime 1.32 passes it no bin count).
+CALIB_METHODS = {"minmax": "MinMax", "percentile": "Percentile"}
+
+
 def quantize_int8_qdq(src: str | Path, dst: str | Path, batches: Sequence[dict[str, np.ndarray]], *,
                       min_tiles: int = MIN_CALIB_TILES, keep_head: bool = True,
-                      exclude: Sequence[str] = (), role: str = "refiner") -> QdqSummary:
+                      exclude: Sequence[str] = (), role: str = "refiner", calib_method: str = "minmax") -> QdqSummary:
     """Write a Q/DQ INT8 copy of the float ONNX ``src`` at ``dst``.
 
     ``role="refiner"``: ``batches`` are refiner input dicts (``rgb``, ``coarse_depth``, ``guide*``)
     from real frames, at least ``min_tiles`` tiles in total; ``keep_head`` keeps
     :func:`float_node_names` in float. ``role="coarse"``: ``batches`` are ``{"image": (1, 3, h, w)}``
     frames (``min_tiles`` counts frames) and ``keep_head`` keeps :func:`coarse_float_node_names`.
-    ``exclude`` adds node names.
+    ``exclude`` adds node names. ``calib_method``: how activation ranges are taken from the
+    calibration tensors, one of :data:`CALIB_METHODS` (onnxruntime's MinMax or Percentile).
     """
     if role not in ("refiner", "coarse"):
         raise ValueError(f"role must be 'refiner' or 'coarse', got {role!r}")
+    if calib_method not in CALIB_METHODS:
+        raise ValueError(f"calib_method must be one of {', '.join(CALIB_METHODS)}, got {calib_method!r}")
     onnx = require("onnx", "INT8 quantization")
     quant = require("onnxruntime.quantization", "INT8 quantization")
     src, dst = Path(src), Path(dst)
@@ -221,7 +231,7 @@ def quantize_int8_qdq(src: str | Path, dst: str | Path, batches: Sequence[dict[s
                 # norms, activations, resizes and concats stay float and add no precision boundaries.
                 op_types_to_quantize=list(WEIGHTED_OPS),
                 nodes_to_exclude=list(excluded),
-                calibrate_method=quant.CalibrationMethod.MinMax,
+                calibrate_method=getattr(quant.CalibrationMethod, CALIB_METHODS[calib_method]),
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                "QuantizeBias": False,  # TensorRT quantizes weights and activations only
                                # inputs only: an output Q/DQ would be one more precision boundary

@@ -177,6 +177,7 @@ def _nothing_written(tmp_path):
     ({"calib": []}, "calibration set .* is empty"),
     ({"calib": "procedural:2"}, "INT8 needs at least 64"),
     ({"frame_size": (20, 24)}, "smaller than the refiner's 16x16"),
+    ({"calib_method": "entropy"}, "unknown calibration method 'entropy': choose from minmax, percentile"),
 ])
 def test_bad_requests_fail_before_work(tiny_models, tmp_path, kw, match):
     coarse, refiner = tiny_models

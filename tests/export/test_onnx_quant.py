@@ -156,3 +156,33 @@ def test_every_residual_head_of_a_prv2_refiner_stays_float(tmp_path):
     ops = {n.name: n.op_type for n in q.graph.node}
     assert {n for n in quantized if ops[n] == "Conv"} == convs - set(heads)  # every other conv is INT8 ...
     assert {ops[n] for n in quantized} <= {"Conv", "Add"}  # ... and besides at most residual adds (TensorRT fuses them)
+
+
+def _activation_scales(path) -> dict[str, float]:
+    model = onnx.load(str(path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+
+def test_percentile_calibration_clips_the_activation_ranges_minmax_takes_whole(tiny_models, exported, tmp_path):
+    _, refiner = tiny_models
+    batches = [_feeds(refiner, 8, s) for s in range(8)]
+    for name in batches[0]:  # one outlier pixel in 64 tiles: minmax spends the INT8 range on it
+        batches[0][name][0, :, 0, 0] *= 50
+    scales = {}
+    for method in ("minmax", "percentile"):
+        quantize_int8_qdq(exported["refiner"], tmp_path / f"{method}.onnx", batches, calib_method=method)
+        check_qdq(onnx.load(str(tmp_path / f"{method}.onnx")))
+        scales[method] = _activation_scales(tmp_path / f"{method}.onnx")
+    assert scales["minmax"].keys() == scales["percentile"].keys() and scales["minmax"]
+    # percentile drops the 0.001 % largest |x|: never a wider range, and the outlier stops setting it
+    assert all(scales["percentile"][k] <= scales["minmax"][k] * (1 + 1e-6) for k in scales["minmax"])
+    assert any(scales["percentile"][k] < 0.95 * scales["minmax"][k] for k in scales["minmax"])
+
+
+def test_unknown_calibration_method_is_named(tiny_models, exported, tmp_path):
+    batches = [_feeds(tiny_models[1], 8, s) for s in range(8)]
+    with pytest.raises(ValueError, match="calib_method must be one of minmax, percentile, got 'entropy'"):
+        quantize_int8_qdq(exported["refiner"], tmp_path / "q.onnx", batches, calib_method="entropy")
+    assert not (tmp_path / "q.onnx").exists()
