@@ -1,0 +1,60 @@
+"""benchmarks/gpu/run.sh where no GPU is: valid bash, and a clear refusal (exit 2, one line on
+stderr, summary.json saying why) whether the driver or torch's CUDA is what is missing. Its
+whole-frame half (benchmarks/gpu/frame.py) runs for real on the CPU at a tiny size."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu" / "run.sh"
+
+
+def _run(out: Path, path: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": path, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(SCRIPT), str(out)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_script_is_valid_bash():
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="an NVIDIA driver is installed here")
+def test_refuses_without_a_driver(tmp_path):
+    proc = _run(tmp_path / "out", os.environ["PATH"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "no usable NVIDIA GPU: no nvidia-smi" in proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["gpu"] is False and summary["steps"] == [] and "nvidia-smi" in summary["note"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run.log", "summary.json"]
+
+
+def test_refuses_when_torch_sees_no_cuda(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a CUDA device here")
+    # A driver that lists a GPU "quoted" (the note must stay valid JSON), and a torch without CUDA.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text('#!/bin/sh\necho \'GPU 0: "Fake" (UUID: GPU-0)\'\n')
+    (fake / "nvidia-smi").chmod(0o755)
+    proc = _run(tmp_path / "out", f"{fake}:{os.environ['PATH']}")
+    assert proc.returncode == 2 and "torch sees no CUDA device" in proc.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["gpu"] is False
+
+
+def test_frame_benchmark_runs_on_cpu_at_a_tiny_size(tmp_path):
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "frame.py"), str(tmp_path), "--device",
+                           "cpu", "--sizes", "tiny", "--repeat", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads((tmp_path / "frame.json").read_text())
+    tiny = figures["sizes"]["tiny"]
+    assert tiny["frame"] == [144, 256] and tiny["ms_min"] > 0 and figures["info"]["backend"] == "torch"
+    assert [p.name for p in tmp_path.iterdir()] == ["frame.json"]  # the bundle went to a temporary folder
