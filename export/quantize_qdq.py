@@ -61,8 +61,17 @@ def head_nodes(model, scope: str = "head", depth_input: str = "coarse_depth") ->
             on = [i in coarse for i in node.input]
             if any(on) and not all(on) and all(i in producer or i in coarse for i in node.input):
                 starts.append(node.output[0])
+    keep = _tails(producer, starts)
+    for node in model.graph.node:
+        if f"/{scope}/" in node.name or node.name.startswith(f"{scope}/"):
+            keep[node.name] = None
+    return list(keep)
+
+
+def _tails(producer: dict, starts: Sequence[str]) -> dict[str, None]:
+    """Names of the nodes computing ``starts`` back to (and including) the last weighted layer(s)."""
     keep: dict[str, None] = {}
-    stack = starts
+    stack = list(starts)
     while stack:
         node = producer.get(stack.pop())
         if node is None or node.name in keep:
@@ -70,10 +79,7 @@ def head_nodes(model, scope: str = "head", depth_input: str = "coarse_depth") ->
         keep[node.name] = None
         if node.op_type not in WEIGHTED_OPS:
             stack.extend(node.input)
-    for node in model.graph.node:
-        if f"/{scope}/" in node.name or node.name.startswith(f"{scope}/"):
-            keep[node.name] = None
-    return list(keep)
+    return keep
 
 
 def stem_nodes(model, inputs: Sequence[str] = ("rgb",)) -> list[str]:
@@ -142,15 +148,7 @@ def coarse_float_node_names(model) -> list[str]:
     from the ``depth`` output, not from the feature outputs the refiner only crops), the stem (a
     ViT's patch embedding) and the attention MatMuls. Norms and softmax are never Q/DQ'd anyway."""
     producer = {out: node for node in model.graph.node for out in node.output}
-    keep: dict[str, None] = {}
-    stack = ["depth"]
-    while stack:
-        node = producer.get(stack.pop())
-        if node is None or node.name in keep:
-            continue
-        keep[node.name] = None
-        if node.op_type not in WEIGHTED_OPS:
-            stack.extend(node.input)
+    keep = _tails(producer, ["depth"])
     return list(dict.fromkeys([*keep, *stem_nodes(model, ("image",)), *activation_matmuls(model)]))
 
 
