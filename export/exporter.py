@@ -236,6 +236,8 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
                                                 transformer=is_transformer(coarse))
                     add("coarse", "openvino", "int8", xml, ove.runner(xml))
                     ir_files["coarse"]["int8"] = xml
+            # For callers of OpenVINO itself (not the runtime): uint8 frames in, resize and mean/std in the graph.
+            ove.to_openvino_uint8(onnx_files["coarse"]["fp32"], w.file("openvino/coarse.u8.xml"), coarse.mean, coarse.std)
             # The refiner's batch: one export-size frame's tiles, in chunks of at most the runtime's default.
             tiles = min(coreml_batch(cfg, refiner), DEFAULT_MAX_TILE_BATCH)
             names = {role: {prec: w.rel(xml) for prec, xml in table.items()} for role, table in ir_files.items()}

@@ -29,7 +29,7 @@ def planned_files(cfg: "ExportConfig", coarse_int8: bool = False) -> list[str]:
                     files += [f"openvino/{role}.{prec}.xml", f"openvino/{role}.{prec}.bin"]
         files += ["openvino/refiner.int8.xml", "openvino/refiner.int8.bin"] if "int8" in precs else []
         files += ["openvino/coarse.int8.xml", "openvino/coarse.int8.bin"] if coarse_int8 else []
-        files += ["openvino/benchmark_app.txt"]
+        files += ["openvino/coarse.u8.xml", "openvino/coarse.u8.bin", "openvino/benchmark_app.txt"]
     if "coreml" in targets:
         variants = ["fp16"] + (["int8", "palette6"] if "int8" in precs else [])
         files += [f"coreml/refiner.{v}.mlpackage" for v in variants] + ["coreml/coarse.fp16.mlpackage"]

@@ -247,3 +247,27 @@ def test_benchmark_app_lines_time_every_openvino_ir_at_its_shapes(bundle):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert re.search(r"Latency:", done.stdout)
+
+
+def test_uint8_coarse_ir_resizes_and_normalises_a_camera_frame_in_the_graph(bundle):
+    """openvino/coarse.u8.xml takes a uint8 NHWC frame of any size and gives what the float IR gives
+    on the runtime's own crop+resize of it."""
+    import openvino as ov
+
+    from edgedepth import tiling
+
+    m = open_bundle(bundle).manifest
+    core = ov.Core()
+    u8 = core.read_model(str(bundle / "openvino" / "coarse.u8.xml"))
+    (port,) = u8.inputs
+    assert port.get_element_type() == ov.Type.u8 and port.get_partial_shape().to_string() == "[1,?,?,3]"
+    run_u8 = core.compile_model(u8, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    run_f32 = core.compile_model(str(bundle / m["coarse"]["files"]["openvino"]["fp32"]), "CPU",
+                                 {"INFERENCE_PRECISION_HINT": "f32"})
+    for h, w in ((96, 128), (61, 77)):
+        frame = render_scene(7, h, w)["image"]
+        x = tiling.crop_resize(frame, np.array([[0.0, 0.0, h, w]]), m["coarse"]["input_size"],
+                               mean=m["coarse"]["mean"], std=m["coarse"]["std"])
+        got, want = run_u8(frame[None])[0], run_f32(x)[0]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
