@@ -118,3 +118,16 @@ def test_fp16_vit_keeps_layernorm_and_softmax_in_float32(bundle):
     assert all(dtype(n.input[0]) == onnx.TensorProto.FLOAT for n in kept)
     convs = [n for n in half.graph.node if n.op_type == "Conv"]
     assert any(dtype(n.input[1]) == onnx.TensorProto.FLOAT16 for n in convs)  # the rest is half
+
+
+def test_coreml_fp16_converts_the_vit(run, tmp_path):
+    from edgedepth.backends.coreml import read_spec
+
+    cfg = ExportConfig(targets=("coreml",), precisions=("fp16",), heldout="procedural:1")
+    out = export_checkpoint(run, tmp_path / "dav2-coreml.edgedepth", cfg, log=lambda _: None)
+    spec = read_spec(out / open_bundle(out).manifest["coarse"]["files"]["coreml"]["fp16"])
+    image = spec.description.input[0].type.imageType
+    assert (image.height, image.width) == (42, 56)
+    ops = {op.type for block in (f.block_specializations[next(iter(f.block_specializations))]
+                                 for f in spec.mlProgram.functions.values()) for op in block.operations}
+    assert {"layer_norm", "softmax", "matmul"} <= ops, sorted(ops)

@@ -197,3 +197,14 @@ def test_load_weights_into_an_existing_model(tmp_path):
     dst = tiny(seed=6)
     load_dav2_weights(dst, tmp_path / "w.pth")
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+
+
+@pytest.mark.parametrize("h, w", [(37, 66), (5, 7), (74, 132), (1, 2)])
+def test_position_grid_resize_is_dinov2s_bicubic(h, w):
+    from edgedepth.train.models.depth_anything import _bicubic_matrix
+
+    grid = torch.randn(1, 8, 37, 37)
+    want = torch.nn.functional.interpolate(grid, scale_factor=((h + 0.1) / 37, (w + 0.1) / 37), mode="bicubic",
+                                           align_corners=False)
+    got = torch.from_numpy(_bicubic_matrix(h, 37, (h + 0.1) / 37)) @ grid @ torch.from_numpy(_bicubic_matrix(w, 37, (w + 0.1) / 37)).T
+    torch.testing.assert_close(got, want, rtol=0, atol=5e-5)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,6 +79,20 @@ def dav2_input_size(frame_h: int, frame_w: int, short: int = PRETRAIN_SIZE) -> t
 
 
 # --- DINOv2 ------------------------------------------------------------------------------------
+
+def _bicubic_matrix(n_out: int, n_in: int, scale_factor: float, a: float = -0.75) -> np.ndarray:
+    """(n_out, n_in) float32 weights of PyTorch's 1-D bicubic resize (align_corners=False, border
+    samples clamped, Keys' a = -0.75) by ``scale_factor``: ``resized = W @ x``."""
+    src = (np.arange(n_out) + 0.5) / scale_factor - 0.5
+    base = np.floor(src)
+    t = (src - base)[:, None] + np.array([1.0, 0.0, -1.0, -2.0])  # distance to taps base-1 .. base+2
+    d = np.abs(t)
+    weights = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a)
+    taps = np.clip(base[:, None] + np.arange(-1, 3), 0, n_in - 1).astype(int)
+    out = np.zeros((n_out, n_in))
+    np.add.at(out, (np.repeat(np.arange(n_out), 4), taps.ravel()), weights.ravel())
+    return out.astype(np.float32)
+
 
 class _PatchEmbed(nn.Module):
     def __init__(self, dim: int) -> None:
@@ -157,13 +172,14 @@ class DINOv2(nn.Module):
         m = int(math.isqrt(n))
         if h == w == m:
             return self.pos_embed
-        patch = self.pos_embed[:, 1:].float().reshape(1, m, m, -1).permute(0, 3, 1, 2)
-        # DINOv2's interpolation: a scale factor with its historical +0.1 offset (not an output
-        # size), which the published weights were evaluated with.
-        patch = F.interpolate(patch, scale_factor=((h + 0.1) / m, (w + 0.1) / m), mode="bicubic",
-                              align_corners=False)
-        patch = patch.permute(0, 2, 3, 1).reshape(1, h * w, -1)
-        return torch.cat([self.pos_embed[:, :1], patch.to(self.pos_embed.dtype)], 1)
+        # DINOv2's bicubic resize of the position grid (scale factor with its historical +0.1
+        # offset, which the published weights were evaluated with), written as two constant
+        # matrices: the same numbers as F.interpolate to 1e-5, and a MatMul every exporter converts
+        # (CoreML has no bicubic resize).
+        rows, cols = (torch.from_numpy(_bicubic_matrix(k, m, (k + 0.1) / m)).to(self.pos_embed) for k in (h, w))
+        patch = self.pos_embed[:, 1:].reshape(m, m, -1)
+        patch = torch.einsum("hi,ijc,wj->hwc", rows, patch, cols).reshape(1, h * w, -1)
+        return torch.cat([self.pos_embed[:, :1], patch], 1)
 
     def intermediate(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """Normalised patch tokens (B, h*w, dim) after each block in ``layers``."""
