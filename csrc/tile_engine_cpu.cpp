@@ -1,6 +1,7 @@
 #include "tile_engine_cpu.hpp"
 
 #include <algorithm>
+#include <array>
 #include <exception>
 #include <thread>
 #include <type_traits>
@@ -8,6 +9,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #endif
+#include <utility>
 #include <vector>
 
 namespace edgedepth {
@@ -298,9 +300,43 @@ void window_cpu(int h, int w, Window kind, float* out) {
     }
 }
 
+namespace {
+
+// Sums, per frame pixel along one axis, the window of each distinct band (start, length) of the
+// boxes (coordinate 0 = y, 1 = x); `bands` returns how many distinct bands there are.
+std::vector<double> band_weight_sums(const double* boxes, int n, int coord, int len, Window kind, size_t* bands) {
+    std::vector<std::pair<double, double>> distinct(static_cast<size_t>(n));
+    for (int b = 0; b < n; ++b) distinct[b] = {boxes[4 * b + coord], boxes[4 * b + coord + 2]};
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    *bands = distinct.size();
+    std::vector<double> sums(static_cast<size_t>(len), 0.0);
+    for (const auto& band : distinct)
+        for (int p = stitch_first(band.first, len); p < stitch_stop(band.first, band.second, len); ++p)
+            sums[p] += window_profile(stitch_u(band.first, band.second, p), kind);
+    return sums;
+}
+
+// True when the boxes are a grid: every row band crossed with every column band exactly once.
+// Then the weight sum at (y, x) is rowsum(y) * colsum(x), so each box's weights can be
+// normalised once per axis (the rule tiling_torch.stitch uses).
+bool is_grid(const double* boxes, int n, size_t row_bands, size_t col_bands) {
+    if (static_cast<size_t>(n) != row_bands * col_bands) return false;
+    std::vector<std::array<double, 4>> sorted(static_cast<size_t>(n));
+    for (int b = 0; b < n; ++b) sorted[b] = {boxes[4 * b], boxes[4 * b + 1], boxes[4 * b + 2], boxes[4 * b + 3]};
+    std::sort(sorted.begin(), sorted.end());
+    return std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
+}
+
+}  // namespace
+
 template <typename In>
 void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* boxes, int height,
                 int width, Window kind, float* out, int threads) {
+    size_t row_bands = 0, col_bands = 0;
+    const std::vector<double> rowsum = band_weight_sums(boxes, n, 0, height, kind, &row_bands);
+    const std::vector<double> colsum = band_weight_sums(boxes, n, 1, width, kind, &col_bands);
+    const bool grid = is_grid(boxes, n, row_bands, col_bands);
     // Column tables per box (frame columns first..stop-1), built once and shared by all rows.
     std::vector<int> col_first(n), col_count(n);
     std::vector<size_t> col_offset(n + 1, 0);
@@ -319,16 +355,49 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
             xlo[q] = t.lo;
             xhi[q] = t.hi;
             fx[q] = t.frac;
-            wx[q] = static_cast<float>(window_profile(u, kind));
+            // On a grid the column weight comes normalised (colsum > 0: this box covers the column).
+            const double wgt = window_profile(u, kind);
+            wx[q] = static_cast<float>(grid ? wgt / colsum[col_first[b] + k] : wgt);
         }
     }
     const int64_t plane = static_cast<int64_t>(height) * width;
     const int64_t tile_plane = static_cast<int64_t>(th) * tw;
     const HAccumulateFn haccumulate_row = pick_haccumulate();
 
-    // Each thread owns whole output rows: the tiles covering a row add weight*value into a
-    // row-sized accumulator, then the row is normalised and written once (no atomics, no
-    // per-tile temporaries).
+    // Each thread owns whole output rows (no atomics, no per-tile temporaries). On a grid the
+    // weights are already normalised, so the tiles covering a row add weight*value straight into
+    // the output row: no weight sum, no per-pixel divide, no second pass over the row.
+    if (grid) {
+        parallel_for(height, threads, [&](int64_t begin, int64_t end) {
+            std::vector<float> w(static_cast<size_t>(width)), trow(static_cast<size_t>(tw) + kPad);
+            for (int64_t y64 = begin; y64 < end; ++y64) {
+                const int y = static_cast<int>(y64);
+                for (int ch = 0; ch < c; ++ch) std::fill_n(out + ch * plane + y64 * width, width, 0.0f);
+                for (int b = 0; b < n; ++b) {
+                    const double by0 = boxes[4 * b], bh = boxes[4 * b + 2];
+                    if (y < stitch_first(by0, height) || y >= stitch_stop(by0, bh, height) || col_count[b] == 0)
+                        continue;
+                    const double u = stitch_u(by0, bh, y);
+                    const Tap ty = tap_at(u * th - 0.5, th);
+                    const float wy = static_cast<float>(window_profile(u, kind) / rowsum[y]);
+                    const int first = col_first[b], count = col_count[b];
+                    const float* wxb = wx.data() + col_offset[b];
+                    for (int k = 0; k < count; ++k) w[k] = wy * wxb[k];
+                    for (int ch = 0; ch < c; ++ch) {
+                        const In* tile = tiles + (static_cast<int64_t>(b) * c + ch) * tile_plane;
+                        vblend(tile + static_cast<int64_t>(ty.lo) * tw, tile + static_cast<int64_t>(ty.hi) * tw,
+                               ty.frac, trow.data(), tw);
+                        haccumulate_row(trow.data(), xlo.data() + col_offset[b], xhi.data() + col_offset[b],
+                                        fx.data() + col_offset[b], w.data(), out + ch * plane + y64 * width + first,
+                                        count);
+                    }
+                }
+            }
+        });
+        return;
+    }
+    // Other layouts: the tiles covering a row add weight*value and weight into row-sized
+    // accumulators, then the row is normalised and written once.
     parallel_for(height, threads, [&](int64_t begin, int64_t end) {
         std::vector<float> acc(static_cast<size_t>(c) * width), wsum(static_cast<size_t>(width));
         std::vector<float> w(static_cast<size_t>(width)), trow(static_cast<size_t>(tw) + kPad);

@@ -303,6 +303,24 @@ def test_stitch_fractional_boxes_match_reference() -> None:
                                rtol=0, atol=1e-5)
 
 
+@needs_native
+@pytest.mark.parametrize("layout", ["shuffled grid", "duplicate box", "two grids"])
+def test_stitch_normalises_grids_per_axis_and_other_layouts_per_pixel(layout: str) -> None:
+    # The engine factorises the weight sum (rows x columns) only when the boxes are every row band
+    # crossed with every column band once; a duplicate box (n still rows x cols) or a second,
+    # offset grid must take the per-pixel sum. Any misdetection moves the result far from the reference.
+    g = TileGrid(60, 80, 2, 2, 10)
+    rng = np.random.default_rng(6)
+    # Row bands (0, 60) and (10, 30), column bands (0, 80) and (20, 30): 4 boxes, but the whole-frame
+    # box twice and (10, 20, 30, 30) never.
+    duplicate = np.array([[0, 0, 60, 80], [0, 0, 60, 80], [0, 20, 60, 30], [10, 0, 30, 80]], dtype=np.float64)
+    boxes = {"shuffled grid": g.boxes[[3, 0, 2, 1]], "duplicate box": duplicate,
+             "two grids": np.concatenate([g.boxes, TileGrid(60, 80, 2, 2, 30).boxes])}[layout]
+    tiles = rng.uniform(1, 5, (len(boxes), 2, 12, 16)).astype(np.float32)
+    np.testing.assert_allclose(tiling.stitch(tiles, boxes, 60, 80, "cosine"), ref.stitch(tiles, boxes, 60, 80, "cosine"),
+                               rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------- errors
 
 IMG = np.zeros((10, 12, 3), np.uint8)
