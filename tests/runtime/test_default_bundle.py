@@ -71,12 +71,30 @@ def test_fused_coreml_default_is_shipped_beside_the_bundle():
     assert size < 8 * 2**20, f"the fused CoreML default is {size / 2**20:.1f} MiB"
 
 
+def test_fused_coreml_default_is_made_for_apps():
+    """An RGB image input (a CVPixelBuffer feeds it), metadata, and no exporter debug files."""
+    pytest.importorskip("coremltools", reason="coremltools reads the CoreML spec (the [export] extra)")
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString((COREML_PIPELINE / "Data" / "com.apple.CoreML" / "model.mlmodel").read_bytes())
+    (image,) = spec.description.input
+    assert image.type.WhichOneof("Type") == "imageType"
+    assert Model_pb2.ImageFeatureType.ColorSpace.Name(image.type.imageType.colorSpace) == "RGB"
+    assert (image.type.imageType.height, image.type.imageType.width) == (1080, 1920)
+    assert "metres" in spec.description.output[0].shortDescription
+    assert spec.description.metadata.userDefined["com.edgedepth.depth_unit"] == "m"
+    assert "1920x1080" in spec.description.metadata.shortDescription
+    assert not list(COREML_PIPELINE.rglob("*debug*"))
+
+
 @pytest.mark.skipif(__import__("sys").platform != "darwin", reason="CoreML predicts on macOS only")
 def test_fused_coreml_default_matches_the_runtime_on_the_sample(scene):
     import coremltools as ct
 
+    from PIL import Image
+
     model = ct.models.MLModel(str(COREML_PIPELINE))
-    image = read_image(SAMPLE).transpose(2, 0, 1)[None].astype(np.float32)
-    depth = model.predict({"image": image})["depth"][0, 0]
+    depth = model.predict({"image": Image.fromarray(read_image(SAMPLE))})["depth"][0, 0]
     ref = Runtime(backend="onnxruntime").predict(read_image(SAMPLE)).depth
     assert np.mean(np.abs(depth - ref) / np.maximum(ref, 1e-3)) < 0.03
