@@ -94,6 +94,10 @@ def test_coreml_specs(bundle):
     assert "constexpr_lut_to_dense" in ops["palette6"]
     spec = validate_coreml(bundle / m["pipeline"]["coreml"]["fp16"], {"image": (1, 3, *SIZE)}, ["depth"])
     assert spec.bytes > 0 and spec.specification_version >= 7
+    # crops and the blend as static slices, resizes and small matmuls: nothing the Neural Engine cannot run
+    assert not spec.ops & {"gather", "gather_nd", "gather_along_axis", "scatter", "scatter_nd", "scatter_along_axis",
+                           "range_1d"}, sorted(spec.ops)
+    assert {"slice_by_index", "upsample_bilinear", "matmul", "pad"} <= spec.ops
     with pytest.raises(ValueError, match="inputs"):
         validate_coreml(bundle / m["refiner"]["files"]["coreml"]["fp16"], {"rgb": (1, 3, 16, 16)}, ["depth"])
 
