@@ -86,6 +86,9 @@ def test_fused_coreml_default_is_made_for_apps():
     assert spec.description.metadata.userDefined["com.edgedepth.depth_unit"] == "m"
     assert "1920x1080" in spec.description.metadata.shortDescription
     assert not list(COREML_PIPELINE.rglob("*debug*"))
+    main = spec.mlProgram.functions["main"]
+    ops = {op.type for op in main.block_specializations[main.opset].operations}
+    assert "conv" in ops and not ops & {"gather", "scatter", "gather_nd", "scatter_nd"}  # all of it for the ANE
 
 
 @pytest.mark.skipif(__import__("sys").platform != "darwin", reason="CoreML predicts on macOS only")
