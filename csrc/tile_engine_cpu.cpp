@@ -136,6 +136,15 @@ void haccumulate(const float* __restrict row, const int32_t* __restrict lo, cons
     }
 }
 
+// acc[k] = w[k] * (row[lo[k]] + (row[hi[k]] - row[lo[k]]) * f[k]): haccumulate into a zeroed acc.
+void hstore(const float* __restrict row, const int32_t* __restrict lo, const int32_t* __restrict hi,
+            const float* __restrict f, const float* __restrict w, float* __restrict acc, int n) {
+    for (int k = 0; k < n; ++k) {
+        const float a = row[lo[k]], d = row[hi[k]];
+        acc[k] = w[k] * (a + (d - a) * f[k]);
+    }
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define ED_HAVE_AVX2_PATH 1
 // Lane indices of the group at k relative to its first low tap, or false when the group's taps
@@ -182,6 +191,23 @@ __attribute__((target("avx2"))) void haccumulate_avx2(const float* row, const in
     }
     haccumulate(row, lo + k, hi + k, f + k, w + k, acc + k, n - k);
 }
+
+__attribute__((target("avx2"))) void hstore_avx2(const float* row, const int32_t* lo, const int32_t* hi,
+                                                 const float* f, const float* w, float* acc, int n) {
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256i l, h;
+        if (!group_lanes(lo, hi, k, &l, &h)) {
+            hstore(row, lo + k, hi + k, f + k, w + k, acc + k, 8);
+            continue;
+        }
+        const __m256 v = _mm256_loadu_ps(row + lo[k]);
+        const __m256 a = _mm256_permutevar8x32_ps(v, l), d = _mm256_permutevar8x32_ps(v, h);
+        const __m256 val = _mm256_add_ps(a, _mm256_mul_ps(_mm256_sub_ps(d, a), _mm256_loadu_ps(f + k)));
+        _mm256_storeu_ps(acc + k, _mm256_mul_ps(_mm256_loadu_ps(w + k), val));
+    }
+    hstore(row, lo + k, hi + k, f + k, w + k, acc + k, n - k);
+}
 #endif
 
 using HBlendFn = void (*)(const float*, const int32_t*, const int32_t*, const float*, float*, int);
@@ -199,6 +225,12 @@ HAccumulateFn pick_haccumulate() {
     if (__builtin_cpu_supports("avx2")) return haccumulate_avx2;
 #endif
     return haccumulate;
+}
+HAccumulateFn pick_hstore() {
+#ifdef ED_HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2")) return hstore_avx2;
+#endif
+    return hstore;
 }
 
 // Writes a float row as binary16, round to nearest even.
@@ -368,12 +400,19 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
     // weights are already normalised, so the tiles covering a row add weight*value straight into
     // the output row: no weight sum, no per-pixel divide, no second pass over the row.
     if (grid) {
+        // Boxes left to right: the columns a row has received so far are then one prefix
+        // [0, written), so a box stores where it is first and adds where it overlaps, and only
+        // columns no box covers are zero-filled (no zero-fill pass over the row).
+        std::vector<int> by_x(static_cast<size_t>(n));
+        for (int b = 0; b < n; ++b) by_x[b] = b;
+        std::stable_sort(by_x.begin(), by_x.end(), [&](int a, int b) { return col_first[a] < col_first[b]; });
+        const HAccumulateFn hstore_row = pick_hstore();
         parallel_for(height, threads, [&](int64_t begin, int64_t end) {
             std::vector<float> w(static_cast<size_t>(width)), trow(static_cast<size_t>(tw) + kPad);
             for (int64_t y64 = begin; y64 < end; ++y64) {
                 const int y = static_cast<int>(y64);
-                for (int ch = 0; ch < c; ++ch) std::fill_n(out + ch * plane + y64 * width, width, 0.0f);
-                for (int b = 0; b < n; ++b) {
+                int written = 0;
+                for (const int b : by_x) {
                     const double by0 = boxes[4 * b], bh = boxes[4 * b + 2];
                     if (y < stitch_first(by0, height) || y >= stitch_stop(by0, bh, height) || col_count[b] == 0)
                         continue;
@@ -383,15 +422,27 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
                     const int first = col_first[b], count = col_count[b];
                     const float* wxb = wx.data() + col_offset[b];
                     for (int k = 0; k < count; ++k) w[k] = wy * wxb[k];
+                    if (first > written) {  // columns no box covers
+                        for (int ch = 0; ch < c; ++ch) std::fill_n(out + ch * plane + y64 * width + written, first - written, 0.0f);
+                        written = first;
+                    }
+                    // [0, add) of this box's columns overlap what the row holds; [add, count) are new.
+                    const int add = std::min(count, written - first);
+                    const int32_t* lo = xlo.data() + col_offset[b];
+                    const int32_t* hi = xhi.data() + col_offset[b];
+                    const float* f = fx.data() + col_offset[b];
                     for (int ch = 0; ch < c; ++ch) {
                         const In* tile = tiles + (static_cast<int64_t>(b) * c + ch) * tile_plane;
                         vblend(tile + static_cast<int64_t>(ty.lo) * tw, tile + static_cast<int64_t>(ty.hi) * tw,
                                ty.frac, trow.data(), tw);
-                        haccumulate_row(trow.data(), xlo.data() + col_offset[b], xhi.data() + col_offset[b],
-                                        fx.data() + col_offset[b], w.data(), out + ch * plane + y64 * width + first,
-                                        count);
+                        float* o = out + ch * plane + y64 * width + first;
+                        haccumulate_row(trow.data(), lo, hi, f, w.data(), o, add);
+                        hstore_row(trow.data(), lo + add, hi + add, f + add, w.data() + add, o + add, count - add);
                     }
+                    written = std::max(written, first + count);
                 }
+                if (written < width)
+                    for (int ch = 0; ch < c; ++ch) std::fill_n(out + ch * plane + y64 * width + written, width - written, 0.0f);
             }
         });
         return;

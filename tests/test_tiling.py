@@ -321,6 +321,23 @@ def test_stitch_normalises_grids_per_axis_and_other_layouts_per_pixel(layout: st
                                rtol=0, atol=1e-5)
 
 
+@needs_native
+def test_native_grid_stitch_writes_zero_where_no_box_reaches() -> None:
+    # The module (unlike tiling.stitch) accepts uncovered pixels and documents them as 0. Its grid
+    # path stores each row's first contribution instead of zero-filling the row, so the gaps
+    # (before, between and after the column bands) must be written explicitly: the output buffer
+    # is recycled memory that held NaNs just before.
+    boxes = np.array([[0, 10, 30, 25], [0, 45, 30, 25], [30, 10, 30, 25], [30, 45, 30, 25]], dtype=np.float64)
+    tiles = np.random.default_rng(8).uniform(1, 5, (4, 2, 8, 8)).astype(np.float32)
+    want = ref.stitch(tiles, boxes, 60, 80, "cosine")
+    for _ in range(3):
+        del_me = np.full((2, 60, 80), np.nan, np.float32)
+        del del_me
+        got = native.cpu.stitch(tiles, boxes, 60, 80, tiling.WINDOWS.index("cosine"), 2)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    assert not got[:, :, list(range(10)) + list(range(35, 45)) + list(range(70, 80))].any()
+
+
 # ---------------------------------------------------------------- errors
 
 IMG = np.zeros((10, 12, 3), np.uint8)
