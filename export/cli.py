@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8-bound", type=float, default=0.02,
                         help="max relative AbsRel rise of INT8 over float32 (0.02 = +2%%)")
     parser.add_argument("--no-accuracy-control", action="store_true", help="plain NNCF PTQ for OpenVINO INT8")
+    parser.add_argument("--coarse-int8", choices=("auto", "on", "off"), default="auto",
+                        help="INT8 for the coarse model too (auto: for a ViT coarse model such as Depth Anything V2)")
     parser.add_argument("--pipeline", type=frame_size, default=None, metavar="WxH",
                         help="also build the fused single-model pipeline at this size (e.g. 1920x1080)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                        frame_size=args.frame_size, tiling=tiling,
                        calib_tiles=args.calib_tiles, calib_method=args.calib_method, int8_bound=args.int8_bound,
                        accuracy_control=not args.no_accuracy_control, pipeline_size=args.pipeline,
+                       coarse_int8={"auto": None, "on": True, "off": False}[args.coarse_int8],
                        overwrite=args.overwrite)
     if args.dry_run:
         cfg.validate()

@@ -194,3 +194,15 @@ def test_cli_calibrates_from_a_video(camera_video, tmp_path):
                  f"video:{camera_video[0]}", "--heldout", "procedural:1", "--frame-size", "64x48", "--tiles", "1x2",
                  "--calib-tiles", "32"]) == 0
     assert "refiner/onnx/int8" in open_bundle(out).manifest["parity"]
+
+
+@pytest.mark.parametrize("vit, flag, coarse_int8", [(True, "auto", True), (True, "off", False),
+                                                     (False, "auto", False), (False, "on", True)])
+def test_coarse_int8_flag_decides_the_coarse_files(tmp_path, capsys, vit, flag, coarse_int8):
+    from edgedepth.cli import main
+
+    ckpt = _dav2_checkpoint(tmp_path) if vit else _checkpoint(tmp_path, {"stage": "refiner"})
+    args = ["export", str(ckpt), "--out", str(tmp_path / "x.edgedepth"), "--targets", "onnx",
+            "--precision", "fp32,int8", "--coarse-int8", flag, "--dry-run"]
+    assert main(args) == 0
+    assert ("coarse.int8.qdq.onnx" in capsys.readouterr().out) == coarse_int8
