@@ -275,3 +275,23 @@ def test_uint8_coarse_ir_resizes_and_normalises_a_camera_frame_in_the_graph(bund
         got, want = run_u8(frame[None])[0], run_f32(x)[0]
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_openvino_int8_quantizes_weighted_layer_inputs_only(bundle):
+    """NNCF gets the Q/DQ model's placement: FakeQuantize feeds only convolutions and MatMuls."""
+    import openvino as ov
+
+    from edgedepth.export.openvino_export import OV_WEIGHTED_TYPES
+
+    m = open_bundle(bundle).manifest
+    model = ov.Core().read_model(str(bundle / m["refiner"]["files"]["openvino"]["int8"]))
+    fq = [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]
+    assert fq, "nothing was quantized"
+
+    def consumers(op):
+        for t in op.output(0).get_target_inputs():
+            node = t.get_node()
+            # weights pass through a Convert on their way to the layer
+            yield from (consumers(node) if node.get_type_name() == "Convert" else [node])
+
+    assert {c.get_type_name() for op in fq for c in consumers(op)} <= OV_WEIGHTED_TYPES
