@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_runtime import machine, sample_frame  # noqa: E402
 from charts import bar_chart  # noqa: E402
+from timing import time_interleaved  # noqa: E402
 
 HELDOUT_SEED = 3000  # benchmarks/bench_accuracy.py's 1080p held-out stream
 SIZES = {"1080p": (1080, 1920), "4K": (2160, 3840)}
@@ -70,33 +70,18 @@ def coarse_variants(bundle: Path, square: Path | None) -> list[tuple[str, str, P
     return out
 
 
-def time_interleaved(calls: dict[str, Callable[[], Any]], repeat: int, clock: Callable[[], float]) -> dict[str, list[float]]:
-    """Every call once per round (warm-up round first, dropped), rounds shuffled; ms per call."""
-    names = list(calls)
-    for name in names:
-        calls[name]()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    rng = random.Random(0)
-    for _ in range(repeat):
-        rng.shuffle(names)
-        for name in names:
-            t0 = clock()
-            calls[name]()
-            times[name].append((clock() - t0) * 1e3)
-    return times
-
-
 def bench_coarse(bundle: Path, square: Path | None, threads: int, repeat: int) -> dict[str, Any]:
     variants = coarse_variants(bundle, square)
     result: dict[str, Any] = {}
-    for mode, n, clock in (("wall", threads, time.perf_counter), ("cpu_1thread", 1, time.thread_time)):
+    for mode, n, clock in (("wall", threads, "wall"), ("cpu_1thread", 1, "cpu")):
         calls = {}
         for label, backend, path, prec in variants:
             be = _backend(backend, path, prec, n)
             h, w = be.inputs[0].shape[2:]
             x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
             calls[label] = (lambda be=be, x=x: be.run({"image": x}))
-        for label, ms in time_interleaved(calls, repeat, clock).items():
+        for label, both in time_interleaved(calls, repeat).items():
+            ms = both[clock]
             result.setdefault(label, {})[mode] = {"threads": n, "min_ms": round(min(ms), 1),
                                                    "median_ms": round(statistics.median(ms), 1)}
         del calls

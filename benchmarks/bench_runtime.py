@@ -1,23 +1,24 @@
-"""Runtime benchmark: per-stage timings and stream() throughput of every backend against a per-tile torch baseline.
+"""Runtime benchmark: Runtime.predict per backend against a competent torch pipeline on the same models, same threads.
 
 For a 1920x1080 and a 3840x2160 frame (the sample scene, resized), through every backend that is
-installed and that the bundle has files for (onnxruntime, openvino, torch; torch also once with one
-intra-op thread per core, its default before the fix in edgedepth/backends/torch.py):
-  * median milliseconds per stage of ``Runtime.predict`` (preprocess, coarse, crop, refine, stitch,
-    total) over --repeat frames after a warm-up;
-  * ``Runtime.stream`` throughput (frames/s) over --stream-frames frames;
-  * the same models in the research-code style, measured in this run: normalise + F.interpolate
-    the whole frame, then per tile F.interpolate crops of RGB, coarse depth and features, the
-    refiner on that one tile, and a running window-weighted sum (the baseline of every ratio;
-    its fps is 1 / total: it has no pipeline).
-The models are the bundle's torch checkpoint (or --checkpoint); a bundle without one runs the
-baseline's models as its ONNX files in onnxruntime, one tile per call.
+installed and that the bundle has files for (onnxruntime, openvino, torch), and the baseline: the
+same models in plain torch (normalise + F.interpolate the frame, F.interpolate crops of RGB, coarse
+depth and features per tile into preallocated batches, one refiner call for all tiles, a
+window-weighted sum into a preallocated accumulator times an inverse weight map computed once).
+Every side gets the same thread count:
+  * --threads (default 2) threads: wall ms, min and median, and the median ms per stage;
+  * 1 thread (backend, tile engine and torch): this thread's CPU ms (``time.thread_time()``), min and
+    median, and its ratio to wall time (near 1 when the work ran on the calling thread, as the
+    figure needs);
+repetitions interleaved in a shuffled order (benchmarks/timing.py); ratios baseline / run on the
+minima. The models are the bundle's torch checkpoint (or --checkpoint); a bundle without one runs
+the baseline's models as its ONNX files in onnxruntime (same threads).
 
 Bundle: the positional argument, else the embedded default (edgedepth/assets/default.edgedepth),
 else ``--build DIR`` exports random-init registry models shaped like the default (lite coarse,
 prv2-mobile refiner, 128x224 tiles, 4x4 grid; onnx + openvino + torch, fp32/fp16/int8) to DIR.
 
-    python benchmarks/bench_runtime.py [BUNDLE | --build DIR] [--repeat 3] [--stream-frames 6] [--out out/bench_runtime]
+    python benchmarks/bench_runtime.py [BUNDLE | --build DIR] [--repeat 5] [--threads 2] [--out out/bench_runtime]
 
 Writes figures.json and chart.png to --out; prints the machine's load average before and after.
 """
@@ -27,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,9 +38,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from charts import bar_chart  # noqa: E402
+from timing import min_median, time_interleaved  # noqa: E402
 
 SIZES = {"1080p": (1080, 1920), "4K": (2160, 3840)}
 STAGES = ("preprocess", "coarse", "crop", "refine", "stitch", "total")
+MODES = ("wall", "cpu")  # --threads threads, wall time; 1 thread, this thread's CPU time
 BACKENDS = ("onnxruntime", "openvino", "torch")
 
 
@@ -116,21 +118,18 @@ def sample_frame(height: int, width: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def median_timings(results: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in results) for k in STAGES}
-
-
 def absrel(pred: np.ndarray, ref: np.ndarray) -> float:
     valid = ref > 1e-3
     return float(np.mean(np.abs(pred[valid] - ref[valid]) / ref[valid]))
 
 
-# ---------------------------------------------------------------- the research-code baseline
+# ---------------------------------------------------------------- the torch baseline
 
 class TorchModels:
-    """The bundle's models as torch callables: coarse(x) -> (depth, [feat...]); refiner(*inputs) -> depth."""
+    """The bundle's models as torch callables on ``threads`` threads: coarse(x) -> (depth, [feat...]);
+    refiner(*inputs) -> depth (a batch of tiles)."""
 
-    def __init__(self, bundle, checkpoint: Path | None) -> None:
+    def __init__(self, bundle, checkpoint: Path | None, threads: int) -> None:
         import torch
 
         self.torch = torch
@@ -146,102 +145,135 @@ class TorchModels:
         else:
             import onnxruntime as ort
 
-            c = ort.InferenceSession(str(bundle.model_file("coarse", "onnx", "fp32")), providers=["CPUExecutionProvider"])
-            r = ort.InferenceSession(str(bundle.model_file("refiner", "onnx", "fp32")), providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads  # the same threads as every other side
+            options.inter_op_num_threads = 1
+
+            def session(role: str):
+                return ort.InferenceSession(str(bundle.model_file(role, "onnx", "fp32")), options,
+                                            providers=["CPUExecutionProvider"])
+
+            c, r = session("coarse"), session("refiner")
             names = [i.name for i in r.get_inputs()]
-            feats = [o.name for o in c.get_outputs()][1:]
 
             def coarse_fn(x):
                 out = c.run(None, {c.get_inputs()[0].name: x.numpy()})
                 return torch.from_numpy(out[0]), [torch.from_numpy(o) for o in out[1:]]
 
             def refiner_fn(*args):
-                return torch.from_numpy(r.run(None, {n: a.contiguous().numpy() for n, a in zip(names, args)})[0])
+                return torch.from_numpy(r.run(None, {n: a.numpy() for n, a in zip(names, args)})[0])
 
             self.coarse, self.refiner = coarse_fn, refiner_fn
-            self.kind = f"ONNX fp32 in onnxruntime, one tile per call (no torch checkpoint; {len(feats)} features)"
+            self.kind = "ONNX fp32 in onnxruntime (no torch checkpoint), all tiles in one refiner call"
 
 
-def research_predict(models: TorchModels, image: np.ndarray, rt, window: np.ndarray) -> tuple[np.ndarray, dict]:
-    """One frame the research-code way (integer tile boxes, F.interpolate per tile, running
-    weighted sum), on ``rt``'s grid, coarse size, tile size and guidance; returns (depth, timings ms)."""
-    torch = models.torch
-    F = torch.nn.functional
-    t0 = time.perf_counter()
-    height, width = image.shape[:2]
-    mean = torch.tensor(rt.mean).view(1, 3, 1, 1)
-    std = torch.tensor(rt.std).view(1, 3, 1, 1)
-    img = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0 - mean) / std
-    x = F.interpolate(img, size=rt.coarse_size, mode="bilinear", align_corners=False)
-    t1 = time.perf_counter()
-    depth, feats = models.coarse(x)
-    t2 = time.perf_counter()
-    grid = rt.grid_for(height, width)
-    win = torch.from_numpy(window)
-    acc = torch.zeros(1, 1, height, width)
-    weight = torch.zeros(1, 1, height, width)
-    sources = [feats[int(source[4:])] for _, source, _, _ in rt.guides]
+class Baseline:
+    """One frame size the way a competent torch engineer would write it: integer tile boxes,
+    F.interpolate crops into preallocated batch tensors, one refiner call for all tiles, a
+    window-weighted sum into a preallocated accumulator times an inverse weight map computed once."""
 
-    def sub(src, y0, x0, h, w):
-        sy, sx = src.shape[-2] / height, src.shape[-1] / width
+    def __init__(self, models: TorchModels, rt, height: int, width: int, window: np.ndarray) -> None:
+        torch = models.torch
+        self.models, self.rt, self.torch = models, rt, torch
+        self.height, self.width = height, width
+        grid = rt.grid_for(height, width)
+        self.boxes = [tuple(int(v) for v in b) for b in grid.boxes.astype(int)]
+        self.mean = torch.tensor(rt.mean).view(1, 3, 1, 1)
+        self.inv_std = 1.0 / torch.tensor(rt.std).view(1, 3, 1, 1)
+        self.win = torch.from_numpy(window)
+        inv_weight = torch.zeros(height, width)
+        for y0, x0, h, w in self.boxes:
+            inv_weight[y0:y0 + h, x0:x0 + w] += self.win
+        self.inv_weight = inv_weight.reciprocal_()
+        self.acc = torch.empty(height, width)
+        n = len(self.boxes)
+        self.rgb = torch.empty(n, 3, *rt.tile_size)
+        self.depth = torch.empty(n, 1, *rt.tile_size)
+        self.guides = [torch.empty(n, ch, *size) for _, _, ch, size in rt.guides]
+        self.sources = [int(source[4:]) for _, source, _, _ in rt.guides]
+
+    def _sub(self, src, y0: int, x0: int, h: int, w: int):
+        sy, sx = src.shape[-2] / self.height, src.shape[-1] / self.width
         ya, xa = int(round(y0 * sy)), int(round(x0 * sx))
         yb, xb = max(ya + 1, int(round((y0 + h) * sy))), max(xa + 1, int(round((x0 + w) * sx)))
         return src[..., ya:yb, xa:xb]
 
-    crop = refine = stitch = 0.0
-    for y0, x0, h, w in grid.boxes.astype(int):
-        a = time.perf_counter()
-        inputs = [F.interpolate(img[..., y0:y0 + h, x0:x0 + w], size=rt.tile_size, mode="bilinear", align_corners=False),
-                  F.interpolate(sub(depth, y0, x0, h, w), size=rt.tile_size, mode="bilinear", align_corners=False)]
-        inputs += [F.interpolate(sub(f, y0, x0, h, w), size=size, mode="bilinear", align_corners=False)
-                   for f, (_, _, _, size) in zip(sources, rt.guides)]
-        b = time.perf_counter()
-        tile = models.refiner(*inputs)
-        c = time.perf_counter()
-        up = F.interpolate(tile, size=(h, w), mode="bilinear", align_corners=False)
-        acc[..., y0:y0 + h, x0:x0 + w] += up * win
-        weight[..., y0:y0 + h, x0:x0 + w] += win
-        crop, refine, stitch = crop + b - a, refine + c - b, stitch + time.perf_counter() - c
-    a = time.perf_counter()
-    out = (acc / weight).clamp(min=0)[0, 0].numpy()
-    stitch += time.perf_counter() - a
-    ms = {"preprocess": (t1 - t0) * 1e3, "coarse": (t2 - t1) * 1e3, "crop": crop * 1e3, "refine": refine * 1e3,
-          "stitch": stitch * 1e3}
-    ms["total"] = sum(ms.values())
-    return out, ms
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Depth (H, W) metres of an HxWx3 uint8 frame, clamped at 0."""
+        F = self.torch.nn.functional
+        img = (self.torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0 - self.mean) * self.inv_std
+        depth, feats = self.models.coarse(F.interpolate(img, size=self.rt.coarse_size, mode="bilinear",
+                                                        align_corners=False))
+        sources = [feats[i] for i in self.sources]
+        for i, (y0, x0, h, w) in enumerate(self.boxes):
+            self.rgb[i] = F.interpolate(img[..., y0:y0 + h, x0:x0 + w], size=self.rt.tile_size, mode="bilinear",
+                                        align_corners=False)[0]
+            self.depth[i] = F.interpolate(self._sub(depth, y0, x0, h, w), size=self.rt.tile_size, mode="bilinear",
+                                          align_corners=False)[0]
+            for f, out in zip(sources, self.guides):
+                out[i] = F.interpolate(self._sub(f, y0, x0, h, w), size=out.shape[-2:], mode="bilinear",
+                                       align_corners=False)[0]
+        tiles = self.models.refiner(self.rgb, self.depth, *self.guides)
+        self.acc.zero_()
+        for tile, (y0, x0, h, w) in zip(tiles, self.boxes):
+            up = F.interpolate(tile[None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            self.acc[y0:y0 + h, x0:x0 + w].addcmul_(up, self.win)
+        return self.acc.mul(self.inv_weight).clamp_(min=0).numpy()
 
 
 # ---------------------------------------------------------------- runs
 
-def bench_runtime(rt, image: np.ndarray, repeat: int, stream_frames: int) -> tuple[np.ndarray, dict]:
-    rt.predict(image)  # warm-up: lazy allocations, compilations
-    results = [rt.predict(image) for _ in range(repeat)]
-    t0 = time.perf_counter()
-    n = sum(1 for _ in rt.stream((image for _ in range(stream_frames)), stabilize=False))  # bench_video.py times it
-    fps = n / (time.perf_counter() - t0)
-    return results[-1].depth, {"stages_ms": median_timings([r.timings for r in results]), "stream_fps": fps}
-
-
-def variants(bundle, threads: int | None) -> list[tuple[str, str, int | None, str]]:
-    """(label, backend, threads, note) of every run this bundle and this install allow."""
+def backend_names(bundle) -> list[str]:
+    """The backends this bundle and this install allow."""
     from edgedepth.backends import get_backend
-    from edgedepth.tiling import available_cores
 
     out = []
     for name in BACKENDS:
         cls = get_backend(name)
         if not cls.is_available():
             print(f"  {name}: skipped ({cls.package} not installed)")
-            continue
-        if not set(cls.formats) & set(bundle.formats("refiner")):
+        elif not set(cls.formats) & set(bundle.formats("refiner")):
             print(f"  {name}: skipped (the bundle holds no {'/'.join(cls.formats)} files)")
-            continue
-        out.append((name, name, threads, ""))
-        if name == "torch" and threads is None:
-            cores = available_cores()
-            out.append((f"torch, {cores} thr (pre-fix)", name, cores,
-                        "torch intra-op threads = cores, as before edgedepth/backends/torch.py capped them"))
+        else:
+            out.append(name)
     return out
+
+
+def run_mode(bundle_path: Path, bundle, names: list[str], checkpoint: Path | None, threads: int, image: np.ndarray,
+             repeat: int, seed: int, cache: Path) -> tuple[dict[str, dict], dict[str, np.ndarray], str]:
+    """Every backend and the baseline on ``threads`` threads, interleaved: per run its wall and CPU ms
+    lists, stage timings and last depth; and the baseline's model kind."""
+    import torch
+
+    from edgedepth import Runtime, tiling
+
+    runtimes = {name: Runtime(bundle_path, backend=name, device="cpu", threads=threads, cache_dir=cache)
+                for name in names}
+    torch.set_num_threads(threads)  # after the runtimes: a torch runtime sets this process-wide too
+    height, width = image.shape[:2]
+    rt0 = next(iter(runtimes.values()))
+    models = TorchModels(bundle, checkpoint, threads)
+    grid = rt0.grid_for(height, width)
+    baseline = Baseline(models, rt0, height, width, tiling.window(grid.tile_h, grid.tile_w, rt0.window))
+    last: dict[str, Any] = {}
+    stages: dict[str, list[dict]] = {name: [] for name in names}
+
+    def predict(name: str) -> None:
+        result = runtimes[name].predict(image)
+        stages[name].append(result.timings)
+        last[name] = result.depth
+
+    def base() -> None:
+        with torch.inference_mode():
+            last["baseline"] = baseline(image)
+
+    calls = {name: (lambda name=name: predict(name)) for name in names}
+    calls["baseline"] = base
+    times = time_interleaved(calls, repeat, seed)
+    for name in names:
+        del stages[name][0]  # the warm-up call
+        times[name]["stages"] = stages[name]
+    return times, last, models.kind
 
 
 def main() -> None:
@@ -250,66 +282,58 @@ def main() -> None:
     p.add_argument("--build", type=Path, help="export a random-init default-shaped bundle to this folder and use it")
     p.add_argument("--checkpoint", type=Path, help="torch checkpoint of the bundle's models, for the baseline")
     p.add_argument("--sizes", default="1080p,4K", help=f"comma list of {', '.join(SIZES)}")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--stream-frames", type=int, default=6)
-    p.add_argument("--threads", type=int, help="Runtime(threads=...) for every backend (default: library defaults)")
-    p.add_argument("--baseline-threads", type=int, help="torch threads of the baseline (default: the torch backend's)")
+    p.add_argument("--repeat", type=int, default=5, help="interleaved rounds per mode")
+    p.add_argument("--threads", type=int, default=2, help="threads of every side in the wall-time mode")
+    p.add_argument("--seed", type=int, default=0, help="the interleaving order")
     p.add_argument("--out", type=Path, default=Path("out/bench_runtime"))
     args = p.parse_args()
 
-    import torch
-
-    from edgedepth import Runtime, tiling
-    from edgedepth.backends.torch import cpu_threads_default
+    from edgedepth import tiling
     from edgedepth.bundle import open_bundle
 
     before = machine()
     print(f"machine: {before['cpu']}, {before['cores']} cores, load average {before['load_avg_1_5_15']}")
     bundle_path = resolve_bundle(args.bundle, args.build)
     bundle = open_bundle(bundle_path)
-    runs = variants(bundle, args.threads)
-    models = TorchModels(bundle, args.checkpoint)
-    base_threads = args.baseline_threads or cpu_threads_default()
-    print(f"bundle {bundle_path} ({bundle.name}); baseline: {models.kind}, torch threads {base_threads}")
+    names = backend_names(bundle)
+    if not names:
+        raise SystemExit("no backend can run this bundle here")
     cache = args.out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"command": " ".join(sys.argv), "machine_before": before, "bundle": str(bundle_path),
-                               "baseline_models": models.kind, "baseline_torch_threads": base_threads,
+                               "threads": args.threads, "repeat": args.repeat,
                                "tile_engine": tiling.native_status(), "sizes": {}}
-    if not runs:
-        raise SystemExit("no backend can run this bundle here")
-    # Geometry (grid, sizes, guidance) for the baseline: any runtime of the bundle gives the same.
-    rt0 = Runtime(bundle_path, backend=runs[0][1], device="cpu", cache_dir=cache)
     for size in args.sizes.split(","):
         height, width = SIZES[size]
         image = sample_frame(height, width)
-        grid = rt0.grid_for(height, width)
-        window = tiling.window(grid.tile_h, grid.tile_w, rt0.window)
-        torch.set_num_threads(base_threads)  # the torch runtimes change this process-wide setting
-        with torch.inference_mode():
-            research_predict(models, image, rt0, window)  # warm-up
-            timed = [research_predict(models, image, rt0, window) for _ in range(args.repeat)]
-        base_depth = timed[-1][0]
-        base = {"stages_ms": median_timings([t for _, t in timed])}
-        base["fps"] = 1e3 / base["stages_ms"]["total"]
-        row: dict[str, Any] = {"frame": [height, width], "grid": [grid.rows, grid.cols], "baseline": base, "backends": {}}
-        print(f"\n{size} ({width}x{height}), grid {grid.rows}x{grid.cols} (tiles {grid.tile_h}x{grid.tile_w} px), "
-              f"refiner input {rt0.tile_size}")
-        print(f"{'run':40s} " + " ".join(f"{s:>10s}" for s in STAGES) + f" {'x base':>7s} {'stream fps':>10s} {'AbsRel vs base':>14s}")
-        print(f"{'baseline (per-tile torch)':40s} " + " ".join(f"{base['stages_ms'][s]:10.1f}" for s in STAGES)
-              + f" {1.0:7.2f} {base['fps']:10.2f} {'-':>14s}", flush=True)
-        for label, name, n, note in runs:
-            # Built right before its run: a torch runtime sets torch's process-wide thread count on load.
-            rt = Runtime(bundle_path, backend=name, device="cpu", threads=n, cache_dir=cache)
-            depth, fig = bench_runtime(rt, image, args.repeat, args.stream_frames)
-            fig.update(backend=name, threads=n, torch_threads=torch.get_num_threads() if name == "torch" else None,
-                       precision=rt.precision, note=note,
-                       vs_baseline=base["stages_ms"]["total"] / fig["stages_ms"]["total"],
-                       stream_vs_baseline=fig["stream_fps"] / base["fps"], absrel_vs_baseline=absrel(depth, base_depth))
-            row["backends"][label] = fig
-            print(f"{label:40s} " + " ".join(f"{fig['stages_ms'][s]:10.1f}" for s in STAGES)
-                  + f" {fig['vs_baseline']:7.2f} {fig['stream_fps']:10.2f} {fig['absrel_vs_baseline']:14.2e}", flush=True)
+        row: dict[str, Any] = {"frame": [height, width], "runs": {}}
+        for i, (mode, n) in enumerate(zip(MODES, (args.threads, 1))):
+            times, last, kind = run_mode(bundle_path, bundle, names, args.checkpoint, n, image, args.repeat,
+                                         args.seed + i, cache)
+            results["baseline_models"] = kind
+            for name, t in times.items():
+                fig = row["runs"].setdefault(name, {})
+                fig[f"{mode}_ms"] = min_median(t[mode])
+                if mode == "wall":
+                    if "stages" in t:
+                        fig["stages_ms_median"] = {s: float(np.median([st[s] for st in t["stages"]])) for s in STAGES}
+                    fig["absrel_vs_baseline"] = absrel(last[name], last["baseline"])
+                else:  # CPU time counts the work only if it ran on the calling thread
+                    fig["cpu_over_wall_1t"] = float(np.median(np.divide(t["cpu"], t["wall"])))
+        base = row["runs"]["baseline"]
+        for fig in row["runs"].values():
+            fig["baseline_over_run"] = {f"{m}_min": base[f"{m}_ms"]["min"] / fig[f"{m}_ms"]["min"] for m in MODES}
         results["sizes"][size] = row
+        print(f"\n{size} ({width}x{height}); wall: {args.threads} threads; cpu: 1 thread, this thread's CPU time; "
+              f"{args.repeat} interleaved rounds; baseline: {kind}")
+        print(f"{'run':12s} {'wall min':>9s} {'wall med':>9s} {'cpu min':>9s} {'cpu med':>9s} {'cpu/wall':>8s} "
+              f"{'base/run wall':>13s} {'base/run cpu':>12s} {'AbsRel vs base':>14s}  stages (median ms, wall)")
+        for name, fig in row["runs"].items():
+            st = " ".join(f"{s} {v:.1f}" for s, v in fig.get("stages_ms_median", {}).items() if s != "total")
+            print(f"{name:12s} {fig['wall_ms']['min']:9.1f} {fig['wall_ms']['median']:9.1f} {fig['cpu_ms']['min']:9.1f} "
+                  f"{fig['cpu_ms']['median']:9.1f} {fig['cpu_over_wall_1t']:8.2f} "
+                  f"{fig['baseline_over_run']['wall_min']:13.2f} {fig['baseline_over_run']['cpu_min']:12.2f} "
+                  f"{fig['absrel_vs_baseline']:14.2e}  {st}", flush=True)
     results["machine_after"] = machine()
     print(f"\nload average after: {results['machine_after']['load_avg_1_5_15']}")
 
@@ -317,15 +341,12 @@ def main() -> None:
     tmp = args.out / "figures.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, args.out / "figures.json")
-    bars = []
-    for size, row in results["sizes"].items():
-        bars.append((f"{size}: baseline", row["baseline"]["stages_ms"]["total"],
-                     f"{row['baseline']['stages_ms']['total']:.0f} ms"))
-        bars += [(f"{size}: {label}", fig["stages_ms"]["total"],
-                  f"{fig['stages_ms']['total']:.0f} ms, {fig['vs_baseline']:.1f}x, {fig['stream_fps']:.1f} fps")
-                 for label, fig in row["backends"].items()]
-    bar_chart(args.out / "chart.png", "edgedepth Runtime.predict total ms (ratio: baseline / run; stream fps)", bars,
-              width=900)
+    bars = [(f"{size}: {name}", fig["wall_ms"]["min"],
+             f"{fig['wall_ms']['min']:.0f} ms ({args.threads} thr), {fig['baseline_over_run']['wall_min']:.2f}x; "
+             f"1-thr CPU {fig['cpu_ms']['min']:.0f} ms")
+            for size, row in results["sizes"].items() for name, fig in row["runs"].items()]
+    bar_chart(args.out / "chart.png", "edgedepth Runtime.predict min ms vs a torch pipeline, same threads "
+              "(ratio: baseline / run)", bars, width=900)
     print(f"wrote {args.out / 'figures.json'} and {args.out / 'chart.png'}")
 
 

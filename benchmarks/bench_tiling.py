@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import threading
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -51,6 +49,7 @@ from edgedepth.tiling import TileGrid
 
 import bench_runtime  # benchmarks/ (the script's folder is on sys.path)
 from charts import bar_chart
+from timing import min_median, time_interleaved
 
 FRAME = (2160, 3840)
 COARSE = (392, 518)
@@ -273,27 +272,12 @@ def set_threads(n: int) -> None:
         pass
 
 
-def measure(cases: dict[str, Case], repeat: int, rng: np.random.Generator,
+def measure(cases: dict[str, Case], repeat: int, seed: int,
             sync: Callable[[], None] = lambda: None) -> dict[str, dict[str, float]]:
-    """Each case once to warm up, then `repeat` shuffled passes over all cases.
-
-    Returns per case: wall_ms_min/median and cpu_ms_min/median (this thread's CPU time).
-    """
-    for fn in cases.values():
-        fn()
-        sync()
-    wall: dict[str, list[float]] = {k: [] for k in cases}
-    cpu: dict[str, list[float]] = {k: [] for k in cases}
-    names = list(cases)
-    for _ in range(repeat):
-        for name in rng.permutation(names):
-            c0, w0 = time.thread_time(), time.perf_counter()
-            cases[name]()
-            sync()
-            wall[name].append(1e3 * (time.perf_counter() - w0))
-            cpu[name].append(1e3 * (time.thread_time() - c0))
-    return {k: {"wall_ms_min": min(wall[k]), "wall_ms_median": statistics.median(wall[k]),
-                "cpu_ms_min": min(cpu[k]), "cpu_ms_median": statistics.median(cpu[k])} for k in cases}
+    """timing.time_interleaved over the cases; per case wall_ms_min/median and cpu_ms_min/median
+    (this thread's CPU time)."""
+    return {k: {f"{clock}_ms_{stat}": v for clock in ("wall", "cpu") for stat, v in min_median(t[clock]).items()}
+            for k, t in time_interleaved(cases, repeat, seed, sync).items()}
 
 
 def cpu_cases(x: dict, grid: TileGrid, threads: int) -> dict[str, Case]:
@@ -356,11 +340,10 @@ def machine() -> dict:
 
 
 def run_cpu(x: dict, grid: TileGrid, threads: int, repeat: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
     set_threads(1)
-    single = measure(cpu_cases(x, grid, 1), repeat, rng)
+    single = measure(cpu_cases(x, grid, 1), repeat, seed)
     set_threads(threads)
-    multi = measure(cpu_cases(x, grid, threads), repeat, rng)
+    multi = measure(cpu_cases(x, grid, threads), repeat, seed + 1)
     # Single-thread CPU time only counts if the work ran on the calling thread.
     cpu_over_wall = {k: v["cpu_ms_median"] / v["wall_ms_median"] for k, v in single.items()}
     return {"threads": threads, "repeat": repeat, "single_thread": single, f"threads_{threads}": multi,
@@ -379,7 +362,7 @@ def run_cuda(x: dict, grid: TileGrid, repeat: int, seed: int) -> dict:
     cases = {f"{op}:engine": fn for op, fn in engine_cases(xd, grid).items()}
     cases.update({f"{op}:torch_loop": fn for op, fn in torch_loop_cases(x, grid, dev).items()})
     cases["copy:d2d"] = lambda: b.copy_(a)
-    res = measure(cases, repeat, np.random.default_rng(seed), sync)
+    res = measure(cases, repeat, seed, sync)
     copy_bps = 2 * COPY_BYTES / (res["copy:d2d"]["wall_ms_min"] / 1e3)
     nbytes = moved_bytes(x, grid)
     ops = {op: {"engine_ms_min": res[f"{op}:engine"]["wall_ms_min"],
