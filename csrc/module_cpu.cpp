@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -136,6 +137,27 @@ py::array stitch(const py::array& tiles, const py::array& boxes, int height, int
     return out;
 }
 
+// Finishes a float32 depth map in place and returns its (same shape) bool validity mask.
+py::array finish(py::array& depth, double scale, double valid_max, int threads) {
+    if (dtype_of(depth) != DType::F32) fail("depth must be float32");
+    if (!(depth.flags() & py::array::c_style)) fail("depth must be C-contiguous");
+    if (!depth.writeable()) fail("depth must be writeable (it is finished in place)");
+    if (depth.size() <= 0) fail("depth must not be empty");
+    if (!std::isfinite(scale) || !(scale > 0.0)) fail("scale must be finite and > 0");
+    if (std::isnan(valid_max)) fail("valid_max must not be NaN");
+    check_threads(threads);
+    std::vector<py::ssize_t> shape(depth.shape(), depth.shape() + depth.ndim());
+    py::array valid(py::dtype("bool"), shape);
+    auto* d = static_cast<float*>(depth.mutable_data());
+    auto* v = static_cast<uint8_t*>(valid.mutable_data());
+    const int64_t n = depth.size();
+    {
+        py::gil_scoped_release nogil;
+        finish_cpu(d, n, static_cast<float>(scale), static_cast<float>(valid_max), v, threads);
+    }
+    return valid;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -148,6 +170,8 @@ PYBIND11_MODULE(_native, m) {
     m.def("window", &window, py::arg("h"), py::arg("w"), py::arg("kind"), "(h, w) float32 window weights");
     m.def("stitch", &stitch, py::arg("tiles"), py::arg("boxes"), py::arg("height"), py::arg("width"),
           py::arg("kind"), py::arg("threads"), "(N, C, th, tw) tiles -> (C, height, width) float32");
+    m.def("finish", &finish, py::arg("depth"), py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
+          "float32 depth finished in place (scaled, finite, >= 0) -> bool validity mask of the same shape");
 #ifdef EDGEDEPTH_SANITIZED
     m.attr("sanitized") = true;
 #else

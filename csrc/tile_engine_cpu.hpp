@@ -27,4 +27,9 @@ template <typename In>
 void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* boxes, int height,
                 int width, Window kind, float* out, int threads);
 
+// The runtime's finishing pass over n depth values, in place, in one pass (edgedepth/tiling.py
+// finish): valid = finite, <= valid_max (before scaling; +inf = no limit), finite after * scale, > 0;
+// depth = depth * scale where finite and > 0, else 0. valid gets 1/0 bytes.
+void finish_cpu(float* depth, int64_t n, float scale, float valid_max, uint8_t* valid, int threads);
+
 }  // namespace edgedepth

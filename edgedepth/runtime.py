@@ -121,19 +121,8 @@ class _HostOps:
         The contract is enforced after scaling, so no scale can bring back an inf (overflow) or a NaN.
         """
         # Work in place on the stitched map (ours); copy anything else (a backend's output buffer).
-        depth = np.asarray(depth, dtype=np.float32) if owned else np.array(depth, dtype=np.float32)
-        valid = np.isfinite(depth)
-        if math.isfinite(valid_max):  # in the model's own metres, before the rescale
-            valid &= depth <= np.float32(valid_max)
-        if scale != 1.0:
-            with np.errstate(over="ignore", invalid="ignore"):
-                depth *= np.float32(scale)
-            valid &= np.isfinite(depth)
-        valid &= depth > 0  # 0 or less is no depth: it is never reported as near
-        if not valid.all():
-            np.nan_to_num(depth, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        np.maximum(depth, 0.0, out=depth)
-        return depth, valid
+        depth = np.ascontiguousarray(depth, dtype=np.float32) if owned else np.array(depth, dtype=np.float32)
+        return depth, self.tiling.finish(depth, scale, valid_max, self.threads)
 
     def to_host(self, x):
         return x

@@ -25,7 +25,7 @@ from . import native, tiling_reference
 from .tiling_reference import WINDOWS
 
 __all__ = [
-    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "WINDOWS", "get_num_threads", "set_num_threads",
+    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "WINDOWS", "get_num_threads", "set_num_threads",
     "native_status", "MAX_THREADS", "MAX_SIDE",
 ]
 
@@ -489,3 +489,26 @@ def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosin
         _fallback("stitch")
         return tiling_reference.stitch(arr, bx, height, width, window)
     return native.cpu.stitch(arr, bx, height, width, k, nthreads)
+
+
+def finish(depth: np.ndarray, scale: float = 1.0, valid_max: float = math.inf,
+           threads: Optional[int] = None) -> np.ndarray:
+    """Finishes a float32 C-contiguous depth map in place, in one pass; returns its bool validity mask.
+
+    depth becomes depth * scale where that is finite and > 0, else 0 (metres). valid: finite and
+    <= valid_max (metres, before the scale; a non-finite valid_max is no limit), finite after the
+    scale, > 0. scale: finite, > 0 (the focal-length rescale).
+    """
+    if not isinstance(depth, np.ndarray) or depth.dtype != np.float32 or not depth.flags.c_contiguous \
+            or not depth.flags.writeable or depth.size == 0:
+        raise TypeError("depth must be a non-empty, writeable, C-contiguous float32 numpy array")
+    scale, valid_max = float(scale), float(valid_max)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be finite and > 0, got {scale}")
+    if math.isnan(valid_max) or valid_max == -math.inf:
+        valid_max = math.inf
+    nthreads = _check_threads(threads)
+    if native.cpu is None:
+        _fallback("finish")
+        return tiling_reference.finish(depth, scale, valid_max)
+    return native.cpu.finish(depth, scale, valid_max, nthreads)

@@ -17,6 +17,8 @@ Stitch: frame pixel y is covered by box (y0, h) when its centre ``y + 0.5`` lies
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 WINDOWS = ("uniform", "linear", "cosine", "gaussian")
@@ -120,3 +122,21 @@ def stitch(tiles: np.ndarray, boxes: np.ndarray, height: int, width: int,
     out = np.zeros_like(acc)
     np.divide(acc, wsum, out=out, where=covered)
     return out.astype(np.float32)
+
+
+def finish(depth: np.ndarray, scale: float, valid_max: float) -> np.ndarray:
+    """Finishes float32 ``depth`` in place (times ``scale``; NaN, inf and <= 0 become 0); returns
+    the bool validity mask: finite and <= ``valid_max`` (metres, before the scale; inf = no limit),
+    finite after the scale, > 0. In float32, as the native kernel computes it."""
+    valid = np.isfinite(depth)
+    if math.isfinite(valid_max):
+        valid &= depth <= np.float32(valid_max)
+    if scale != 1.0:
+        with np.errstate(over="ignore", invalid="ignore"):
+            depth *= np.float32(scale)
+        valid &= np.isfinite(depth)
+    valid &= depth > 0
+    if not valid.all():
+        np.nan_to_num(depth, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    np.maximum(depth, 0.0, out=depth)
+    return valid

@@ -438,3 +438,56 @@ def test_for_shrink_picks_the_grid_closest_to_the_trained_scale():
     with pytest.raises(ValueError, match="shrink"):
         Tiling(2, 2, shrink=-1.0)
     assert Tiling.from_json({"rows": 2, "cols": 3, "overlap_ratio": 0.1, "window": "linear"}).shrink == 0.0
+
+
+def _finish_inputs(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Depth values with every case the finishing pass treats apart: NaN, +-inf, 0, -0, negatives,
+    values above a valid_max of 80 and near float32's maximum (they overflow under a scale > 1)."""
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -3.0, 80.0, 80.001, 1e3, 3.0e38, 1e-40], np.float32)
+    d = rng.uniform(-5, 120, n).astype(np.float32)
+    d[rng.integers(0, n, n // 4)] = rng.choice(special, n // 4)
+    return d
+
+
+@needs_native
+@pytest.mark.parametrize("scale", [1.0, 0.37, 2.5])
+@pytest.mark.parametrize("valid_max", [80.0, float("inf")])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_finish_native_matches_reference(scale: float, valid_max: float, threads: int) -> None:
+    # 300 001 values: several 64 Ki chunks and a partial one, so the threads split the work.
+    d = _finish_inputs(np.random.default_rng(7), 300_001).reshape(1, 300_001)
+    want = d.copy()
+    want_valid = ref.finish(want, scale, valid_max)
+    got = d.copy()
+    got_valid = tiling.finish(got, scale, valid_max, threads=threads)
+    assert got_valid.dtype == np.bool_ and got_valid.shape == d.shape
+    np.testing.assert_array_equal(got_valid, want_valid)
+    np.testing.assert_array_equal(got, want)  # -0.0 == 0.0; every other value bit-identical
+    assert np.isfinite(got).all() and (got >= 0).all()
+    assert not got_valid[np.isnan(d)].any() and not got_valid[d <= 0].any()
+
+
+@needs_native
+@pytest.mark.parametrize("depth, kwargs, exc", [
+    (np.ones(4, np.float64), {}, TypeError),                      # not float32
+    (np.ones((4, 4), np.float32)[:, ::2], {}, TypeError),         # not contiguous
+    (np.ones(0, np.float32), {}, TypeError),                      # empty
+    (np.ones(4, np.float32), {"scale": 0.0}, ValueError),
+    (np.ones(4, np.float32), {"scale": float("nan")}, ValueError),
+    (np.ones(4, np.float32), {"threads": 0}, ValueError),
+])
+def test_finish_rejects(depth, kwargs, exc) -> None:
+    with pytest.raises(exc):
+        tiling.finish(depth, **kwargs)
+
+
+@needs_native
+def test_finish_native_checks_its_arguments() -> None:
+    # The extension can be called directly: it must refuse what the wrapper refuses, before touching memory.
+    ro = np.ones(8, np.float32)
+    ro.flags.writeable = False
+    for args in ((np.ones(8, np.float64), 1.0, 80.0, 1), (np.ones((4, 4), np.float32)[:, ::2], 1.0, 80.0, 1),
+                 (ro, 1.0, 80.0, 1), (np.ones(0, np.float32), 1.0, 80.0, 1), (np.ones(8, np.float32), -1.0, 80.0, 1),
+                 (np.ones(8, np.float32), 1.0, float("nan"), 1), (np.ones(8, np.float32), 1.0, 80.0, 0)):
+        with pytest.raises(ValueError):
+            native.cpu.finish(*args)
