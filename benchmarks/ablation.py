@@ -35,7 +35,8 @@ VARIANTS: dict[str, tuple[dict, dict, bool]] = {
     "silog": ({}, {"loss.depth": "silog"}, True),
     # Without the full-resolution branch the Noisy Pretraining weights do not fit: these start from scratch.
     "no-full-res": ({"full_res": False}, {}, False),
-    "batchnorm": ({"norm": "bn"}, {}, True),
+    # The Noisy Pretraining weights are GroupNorm's (BatchNorm adds running statistics): compare with c2f-gdu.
+    "batchnorm": ({"norm": "bn"}, {}, False),
     "prv2-published": ({"residual": "metres", "full_res": False},
                        {"loss.depth": "silog", "loss.c2f": 0.0, "loss.bfm": True, "loss.edge_weight": 0.0, "optim.lr": 1.2e-3,
                         "optim.encoder_lr_mult": 0.1}, False),
