@@ -90,7 +90,7 @@ struct AxisTable {
 // Hot inner loops, plain code the compiler vectorises where it can (the vertical blends). The
 // horizontal passes gather; for upsampling, 8 consecutive outputs read at most 8 consecutive
 // buffer entries, so on x86-64 with AVX2 one unaligned load + two lane permutes replace 16 scalar
-// gathers (hblend_up / haccumulate_up). Their per-element arithmetic is the scalar one, op for op
+// gathers (hblend_avx2 / hweighted_avx2). Their per-element arithmetic is the scalar one, op for op
 // (no FMA), so results are bit-identical with or without AVX2. Buffers they read carry kPad
 // readable floats past their end.
 constexpr int kPad = 8;
@@ -129,21 +129,15 @@ void hblend(const float* __restrict buf, const int32_t* __restrict lo, const int
     }
 }
 
-// acc[k] += w[k] * (row[lo[k]] + (row[hi[k]] - row[lo[k]]) * f[k])
-void haccumulate(const float* __restrict row, const int32_t* __restrict lo, const int32_t* __restrict hi,
-                           const float* __restrict f, const float* __restrict w, float* __restrict acc, int n) {
+// acc[k] += w[k] * (row[lo[k]] + (row[hi[k]] - row[lo[k]]) * f[k]) when Add, else acc[k] = the same
+// term (what accumulating into a zeroed acc gives, without the zero-fill pass).
+template <bool Add>
+void hweighted(const float* __restrict row, const int32_t* __restrict lo, const int32_t* __restrict hi,
+               const float* __restrict f, const float* __restrict w, float* __restrict acc, int n) {
     for (int k = 0; k < n; ++k) {
         const float a = row[lo[k]], d = row[hi[k]];
-        acc[k] += w[k] * (a + (d - a) * f[k]);
-    }
-}
-
-// acc[k] = w[k] * (row[lo[k]] + (row[hi[k]] - row[lo[k]]) * f[k]): haccumulate into a zeroed acc.
-void hstore(const float* __restrict row, const int32_t* __restrict lo, const int32_t* __restrict hi,
-            const float* __restrict f, const float* __restrict w, float* __restrict acc, int n) {
-    for (int k = 0; k < n; ++k) {
-        const float a = row[lo[k]], d = row[hi[k]];
-        acc[k] = w[k] * (a + (d - a) * f[k]);
+        const float term = w[k] * (a + (d - a) * f[k]);
+        if constexpr (Add) acc[k] += term; else acc[k] = term;
     }
 }
 
@@ -177,38 +171,23 @@ __attribute__((target("avx2"))) void hblend_avx2(const float* buf, const int32_t
     hblend(buf, lo + k, hi + k, f + k, out + k, n - k);
 }
 
-__attribute__((target("avx2"))) void haccumulate_avx2(const float* row, const int32_t* lo, const int32_t* hi,
-                                                      const float* f, const float* w, float* acc, int n) {
+template <bool Add>
+__attribute__((target("avx2"))) void hweighted_avx2(const float* row, const int32_t* lo, const int32_t* hi,
+                                                    const float* f, const float* w, float* acc, int n) {
     int k = 0;
     for (; k + 8 <= n; k += 8) {
         __m256i l, h;
         if (!group_lanes(lo, hi, k, &l, &h)) {
-            haccumulate(row, lo + k, hi + k, f + k, w + k, acc + k, 8);
+            hweighted<Add>(row, lo + k, hi + k, f + k, w + k, acc + k, 8);
             continue;
         }
         const __m256 v = _mm256_loadu_ps(row + lo[k]);
         const __m256 a = _mm256_permutevar8x32_ps(v, l), d = _mm256_permutevar8x32_ps(v, h);
         const __m256 val = _mm256_add_ps(a, _mm256_mul_ps(_mm256_sub_ps(d, a), _mm256_loadu_ps(f + k)));
-        _mm256_storeu_ps(acc + k, _mm256_add_ps(_mm256_loadu_ps(acc + k), _mm256_mul_ps(_mm256_loadu_ps(w + k), val)));
+        const __m256 term = _mm256_mul_ps(_mm256_loadu_ps(w + k), val);
+        _mm256_storeu_ps(acc + k, Add ? _mm256_add_ps(_mm256_loadu_ps(acc + k), term) : term);
     }
-    haccumulate(row, lo + k, hi + k, f + k, w + k, acc + k, n - k);
-}
-
-__attribute__((target("avx2"))) void hstore_avx2(const float* row, const int32_t* lo, const int32_t* hi,
-                                                 const float* f, const float* w, float* acc, int n) {
-    int k = 0;
-    for (; k + 8 <= n; k += 8) {
-        __m256i l, h;
-        if (!group_lanes(lo, hi, k, &l, &h)) {
-            hstore(row, lo + k, hi + k, f + k, w + k, acc + k, 8);
-            continue;
-        }
-        const __m256 v = _mm256_loadu_ps(row + lo[k]);
-        const __m256 a = _mm256_permutevar8x32_ps(v, l), d = _mm256_permutevar8x32_ps(v, h);
-        const __m256 val = _mm256_add_ps(a, _mm256_mul_ps(_mm256_sub_ps(d, a), _mm256_loadu_ps(f + k)));
-        _mm256_storeu_ps(acc + k, _mm256_mul_ps(_mm256_loadu_ps(w + k), val));
-    }
-    hstore(row, lo + k, hi + k, f + k, w + k, acc + k, n - k);
+    hweighted<Add>(row, lo + k, hi + k, f + k, w + k, acc + k, n - k);
 }
 #endif
 
@@ -222,17 +201,13 @@ HBlendFn pick_hblend() {
 #endif
     return static_cast<HBlendFn>(hblend);
 }
-HAccumulateFn pick_haccumulate() {
+// Add: accumulate into acc (haccumulate); else overwrite it (hstore).
+template <bool Add>
+HAccumulateFn pick_hweighted() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2")) return haccumulate_avx2;
+    if (__builtin_cpu_supports("avx2")) return hweighted_avx2<Add>;
 #endif
-    return haccumulate;
-}
-HAccumulateFn pick_hstore() {
-#ifdef ED_HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2")) return hstore_avx2;
-#endif
-    return hstore;
+    return hweighted<Add>;
 }
 
 // Writes a float row as binary16, round to nearest even.
@@ -396,7 +371,7 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
     }
     const int64_t plane = static_cast<int64_t>(height) * width;
     const int64_t tile_plane = static_cast<int64_t>(th) * tw;
-    const HAccumulateFn haccumulate_row = pick_haccumulate();
+    const HAccumulateFn haccumulate_row = pick_hweighted<true>();
 
     // Each thread owns whole output rows (no atomics, no per-tile temporaries). On a grid the
     // weights are already normalised, so the tiles covering a row add weight*value straight into
@@ -408,7 +383,7 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
         std::vector<int> by_x(static_cast<size_t>(n));
         for (int b = 0; b < n; ++b) by_x[b] = b;
         std::stable_sort(by_x.begin(), by_x.end(), [&](int a, int b) { return col_first[a] < col_first[b]; });
-        const HAccumulateFn hstore_row = pick_hstore();
+        const HAccumulateFn hstore_row = pick_hweighted<false>();
         parallel_for(height, threads, [&](int64_t begin, int64_t end) {
             std::vector<float> w(static_cast<size_t>(width)), trow(static_cast<size_t>(tw) + kPad);
             for (int64_t y64 = begin; y64 < end; ++y64) {
