@@ -50,3 +50,30 @@ class TinyRefiner(nn.Module):
         g = F.interpolate(guidance[0], size=x.shape[-2:], mode="bilinear", align_corners=False)
         residual = self.head(self.fuse(torch.cat([x, g], 1)))
         return torch.relu(coarse_depth + 0.1 * residual)
+
+
+# Registry models small enough for export tests: (coarse name, coarse kwargs, prv2-mobile kwargs).
+TINY_LITE = ("lite", {"input_size": [32, 64], "width": 0.35, "decoder_channels": [8, 8, 16, 16]},
+             {"width": 0.35, "decoder_width": 0.5})
+TINY_DAV2 = ("depth-anything-v2",
+             {"config": {"embed_dim": 32, "depth": 4, "num_heads": 2, "features": 16, "out_channels": [8, 16, 32, 32],
+                         "layers": [0, 1, 2, 3], "pretrain_size": 28}, "input_size": [42, 56]},
+             {"width": 0.25, "decoder_width": 0.25})
+
+
+def save_registry_checkpoint(path, models=TINY_LITE, train=None):
+    """A checkpoint folder at ``path`` of a registry coarse model + ``prv2-mobile`` (32x32 tiles),
+    random weights (seed 0); ``train`` becomes model.json's "train" record when given."""
+    from edgedepth.datasets import FX_NORM
+    from edgedepth.train.checkpoint import save_models
+    from edgedepth.train.models import create_coarse, create_refiner
+
+    name, ckw, rkw = models
+    torch.manual_seed(0)
+    coarse = create_coarse(name, **ckw).eval()
+    refiner = create_refiner("prv2-mobile", coarse, (32, 32), **rkw).eval()
+    meta = {"coarse": {"name": name, "kwargs": ckw}, "refiner": {"name": "prv2-mobile",
+            "kwargs": {"tile_size": [32, 32], **rkw}}, "camera": {"fx_norm": FX_NORM}}
+    if train is not None:
+        meta["train"] = train
+    return save_models(path, coarse, refiner, meta)

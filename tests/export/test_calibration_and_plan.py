@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from edgedepth.bundle import open_bundle
 from edgedepth.datasets import render_scene
@@ -15,6 +14,8 @@ from edgedepth.export.exporter import ExportConfig, export_bundle
 from edgedepth.export.frames import VIDEO_FRAMES as VIDEO_FRAME_LIMIT
 from edgedepth.export.frames import load_frames
 from edgedepth.export.plan import planned_files
+
+from ..tiny_models import TINY_DAV2, TINY_LITE, save_registry_checkpoint
 
 SIZE = (48, 64)
 
@@ -102,18 +103,7 @@ def test_selection_frames_are_not_the_held_out_ones(tiny_models, tmp_path, monke
 
 
 def _checkpoint(tmp_path, train):
-    from edgedepth.datasets import FX_NORM
-    from edgedepth.train.checkpoint import save_models
-    from edgedepth.train.models import create_coarse, create_refiner
-
-    torch.manual_seed(0)
-    ckw = {"input_size": [32, 64], "width": 0.35, "decoder_channels": [8, 8, 16, 16]}
-    rkw = {"width": 0.35, "decoder_width": 0.5}
-    coarse = create_coarse("lite", **ckw).eval()
-    refiner = create_refiner("prv2-mobile", coarse, (32, 32), **rkw).eval()
-    meta = {"coarse": {"name": "lite", "kwargs": ckw}, "refiner": {"name": "prv2-mobile",
-            "kwargs": {"tile_size": [32, 32], **rkw}}, "camera": {"fx_norm": FX_NORM}, "train": train}
-    return save_models(tmp_path / "run", coarse, refiner, meta)
+    return save_registry_checkpoint(tmp_path / "run", TINY_LITE, train)
 
 
 def test_dry_run_prints_the_plan_from_the_checkpoint_and_builds_nothing(tmp_path, capsys):
@@ -151,21 +141,9 @@ def test_plan_lists_exactly_what_an_export_writes(tiny_models, tmp_path):
 
 def _dav2_checkpoint(tmp_path):
     """A tiny Depth Anything V2 checkpoint (random weights): the coarse model INT8 quantizes too."""
-    from edgedepth.datasets import FX_NORM
-    from edgedepth.train.checkpoint import save_models
-    from edgedepth.train.models import create_coarse, create_refiner
-
-    torch.manual_seed(0)
-    ckw = {"config": {"embed_dim": 32, "depth": 4, "num_heads": 2, "features": 16, "out_channels": [8, 16, 32, 32],
-                      "layers": [0, 1, 2, 3], "pretrain_size": 28}, "input_size": [42, 56]}
-    rkw = {"width": 0.25, "decoder_width": 0.25}
-    coarse = create_coarse("depth-anything-v2", **ckw).eval()
-    refiner = create_refiner("prv2-mobile", coarse, (32, 32), **rkw).eval()
     train = {"stage": "refiner", "frame_size": [84, 84],
              "tiling": {"rows": 2, "cols": 2, "overlap_ratio": 0.25, "window": "cosine", "shrink": 0.0}}
-    meta = {"coarse": {"name": "depth-anything-v2", "kwargs": ckw}, "refiner": {"name": "prv2-mobile",
-            "kwargs": {"tile_size": [32, 32], **rkw}}, "camera": {"fx_norm": FX_NORM}, "train": train}
-    return save_models(tmp_path / "dav2", coarse, refiner, meta)
+    return save_registry_checkpoint(tmp_path / "dav2", TINY_DAV2, train)
 
 
 def test_dry_run_of_a_vit_lists_the_coarse_int8_files_a_real_export_writes(tmp_path, capsys):

@@ -17,6 +17,8 @@ from edgedepth.export.optional import available
 from edgedepth.export.tensorrt import (BuildOptions, bundle_build_options, ensure_engine, trtexec_command,
                                       trtexec_text)
 
+from ..tiny_models import save_registry_checkpoint
+
 
 @pytest.fixture(scope="module")
 def refiner_onnx(tiny_models, tmp_path_factory):
@@ -159,20 +161,7 @@ def test_writer_leaves_nothing_on_error_and_refuses_bad_paths(tmp_path):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    import torch
-
-    from edgedepth.datasets import FX_NORM
-    from edgedepth.train.checkpoint import save_models
-    from edgedepth.train.models import create_coarse, create_refiner
-
-    torch.manual_seed(0)
-    ckw = {"input_size": [32, 64], "width": 0.35, "decoder_channels": [8, 8, 16, 16]}
-    rkw = {"width": 0.35, "decoder_width": 0.5}
-    coarse = create_coarse("lite", **ckw).eval()
-    refiner = create_refiner("prv2-mobile", coarse, (32, 32), **rkw).eval()
-    meta = {"coarse": {"name": "lite", "kwargs": ckw}, "refiner": {"name": "prv2-mobile",
-            "kwargs": {"tile_size": [32, 32], **rkw}}, "camera": {"fx_norm": FX_NORM}}
-    return save_models(tmp_path_factory.mktemp("ckpt") / "run", coarse, refiner, meta)
+    return save_registry_checkpoint(tmp_path_factory.mktemp("ckpt") / "run")
 
 
 def test_cli_exports_a_registry_checkpoint(checkpoint, tmp_path):
