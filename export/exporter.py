@@ -7,7 +7,7 @@ publish the bundle. See :func:`export_bundle` and :func:`export_checkpoint`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
