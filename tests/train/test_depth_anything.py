@@ -206,5 +206,5 @@ def test_position_grid_resize_is_dinov2s_bicubic(h, w):
     grid = torch.randn(1, 8, 37, 37)
     want = torch.nn.functional.interpolate(grid, scale_factor=((h + 0.1) / 37, (w + 0.1) / 37), mode="bicubic",
                                            align_corners=False)
-    got = torch.from_numpy(_bicubic_matrix(h, 37, (h + 0.1) / 37)) @ grid @ torch.from_numpy(_bicubic_matrix(w, 37, (w + 0.1) / 37)).T
+    got = torch.tensor(_bicubic_matrix(h, 37, (h + 0.1) / 37)) @ grid @ torch.tensor(_bicubic_matrix(w, 37, (w + 0.1) / 37)).T
     torch.testing.assert_close(got, want, rtol=0, atol=5e-5)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -80,9 +81,10 @@ def dav2_input_size(frame_h: int, frame_w: int, short: int = PRETRAIN_SIZE) -> t
 
 # --- DINOv2 ------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=16)  # a bundle runs one input size: built once, not on every frame
 def _bicubic_matrix(n_out: int, n_in: int, scale_factor: float, a: float = -0.75) -> np.ndarray:
     """(n_out, n_in) float32 weights of PyTorch's 1-D bicubic resize (align_corners=False, border
-    samples clamped, Keys' a = -0.75) by ``scale_factor``: ``resized = W @ x``."""
+    samples clamped, Keys' a = -0.75) by ``scale_factor``: ``resized = W @ x``. Read-only (cached)."""
     src = (np.arange(n_out) + 0.5) / scale_factor - 0.5
     base = np.floor(src)
     t = (src - base)[:, None] + np.array([1.0, 0.0, -1.0, -2.0])  # distance to taps base-1 .. base+2
@@ -91,7 +93,9 @@ def _bicubic_matrix(n_out: int, n_in: int, scale_factor: float, a: float = -0.75
     taps = np.clip(base[:, None] + np.arange(-1, 3), 0, n_in - 1).astype(int)
     out = np.zeros((n_out, n_in))
     np.add.at(out, (np.repeat(np.arange(n_out), 4), taps.ravel()), weights.ravel())
-    return out.astype(np.float32)
+    out = out.astype(np.float32)
+    out.flags.writeable = False
+    return out
 
 
 class _PatchEmbed(nn.Module):
@@ -176,7 +180,7 @@ class DINOv2(nn.Module):
         # offset, which the published weights were evaluated with), written as two constant
         # matrices: the same numbers as F.interpolate to 1e-5, and a MatMul every exporter converts
         # (CoreML has no bicubic resize).
-        rows, cols = (torch.from_numpy(_bicubic_matrix(k, m, (k + 0.1) / m)).to(self.pos_embed) for k in (h, w))
+        rows, cols = (torch.tensor(_bicubic_matrix(k, m, (k + 0.1) / m)).to(self.pos_embed) for k in (h, w))
         patch = self.pos_embed[:, 1:].reshape(m, m, -1)
         patch = torch.einsum("hi,ijc,wj->hwc", rows, patch, cols).reshape(1, h * w, -1)
         return torch.cat([self.pos_embed[:, :1], patch], 1)
