@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "`--backend torch` runs)")
     parser.add_argument("--precision", type=csv_list, default=["fp32", "fp16", "int8"],
                         help="comma-separated subset of fp32,fp16,int8 (default all three)")
+    parser.add_argument("--openvino-precision", type=csv_list, default=None,
+                        help="precisions written as OpenVINO IR (default: all of --precision); OpenVINO runs the "
+                             "bundle's ONNX files for the others, e.g. int8 alone keeps a bundle small")
     parser.add_argument("--calib", default="procedural:16",
                         help="calibration frames, no depth needed: a folder of images or a video of your camera "
                              "(images:PATH, video:PATH), a data-set folder ([KIND:]PATH) or procedural:N (default)")
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                        calib_tiles=args.calib_tiles, calib_method=args.calib_method, int8_bound=args.int8_bound,
                        accuracy_control=not args.no_accuracy_control, pipeline_size=args.pipeline,
                        coarse_int8={"auto": None, "on": True, "off": False}[args.coarse_int8],
-                       overwrite=args.overwrite)
+                       openvino_precisions=args.openvino_precision, overwrite=args.overwrite)
     if args.dry_run:
         cfg.validate()
         meta = read_meta(args.checkpoint)

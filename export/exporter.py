@@ -61,7 +61,17 @@ class ExportConfig:
     # INT8 for the coarse model too (ONNX Q/DQ, OpenVINO); None: only for a ViT coarse model, which
     # is most of a frame's time (a lite CNN coarse model costs little and stays float).
     coarse_int8: Optional[bool] = None
+    # Precisions written as OpenVINO IR (None: all of ``precisions``). The runtime's OpenVINO backend
+    # compiles the bundle's ONNX files where no IR is held, so a bundle that must stay small can ship
+    # the INT8 IR alone: NNCF's INT8 is what the ONNX Q/DQ file cannot give OpenVINO.
+    openvino_precisions: Optional[Sequence[str]] = None
     overwrite: bool = False
+
+    @property
+    def ir_precisions(self) -> tuple[str, ...]:
+        """Precisions of the OpenVINO IR an export with ``openvino`` among its targets writes."""
+        chosen = self.precisions if self.openvino_precisions is None else self.openvino_precisions
+        return tuple(p for p in PRECISIONS if p in chosen)
 
     def resolved(self, meta: dict) -> "ExportConfig":
         """A copy whose ``frame_size`` and ``tiling`` default to the checkpoint's training ones."""
@@ -94,6 +104,13 @@ class ExportConfig:
             raise ValueError(f"calib_tiles must be >= 1, got {self.calib_tiles}")
         if not self.int8_bound >= 0:
             raise ValueError(f"int8_bound must be >= 0, got {self.int8_bound}")
+        if self.openvino_precisions is not None:
+            bad = [p for p in self.openvino_precisions if p not in self.precisions]
+            if bad or not self.openvino_precisions:
+                raise ValueError(f"OpenVINO IR precision(s) {bad or '(none)'} not among the exported precisions "
+                                 f"{', '.join(self.precisions)}")
+            if "openvino" not in self.targets:
+                raise ValueError("OpenVINO IR precisions given but 'openvino' is not among the targets")
 
 
 def check_models(coarse: nn.Module, refiner: Optional[nn.Module]) -> None:
@@ -138,7 +155,7 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
     heldout = load_frames(cfg.heldout, size=cfg.frame_size, seed=100_000, what="held-out")
     # NNCF picks its INT8 model on frames of its own: scoring it on the same ones would flatter it.
     select = (load_frames(cfg.select, size=cfg.frame_size, seed=200_000, what="selection")
-              if int8 and cfg.accuracy_control and "openvino" in cfg.targets else [])
+              if int8 and cfg.accuracy_control and "openvino" in cfg.targets and "int8" in cfg.ir_precisions else [])
     check_frames(calib, refiner.tile_size, cfg.tiling, "calibration", labeled=False)
     check_frames(heldout, refiner.tile_size, cfg.tiling, "held-out")
     if select:
@@ -213,13 +230,14 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
 
             log("converting to OpenVINO IR")
             ir_files: dict[str, dict[str, Path]] = {"coarse": {}, "refiner": {}}
+            ir_precs = cfg.ir_precisions
             for role in ("coarse", "refiner"):
                 for prec in ("fp32", "fp16"):
-                    if prec in cfg.precisions or prec == "fp32":
+                    if prec in ir_precs:
                         xml = ove.to_openvino(onnx_files[role]["fp32"], w.file(f"openvino/{role}.{prec}.xml"), prec)
                         add(role, "openvino", prec, xml, ove.runner(xml))
                         ir_files[role][prec] = xml
-            if int8:
+            if "int8" in ir_precs:
                 # With accuracy control the shipped INT8 IR is the one NNCF proved within the bound.
                 batches, dst = calibration_batches(calib_frames), w.file("openvino/refiner.int8.xml")
                 if cfg.accuracy_control:
@@ -236,8 +254,9 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
                                                 transformer=is_transformer(coarse))
                     add("coarse", "openvino", "int8", xml, ove.runner(xml))
                     ir_files["coarse"]["int8"] = xml
-            # For callers of OpenVINO itself (not the runtime): uint8 frames in, resize and mean/std in the graph.
-            ove.to_openvino_uint8(onnx_files["coarse"]["fp32"], w.file("openvino/coarse.u8.xml"), coarse.mean, coarse.std)
+            if "fp32" in ir_precs:
+                # For callers of OpenVINO itself (not the runtime): uint8 frames in, resize and mean/std in the graph.
+                ove.to_openvino_uint8(onnx_files["coarse"]["fp32"], w.file("openvino/coarse.u8.xml"), coarse.mean, coarse.std)
             # The refiner's batch: one export-size frame's tiles, in chunks of at most the runtime's default.
             tiles = min(coreml_batch(cfg, refiner), DEFAULT_MAX_TILE_BATCH)
             names = {role: {prec: w.rel(xml) for prec, xml in table.items()} for role, table in ir_files.items()}

@@ -23,13 +23,15 @@ def planned_files(cfg: "ExportConfig", coarse_int8: bool = False) -> list[str]:
         files += ["refiner.int8.qdq.onnx"] if "int8" in precs else []
         files += ["coarse.int8.qdq.onnx"] if coarse_int8 else []
     if "openvino" in targets:
+        ir = set(cfg.ir_precisions)
         for role in ("coarse", "refiner"):
             for prec in ("fp32", "fp16"):
-                if prec in precs or prec == "fp32":
+                if prec in ir:
                     files += [f"openvino/{role}.{prec}.xml", f"openvino/{role}.{prec}.bin"]
-        files += ["openvino/refiner.int8.xml", "openvino/refiner.int8.bin"] if "int8" in precs else []
-        files += ["openvino/coarse.int8.xml", "openvino/coarse.int8.bin"] if coarse_int8 else []
-        files += ["openvino/coarse.u8.xml", "openvino/coarse.u8.bin", "openvino/benchmark_app.txt"]
+        files += ["openvino/refiner.int8.xml", "openvino/refiner.int8.bin"] if "int8" in ir else []
+        files += ["openvino/coarse.int8.xml", "openvino/coarse.int8.bin"] if coarse_int8 and "int8" in ir else []
+        files += ["openvino/coarse.u8.xml", "openvino/coarse.u8.bin"] if "fp32" in ir else []
+        files += ["openvino/benchmark_app.txt"]
     if "coreml" in targets:
         variants = ["fp16"] + (["int8", "palette6"] if "int8" in precs else [])
         files += [f"coreml/refiner.{v}.mlpackage" for v in variants] + ["coreml/coarse.fp16.mlpackage"]
@@ -52,14 +54,15 @@ def describe(cfg: "ExportConfig", coarse_int8: bool = False) -> str:
     h, w = cfg.frame_size
     int8 = "int8" in cfg.precisions
     lines = [f"targets:     {', '.join(cfg.targets)}",
-             f"precisions:  {', '.join(cfg.precisions)}",
+             f"precisions:  {', '.join(cfg.precisions)}"
+             + (f" (OpenVINO IR: {', '.join(cfg.ir_precisions)})" if "openvino" in cfg.targets else ""),
              f"tiling:      {grid}",
              f"frame size:  {w}x{h} (procedural frames; the CoreML refiner's fixed batch is cut from it)",
              f"calibration: {cfg.calib if int8 else '(none: no int8)'}" + (f", at least {cfg.calib_tiles} tiles, {cfg.calib_method} ranges" if int8 else ""),
              f"held-out:    {cfg.heldout} (parity report)"]
     if int8 and coarse_int8:
         lines.append("coarse INT8: yes (a ViT coarse model: most of a frame's time)")
-    if int8 and cfg.accuracy_control and "openvino" in cfg.targets:
+    if int8 and cfg.accuracy_control and "openvino" in cfg.targets and "int8" in cfg.ir_precisions:
         lines.append(f"selection:   {cfg.select} (NNCF accuracy control, AbsRel bound +{100 * cfg.int8_bound:g} %)")
     if cfg.pipeline_size:
         lines.append(f"pipeline:    {cfg.pipeline_size[1]}x{cfg.pipeline_size[0]}")

@@ -139,6 +139,37 @@ def test_plan_lists_exactly_what_an_export_writes(tiny_models, tmp_path):
     assert set(planned_files(cfg.resolved({}))) == written
 
 
+def test_int8_alone_as_openvino_ir_keeps_the_float_models_in_onnx(tiny_models, tmp_path):
+    """--openvino-precision int8: the bundle holds NNCF's INT8 IR and no float IR; the OpenVINO
+    backend compiles the ONNX files at fp32 and loads the IR at int8, and the plan says so."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from edgedepth import Runtime
+
+    coarse, refiner = tiny_models
+    cfg = ExportConfig(targets=("onnx", "openvino"), precisions=("fp32", "int8"), openvino_precisions=("int8",),
+                       calib="procedural:16", heldout="procedural:1", frame_size=SIZE, accuracy_control=False)
+    out = export_bundle(coarse, refiner, {}, tmp_path / "ir8.edgedepth", cfg, log=lambda _: None)
+    written = set(json.loads((out / "manifest.json").read_text())["files"]) - {"parity.md"}
+    assert set(planned_files(cfg.resolved({}))) == written
+    assert {f for f in written if f.startswith("openvino/") and f.endswith(".xml")} == {"openvino/refiner.int8.xml"}
+    image = render_scene(5, *SIZE, "street")["image"]
+    runs = {p: Runtime(out, backend="openvino", precision=p) for p in ("fp32", "int8")}
+    assert runs["fp32"].refiner.path.name == "refiner.onnx"
+    assert runs["int8"].refiner.path.name == "refiner.int8.xml"
+    assert runs["int8"].coarse.path.name == "coarse.onnx"
+    depth = {p: rt.predict(image).depth for p, rt in runs.items()}
+    assert np.all(np.isfinite(depth["int8"]))
+    assert 0 < np.mean(np.abs(depth["int8"] - depth["fp32"]) / depth["fp32"]) < 0.05
+
+
+def test_openvino_ir_precisions_must_be_exported_ones():
+    with pytest.raises(ValueError, match="fp16.*not among the exported"):
+        ExportConfig(targets=("onnx", "openvino"), precisions=("fp32", "int8"), openvino_precisions=("fp16",)).validate()
+    with pytest.raises(ValueError, match="'openvino' is not among the targets"):
+        ExportConfig(targets=("onnx",), precisions=("fp32", "int8"), openvino_precisions=("int8",)).validate()
+
+
 def _dav2_checkpoint(tmp_path):
     """A tiny Depth Anything V2 checkpoint (random weights): the coarse model INT8 quantizes too."""
     train = {"stage": "refiner", "frame_size": [84, 84],
