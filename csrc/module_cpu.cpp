@@ -110,7 +110,10 @@ py::array window(int h, int w, int kind) {
     return out;
 }
 
-py::array stitch(const py::array& tiles, const py::array& boxes, int height, int width, int kind, int threads) {
+// Checks the stitch's arguments (before any memory is touched) and runs it into a new (c, height,
+// width) float32 array, finishing each row on the way when `finish` is given.
+py::array run_stitch(const py::array& tiles, const py::array& boxes, int height, int width, int kind, int threads,
+                     Finish* finish, py::array* valid) {
     check_array("tiles", tiles, 4);
     const DType dt = dtype_of(tiles);
     if (dt != DType::F32 && dt != DType::F16) fail("tiles must be (N, C, th, tw) float32 or float16");
@@ -124,17 +127,42 @@ py::array stitch(const py::array& tiles, const py::array& boxes, int height, int
         fail("tiles has " + std::to_string(tiles.shape(0)) + " tiles but boxes has " + std::to_string(boxes.shape(0)) + " rows");
     const int n = check_side("number of tiles", tiles.shape(0)), c = check_side("tile channels", tiles.shape(1));
     const int th = check_side("tile height", tiles.shape(2)), tw = check_side("tile width", tiles.shape(3));
+    if (finish && c != 1) fail("a finished stitch takes one-channel (depth) tiles, got " + std::to_string(c) + " channels");
     py::array out = empty_out(false, {c, height, width});
+    if (finish) {
+        *valid = py::array(py::dtype("bool"), std::vector<py::ssize_t>{height, width});
+        finish->valid = static_cast<uint8_t*>(valid->mutable_data());
+    }
     const void* t = tiles.data();
     auto* o = static_cast<float*>(out.mutable_data());
     {
         py::gil_scoped_release nogil;
         if (dt == DType::F32)
-            stitch_cpu(static_cast<const float*>(t), n, c, th, tw, bx, height, width, k, o, threads);
+            stitch_cpu(static_cast<const float*>(t), n, c, th, tw, bx, height, width, k, o, threads, finish);
         else
-            stitch_cpu(static_cast<const uint16_t*>(t), n, c, th, tw, bx, height, width, k, o, threads);
+            stitch_cpu(static_cast<const uint16_t*>(t), n, c, th, tw, bx, height, width, k, o, threads, finish);
     }
     return out;
+}
+
+py::array stitch(const py::array& tiles, const py::array& boxes, int height, int width, int kind, int threads) {
+    return run_stitch(tiles, boxes, height, width, kind, threads, nullptr, nullptr);
+}
+
+void check_finish_args(double scale, double valid_max) {
+    if (!std::isfinite(scale) || !(scale > 0.0)) fail("scale must be finite and > 0");
+    if (std::isnan(valid_max)) fail("valid_max must not be NaN");
+}
+
+// The stitch of one-channel depth tiles with the finishing pass fused: -> ((height, width) float32
+// depth, (height, width) bool validity mask).
+py::tuple stitch_finish(const py::array& tiles, const py::array& boxes, int height, int width, int kind,
+                        double scale, double valid_max, int threads) {
+    check_finish_args(scale, valid_max);
+    Finish fin{static_cast<float>(scale), static_cast<float>(valid_max), nullptr};
+    py::array valid;
+    py::array depth = run_stitch(tiles, boxes, height, width, kind, threads, &fin, &valid);
+    return py::make_tuple(depth.attr("reshape")(height, width), valid);
 }
 
 // Finishes a float32 depth map in place and returns its (same shape) bool validity mask.
@@ -143,8 +171,7 @@ py::array finish(py::array& depth, double scale, double valid_max, int threads) 
     if (!(depth.flags() & py::array::c_style)) fail("depth must be C-contiguous");
     if (!depth.writeable()) fail("depth must be writeable (it is finished in place)");
     if (depth.size() <= 0) fail("depth must not be empty");
-    if (!std::isfinite(scale) || !(scale > 0.0)) fail("scale must be finite and > 0");
-    if (std::isnan(valid_max)) fail("valid_max must not be NaN");
+    check_finish_args(scale, valid_max);
     check_threads(threads);
     std::vector<py::ssize_t> shape(depth.shape(), depth.shape() + depth.ndim());
     py::array valid(py::dtype("bool"), shape);
@@ -170,6 +197,9 @@ PYBIND11_MODULE(_native, m) {
     m.def("window", &window, py::arg("h"), py::arg("w"), py::arg("kind"), "(h, w) float32 window weights");
     m.def("stitch", &stitch, py::arg("tiles"), py::arg("boxes"), py::arg("height"), py::arg("width"),
           py::arg("kind"), py::arg("threads"), "(N, C, th, tw) tiles -> (C, height, width) float32");
+    m.def("stitch_finish", &stitch_finish, py::arg("tiles"), py::arg("boxes"), py::arg("height"), py::arg("width"),
+          py::arg("kind"), py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
+          "(N, 1, th, tw) depth tiles -> ((height, width) float32 depth finished, (height, width) bool valid)");
     m.def("finish", &finish, py::arg("depth"), py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
           "float32 depth finished in place (scaled, finite, >= 0) -> bool validity mask of the same shape");
 #ifdef EDGEDEPTH_SANITIZED

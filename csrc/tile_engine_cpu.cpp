@@ -326,6 +326,61 @@ std::vector<double> band_weight_sums(const double* boxes, int n, int coord, int 
     return sums;
 }
 
+// The finishing pass over n values. Branch-free on restrict-qualified pointers so it vectorises (a
+// uint8_t store may alias anything, so through other pointers every store would force reloads);
+// |x| <= FLT_MAX is isfinite in a form that does.
+void finish_span(float* __restrict d, uint8_t* __restrict v, int64_t n, float scale, float valid_max) {
+    constexpr float kMax = std::numeric_limits<float>::max();
+    for (int64_t i = 0; i < n; ++i) {
+        const float x = d[i];
+        const float s = x * scale;  // the float32 product numpy forms (no contraction: -ffp-contract=off)
+        const bool good = std::fabs(s) <= kMax && s > 0.0f;
+        v[i] = static_cast<uint8_t>(good && std::fabs(x) <= kMax && x <= valid_max);
+        d[i] = good ? s : 0.0f;
+    }
+}
+
+#ifdef ED_HAVE_AVX2_PATH
+// finish_span, 32 values per step: the compiler's SSE2 version of the loop above packs the mask
+// bytes one lane at a time and runs at about 1 ns per value, as slow as the stitch itself. Same
+// comparisons and product as the scalar code, so the same bits.
+__attribute__((target("avx2"))) void finish_span_avx2(float* d, uint8_t* v, int64_t n, float scale,
+                                                      float valid_max) {
+    const __m256 sc = _mm256_set1_ps(scale), vmax = _mm256_set1_ps(valid_max);
+    const __m256 fmax = _mm256_set1_ps(std::numeric_limits<float>::max()), zero = _mm256_setzero_ps();
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), one = _mm256_set1_epi8(1);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i m[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m256 x = _mm256_loadu_ps(d + i + 8 * k);
+            const __m256 s = _mm256_mul_ps(x, sc);
+            const __m256 good = _mm256_and_ps(_mm256_cmp_ps(_mm256_and_ps(s, abs_mask), fmax, _CMP_LE_OQ),
+                                              _mm256_cmp_ps(s, zero, _CMP_GT_OQ));
+            const __m256 x_ok = _mm256_and_ps(_mm256_cmp_ps(_mm256_and_ps(x, abs_mask), fmax, _CMP_LE_OQ),
+                                              _mm256_cmp_ps(x, vmax, _CMP_LE_OQ));
+            _mm256_storeu_ps(d + i + 8 * k, _mm256_and_ps(s, good));
+            m[k] = _mm256_castps_si256(_mm256_and_ps(good, x_ok));  // all-ones / zero per value
+        }
+        // 4 x 8 int32 masks -> 32 bytes: the packs interleave 128-bit lanes, the permute restores order.
+        const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(m[0], m[1]), _mm256_packs_epi32(m[2], m[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(v + i),
+                            _mm256_and_si256(_mm256_permutevar8x32_epi32(bytes, order), one));
+    }
+    finish_span(d + i, v + i, n - i, scale, valid_max);
+}
+#endif
+
+using FinishFn = void (*)(float*, uint8_t*, int64_t, float, float);
+
+FinishFn pick_finish() {
+#ifdef ED_HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2")) return finish_span_avx2;
+#endif
+    return finish_span;
+}
+
 // True when the boxes are a grid: every row band crossed with every column band exactly once.
 // Then the weight sum at (y, x) is rowsum(y) * colsum(x), so each box's weights can be
 // normalised once per axis (the rule tiling_torch.stitch uses).
@@ -341,7 +396,7 @@ bool is_grid(const double* boxes, int n, size_t row_bands, size_t col_bands) {
 
 template <typename In>
 void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* boxes, int height,
-                int width, Window kind, float* out, int threads) {
+                int width, Window kind, float* out, int threads, const Finish* finish) {
     size_t row_bands = 0, col_bands = 0;
     const std::vector<double> rowsum = band_weight_sums(boxes, n, 0, height, kind, &row_bands);
     const std::vector<double> colsum = band_weight_sums(boxes, n, 1, width, kind, &col_bands);
@@ -372,6 +427,7 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
     const int64_t plane = static_cast<int64_t>(height) * width;
     const int64_t tile_plane = static_cast<int64_t>(th) * tw;
     const HAccumulateFn haccumulate_row = pick_hweighted<true>();
+    const FinishFn finish_row = pick_finish();
 
     // Each thread owns whole output rows (no atomics, no per-tile temporaries). On a grid the
     // weights are already normalised, so the tiles covering a row add weight*value straight into
@@ -420,6 +476,8 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
                 }
                 if (written < width)
                     for (int ch = 0; ch < c; ++ch) std::fill_n(out + ch * plane + y64 * width + written, width - written, 0.0f);
+                if (finish)
+                    finish_row(out + y64 * width, finish->valid + y64 * width, width, finish->scale, finish->valid_max);
             }
         });
         return;
@@ -469,28 +527,19 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
                 const float* a = acc.data() + static_cast<size_t>(ch) * width;
                 for (int x = 0; x < width; ++x) o[x] = a[x] * wsum[x];
             }
+            if (finish)
+                finish_row(out + y64 * width, finish->valid + y64 * width, width, finish->scale, finish->valid_max);
         }
     });
 }
 
 void finish_cpu(float* depth, int64_t n, float scale, float valid_max, uint8_t* valid, int threads) {
-    // Chunks of 64 Ki values: enough work per thread to pay for its spawn. The loop body works on
-    // restrict-qualified locals (a uint8_t store may alias anything, so through the captured
-    // pointers every store would force reloads) and is branch-free, so it vectorises;
-    // |x| <= FLT_MAX is isfinite in a form that does.
+    // Chunks of 64 Ki values: enough work per thread to pay for its spawn.
     constexpr int64_t kChunk = int64_t{1} << 16;
-    constexpr float kMax = std::numeric_limits<float>::max();
+    const FinishFn finish_span_fn = pick_finish();
     parallel_for((n + kChunk - 1) / kChunk, threads, [=](int64_t begin, int64_t end) {
-        const int64_t start = begin * kChunk, count = std::min(n, end * kChunk) - start;
-        float* __restrict d = depth + start;
-        uint8_t* __restrict v = valid + start;
-        for (int64_t i = 0; i < count; ++i) {
-            const float x = d[i];
-            const float s = x * scale;  // the float32 product numpy forms (no contraction: -ffp-contract=off)
-            const bool good = std::fabs(s) <= kMax && s > 0.0f;
-            v[i] = static_cast<uint8_t>(good && std::fabs(x) <= kMax && x <= valid_max);
-            d[i] = good ? s : 0.0f;
-        }
+        const int64_t start = begin * kChunk;
+        finish_span_fn(depth + start, valid + start, std::min(n, end * kChunk) - start, scale, valid_max);
     });
 }
 
@@ -503,8 +552,9 @@ template void crop_map_cpu<float, uint16_t>(const float*, int, int, int, const d
 template void crop_map_cpu<uint16_t, float>(const uint16_t*, int, int, int, const double*, int, int, int, float*, int);
 template void crop_map_cpu<uint16_t, uint16_t>(const uint16_t*, int, int, int, const double*, int, int, int,
                                                uint16_t*, int);
-template void stitch_cpu<float>(const float*, int, int, int, int, const double*, int, int, Window, float*, int);
+template void stitch_cpu<float>(const float*, int, int, int, int, const double*, int, int, Window, float*, int,
+                                const Finish*);
 template void stitch_cpu<uint16_t>(const uint16_t*, int, int, int, int, const double*, int, int, Window, float*,
-                                   int);
+                                   int, const Finish*);
 
 }  // namespace edgedepth

@@ -22,14 +22,22 @@ void crop_map_cpu(const In* src, int c, int src_h, int src_w, const double* boxe
 // (h, w) window weights.
 void window_cpu(int h, int w, Window kind, float* out);
 
-// (n, c, th, tw) tiles -> (c, height, width) weighted average; pixels no box covers are 0.
+// The runtime's finishing pass (edgedepth/tiling.py finish): valid = finite, <= valid_max (before
+// scaling; +inf = no limit), finite after * scale, > 0; depth = depth * scale where finite and > 0,
+// else 0. valid gets 1/0 bytes (height * width of them).
+struct Finish {
+    float scale;
+    float valid_max;
+    uint8_t* valid;
+};
+
+// (n, c, th, tw) tiles -> (c, height, width) weighted average; pixels no box covers are 0. With
+// `finish` (c == 1), each output row is finished as soon as it is complete, while it is in cache.
 template <typename In>
 void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* boxes, int height,
-                int width, Window kind, float* out, int threads);
+                int width, Window kind, float* out, int threads, const Finish* finish = nullptr);
 
-// The runtime's finishing pass over n depth values, in place, in one pass (edgedepth/tiling.py
-// finish): valid = finite, <= valid_max (before scaling; +inf = no limit), finite after * scale, > 0;
-// depth = depth * scale where finite and > 0, else 0. valid gets 1/0 bytes.
+// The finishing pass over n depth values, in place, in one pass.
 void finish_cpu(float* depth, int64_t n, float scale, float valid_max, uint8_t* valid, int threads);
 
 }  // namespace edgedepth

@@ -112,8 +112,10 @@ class _HostOps:
     def concat(self, parts):
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def stitch(self, tiles, boxes, height, width, window):
-        return self.tiling.stitch(tiles, boxes, height, width, window=window, threads=self.threads)[0]
+    def stitch_finish(self, tiles, boxes, height, width, window, scale: float, valid_max: float):
+        """The stitched depth finished as :meth:`finish` does, in the same pass (rows in cache)."""
+        return self.tiling.stitch_finish(tiles, boxes, height, width, window=window, scale=scale,
+                                         valid_max=valid_max, threads=self.threads)
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
         """(depth scaled, then made finite and >= 0; valid mask): see DepthResult.
@@ -162,12 +164,14 @@ class _TorchOps:
     def concat(self, parts):
         return parts[0] if len(parts) == 1 else self.torch.cat(parts)
 
-    def stitch(self, tiles, boxes, height, width, window):
+    def stitch_finish(self, tiles, boxes, height, width, window, scale: float, valid_max: float):
         # The CUDA engine reads float16 tiles itself (no float32 copy first) and writes float32;
         # tiling_torch returns the tiles' dtype, so its input is float32.
         if self.impl is not self.tiling_torch:
-            return self.impl.stitch(tiles.contiguous(), boxes, height, width, window=window)[0]
-        return self.impl.stitch(tiles.float().contiguous(), boxes, height, width, window=window)[0]
+            depth = self.impl.stitch(tiles.contiguous(), boxes, height, width, window=window)[0]
+        else:
+            depth = self.impl.stitch(tiles.float().contiguous(), boxes, height, width, window=window)[0]
+        return self.finish(depth, scale, owned=True, valid_max=valid_max)
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
         valid = self.torch.isfinite(depth)
@@ -573,8 +577,8 @@ class Runtime:
         t1 = time.perf_counter()
         tiles = ops.concat(self._refine(feeds, len(grid.boxes)))
         t2 = time.perf_counter()
-        depth, valid = ops.finish(ops.stitch(tiles, grid.boxes, f.height, f.width, self.window), f.fx_scale,
-                                  owned=True, valid_max=self.valid_max_depth)
+        depth, valid = ops.stitch_finish(tiles, grid.boxes, f.height, f.width, self.window, f.fx_scale,
+                                         self.valid_max_depth)
         coarse, _ = ops.finish(f.depth[0, 0], f.fx_scale)
         if not f.returns_tensor:
             depth, valid, coarse = ops.to_host(depth), ops.to_host(valid), ops.to_host(coarse)

@@ -25,7 +25,7 @@ from . import native, tiling_reference
 from .tiling_reference import WINDOWS
 
 __all__ = [
-    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "WINDOWS", "get_num_threads", "set_num_threads",
+    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "WINDOWS", "get_num_threads", "set_num_threads",
     "native_status", "MAX_THREADS", "MAX_SIDE",
 ]
 
@@ -449,20 +449,11 @@ def window(h: int, w: int, kind: str = "cosine") -> np.ndarray:
     return native.cpu.window(h, w, k)
 
 
-def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosine",
-           threads: Optional[int] = None) -> Any:
-    """Blends tiles (N, C, th, tw) float32/float16 placed at boxes into (C, height, width) float32.
-
-    Each tile is resized back to its box (DESIGN crop semantics, source = the tile) and weighted
-    by the window evaluated at the frame pixel's position in its box; weights are accumulated and
-    normalised. The boxes must lie inside the frame and together cover every pixel.
-    """
+def _check_stitch(shape: tuple, kind: str, boxes: Any, height: int, width: int,
+                  window: str) -> tuple[int, np.ndarray, int, int]:
+    """The stitch's arguments checked: -> (window code, boxes as float64 (N, 4), height, width)."""
     k = _check_window(window)
     height, width = _check_int("height", height, 1, MAX_SIDE), _check_int("width", width, 1, MAX_SIDE)
-    on_device = native.is_device_array(tiles)
-    dev = native.DeviceArray.wrap(tiles, "tiles") if on_device else None
-    arr = None if on_device else _host_array(tiles, "tiles")
-    shape, kind = (dev.shape, dev.dtype) if on_device else (arr.shape, str(arr.dtype))
     if kind not in ("float32", "float16"):
         raise TypeError(f"tiles must be float32 or float16, got dtype {kind}")
     if len(shape) != 4:
@@ -476,6 +467,22 @@ def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosin
     hole = _uncovered_pixel(bx, height, width)
     if hole is not None:
         raise ValueError(f"boxes leave frame pixel (y, x) = {hole} uncovered")
+    return k, bx, height, width
+
+
+def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosine",
+           threads: Optional[int] = None) -> Any:
+    """Blends tiles (N, C, th, tw) float32/float16 placed at boxes into (C, height, width) float32.
+
+    Each tile is resized back to its box (DESIGN crop semantics, source = the tile) and weighted
+    by the window evaluated at the frame pixel's position in its box; weights are accumulated and
+    normalised. The boxes must lie inside the frame and together cover every pixel.
+    """
+    on_device = native.is_device_array(tiles)
+    dev = native.DeviceArray.wrap(tiles, "tiles") if on_device else None
+    arr = None if on_device else _host_array(tiles, "tiles")
+    shape, kind = (dev.shape, dev.dtype) if on_device else (arr.shape, str(arr.dtype))
+    k, bx, height, width = _check_stitch(shape, kind, boxes, height, width, window)
     nthreads = _check_threads(threads)
     n, c, th, tw = shape
 
@@ -491,6 +498,36 @@ def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosin
     return native.cpu.stitch(arr, bx, height, width, k, nthreads)
 
 
+def stitch_finish(tiles: np.ndarray, boxes: Any, height: int, width: int, window: str = "cosine",
+                  scale: float = 1.0, valid_max: float = math.inf,
+                  threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`stitch` of one-channel depth tiles (N, 1, th, tw) (numpy float32/float16) followed by
+    :func:`finish`, in one pass over the frame: each row is finished while it is still in cache.
+    -> (depth (height, width) float32 metres, valid (height, width) bool); the same values as
+    ``finish(stitch(...)[0], scale, valid_max)``."""
+    if native.is_device_array(tiles):
+        raise TypeError("stitch_finish takes host (numpy) tiles; on a GPU use stitch, then finish on the device")
+    arr = _host_array(tiles, "tiles")
+    if arr.ndim == 4 and arr.shape[1] != 1:
+        raise ValueError(f"stitch_finish takes one-channel depth tiles (N, 1, th, tw), got shape {arr.shape}")
+    scale, valid_max = _check_finish(scale, valid_max)
+    if native.cpu is None:
+        depth = stitch(arr, boxes, height, width, window, threads)[0]
+        return depth, finish(depth, scale, valid_max, threads)
+    k, bx, height, width = _check_stitch(arr.shape, str(arr.dtype), boxes, height, width, window)
+    return native.cpu.stitch_finish(np.ascontiguousarray(arr), bx, height, width, k, scale, valid_max,
+                                    _check_threads(threads))
+
+
+def _check_finish(scale: float, valid_max: float) -> tuple[float, float]:
+    scale, valid_max = float(scale), float(valid_max)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be finite and > 0, got {scale}")
+    if math.isnan(valid_max) or valid_max == -math.inf:
+        valid_max = math.inf
+    return scale, valid_max
+
+
 def finish(depth: np.ndarray, scale: float = 1.0, valid_max: float = math.inf,
            threads: Optional[int] = None) -> np.ndarray:
     """Finishes a float32 C-contiguous depth map in place, in one pass; returns its bool validity mask.
@@ -502,11 +539,7 @@ def finish(depth: np.ndarray, scale: float = 1.0, valid_max: float = math.inf,
     if not isinstance(depth, np.ndarray) or depth.dtype != np.float32 or not depth.flags.c_contiguous \
             or not depth.flags.writeable or depth.size == 0:
         raise TypeError("depth must be a non-empty, writeable, C-contiguous float32 numpy array")
-    scale, valid_max = float(scale), float(valid_max)
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be finite and > 0, got {scale}")
-    if math.isnan(valid_max) or valid_max == -math.inf:
-        valid_max = math.inf
+    scale, valid_max = _check_finish(scale, valid_max)
     nthreads = _check_threads(threads)
     if native.cpu is None:
         _fallback("finish")

@@ -491,3 +491,47 @@ def test_finish_native_checks_its_arguments() -> None:
                  (np.ones(8, np.float32), 1.0, float("nan"), 1), (np.ones(8, np.float32), 1.0, 80.0, 0)):
         with pytest.raises(ValueError):
             native.cpu.finish(*args)
+
+
+@needs_native
+@pytest.mark.parametrize("layout", ["grid", "scattered"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("scale, valid_max, threads", [(1.0, float("inf"), 1), (2.5, 80.0, 3), (0.37, 80.0, 2)])
+def test_stitch_finish_is_stitch_then_finish(layout, dtype, scale, valid_max, threads) -> None:
+    # Tiles carrying every special value the finishing pass treats apart; a grid takes the factorised
+    # path, scattered boxes (not every row band x column band) the accumulating one.
+    rng = np.random.default_rng(11)
+    h, w = 97, 173
+    if layout == "grid":
+        boxes = np.asarray(TileGrid.from_overlap_ratio(h, w, 3, 4, 0.25).boxes)
+    else:
+        boxes = np.array([[0, 0, 60, 100], [40, 0, 57, 90], [0, 80, 97, 93], [10.5, 30.25, 50, 70]])
+    n = len(boxes)
+    with np.errstate(over="ignore"):  # in float16 the values near float32's maximum become inf
+        tiles = _finish_inputs(rng, n * 24 * 40).reshape(n, 1, 24, 40).astype(dtype)
+    want = tiling.stitch(tiles, boxes, h, w, threads=threads)[0]
+    want_valid = tiling.finish(want, scale, valid_max, threads=threads)
+    got, got_valid = tiling.stitch_finish(tiles, boxes, h, w, scale=scale, valid_max=valid_max, threads=threads)
+    assert got.shape == (h, w) and got.dtype == np.float32 and got_valid.dtype == np.bool_
+    np.testing.assert_array_equal(got_valid, want_valid)
+    np.testing.assert_array_equal(got, want)
+    assert 0 < got_valid.mean() < 1  # the special values reached the output
+
+
+@needs_native
+def test_stitch_finish_refuses_what_it_cannot_finish() -> None:
+    boxes = np.array([[0.0, 0.0, 8.0, 8.0]])
+    with pytest.raises(ValueError, match="one-channel"):
+        tiling.stitch_finish(np.ones((1, 2, 4, 4), np.float32), boxes, 8, 8)
+    with pytest.raises(ValueError, match="scale"):
+        tiling.stitch_finish(np.ones((1, 1, 4, 4), np.float32), boxes, 8, 8, scale=float("nan"))
+    with pytest.raises(ValueError, match="uncovered"):
+        tiling.stitch_finish(np.ones((1, 1, 4, 4), np.float32), boxes, 9, 8)
+    # The extension called directly refuses the same before touching memory.
+    for args in ((np.ones((1, 2, 4, 4), np.float32), boxes, 8, 8, 2, 1.0, 80.0, 1),
+                 (np.ones((1, 1, 4, 4), np.float32), boxes, 8, 8, 2, -1.0, 80.0, 1),
+                 (np.ones((1, 1, 4, 4), np.float32), boxes, 8, 8, 2, 1.0, float("nan"), 1),
+                 (np.ones((1, 1, 4, 4), np.float32), boxes, 8, 8, 2, 1.0, 80.0, 0),
+                 (np.ones((2, 1, 4, 4), np.float32), boxes, 8, 8, 2, 1.0, 80.0, 1)):
+        with pytest.raises(ValueError):
+            native.cpu.stitch_finish(*args)
