@@ -171,6 +171,33 @@ __attribute__((target("avx2"))) void hblend_avx2(const float* buf, const int32_t
     hblend(buf, lo + k, hi + k, f + k, out + k, n - k);
 }
 
+// vblend_u8 compiled for AVX2 (the compiler vectorises the same loop 8 wide, uint8 -> float by
+// vpmovzxbd instead of SSE2's unpack chains).
+__attribute__((target("avx2"))) void vblend_u8_avx2(const uint8_t* __restrict a, const uint8_t* __restrict b, float f,
+                                                    float* __restrict out, int n) {
+    for (int k = 0; k < n; ++k) {
+        const float x = a[k], y = b[k];
+        out[k] = x + (y - x) * f;
+    }
+}
+
+// hblend with scale and bias (the RGB crop's normalisation) for downscaling, where 8 outputs read
+// far more than 8 buffer entries (a 4K tile is shrunk ~2.4x, and RGB entries are 3 apart): two
+// hardware gathers per 8 outputs instead of 16 scalar loads.
+__attribute__((target("avx2"))) void hblend_affine_avx2(const float* buf, const int32_t* lo, const int32_t* hi,
+                                                        const float* f, float scale, float bias, float* out,
+                                                        int n) {
+    const __m256 sc = _mm256_set1_ps(scale), bi = _mm256_set1_ps(bias);
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        const __m256 a = _mm256_i32gather_ps(buf, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + k)), 4);
+        const __m256 d = _mm256_i32gather_ps(buf, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + k)), 4);
+        const __m256 v = _mm256_add_ps(a, _mm256_mul_ps(_mm256_sub_ps(d, a), _mm256_loadu_ps(f + k)));
+        _mm256_storeu_ps(out + k, _mm256_add_ps(_mm256_mul_ps(v, sc), bi));
+    }
+    hblend(buf, lo + k, hi + k, f + k, scale, bias, out + k, n - k);
+}
+
 template <bool Add>
 __attribute__((target("avx2"))) void hweighted_avx2(const float* row, const int32_t* lo, const int32_t* hi,
                                                     const float* f, const float* w, float* acc, int n) {
@@ -192,6 +219,7 @@ __attribute__((target("avx2"))) void hweighted_avx2(const float* row, const int3
 #endif
 
 using HBlendFn = void (*)(const float*, const int32_t*, const int32_t*, const float*, float*, int);
+using HBlendAffineFn = void (*)(const float*, const int32_t*, const int32_t*, const float*, float, float, float*, int);
 using HAccumulateFn = void (*)(const float*, const int32_t*, const int32_t*, const float*, const float*, float*, int);
 
 // The horizontal kernels this CPU runs best, chosen once per call.
@@ -200,6 +228,21 @@ HBlendFn pick_hblend() {
     if (__builtin_cpu_supports("avx2")) return hblend_avx2;
 #endif
     return static_cast<HBlendFn>(hblend);
+}
+using VBlendU8Fn = void (*)(const uint8_t*, const uint8_t*, float, float*, int);
+
+VBlendU8Fn pick_vblend_u8() {
+#ifdef ED_HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2")) return vblend_u8_avx2;
+#endif
+    return vblend_u8;
+}
+
+HBlendAffineFn pick_hblend_affine() {
+#ifdef ED_HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2")) return hblend_affine_avx2;
+#endif
+    return static_cast<HBlendAffineFn>(hblend);
 }
 // Add: accumulate into acc (haccumulate); else overwrite it (hstore).
 template <bool Add>
@@ -225,6 +268,8 @@ void crop_rgb_cpu(const uint8_t* src, int src_h, int src_w, const double* boxes,
                   int out_w, const float* scale, const float* bias, Out* out, int threads) {
     const AxisTable ys(boxes, n, 0, out_h, src_h), xs(boxes, n, 1, out_w, src_w);
     const int64_t plane = static_cast<int64_t>(out_h) * out_w;
+    const HBlendAffineFn hblend_row = pick_hblend_affine();
+    const VBlendU8Fn vblend_rows = pick_vblend_u8();
     parallel_for(static_cast<int64_t>(n) * out_h, threads, [&](int64_t begin, int64_t end) {
         std::vector<float> row(static_cast<size_t>(src_w) * 3);
         std::vector<int32_t> lo3(static_cast<size_t>(out_w)), hi3(static_cast<size_t>(out_w));
@@ -247,13 +292,13 @@ void crop_rgb_cpu(const uint8_t* src, int src_h, int src_w, const double* boxes,
             const uint8_t* s0 = src + (static_cast<int64_t>(ys.lo[yk]) * src_w + first) * 3;
             const uint8_t* s1 = src + (static_cast<int64_t>(ys.hi[yk]) * src_w + first) * 3;
             const float fy = ys.frac[yk];
-            vblend_u8(s0, s1, fy, row.data(), span * 3);
+            vblend_rows(s0, s1, fy, row.data(), span * 3);
             for (int ch = 0; ch < 3; ++ch) {
                 Out* o = out + (static_cast<int64_t>(b) * 3 + ch) * plane + static_cast<int64_t>(i) * out_w;
                 if constexpr (std::is_same<Out, float>::value) {
-                    hblend(row.data() + ch, lo3.data(), hi3.data(), fx, scale[ch], bias[ch], o, out_w);
+                    hblend_row(row.data() + ch, lo3.data(), hi3.data(), fx, scale[ch], bias[ch], o, out_w);
                 } else {
-                    hblend(row.data() + ch, lo3.data(), hi3.data(), fx, scale[ch], bias[ch], orow.data(), out_w);
+                    hblend_row(row.data() + ch, lo3.data(), hi3.data(), fx, scale[ch], bias[ch], orow.data(), out_w);
                     store_row(orow.data(), o, out_w);
                 }
             }
