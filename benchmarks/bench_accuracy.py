@@ -7,7 +7,7 @@ Rows (each scored on the same frames):
     luminance (the classical edge-aware answer; radius and eps tuned on validation frames, not on
     the held-out ones);
   * every --refiner checkpoint (torch, through the runtime's own tiling: train/pipeline.py) and
-    every --bundle (edgedepth.Runtime, onnxruntime by default);
+    every --bundle (edgedepth.Runtime, onnxruntime unless the spec names a backend);
   * GT @ coarse res: the ground truth reduced (mean ln depth) to the coarse model's input size and
     upsampled: what a perfect coarse model gives, the ceiling of "coarse, bilinear";
   * GT @ tile res: the ground truth at the refiner's tile resolution (frame px / shrink): what a
@@ -190,15 +190,17 @@ def bundle_method(name: str, spec: str) -> Method:
     from edgedepth import Runtime
     from edgedepth.tiling import Tiling
 
-    path, _, precision = spec.partition(":")
-    rt = Runtime(path, backend="onnxruntime", precision=precision or "fp32")
+    path, _, rest = spec.partition(":")
+    precision, _, backend = rest.partition(":")
+    precision, backend = precision or "fp32", backend or "onnxruntime"
+    rt = Runtime(path, backend=backend, precision=precision)
     flat: dict[tuple[int, int], Runtime] = {}  # one non-overlapping runtime per grid
 
     def predict(f):
         res = rt.predict(f["image"])
         g = res.grid
         if (g.rows, g.cols) not in flat:
-            flat[g.rows, g.cols] = Runtime(path, backend="onnxruntime", precision=precision or "fp32",
+            flat[g.rows, g.cols] = Runtime(path, backend=backend, precision=precision,
                                            tiling=Tiling(g.rows, g.cols, 0.0, "uniform"))
         uni = flat[g.rows, g.cols].predict(f["image"])
         return Prediction(res.depth, ~res.valid, None, g.boxes, uni.depth, uni.grid.boxes)
@@ -334,8 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--refiner", action="append", default=[], metavar="NAME=CHECKPOINT",
                     help="a trained checkpoint folder (coarse + refiner), run in torch through the runtime's tiling")
-    ap.add_argument("--bundle", action="append", default=[], metavar="NAME=BUNDLE[:PRECISION]",
-                    help="a bundle run by edgedepth.Runtime on onnxruntime (default precision fp32)")
+    ap.add_argument("--bundle", action="append", default=[], metavar="NAME=BUNDLE[:PRECISION[:BACKEND]]",
+                    help="a bundle run by edgedepth.Runtime (default fp32 on onnxruntime), e.g. "
+                         "ov8=my.edgedepth:int8:openvino")
     ap.add_argument("--oracle", action="append", default=[], metavar="NAME=CHECKPOINT",
                     help="a -dg refiner trained on oracle coarse maps (data.oracle_coarse)")
     ap.add_argument("--coarse", default=None, help="checkpoint whose coarse model makes the coarse rows "
