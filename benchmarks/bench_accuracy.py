@@ -21,8 +21,9 @@ edges), boundary F1 (Canny on ln depth, tolerance 4 px at 1080p, scaled with the
 scale-invariant boundary F1, SEE (m; it rewards blur when a low-resolution map is upsampled, so do
 not steer by it), CE (tiles' disagreement on their overlaps, METHODS §5) and seam (extra |d ln depth|
 across tile borders vs 4 px away) for the runtime's overlap blending and for non-overlapping
-uniform tiles of the same grid; street frames also report how much of the sky is output beyond the
-valid range (or flagged invalid).
+uniform tiles of the same grid; border (AbsRel over the frame's outer 4 px / over the 8 px inside
+them: upsampling clamps at the edge, so a map can repeat one value there); street frames also report
+how much of the sky is output beyond the valid range (or flagged invalid).
 
 Held-out frames: procedural stream seeds 3000 (1080p) and 3001 (4K): scene seeds 3000 * 1000003 + i
 and 3001 * 1000003 + i, far from the training streams (0, 2, 7: scene seeds < 8e6), validation
@@ -54,9 +55,11 @@ from bench_runtime import machine  # noqa: E402
 # 640x480: the 1080p stream's scenes rendered at a 4:3 VGA size (bench_operating_points.py).
 HELDOUT = {"1080p": (3000, (1080, 1920)), "4K": (3001, (2160, 3840)), "640x480": (3000, (480, 640))}
 TUNE_STREAM = 1001
-COLUMNS = ("abs_rel", "rmse", "delta1", "silog", "edge_absrel", "b_f1", "si_bf1", "see", "ce", "seam", "seam_uniform")
+COLUMNS = ("abs_rel", "rmse", "delta1", "silog", "edge_absrel", "b_f1", "si_bf1", "see", "ce", "seam", "seam_uniform",
+           "border")
 HEADERS = {"abs_rel": "AbsRel", "rmse": "RMSE", "delta1": "δ1", "silog": "SILog", "edge_absrel": "edge AbsRel",
-           "b_f1": "bF1", "si_bf1": "SI-bF1", "see": "SEE*", "ce": "CE", "seam": "seam", "seam_uniform": "seam (no overlap)"}
+           "b_f1": "bF1", "si_bf1": "SI-bF1", "see": "SEE*", "ce": "CE", "seam": "seam", "seam_uniform": "seam (no overlap)",
+           "border": "border"}
 VALID_MAX = 80.0
 
 
@@ -252,11 +255,27 @@ def score(pred: Prediction, f: dict, gt_edges: np.ndarray, tolerance: int) -> di
         off = max(2, round(4 * gt.shape[0] / 1080))
         out["seam"] = M.seam_error(pred.depth, pred.boxes, off, valid)
         out["seam_uniform"] = M.seam_error(pred.uniform, pred.uniform_boxes, off, valid)
+    out["border"] = border_ratio(p, gt, valid)
     sky = gt > VALID_MAX  # the generator's far depth: sky and beyond range
     if f["layout"] == "street" and sky.any():
         out["sky_far"] = float(np.mean(pred.invalid[sky])) if pred.invalid is not None else float("nan")
     out["min_depth"] = float(pred.depth.min())
     return out
+
+
+def border_ratio(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> float:
+    """AbsRel over the frame's outer band (4 px at 1080p, scaled with the height) / AbsRel over the
+    band just inside it (twice as wide): 1 when the frame's edge is as good as its surroundings,
+    above 1 when the outer pixels repeat one value or bend (upsampling clamps there)."""
+    h, w = gt.shape
+    b = max(1, round(4 * h / 1080))
+    dist = np.minimum(np.minimum(np.arange(h), np.arange(h)[::-1])[:, None],
+                      np.minimum(np.arange(w), np.arange(w)[::-1])[None, :])
+    err = np.abs(pred - gt) / np.where(valid, gt, 1.0)
+    outer, inner = valid & (dist < b), valid & (dist >= b) & (dist < 3 * b)
+    if not outer.any() or not inner.any():
+        return float("nan")
+    return float(err[outer].mean() / max(err[inner].mean(), 1e-12))
 
 
 # ---------------------------------------------------------------- output
@@ -317,8 +336,9 @@ def table(results: dict, methods: list[Method]) -> str:
         lines.append("")
     lines.append("*SEE rewards blur when a low-resolution map is upsampled bilinearly (ground truth shrunk to "
                  "the coarse size scores a better SEE than at tile size): reported, not steered by. "
-                 "bF1 tolerance: 4 px at 1080p, scaled with the frame height. sky far: share of sky pixels "
-                 "(street frames) output beyond the 80 m range or flagged invalid.")
+                 "bF1 tolerance: 4 px at 1080p, scaled with the frame height. border: AbsRel over the outer "
+                 "4 px of the frame (scaled) / over the 8 px inside them (1 = no worse at the edge). sky far: "
+                 "share of sky pixels (street frames) output beyond the 80 m range or flagged invalid.")
     return "\n".join(lines) + "\n"
 
 
