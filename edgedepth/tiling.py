@@ -25,8 +25,8 @@ from . import native, tiling_reference
 from .tiling_reference import WINDOWS
 
 __all__ = [
-    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "WINDOWS", "get_num_threads", "set_num_threads",
-    "native_status", "MAX_THREADS", "MAX_SIDE",
+    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "WINDOWS", "get_num_threads",
+    "set_num_threads", "native_status", "MAX_THREADS", "MAX_SIDE",
 ]
 
 
