@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <string>
@@ -48,8 +49,27 @@ py::array empty_out(bool half, std::initializer_list<py::ssize_t> shape) {
     return py::array(half ? py::dtype("float16") : py::dtype("float32"), std::vector<py::ssize_t>(shape));
 }
 
+// The caller's output array when one is given (checked: dtype, shape, C order, writeable, not
+// overlapping the source), else a new one. Reusing one spares a large output its fresh pages.
+py::array output_for(const py::object& out, const py::array& src, bool half, std::initializer_list<py::ssize_t> shape) {
+    if (out.is_none()) return empty_out(half, shape);
+    if (!py::isinstance<py::array>(out)) fail("out must be a numpy array or None");
+    py::array o = py::reinterpret_borrow<py::array>(out);
+    if (dtype_of(o) != (half ? DType::F16 : DType::F32)) fail(std::string("out must be ") + (half ? "float16" : "float32"));
+    const std::vector<py::ssize_t> want(shape);
+    if (o.ndim() != static_cast<py::ssize_t>(want.size()) || !std::equal(want.begin(), want.end(), o.shape()))
+        fail("out has the wrong shape for these boxes and out_size");
+    if (!(o.flags() & py::array::c_style)) fail("out must be C-contiguous");
+    if (!o.writeable()) fail("out must be writeable");
+    const auto* s0 = static_cast<const char*>(src.data());
+    const auto* o0 = static_cast<const char*>(o.data());
+    if (o0 < s0 + src.nbytes() && s0 < o0 + o.nbytes()) fail("out must not overlap src");
+    return o;
+}
+
 py::array crop_rgb(const py::array& src, const py::array& boxes, int out_h, int out_w,
-                   std::array<float, 3> scale, std::array<float, 3> bias, bool half, int threads) {
+                   std::array<float, 3> scale, std::array<float, 3> bias, bool half, int threads,
+                   const py::object& out_arg) {
     check_array("src", src, 3);
     if (dtype_of(src) != DType::U8 || src.shape(2) != 3) fail("src must be an (H, W, 3) uint8 RGB image");
     check_side("out_h", out_h);
@@ -59,7 +79,7 @@ py::array crop_rgb(const py::array& src, const py::array& boxes, int out_h, int 
     const std::vector<double> box_copy = checked_boxes(boxes, src_h, src_w);
     const double* bx = box_copy.data();
     const int n = static_cast<int>(boxes.shape(0));
-    py::array out = empty_out(half, {n, 3, out_h, out_w});
+    py::array out = output_for(out_arg, src, half, {n, 3, out_h, out_w});
     const auto* s = static_cast<const uint8_t*>(src.data());
     void* o = out.mutable_data();
     {
@@ -72,7 +92,8 @@ py::array crop_rgb(const py::array& src, const py::array& boxes, int out_h, int 
     return out;
 }
 
-py::array crop_map(const py::array& src, const py::array& boxes, int out_h, int out_w, bool half, int threads) {
+py::array crop_map(const py::array& src, const py::array& boxes, int out_h, int out_w, bool half, int threads,
+                   const py::object& out_arg) {
     check_array("src", src, 3);
     const DType dt = dtype_of(src);
     if (dt != DType::F32 && dt != DType::F16) fail("src must be a (C, H, W) float32 or float16 map");
@@ -84,7 +105,7 @@ py::array crop_map(const py::array& src, const py::array& boxes, int out_h, int 
     const std::vector<double> box_copy = checked_boxes(boxes, src_h, src_w);
     const double* bx = box_copy.data();
     const int n = static_cast<int>(boxes.shape(0));
-    py::array out = empty_out(half, {n, c, out_h, out_w});
+    py::array out = output_for(out_arg, src, half, {n, c, out_h, out_w});
     const void* s = src.data();
     void* o = out.mutable_data();
     {
@@ -190,10 +211,11 @@ py::array finish(py::array& depth, double scale, double valid_max, int threads) 
 PYBIND11_MODULE(_native, m) {
     m.doc() = "edgedepth CPU tile engine (see edgedepth.tiling for the documented API)";
     m.def("crop_rgb", &crop_rgb, py::arg("src"), py::arg("boxes"), py::arg("out_h"), py::arg("out_w"),
-          py::arg("scale"), py::arg("bias"), py::arg("half"), py::arg("threads"),
-          "(H, W, 3) uint8 -> (N, 3, out_h, out_w) float32/float16, value * scale[c] + bias[c]");
+          py::arg("scale"), py::arg("bias"), py::arg("half"), py::arg("threads"), py::arg("out") = py::none(),
+          "(H, W, 3) uint8 -> (N, 3, out_h, out_w) float32/float16, value * scale[c] + bias[c] (into out if given)");
     m.def("crop_map", &crop_map, py::arg("src"), py::arg("boxes"), py::arg("out_h"), py::arg("out_w"),
-          py::arg("half"), py::arg("threads"), "(C, H, W) float32/float16 -> (N, C, out_h, out_w)");
+          py::arg("half"), py::arg("threads"), py::arg("out") = py::none(),
+          "(C, H, W) float32/float16 -> (N, C, out_h, out_w) (into out if given)");
     m.def("window", &window, py::arg("h"), py::arg("w"), py::arg("kind"), "(h, w) float32 window weights");
     m.def("stitch", &stitch, py::arg("tiles"), py::arg("boxes"), py::arg("height"), py::arg("width"),
           py::arg("kind"), py::arg("threads"), "(N, C, th, tw) tiles -> (C, height, width) float32");

@@ -535,3 +535,46 @@ def test_stitch_finish_refuses_what_it_cannot_finish() -> None:
                  (np.ones((2, 1, 4, 4), np.float32), boxes, 8, 8, 2, 1.0, 80.0, 1)):
         with pytest.raises(ValueError):
             native.cpu.stitch_finish(*args)
+
+
+@needs_native
+@pytest.mark.parametrize("kind", ["rgb", "map"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_crop_into_out_equals_a_new_array(kind, dtype) -> None:
+    rng = np.random.default_rng(3)
+    src = (rng.integers(0, 256, (40, 60, 3), dtype=np.uint8) if kind == "rgb"
+           else rng.standard_normal((5, 40, 60)).astype(np.float32))
+    boxes = _rand_boxes(rng, 6, 40, 60, integer=False)
+    kw = {"mean": (0.4, 0.5, 0.6), "std": (0.2, 0.3, 0.25)} if kind == "rgb" else {}
+    want = tiling.crop_resize(src, boxes, (9, 13), dtype=dtype, **kw)
+    out = np.full(want.shape, np.nan, dtype)
+    got = tiling.crop_resize(src, boxes, (9, 13), dtype=dtype, out=out, **kw)
+    assert got is out
+    np.testing.assert_array_equal(out, want)
+
+
+@needs_native
+def test_crop_refuses_an_out_it_cannot_fill() -> None:
+    img = np.zeros((20, 30, 3), np.uint8)
+    boxes = np.array([[0.0, 0.0, 10.0, 10.0]])
+    good = np.zeros((1, 3, 4, 5), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        tiling.crop_resize(img, boxes, (4, 6), out=good)
+    with pytest.raises(ValueError, match="float32"):
+        tiling.crop_resize(img, boxes, (4, 5), out=good.astype(np.float16))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        tiling.crop_resize(img, boxes, (4, 5), out=np.empty((1, 3, 4, 10), np.float32)[..., ::2])
+    ro = good.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        tiling.crop_resize(img, boxes, (4, 5), out=ro)
+    plane = np.zeros((3, 20, 30), np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        tiling.crop_resize(plane, boxes, (20, 30), out=plane.reshape(1, 3, 20, 30))
+    # The extension refuses the same on its own, before writing anything.
+    mean, scale = [0.0] * 3, [1.0] * 3
+    for out in (np.empty((1, 3, 4, 6), np.float32), good.astype(np.float16), ro, [1.0]):
+        with pytest.raises(ValueError):
+            native.cpu.crop_rgb(img, boxes, 4, 5, scale, mean, False, 1, out)
+    with pytest.raises(ValueError, match="overlap"):
+        native.cpu.crop_map(plane, boxes, 20, 30, False, 1, plane.reshape(1, 3, 20, 30))
