@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_runtime import machine, sample_frame  # noqa: E402
 from charts import bar_chart  # noqa: E402
-from timing import time_interleaved  # noqa: E402
+from timing import min_median, time_interleaved  # noqa: E402
 
 HELDOUT_SEED = 3000  # benchmarks/bench_accuracy.py's 1080p held-out stream
 SIZES = {"1080p": (1080, 1920), "4K": (2160, 3840)}
@@ -82,8 +82,8 @@ def bench_coarse(bundle: Path, square: Path | None, threads: int, repeat: int) -
             calls[label] = (lambda be=be, x=x: be.run({"image": x}))
         for label, both in time_interleaved(calls, repeat).items():
             ms = both[clock]
-            result.setdefault(label, {})[mode] = {"threads": n, "min_ms": round(min(ms), 1),
-                                                   "median_ms": round(statistics.median(ms), 1)}
+            result.setdefault(label, {})[mode] = {"threads": n, **{f"{k}_ms": round(v, 1)
+                                                                   for k, v in min_median(ms).items()}}
         del calls
     return result
 

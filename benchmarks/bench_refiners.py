@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +32,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_export import graph_flops  # noqa: E402
 from bench_runtime import machine  # noqa: E402
 from charts import bar_chart  # noqa: E402
-from timing import time_interleaved  # noqa: E402
+from timing import min_median, time_interleaved  # noqa: E402
 
 TILE = (128, 224)
 TILES = 16
@@ -109,7 +108,7 @@ def main() -> None:
                 label, backend = key.split("|")
                 ms = both[clock]
                 fig["refiners"][label].setdefault(backend, {})[f"{clock}_{n}t"] = {
-                    "min_ms": round(min(ms), 1), "median_ms": round(statistics.median(ms), 1)}
+                    f"{k}_ms": round(v, 1) for k, v in min_median(ms).items()}
     base = fig["refiners"][next(iter(REFINERS))]
     lines = [f"# Refiners, {TILES} tiles of {TILE[0]}x{TILE[1]} per call ({fig['machine']['cpu']}, {fig['machine']['date']})", "",
              f"| refiner | params (M) | GFLOP/tile | ORT {args.threads}t wall min/med ms | ORT 1t CPU min | "
