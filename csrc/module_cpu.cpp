@@ -206,6 +206,37 @@ py::array finish(py::array& depth, double scale, double valid_max, int threads) 
     return valid;
 }
 
+// Joint bilateral upsampling of a (h, w) depth map to the (height, width) frame, finished on the way:
+// -> ((height, width) float32 depth, (height, width) bool valid).
+py::tuple joint_upsample(const py::array& depth, const py::array& guide, const py::array& image, double sigma,
+                         double scale, double valid_max, int threads) {
+    check_array("depth", depth, 2);
+    if (dtype_of(depth) != DType::F32) fail("depth must be an (h, w) float32 map");
+    check_array("guide", guide, 3);
+    if (dtype_of(guide) != DType::F32) fail("guide must be a (3, h, w) float32 image");
+    check_array("image", image, 3);
+    if (dtype_of(image) != DType::U8 || image.shape(2) != 3) fail("image must be an (H, W, 3) uint8 RGB image");
+    const int h = check_side("depth height", depth.shape(0)), w = check_side("depth width", depth.shape(1));
+    if (guide.shape(0) != 3 || guide.shape(1) != h || guide.shape(2) != w)
+        fail("guide must have shape (3, " + std::to_string(h) + ", " + std::to_string(w) + ") to match depth");
+    const int height = check_side("image height", image.shape(0)), width = check_side("image width", image.shape(1));
+    if (!std::isfinite(sigma) || !(sigma >= 1e-3)) fail("sigma must be finite and >= 0.001");
+    check_finish_args(scale, valid_max);
+    check_threads(threads);
+    py::array out = empty_out(false, {height, width});
+    py::array valid(py::dtype("bool"), std::vector<py::ssize_t>{height, width});
+    Finish fin{static_cast<float>(scale), static_cast<float>(valid_max), static_cast<uint8_t*>(valid.mutable_data())};
+    const auto* d = static_cast<const float*>(depth.data());
+    const auto* g = static_cast<const float*>(guide.data());
+    const auto* im = static_cast<const uint8_t*>(image.data());
+    auto* o = static_cast<float*>(out.mutable_data());
+    {
+        py::gil_scoped_release nogil;
+        joint_upsample_cpu(d, g, h, w, im, height, width, static_cast<float>(sigma), o, threads, &fin);
+    }
+    return py::make_tuple(out, valid);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -222,6 +253,10 @@ PYBIND11_MODULE(_native, m) {
     m.def("stitch_finish", &stitch_finish, py::arg("tiles"), py::arg("boxes"), py::arg("height"), py::arg("width"),
           py::arg("kind"), py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
           "(N, 1, th, tw) depth tiles -> ((height, width) float32 depth finished, (height, width) bool valid)");
+    m.def("joint_upsample", &joint_upsample, py::arg("depth"), py::arg("guide"), py::arg("image"), py::arg("sigma"),
+          py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
+          "(h, w) float32 depth + (3, h, w) guide + (H, W, 3) uint8 image -> ((H, W) float32 depth finished, "
+          "(H, W) bool valid)");
     m.def("finish", &finish, py::arg("depth"), py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
           "float32 depth finished in place (scaled, finite, >= 0) -> bool validity mask of the same shape");
 #ifdef EDGEDEPTH_SANITIZED

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <thread>
@@ -437,6 +438,134 @@ bool is_grid(const double* boxes, int n, size_t row_bands, size_t col_bands) {
     return std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
 }
 
+
+// ---- joint bilateral upsampling
+
+// The range kernel: max((1 - t/16)^16, kJointFloor) for t = colour distance / (2 sigma^2) >= 0,
+// (1 - t/n)^n being the classic stand-in for exp(-t) (within 4 % of it where exp(-t) > 0.02).
+// Four multiplies instead of an exp: this loop computes four of them per output pixel, and a
+// vectorised polynomial exp made it three times slower. A NaN t (a non-finite guide colour, which
+// the caller may hand us) takes the floor.
+inline float range_weight(float t) {
+    float u = 1.0f - t * 0.0625f;
+    u = u > 0.0f ? u : 0.0f;
+    u *= u;
+    u *= u;
+    u *= u;
+    u *= u;
+    return u > kJointFloor ? u : kJointFloor;
+}
+
+// One low-resolution row expanded to the output width: for every output column, the depth and the
+// guide's three channels at its left and right tap, as eight planes of `width` floats
+// (d_lo, d_hi, r_lo, r_hi, g_lo, g_hi, b_lo, b_hi). The row loop then reads only contiguous
+// memory; each low-resolution row is expanded once for the 2-3 output rows that use it.
+void expand_joint_row(const float* depth, const float* guide, int64_t plane, int w, int y, const int32_t* xlo,
+                      const int32_t* xhi, int width, float* dst) {
+    const int64_t row = static_cast<int64_t>(y) * w;
+    const float* src[4] = {depth + row, guide + row, guide + plane + row, guide + 2 * plane + row};
+    for (int c = 0; c < 4; ++c) {
+        float* lo = dst + static_cast<int64_t>(2 * c) * width;
+        float* hi = lo + width;
+        for (int x = 0; x < width; ++x) {
+            lo[x] = src[c][xlo[x]];
+            hi[x] = src[c][xhi[x]];
+        }
+    }
+}
+
+#ifdef ED_HAVE_AVX2_PATH
+// expand_joint_row for upsampling: 8 consecutive output columns read at most 8 consecutive source
+// entries, so one unaligned load and two lane permutes per channel replace 16 scalar loads. Groups
+// that would read past the row's end (or span more, when downsampling) take the scalar path.
+__attribute__((target("avx2"))) void expand_joint_row_avx2(const float* depth, const float* guide, int64_t plane,
+                                                           int w, int y, const int32_t* xlo, const int32_t* xhi,
+                                                           int width, float* dst) {
+    const int64_t row = static_cast<int64_t>(y) * w;
+    const float* src[4] = {depth + row, guide + row, guide + plane + row, guide + 2 * plane + row};
+    int x = 0;
+    for (; x + 8 <= width; x += 8) {
+        __m256i l, h;
+        if (xlo[x] + 8 > w || !group_lanes(xlo, xhi, x, &l, &h)) {
+            for (int c = 0; c < 4; ++c)
+                for (int k = x; k < x + 8; ++k) {
+                    dst[static_cast<int64_t>(2 * c) * width + k] = src[c][xlo[k]];
+                    dst[static_cast<int64_t>(2 * c + 1) * width + k] = src[c][xhi[k]];
+                }
+            continue;
+        }
+        for (int c = 0; c < 4; ++c) {
+            const __m256 v = _mm256_loadu_ps(src[c] + xlo[x]);
+            _mm256_storeu_ps(dst + static_cast<int64_t>(2 * c) * width + x, _mm256_permutevar8x32_ps(v, l));
+            _mm256_storeu_ps(dst + static_cast<int64_t>(2 * c + 1) * width + x, _mm256_permutevar8x32_ps(v, h));
+        }
+    }
+    for (int c = 0; c < 4; ++c)
+        for (int k = x; k < width; ++k) {
+            dst[static_cast<int64_t>(2 * c) * width + k] = src[c][xlo[k]];
+            dst[static_cast<int64_t>(2 * c + 1) * width + k] = src[c][xhi[k]];
+        }
+}
+#endif
+
+using ExpandFn = void (*)(const float*, const float*, int64_t, int, int, const int32_t*, const int32_t*, int, float*);
+
+ExpandFn pick_expand() {
+#ifdef ED_HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2")) return expand_joint_row_avx2;
+#endif
+    return expand_joint_row;
+}
+
+// One output row from the expanded rows above (a) and below (b) it, with the bilinear weight fy of b.
+__attribute__((always_inline)) inline void joint_row_impl(const float* __restrict a, const float* __restrict b,
+                                                          const uint8_t* __restrict img,
+                                                          const float* __restrict fx, float fy, float inv2s2,
+                                                          int width, float* __restrict out) {
+    const int64_t W = width;
+    const float gy = 1.0f - fy, k255 = 1.0f / 255.0f;
+    for (int x = 0; x < width; ++x) {
+        const float r = img[3 * x] * k255, g = img[3 * x + 1] * k255, bl = img[3 * x + 2] * k255;
+        const float ux = fx[x], gx = 1.0f - ux;
+        const float d00 = (r - a[2 * W + x]) * (r - a[2 * W + x]) + (g - a[4 * W + x]) * (g - a[4 * W + x])
+                          + (bl - a[6 * W + x]) * (bl - a[6 * W + x]);
+        const float d01 = (r - a[3 * W + x]) * (r - a[3 * W + x]) + (g - a[5 * W + x]) * (g - a[5 * W + x])
+                          + (bl - a[7 * W + x]) * (bl - a[7 * W + x]);
+        const float d10 = (r - b[2 * W + x]) * (r - b[2 * W + x]) + (g - b[4 * W + x]) * (g - b[4 * W + x])
+                          + (bl - b[6 * W + x]) * (bl - b[6 * W + x]);
+        const float d11 = (r - b[3 * W + x]) * (r - b[3 * W + x]) + (g - b[5 * W + x]) * (g - b[5 * W + x])
+                          + (bl - b[7 * W + x]) * (bl - b[7 * W + x]);
+        const float m = std::min(std::min(d00, d01), std::min(d10, d11));
+        const float w00 = gy * gx * range_weight((d00 - m) * inv2s2);
+        const float w01 = gy * ux * range_weight((d01 - m) * inv2s2);
+        const float w10 = fy * gx * range_weight((d10 - m) * inv2s2);
+        const float w11 = fy * ux * range_weight((d11 - m) * inv2s2);
+        out[x] = (w00 * a[x] + w01 * a[W + x] + w10 * b[x] + w11 * b[W + x]) / (w00 + w01 + w10 + w11);
+    }
+}
+
+void joint_row(const float* a, const float* b, const uint8_t* img, const float* fx, float fy, float inv2s2,
+               int width, float* out) {
+    joint_row_impl(a, b, img, fx, fy, inv2s2, width, out);
+}
+
+using JointRowFn = void (*)(const float*, const float*, const uint8_t*, const float*, float, float, int, float*);
+
+#ifdef ED_HAVE_AVX2_PATH
+// The same loop compiled for AVX2 (8 pixels per step; no FMA, so the same arithmetic).
+__attribute__((target("avx2"))) void joint_row_avx2(const float* a, const float* b, const uint8_t* img,
+                                                    const float* fx, float fy, float inv2s2, int width, float* out) {
+    joint_row_impl(a, b, img, fx, fy, inv2s2, width, out);
+}
+#endif
+
+JointRowFn pick_joint_row() {
+#ifdef ED_HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2")) return joint_row_avx2;
+#endif
+    return joint_row;
+}
+
 }  // namespace
 
 template <typename In>
@@ -574,6 +703,47 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
             }
             if (finish)
                 finish_row(out + y64 * width, finish->valid + y64 * width, width, finish->scale, finish->valid_max);
+        }
+    });
+}
+
+void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, const uint8_t* image, int height,
+                        int width, float sigma, float* out, int threads, const Finish* finish) {
+    std::vector<int32_t> xlo(static_cast<size_t>(width)), xhi(xlo.size());
+    std::vector<float> fx(xlo.size());
+    for (int x = 0; x < width; ++x) {
+        const Tap t = crop_tap(0.0, w, width, x, w);
+        xlo[x] = t.lo;
+        xhi[x] = t.hi;
+        fx[x] = t.frac;
+    }
+    const float inv2s2 = static_cast<float>(1.0 / (2.0 * static_cast<double>(sigma) * sigma));
+    const int64_t plane = static_cast<int64_t>(h) * w;
+    const JointRowFn row_fn = pick_joint_row();
+    const ExpandFn expand = pick_expand();
+    const FinishFn finish_row = pick_finish();
+    // Row chunks of at least 8 rows: each chunk expands its first low-resolution rows afresh.
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(threads, height / 8));
+    const int64_t per = (height + chunks - 1) / chunks;
+    parallel_for(chunks, threads, [&](int64_t c0, int64_t c1) {
+        std::vector<float> buf(static_cast<size_t>(16) * width);
+        float* rows[2] = {buf.data(), buf.data() + static_cast<int64_t>(8) * width};
+        int held[2] = {-1, -1};
+        auto expanded = [&](int y) -> const float* {
+            for (int k = 0; k < 2; ++k)
+                if (held[k] == y) return rows[k];
+            const int k = held[0] == -1 || (held[1] != -1 && held[0] < held[1]) ? 0 : 1;  // drop the upper row
+            expand(depth, guide, plane, w, y, xlo.data(), xhi.data(), width, rows[k]);
+            held[k] = y;
+            return rows[k];
+        };
+        for (int64_t y = c0 * per; y < std::min<int64_t>(height, c1 * per); ++y) {
+            const Tap t = crop_tap(0.0, h, height, static_cast<int>(y), h);
+            const float* a = expanded(t.lo);
+            const float* b = expanded(t.hi);
+            float* dst = out + y * width;
+            row_fn(a, b, image + y * width * 3, fx.data(), t.frac, inv2s2, width, dst);
+            if (finish) finish_row(dst, finish->valid + y * width, width, finish->scale, finish->valid_max);
         }
     });
 }

@@ -13,7 +13,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from .backends.base import PRECISIONS
-from .tiling_reference import WINDOWS
+from .tiling_reference import MIN_JOINT_SIGMA, UPSAMPLING, WINDOWS
 
 SCHEMA = "edgedepth.bundle/1"
 SUPPORTED_SCHEMAS = frozenset({SCHEMA})
@@ -198,6 +198,10 @@ def check_manifest(manifest: Any) -> None:
     _number("tiling.overlap_ratio", t["overlap_ratio"], 0.0, 0.99)
     if t["window"] not in WINDOWS:
         raise ManifestError(f"tiling.window must be one of {', '.join(WINDOWS)}, got {t['window']!r}")
+    if t.get("upsample", "bilinear") not in UPSAMPLING:
+        raise ManifestError(f"tiling.upsample must be one of {', '.join(UPSAMPLING)}, got {t['upsample']!r}")
+    if "joint_sigma" in t:
+        _number("tiling.joint_sigma", t["joint_sigma"], MIN_JOINT_SIGMA, 10.0)
     _number("camera.fx_norm", manifest["camera"]["fx_norm"], *FX_RATIO_RANGE)
     depth = _dict("depth", manifest.get("depth", {}))
     if depth.get("valid_max") is not None:

@@ -22,10 +22,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from . import native, tiling_reference
-from .tiling_reference import WINDOWS
+from .tiling_reference import MIN_JOINT_SIGMA, UPSAMPLING, WINDOWS
 
 __all__ = [
-    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "WINDOWS", "get_num_threads",
+    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "joint_upsample", "stitch_joint", "WINDOWS", "UPSAMPLING", "get_num_threads",
     "set_num_threads", "native_status", "MAX_THREADS", "MAX_SIDE",
 ]
 
@@ -210,6 +210,13 @@ class TileGrid:
         """Frame pixels per refiner pixel (y, x) when its tiles are resized to (tile_h, tile_w)."""
         return self.tile_h / tile_h, self.tile_w / tile_w
 
+    def tile_resolution(self, tile_h: int, tile_w: int) -> tuple[int, int]:
+        """The frame's size at the refiner's resolution, (round(height / sy), round(width / sx)) for
+        ``shrink`` (sy, sx), at most the frame's: where tiles of (tile_h, tile_w) are stitched
+        before a joint upsampling (``Tiling.upsample``)."""
+        sy, sx = self.shrink(tile_h, tile_w)
+        return (min(self.height, max(1, round(self.height / sy))), min(self.width, max(1, round(self.width / sx))))
+
     def __len__(self) -> int:
         return self.rows * self.cols
 
@@ -230,6 +237,12 @@ class Tiling:
     pixels (``TileGrid.for_shrink``): the refiner then sees every frame size at the scale it was
     trained at, and small frames pay for few tiles; rows/cols are then only the default for a frame
     of the training size. ``overlap_ratio``: overlap as a fraction of the smaller tile pitch.
+
+    ``upsample``: how refined tiles become the full-resolution map. "bilinear": each tile is resized
+    to its box as it is blended (:func:`stitch`). "joint_bilateral": tiles are blended at the
+    refiner's resolution (``TileGrid.tile_resolution``), then upsampled once guided by the frame's
+    colours (:func:`joint_upsample`, colour scale ``joint_sigma``, 0..1 per channel), so depth edges
+    land on image edges instead of spreading over the shrink factor.
     """
 
     rows: int = 2
@@ -237,6 +250,8 @@ class Tiling:
     overlap_ratio: float = 0.25
     window: str = "cosine"
     shrink: float = 0.0
+    upsample: str = "bilinear"
+    joint_sigma: float = 0.05
 
     def __post_init__(self) -> None:
         _check_int("rows", self.rows, 1)
@@ -246,6 +261,11 @@ class Tiling:
         _check_window(self.window)
         if not (math.isfinite(self.shrink) and self.shrink >= 0):
             raise ValueError(f"shrink must be 0 (fixed grid) or > 0, got {self.shrink}")
+        if self.upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {self.upsample!r}")
+        if not (isinstance(self.joint_sigma, (int, float)) and math.isfinite(self.joint_sigma)
+                and self.joint_sigma >= MIN_JOINT_SIGMA):
+            raise ValueError(f"joint_sigma must be a finite number >= {MIN_JOINT_SIGMA}, got {self.joint_sigma!r}")
 
     def grid(self, height: int, width: int, tile_size: Optional[Sequence[int]] = None) -> TileGrid:
         """The TileGrid for a (height, width) frame and a refiner taking ``tile_size`` (h, w) inputs
@@ -262,9 +282,11 @@ class Tiling:
 
     @classmethod
     def from_json(cls, data: dict) -> "Tiling":
-        """From a manifest's ``tiling`` section (``shrink`` absent in older bundles: fixed grid)."""
+        """From a manifest's ``tiling`` section (absent in older bundles: ``shrink`` = fixed grid,
+        ``upsample`` = bilinear)."""
         return cls(int(data["rows"]), int(data["cols"]), float(data["overlap_ratio"]), str(data["window"]),
-                   float(data.get("shrink", 0.0) or 0.0))
+                   float(data.get("shrink", 0.0) or 0.0), str(data.get("upsample", "bilinear")),
+                   float(data.get("joint_sigma", 0.05)))
 
 
 # ---------------------------------------------------------------- argument checks
@@ -539,6 +561,68 @@ def stitch_finish(tiles: np.ndarray, boxes: Any, height: int, width: int, window
     k, bx, height, width = _check_stitch(arr.shape, str(arr.dtype), boxes, height, width, window)
     return native.cpu.stitch_finish(np.ascontiguousarray(arr), bx, height, width, k, scale, valid_max,
                                     _check_threads(threads))
+
+
+def joint_upsample(depth: np.ndarray, guide: np.ndarray, image: np.ndarray, sigma: float,
+                   scale: float = 1.0, valid_max: float = math.inf,
+                   threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Edge-aware upsampling of a depth map to the frame, finished in the same pass.
+
+    depth (h, w) float32 metres (e.g. tiles stitched at the refiner's resolution); guide (3, h, w)
+    float32: the frame resized to (h, w) and divided by 255 (``crop_resize(image, [[0, 0, H, W]],
+    (h, w))[0]``); image (H, W, 3) uint8 RGB, the frame. Each output pixel blends its 2x2 bilinear
+    taps weighted by how close their guide colour is to its own (``tiling_reference.joint_upsample``;
+    sigma: colour distance scale, 0..1 per channel, >= 0.001), so a depth edge lands on the image
+    edge instead of being smeared across the shrink factor. -> (depth (H, W) float32 metres,
+    valid (H, W) bool), finished as :func:`finish` does with ``scale`` and ``valid_max``.
+    """
+    if not isinstance(depth, np.ndarray) or depth.ndim != 2 or depth.dtype != np.float32:
+        raise TypeError(f"depth must be an (h, w) float32 numpy array, got {_describe(depth)}")
+    if not isinstance(guide, np.ndarray) or guide.dtype != np.float32 or guide.shape != (3, *depth.shape):
+        raise ValueError(f"guide must be a (3, {depth.shape[0]}, {depth.shape[1]}) float32 numpy array, "
+                         f"got {_describe(guide)}")
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB numpy array, got {_describe(image)}")
+    if depth.size == 0 or image.size == 0:
+        raise ValueError(f"depth and image must not be empty, got shapes {depth.shape} and {image.shape}")
+    _check_sides("depth", depth.shape)
+    _check_sides("image", image.shape[:2])
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating)) or not math.isfinite(sigma) \
+            or sigma < MIN_JOINT_SIGMA:
+        raise ValueError(f"sigma must be a finite number >= {MIN_JOINT_SIGMA}, got {sigma!r}")
+    scale, valid_max = _check_finish(scale, valid_max)
+    nthreads = _check_threads(threads)
+    depth, guide, image = (np.ascontiguousarray(a) for a in (depth, guide, image))
+    if native.cpu is None:
+        _fallback("joint_upsample")
+        out = tiling_reference.joint_upsample(depth, guide, image, float(sigma))
+        return out, tiling_reference.finish(out, scale, valid_max)
+    return native.cpu.joint_upsample(depth, guide, image, float(sigma), scale, valid_max, nthreads)
+
+
+def stitch_joint(tiles: np.ndarray, boxes: Any, image: np.ndarray, low_size: Sequence[int], sigma: float,
+                 window: str = "cosine", scale: float = 1.0, valid_max: float = math.inf,
+                 threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """``Tiling.upsample == "joint_bilateral"``: one-channel depth tiles (N, 1, th, tw) blended at
+    ``low_size`` (h, w) (the frame at the refiner's resolution, ``TileGrid.tile_resolution``; boxes
+    in frame pixels), then :func:`joint_upsample`-ed to the (H, W) frame ``image`` (uint8 RGB) and
+    finished. -> (depth (H, W) float32 metres, valid (H, W) bool)."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB numpy array, got {_describe(image)}")
+    height, width = image.shape[:2]
+    h, w = (_check_int("low_size[0]", low_size[0], 1, height), _check_int("low_size[1]", low_size[1], 1, width))
+    bx = _check_boxes(boxes, height, width) * np.array([h / height, w / width, h / height, w / width])
+    low = stitch(tiles, bx, h, w, window, threads)
+    if low.shape[0] != 1:
+        raise ValueError(f"stitch_joint takes one-channel depth tiles (N, 1, th, tw), got {low.shape[0]} channels")
+    guide = crop_resize(image, [[0.0, 0.0, height, width]], (h, w), threads=threads)[0]
+    return joint_upsample(low[0], guide, image, sigma, scale, valid_max, threads)
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        return f"{x.dtype} array of shape {x.shape}"
+    return type(x).__name__
 
 
 def _check_finish(scale: float, valid_max: float) -> tuple[float, float]:

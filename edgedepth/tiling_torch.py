@@ -1,4 +1,4 @@
-"""crop_resize and stitch on torch tensors: differentiable, batched, any device.
+"""crop_resize, stitch and joint_upsample on torch tensors: differentiable, batched, any device.
 
 Same semantics as `edgedepth.tiling` (tested equal to `edgedepth.tiling_reference`): sample
 tables (indices and fractions) are computed in float64 from the boxes exactly as the reference
@@ -16,7 +16,7 @@ import torch
 from .tiling import _check_boxes, _check_int, _check_window, _uncovered_pixel
 from .tiling_reference import crop_axis, stitch_axis
 
-__all__ = ["crop_resize", "stitch"]
+__all__ = ["crop_resize", "stitch", "joint_upsample"]
 
 
 def _boxes_np(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
@@ -153,3 +153,33 @@ def stitch(tiles: torch.Tensor, boxes: Any, height: int, width: int, window: str
     if not grid:
         acc = acc * torch.from_numpy(1.0 / wsum).to(device=tiles.device, dtype=dtype)
     return acc.to(tiles.dtype)
+
+
+def joint_upsample(depth: torch.Tensor, guide: torch.Tensor, image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """`edgedepth.tiling.joint_upsample` without the finishing pass: depth (h, w), guide (3, h, w)
+    (the frame resized to (h, w), / 255), image (H, W, 3) uint8 on the same device -> (H, W) float32."""
+    from .tiling_reference import JOINT_FLOOR
+
+    if depth.dim() != 2 or tuple(guide.shape) != (3, *depth.shape) or image.dim() != 3 or image.shape[2] != 3:
+        raise ValueError(f"depth (h, w), guide (3, h, w) and image (H, W, 3) expected, got {tuple(depth.shape)}, "
+                         f"{tuple(guide.shape)} and {tuple(image.shape)}")
+    h, w = depth.shape
+    height, width = int(image.shape[0]), int(image.shape[1])
+    dev = depth.device
+    (ylo, yhi, fy), (xlo, xhi, fx) = crop_axis(0.0, h, height, h), crop_axis(0.0, w, width, w)
+    ylo, yhi, xlo, xhi = (torch.from_numpy(a).to(dev) for a in (ylo, yhi, xlo, xhi))
+    fy = torch.from_numpy(fy).to(device=dev, dtype=torch.float32)[:, None]
+    fx = torch.from_numpy(fx).to(device=dev, dtype=torch.float32)[None, :]
+    rgb = image.permute(2, 0, 1).float() / 255.0
+    d, g = depth.float(), guide.float()
+    taps = [(ylo, xlo, (1 - fy) * (1 - fx)), (ylo, xhi, (1 - fy) * fx), (yhi, xlo, fy * (1 - fx)), (yhi, xhi, fy * fx)]
+    dist = [((rgb - g.index_select(1, ys).index_select(2, xs)) ** 2).sum(0) for ys, xs, _ in taps]
+    least = torch.stack(dist).amin(0)
+    num = torch.zeros((height, width), device=dev)
+    den = torch.zeros((height, width), device=dev)
+    for (ys, xs, s), c in zip(taps, dist):
+        r = (1.0 - (c - least) / (32.0 * sigma * sigma)).clamp(min=0.0) ** 16
+        wk = s * r.clamp(min=JOINT_FLOOR)
+        num += wk * d.index_select(0, ys).index_select(1, xs)
+        den += wk
+    return num / den
