@@ -117,6 +117,12 @@ class _HostOps:
         return self.tiling.stitch_finish(tiles, boxes, height, width, window=window, scale=scale,
                                          valid_max=valid_max, threads=self.threads)
 
+    def stitch_joint_finish(self, tiles, boxes, frame, low_size, sigma: float, window, scale: float,
+                            valid_max: float):
+        """Tiles blended at ``low_size``, joint-bilaterally upsampled to the frame and finished."""
+        return self.tiling.stitch_joint(tiles, boxes, frame, low_size, sigma, window=window, scale=scale,
+                                        valid_max=valid_max, threads=self.threads)
+
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
         """(depth scaled, then made finite and >= 0; valid mask): see DepthResult.
 
@@ -164,13 +170,24 @@ class _TorchOps:
     def concat(self, parts):
         return parts[0] if len(parts) == 1 else self.torch.cat(parts)
 
-    def stitch_finish(self, tiles, boxes, height, width, window, scale: float, valid_max: float):
+    def _stitch(self, tiles, boxes, height, width, window):
         # The CUDA engine reads float16 tiles itself (no float32 copy first) and writes float32;
         # tiling_torch returns the tiles' dtype, so its input is float32.
         if self.impl is not self.tiling_torch:
-            depth = self.impl.stitch(tiles.contiguous(), boxes, height, width, window=window)[0]
-        else:
-            depth = self.impl.stitch(tiles.float().contiguous(), boxes, height, width, window=window)[0]
+            return self.impl.stitch(tiles.contiguous(), boxes, height, width, window=window)[0]
+        return self.impl.stitch(tiles.float().contiguous(), boxes, height, width, window=window)[0]
+
+    def stitch_finish(self, tiles, boxes, height, width, window, scale: float, valid_max: float):
+        return self.finish(self._stitch(tiles, boxes, height, width, window), scale, owned=True, valid_max=valid_max)
+
+    def stitch_joint_finish(self, tiles, boxes, frame, low_size, sigma: float, window, scale: float,
+                            valid_max: float):
+        # The joint upsampling itself runs in torch ops (no CUDA kernel of its own yet).
+        (h, w), (height, width) = low_size, frame.shape[:2]
+        bx = np.asarray(boxes, dtype=np.float64) * np.array([h / height, w / width, h / height, w / width])
+        low = self._stitch(tiles, bx, h, w, window)
+        guide = self.impl.crop_resize(frame, np.array([[0.0, 0.0, height, width]]), (h, w))[0]
+        depth = self.tiling_torch.joint_upsample(low.float(), guide.float(), frame, sigma)
         return self.finish(depth, scale, owned=True, valid_max=valid_max)
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
@@ -212,6 +229,10 @@ class Runtime:
         engines: tensorrt only: {"coarse": path, "refiner": path}, engines built with trtexec (the lines
             of ``edgedepth build-engines --print-trtexec``) to load instead of building; their I/O is
             checked against the manifest.
+        upsample: how refined tiles become the full-resolution map, replacing the bundle's
+            ``tiling.upsample``: "bilinear" (each tile resized into its box as it is blended) or
+            "joint_bilateral" (tiles blended at the refiner's resolution, then upsampled guided by
+            the frame's colours: depth edges follow image edges); None = the bundle's.
         refine: False = coarse-only operating point: the coarse depth upsampled (bilinear) to the
             frame and finished like a refined one (finite, valid mask, valid range, focal rescale);
             no tile is cut or refined. Several times faster, less accurate at edges
@@ -223,7 +244,7 @@ class Runtime:
                  *, tiling: Any = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
                  max_tile_batch: int = DEFAULT_MAX_TILE_BATCH, cache_dir: str | Path | None = None,
                  dla_core: int | None = None, engines: Mapping[str, str | Path] | None = None,
-                 refine: bool = True) -> None:
+                 refine: bool = True, upsample: str | None = None) -> None:
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a string, got {type(backend).__name__}")
         if precision != "auto" and precision not in PRECISIONS + WEIGHT_VARIANTS:
@@ -268,6 +289,10 @@ class Runtime:
         # A (rows, cols) override fixes the grid; else the bundle's policy (possibly adaptive).
         self.tiling = tiling or (bundle_tiling if self.tiles is None else Tiling(
             *self.tiles, bundle_tiling.overlap_ratio, bundle_tiling.window))
+        if upsample is not None:
+            import dataclasses
+
+            self.tiling = dataclasses.replace(self.tiling, upsample=upsample)  # checked by Tiling
         self.rows, self.cols = self.tiling.rows, self.tiling.cols
         # A compressed refiner (int8, palette6) may come with a coarse model at one float precision only.
         coarse_precision = next((p for p in (self.precision, "fp32", cls.default_precision(self.device))
@@ -512,8 +537,13 @@ class Runtime:
         # a chunk: padded to the fixed batch, cast by the backend, its output converted
         step = int(self.refiner_batch) if self.refiner_batch else min(tiles, self.max_tile_batch)
         convert = 2 * pixels * 3 * itemsize + pixels * 3 if itemsize > 1 else 0  # two float temporaries + a mask
+        joint = 0
+        if self.tiling.upsample == "joint_bilateral" and pixels:
+            # tiles blended at the refiner's resolution: accumulators, the blend and its RGB guide
+            lh, lw = self.grid_for(height, width).tile_resolution(th, tw)
+            joint = lh * lw * (16 + 4 + 12)
         return (pixels * _BYTES_PER_PIXEL + convert + coarse + tiles * per_tile + 2 * step * per_tile
-                + 2 * tiles * th * tw * 4)
+                + 2 * tiles * th * tw * 4 + joint)
 
     def _check_budget(self, height: int, width: int, itemsize: int = 1) -> None:
         need_mb = self.frame_bytes(height, width, itemsize) / 2**20
@@ -577,8 +607,13 @@ class Runtime:
         t1 = time.perf_counter()
         tiles = ops.concat(self._refine(feeds, len(grid.boxes)))
         t2 = time.perf_counter()
-        depth, valid = ops.stitch_finish(tiles, grid.boxes, f.height, f.width, self.window, f.fx_scale,
-                                         self.valid_max_depth)
+        if self.tiling.upsample == "joint_bilateral":
+            depth, valid = ops.stitch_joint_finish(tiles, grid.boxes, f.frame, grid.tile_resolution(*self.tile_size),
+                                                   self.tiling.joint_sigma, self.window, f.fx_scale,
+                                                   self.valid_max_depth)
+        else:
+            depth, valid = ops.stitch_finish(tiles, grid.boxes, f.height, f.width, self.window, f.fx_scale,
+                                             self.valid_max_depth)
         coarse, _ = ops.finish(f.depth[0, 0], f.fx_scale)
         if not f.returns_tensor:
             depth, valid, coarse = ops.to_host(depth), ops.to_host(valid), ops.to_host(coarse)

@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", default=None, help="blend window: uniform, linear, cosine, gaussian")
     parser.add_argument("--shrink", type=float, default=None,
                         help="adaptive grid: tiles of SHRINK x the refiner input in frame pixels (0: fixed grid)")
+    parser.add_argument("--upsample", choices=("bilinear", "joint_bilateral"), default=None,
+                        help="how the runtime turns refined tiles into the full-resolution map (default: the "
+                             "checkpoint's tiling.upsample; joint_bilateral: guided by the frame's colours)")
+    parser.add_argument("--joint-sigma", type=float, default=None,
+                        help="colour scale of the joint bilateral upsampling (0..1 per channel; default 0.05)")
     parser.add_argument("--calib-tiles", type=int, default=64, help="minimum INT8 calibration tiles (64)")
     parser.add_argument("--calib-method", default="minmax", choices=tuple(CALIB_METHODS),
                         help="how the ONNX Q/DQ INT8 takes activation ranges from the calibration frames "
@@ -63,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     trained = read_meta(args.checkpoint).get("train", {}).get("tiling")
     tiling = Tiling.from_json(trained) if trained else Tiling()
-    changes = {k: v for k, v in (("overlap_ratio", args.overlap), ("window", args.window), ("shrink", args.shrink))
+    changes = {k: v for k, v in (("overlap_ratio", args.overlap), ("window", args.window), ("shrink", args.shrink),
+                                 ("upsample", args.upsample), ("joint_sigma", args.joint_sigma))
                if v is not None}
     if args.tiles is not None:  # a grid asked for by rows x cols is a fixed one unless --shrink says otherwise
         changes.update(rows=args.tiles[0], cols=args.tiles[1], shrink=changes.get("shrink", 0.0))

@@ -112,5 +112,9 @@ def refine_frame(coarse: nn.Module, refiner: nn.Module, image: np.ndarray, tilin
     grid = grid if grid is not None else tiling_cfg.grid(height, width, refiner.tile_size)
     feeds, depth = frame_feeds(coarse, refiner, image, grid, coarse_depth)
     tiles = run_refiner(refiner, feeds, max_batch)
-    stitched = tiling.stitch(tiles, grid.boxes, height, width, window=tiling_cfg.window)[0]
+    if tiling_cfg.upsample == "joint_bilateral":
+        stitched = tiling.stitch_joint(tiles, grid.boxes, image, grid.tile_resolution(*refiner.tile_size),
+                                       tiling_cfg.joint_sigma, window=tiling_cfg.window)[0]
+    else:
+        stitched = tiling.stitch(tiles, grid.boxes, height, width, window=tiling_cfg.window)[0]
     return FrameOutput(stitched, depth, tiles, grid)

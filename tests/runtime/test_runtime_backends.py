@@ -94,6 +94,24 @@ def test_device_tensor_path_on_cpu_tensors(exported_bundle, runtimes):
     torch.testing.assert_close(streamed.depth, result.depth, rtol=0, atol=0)
 
 
+def test_joint_upsampling_on_the_device_path(exported_bundle):
+    """The torch tile ops' joint bilateral upsampling (the GPU path, here on CPU tensors) against the
+    native engine's."""
+    torch = pytest.importorskip("torch")
+    from edgedepth.runtime import _TorchOps
+
+    host = Runtime(exported_bundle, backend="torch", device="cpu", threads=1, upsample="joint_bilateral")
+    rt = Runtime(exported_bundle, backend="torch", device="cpu", threads=1, upsample="joint_bilateral")
+    for backend in (rt.coarse, rt.refiner):
+        backend.device_tensors = True
+    rt.ops = _TorchOps("cpu")
+    image = _frame(70, 90, seed=6)
+    result = rt.predict(torch.from_numpy(image))
+    expected = host.predict(image)
+    np.testing.assert_allclose(result.depth.numpy(), expected.depth, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(result.valid.numpy(), expected.valid)
+
+
 def test_cuda_frame_stays_on_gpu(exported_bundle, runtimes):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():

@@ -274,3 +274,32 @@ def test_fixed_batch_refiner_is_padded(tiny_bundle):
     expected = rt.predict(image).depth
     rt.refiner_batch = 4  # as a fixed-batch model would declare: 9 tiles -> 4 + 4 + (1 padded to 4)
     np.testing.assert_allclose(rt.predict(image).depth, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_upsampling_comes_from_the_manifest_or_the_argument(tiny_bundle, tiny_bundle_copy):
+    import json
+
+    from edgedepth.bundle import BundleError
+
+    image = _image(90, 130, seed=4)
+    bilinear = Runtime(tiny_bundle, backend="onnxruntime", threads=1)
+    assert bilinear.tiling.upsample == "bilinear"  # bundles without the key: as before
+    joint = Runtime(tiny_bundle, backend="onnxruntime", threads=1, upsample="joint_bilateral")
+    a, b = bilinear.predict(image), joint.predict(image)
+    assert not np.allclose(a.depth, b.depth) and b.valid.shape == (90, 130)
+    assert np.isfinite(b.depth).all() and (b.depth > 0).all()
+    manifest = tiny_bundle_copy / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["tiling"].update(upsample="joint_bilateral", joint_sigma=0.05)
+    manifest.write_text(json.dumps(data))
+    from_manifest = Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1)
+    assert from_manifest.tiling.upsample == "joint_bilateral"
+    np.testing.assert_array_equal(from_manifest.predict(image).depth, b.depth)
+    np.testing.assert_array_equal(
+        Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1, upsample="bilinear").predict(image).depth, a.depth)
+    with pytest.raises(ValueError, match="upsample"):
+        Runtime(tiny_bundle, backend="onnxruntime", upsample="bicubic")
+    data["tiling"]["upsample"] = "nearest"
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="tiling.upsample"):
+        Runtime(tiny_bundle_copy, backend="onnxruntime")
