@@ -6,12 +6,14 @@ Rows (each scored on the same frames):
   * coarse + guided filter: the same map upsampled by He et al.'s guided filter on the image's
     luminance (the classical edge-aware answer; radius and eps tuned on validation frames, not on
     the held-out ones);
-  * every --refiner checkpoint (torch, through the runtime's own tiling: train/pipeline.py) and
-    every --bundle (edgedepth.Runtime, onnxruntime unless the spec names a backend);
+  * every --refiner checkpoint (torch, through the runtime's own tiling: train/pipeline.py; one row
+    per --upsample mode) and every --bundle (edgedepth.Runtime, onnxruntime unless the spec names a
+    backend; upsampling as its manifest says unless the spec names one);
   * GT @ coarse res: the ground truth reduced (mean ln depth) to the coarse model's input size and
     upsampled: what a perfect coarse model gives, the ceiling of "coarse, bilinear";
   * GT @ tile res: the ground truth at the refiner's tile resolution (frame px / shrink): what a
-    perfect refiner gives, the ceiling of every refiner row;
+    perfect refiner gives, the ceiling of every bilinearly upsampled refiner row (with
+    --upsample ...joint_bilateral, also the same upsampled guided by the image);
   * with --oracle: a -dg refiner trained on oracle coarse maps, run on "GT @ coarse res" (the proof
     that the recipe learns sharpening at all: edge-band AbsRel <= 0.6 x its input's, boundary F1 at
     1080p up by >= 0.15).
@@ -149,7 +151,12 @@ def tune_guided(coarse, frames: list[dict]) -> tuple[int, float]:
     return best[1], best[2]
 
 
-def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool = True) -> tuple[Method, Any]:
+def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool = True,
+                   upsample: Optional[str] = None) -> tuple[Method, Any]:
+    """A checkpoint run through the runtime's tiling (its training ``tiling`` section; ``upsample``
+    replaces how tiles become the frame when given)."""
+    import dataclasses
+
     from edgedepth.tiling import Tiling
     from edgedepth.train.checkpoint import load_models
     from edgedepth.train.data import log_area_reduce
@@ -159,6 +166,8 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
     if refiner is None:
         raise SystemExit(f"{checkpoint}: holds no refiner")
     tiling_cfg = Tiling(**meta.get("train", {}).get("tiling", {}))
+    if upsample:
+        tiling_cfg = dataclasses.replace(tiling_cfg, upsample=upsample)
 
     def predict(f):
         image = f["image"]
@@ -167,11 +176,13 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
         g = out.grid
         if not seams:
             return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes)
-        flat = Tiling(g.rows, g.cols, 0.0, "uniform")
+        flat = dataclasses.replace(tiling_cfg, rows=g.rows, cols=g.cols, overlap_ratio=0.0, window="uniform", shrink=0.0)
         uni = refine_frame(coarse, refiner, image, flat, coarse_depth=cd, grid=flat.grid(*image.shape[:2]))
         return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes, uni.depth, uni.grid.boxes)
 
-    info = {"checkpoint": str(checkpoint), **_run_info(Path(checkpoint))}
+    info = {"checkpoint": str(checkpoint), "upsample": tiling_cfg.upsample, **_run_info(Path(checkpoint))}
+    if tiling_cfg.upsample == "joint_bilateral":
+        info["joint_sigma"] = tiling_cfg.joint_sigma
     return Method(name, "oracle" if oracle else "refiner", predict, info), (coarse, refiner, tiling_cfg)
 
 
@@ -190,28 +201,34 @@ def _run_info(final: Path) -> dict:
 
 
 def bundle_method(name: str, spec: str) -> Method:
+    import dataclasses
+
     from edgedepth import Runtime
-    from edgedepth.tiling import Tiling
 
     path, _, rest = spec.partition(":")
-    precision, _, backend = rest.partition(":")
+    precision, _, rest = rest.partition(":")
+    backend, _, upsample = rest.partition(":")
     precision, backend = precision or "fp32", backend or "onnxruntime"
-    rt = Runtime(path, backend=backend, precision=precision)
+    rt = Runtime(path, backend=backend, precision=precision, upsample=upsample or None)
     flat: dict[tuple[int, int], Runtime] = {}  # one non-overlapping runtime per grid
 
     def predict(f):
         res = rt.predict(f["image"])
         g = res.grid
         if (g.rows, g.cols) not in flat:
-            flat[g.rows, g.cols] = Runtime(path, backend=backend, precision=precision,
-                                           tiling=Tiling(g.rows, g.cols, 0.0, "uniform"))
+            uniform = dataclasses.replace(rt.tiling, rows=g.rows, cols=g.cols, overlap_ratio=0.0, window="uniform",
+                                          shrink=0.0)
+            flat[g.rows, g.cols] = Runtime(path, backend=backend, precision=precision, tiling=uniform)
         uni = flat[g.rows, g.cols].predict(f["image"])
         return Prediction(res.depth, ~res.valid, None, g.boxes, uni.depth, uni.grid.boxes)
 
-    return Method(name, "refiner", predict, {"bundle": path, "precision": rt.precision, "backend": rt.backend_name})
+    return Method(name, "refiner", predict, {"bundle": path, "precision": rt.precision, "backend": rt.backend_name,
+                                             "upsample": rt.tiling.upsample})
 
 
-def ceiling_methods(coarse_size: tuple[int, int], tile_size: tuple[int, int], tiling_cfg) -> list[Method]:
+def ceiling_methods(coarse_size: tuple[int, int], tile_size: tuple[int, int], tiling_cfg,
+                    joint: bool = False) -> list[Method]:
+    from edgedepth import tiling
     from edgedepth.metrics import resize_bilinear
     from edgedepth.train.data import log_area_reduce
 
@@ -222,12 +239,20 @@ def ceiling_methods(coarse_size: tuple[int, int], tile_size: tuple[int, int], ti
         return predict
 
     def tile_res(shape):
-        g = tiling_cfg.grid(shape[0], shape[1], tile_size)
-        sy, sx = g.shrink(*tile_size)
-        return max(1, round(shape[0] / sy)), max(1, round(shape[1] / sx))
+        return tiling_cfg.grid(shape[0], shape[1], tile_size).tile_resolution(*tile_size)
 
-    return [Method("GT @ coarse res (coarse ceiling)", "ceiling", at(lambda s: coarse_size)),
+    def tile_res_joint(f):
+        gt, image = f["depth"], f["image"]
+        h, w = tile_res(gt.shape)
+        guide = tiling.crop_resize(image, [[0.0, 0.0, *gt.shape]], (h, w))[0]
+        low = np.ascontiguousarray(log_area_reduce(gt, (h, w)), dtype=np.float32)
+        return Prediction(tiling.joint_upsample(low, guide, image, tiling_cfg.joint_sigma)[0])
+
+    rows = [Method("GT @ coarse res (coarse ceiling)", "ceiling", at(lambda s: coarse_size)),
             Method("GT @ tile res (refiner ceiling)", "ceiling", at(tile_res))]
+    if joint:
+        rows.append(Method("GT @ tile res + joint upsampling", "ceiling", tile_res_joint))
+    return rows
 
 
 # ---------------------------------------------------------------- scoring
@@ -356,13 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--refiner", action="append", default=[], metavar="NAME=CHECKPOINT",
                     help="a trained checkpoint folder (coarse + refiner), run in torch through the runtime's tiling")
-    ap.add_argument("--bundle", action="append", default=[], metavar="NAME=BUNDLE[:PRECISION[:BACKEND]]",
+    ap.add_argument("--bundle", action="append", default=[], metavar="NAME=BUNDLE[:PRECISION[:BACKEND[:UPSAMPLE]]]",
                     help="a bundle run by edgedepth.Runtime (default fp32 on onnxruntime), e.g. "
-                         "ov8=my.edgedepth:int8:openvino")
+                         "ov8=my.edgedepth:int8:openvino; UPSAMPLE replaces the manifest's tiling.upsample")
     ap.add_argument("--oracle", action="append", default=[], metavar="NAME=CHECKPOINT",
                     help="a -dg refiner trained on oracle coarse maps (data.oracle_coarse)")
     ap.add_argument("--coarse", default=None, help="checkpoint whose coarse model makes the coarse rows "
                                                    "(default: the first --refiner's, else the first --bundle's)")
+    ap.add_argument("--upsample", default="checkpoint",
+                    help="comma list of how --refiner/--oracle tiles become the frame, one row each: checkpoint "
+                         "(its training tiling), bilinear, joint_bilateral (default checkpoint); with "
+                         "joint_bilateral the tile-resolution ceiling gets a joint row too")
     ap.add_argument("--frames", default="1080p:8,4K:4", help="held-out frames per resolution (default 1080p:8,4K:4)")
     ap.add_argument("--data", default="out/bench_data", help="where held-out frames are rendered once")
     ap.add_argument("--out", default="out/bench_accuracy")
@@ -383,19 +412,30 @@ def main(argv: list[str] | None = None) -> int:
     out, data = Path(args.out), Path(args.data)
     frames = heldout_frames(data, counts)
 
+    modes = [m.strip() for m in args.upsample.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("checkpoint", "bilinear", "joint_bilateral")]
+    if bad or not modes:
+        raise SystemExit(f"--upsample: expected a comma list of checkpoint, bilinear, joint_bilateral, got {args.upsample!r}")
+
+    def variants(name: str, path: str, oracle: bool):
+        for mode in modes:
+            label = name if len(modes) == 1 else f"{name} ({mode.replace('_bilateral', '')})"
+            yield refiner_method(label, path, oracle=oracle, seams=not args.no_seams,
+                                 upsample=None if mode == "checkpoint" else mode)
+
     methods: list[Method] = []
     refiners = []
     for name, path in _named(args.refiner, "--refiner"):
-        m, models = refiner_method(name, path, seams=not args.no_seams)
-        methods.append(m)
-        refiners.append(models)
+        for m, models in variants(name, path, False):
+            methods.append(m)
+            refiners.append(models)
     for name, path in _named(args.bundle, "--bundle"):
         methods.append(bundle_method(name, path))
     oracles = []
     for name, path in _named(args.oracle, "--oracle"):
-        m, models = refiner_method(name, path, oracle=True, seams=not args.no_seams)
-        oracles.append(m)
-        refiners.append(models)
+        for m, models in variants(name, path, True):
+            oracles.append(m)
+            refiners.append(models)
     if args.coarse:
         from edgedepth.train.checkpoint import load_models
 
@@ -412,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     _, ref_refiner, ref_tiling = refiners[0] if refiners else (None, None, None)
     ceilings = []
     if ref_refiner is not None:
-        ceilings = ceiling_methods(tuple(coarse.input_size), tuple(ref_refiner.tile_size), ref_tiling)
+        ceilings = ceiling_methods(tuple(coarse.input_size), tuple(ref_refiner.tile_size), ref_tiling,
+                                   joint="joint_bilateral" in modes)
     ordered = base + methods + ceilings[:1] + oracles + ceilings[1:]
 
     per_frame: dict[str, dict[str, list]] = {}
