@@ -50,7 +50,8 @@ class DepthResult:
         e.g. sky: the models are trained to put it far away, so such pixels are never near).
     coarse: (h, w) float32 metres, the coarse model's depth at its input size (same rescaling).
     timings: milliseconds per stage: preprocess, coarse, crop, refine, stitch (and total); in
-        coarse-only mode "crop" is the upsampling, "refine" 0 and "stitch" the finishing pass.
+        coarse-only mode "crop" is the upsampling, "refine" 0 and "stitch" the finishing pass (with
+        joint upsampling the two are one pass, counted as "stitch").
     grid: the TileGrid used for this frame; None in coarse-only mode (``Runtime(refine=False)``).
     """
 
@@ -123,6 +124,14 @@ class _HostOps:
         return self.tiling.stitch_joint(tiles, boxes, frame, low_size, sigma, window=window, scale=scale,
                                         valid_max=valid_max, threads=self.threads)
 
+    def joint_finish(self, depth, frame, sigma: float, scale: float, valid_max: float):
+        """A (h, w) depth map joint-bilaterally upsampled to the frame and finished."""
+        height, width = frame.shape[:2]
+        guide = self.tiling.crop_resize(frame, np.array([[0.0, 0.0, height, width]]), depth.shape,
+                                        threads=self.threads)[0]
+        return self.tiling.joint_upsample(np.ascontiguousarray(depth, dtype=np.float32), guide, frame, sigma,
+                                          scale, valid_max, self.threads)
+
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
         """(depth scaled, then made finite and >= 0; valid mask): see DepthResult.
 
@@ -185,9 +194,12 @@ class _TorchOps:
         # The joint upsampling itself runs in torch ops (no CUDA kernel of its own yet).
         (h, w), (height, width) = low_size, frame.shape[:2]
         bx = np.asarray(boxes, dtype=np.float64) * np.array([h / height, w / width, h / height, w / width])
-        low = self._stitch(tiles, bx, h, w, window)
-        guide = self.impl.crop_resize(frame, np.array([[0.0, 0.0, height, width]]), (h, w))[0]
-        depth = self.tiling_torch.joint_upsample(low.float(), guide.float(), frame, sigma)
+        return self.joint_finish(self._stitch(tiles, bx, h, w, window), frame, sigma, scale, valid_max)
+
+    def joint_finish(self, depth, frame, sigma: float, scale: float, valid_max: float):
+        height, width = frame.shape[:2]
+        guide = self.impl.crop_resize(frame, np.array([[0.0, 0.0, height, width]]), tuple(depth.shape))[0]
+        depth = self.tiling_torch.joint_upsample(depth.float(), guide.float(), frame, sigma)
         return self.finish(depth, scale, owned=True, valid_max=valid_max)
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
@@ -233,8 +245,8 @@ class Runtime:
             ``tiling.upsample``: "bilinear" (each tile resized into its box as it is blended) or
             "joint_bilateral" (tiles blended at the refiner's resolution, then upsampled guided by
             the frame's colours: depth edges follow image edges); None = the bundle's.
-        refine: False = coarse-only operating point: the coarse depth upsampled (bilinear) to the
-            frame and finished like a refined one (finite, valid mask, valid range, focal rescale);
+        refine: False = coarse-only operating point: the coarse depth upsampled to the frame (as
+            ``upsample`` says: bilinear, or guided by the frame) and finished like a refined one (finite, valid mask, valid range, focal rescale);
             no tile is cut or refined. Several times faster, less accurate at edges
             (benchmarks/bench_operating_points.py).
     """
@@ -628,9 +640,14 @@ class Runtime:
         ops = self.ops
         t0 = time.perf_counter()
         ch, cw = f.depth.shape[-2:]
-        up = ops.crop_map(f.depth[0], np.array([[0.0, 0.0, ch, cw]]), (f.height, f.width))[0, 0]
-        t1 = time.perf_counter()
-        depth, valid = ops.finish(up, f.fx_scale, owned=True, valid_max=self.valid_max_depth)
+        if self.tiling.upsample == "joint_bilateral":
+            t1 = time.perf_counter()
+            depth, valid = ops.joint_finish(f.depth[0, 0], f.frame, self.tiling.joint_sigma, f.fx_scale,
+                                            self.valid_max_depth)
+        else:
+            up = ops.crop_map(f.depth[0], np.array([[0.0, 0.0, ch, cw]]), (f.height, f.width))[0, 0]
+            t1 = time.perf_counter()
+            depth, valid = ops.finish(up, f.fx_scale, owned=True, valid_max=self.valid_max_depth)
         coarse, _ = ops.finish(f.depth[0, 0], f.fx_scale)
         if not f.returns_tensor:
             depth, valid, coarse = ops.to_host(depth), ops.to_host(valid), ops.to_host(coarse)

@@ -20,7 +20,7 @@ def _upsampled(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def test_coarse_only_is_the_upsampled_coarse_depth(frame):
-    rt = Runtime(backend="onnxruntime", threads=1, refine=False)
+    rt = Runtime(backend="onnxruntime", threads=1, refine=False, upsample="bilinear")
     result = rt.predict(frame)
     assert result.depth.shape == (240, 320) and result.depth.dtype == np.float32 and result.grid is None
     assert np.isfinite(result.depth).all() and (result.depth >= 0).all() and result.valid.dtype == bool
@@ -29,6 +29,19 @@ def test_coarse_only_is_the_upsampled_coarse_depth(frame):
     np.testing.assert_allclose(result.depth, _upsampled(result.coarse, 240, 320), rtol=1e-5, atol=1e-5)
     refined = Runtime(backend="onnxruntime", threads=1).predict(frame)
     assert np.abs(refined.depth - result.depth).mean() > 1e-3  # the refiner was skipped, not run
+
+
+def test_coarse_only_follows_the_joint_upsampling(frame):
+    # The default bundle assembles frames with the joint bilateral upsampling; coarse-only does too.
+    rt = Runtime(backend="onnxruntime", threads=1, refine=False)
+    assert rt.tiling.upsample == "joint_bilateral"
+    result = rt.predict(frame)
+    guide = tiling.crop_resize(frame, [[0, 0, 240, 320]], result.coarse.shape)[0]
+    want, want_valid = tiling.joint_upsample(result.coarse, guide, frame, rt.tiling.joint_sigma,
+                                             valid_max=rt.valid_max_depth)
+    np.testing.assert_allclose(result.depth, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(result.valid, want_valid)
+    assert np.abs(result.depth - _upsampled(result.coarse, 240, 320)).max() > 0.1  # not the bilinear resize
 
 
 def test_coarse_only_rescales_for_the_focal_length(frame):
