@@ -11,6 +11,7 @@ per-call state; backends whose engines are not re-entrant serialise their own ``
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -227,8 +228,8 @@ class Runtime:
         precision: "auto" (the backend's best for the device), "fp32", "fp16", "int8", or "palette6"
             (CoreML 6-bit weights); applies to the refiner; the coarse model uses the same precision
             when the bundle has it, else fp32, else the backend's default.
-        tiles: (rows, cols): a fixed grid with the bundle's overlap and window instead of the bundle's
-            tiling; None = the bundle's.
+        tiles: (rows, cols): a fixed grid with the bundle's overlap, window and upsampling instead of
+            the bundle's grid; None = the bundle's.
         tiling: an ``edgedepth.tiling.Tiling`` policy replacing the bundle's (e.g. no overlap);
             exclusive with ``tiles``.
         threads: CPU threads for the backend and the tile engine (1..256); None = library defaults.
@@ -299,11 +300,9 @@ class Runtime:
             raise ValueError("tiling must be an edgedepth.tiling.Tiling, and not given together with tiles")
         bundle_tiling = Tiling.from_json(self.bundle.tiling)
         # A (rows, cols) override fixes the grid; else the bundle's policy (possibly adaptive).
-        self.tiling = tiling or (bundle_tiling if self.tiles is None else Tiling(
-            *self.tiles, bundle_tiling.overlap_ratio, bundle_tiling.window))
+        self.tiling = tiling or (bundle_tiling if self.tiles is None else dataclasses.replace(
+            bundle_tiling, rows=self.tiles[0], cols=self.tiles[1], shrink=0.0))
         if upsample is not None:
-            import dataclasses
-
             self.tiling = dataclasses.replace(self.tiling, upsample=upsample)  # checked by Tiling
         self.rows, self.cols = self.tiling.rows, self.tiling.cols
         # A compressed refiner (int8, palette6) may come with a coarse model at one float precision only.

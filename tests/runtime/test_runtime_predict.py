@@ -294,6 +294,8 @@ def test_upsampling_comes_from_the_manifest_or_the_argument(tiny_bundle, tiny_bu
     manifest.write_text(json.dumps(data))
     from_manifest = Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1)
     assert from_manifest.tiling.upsample == "joint_bilateral"
+    # a fixed grid replaces the bundle's grid only, not how its tiles become the frame
+    assert Runtime(tiny_bundle_copy, backend="onnxruntime", tiles=(3, 1)).tiling.upsample == "joint_bilateral"
     np.testing.assert_array_equal(from_manifest.predict(image).depth, b.depth)
     np.testing.assert_array_equal(
         Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1, upsample="bilinear").predict(image).depth, a.depth)
