@@ -5,7 +5,9 @@ Points (all on onnxruntime FP32 with the same --threads, default bundle unless -
   * fixed grids 2x2, 3x3 and 4x4 at 1080p (``Runtime(tiles=...)``; tiles larger than the refiner
     was trained on are less accurate, which is what the table shows);
   * the bundle's default tiling at 1080p (adaptive: 4x4 on the default bundle) and at 640x480
-    (adaptive: 2x1), and coarse-only at 640x480.
+    (adaptive: 2x1), and coarse-only at 640x480;
+  * at 1080p, the default tiling and coarse-only again with ``upsample="bilinear"`` (the default
+    bundle upsamples guided by the frame: what that costs and buys).
 Latency: every point predicts one frame per repetition, the points in a random order each
 repetition (interleaved, so a noisy neighbour hits all alike); wall ms min and median over
 --repeat repetitions after one warm-up pass. Accuracy: AbsRel, RMSE (m) and edge-band AbsRel
@@ -41,10 +43,12 @@ from edgedepth import Runtime, metrics  # noqa: E402
 # name -> (held-out resolution key, Runtime keyword arguments)
 POINTS = {
     "coarse-only 1080p": ("1080p", {"refine": False}),
+    "coarse-only 1080p, bilinear": ("1080p", {"refine": False, "upsample": "bilinear"}),
     "2x2 1080p": ("1080p", {"tiles": (2, 2)}),
     "3x3 1080p": ("1080p", {"tiles": (3, 3)}),
     "4x4 1080p": ("1080p", {"tiles": (4, 4)}),
     "default 1080p": ("1080p", {}),
+    "default 1080p, bilinear": ("1080p", {"upsample": "bilinear"}),
     "default 640x480": ("640x480", {}),
     "coarse-only 640x480": ("640x480", {"refine": False}),
 }

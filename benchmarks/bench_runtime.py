@@ -11,7 +11,9 @@ Every side gets the same thread count:
     median, and its ratio to wall time (near 1 when the work ran on the calling thread, as the
     figure needs);
 repetitions interleaved in a shuffled order (benchmarks/timing.py); ratios baseline / run on the
-minima. The models are the bundle's torch checkpoint (or --checkpoint); a bundle without one runs
+minima. Runtimes stitch bilinearly, as the baseline does; backends in --joint (default openvino)
+also run as "NAME+joint" with the joint bilateral upsampling the default bundle ships, in the same
+rounds, to price it. The models are the bundle's torch checkpoint (or --checkpoint); a bundle without one runs
 the baseline's models as its ONNX files in onnxruntime (same threads).
 
 Bundle: the positional argument, else the embedded default (edgedepth/assets/default.edgedepth),
@@ -240,15 +242,21 @@ def backend_names(bundle) -> list[str]:
 
 
 def run_mode(bundle_path: Path, bundle, names: list[str], checkpoint: Path | None, threads: int, image: np.ndarray,
-             repeat: int, seed: int, cache: Path) -> tuple[dict[str, dict], dict[str, np.ndarray], str]:
+             repeat: int, seed: int, cache: Path, joint: list[str] = ()) -> tuple[dict[str, dict], dict[str, np.ndarray], str]:
     """Every backend and the baseline on ``threads`` threads, interleaved: per run its wall and CPU ms
-    lists, stage timings and last depth; and the baseline's model kind."""
+    lists, stage timings and last depth; and the baseline's model kind. Runtimes stitch bilinearly,
+    as the baseline does (the same job); backends in ``joint`` also run as "NAME+joint" with the
+    joint bilateral upsampling, to price it in the same rounds."""
     import torch
 
     from edgedepth import Runtime, tiling
 
-    runtimes = {name: Runtime(bundle_path, backend=name, device="cpu", threads=threads, cache_dir=cache)
-                for name in names}
+    runtimes = {name: Runtime(bundle_path, backend=name, device="cpu", threads=threads, cache_dir=cache,
+                              upsample="bilinear") for name in names}
+    runtimes.update({f"{name}+joint": Runtime(bundle_path, backend=name, device="cpu", threads=threads,
+                                              cache_dir=cache, upsample="joint_bilateral")
+                     for name in joint if name in names})
+    names = list(runtimes)
     torch.set_num_threads(threads)  # after the runtimes: a torch runtime sets this process-wide too
     height, width = image.shape[:2]
     rt0 = next(iter(runtimes.values()))
@@ -285,6 +293,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5, help="interleaved rounds per mode")
     p.add_argument("--threads", type=int, default=2, help="threads of every side in the wall-time mode")
     p.add_argument("--seed", type=int, default=0, help="the interleaving order")
+    p.add_argument("--joint", default="openvino",
+                   help="comma list of backends also run with the joint bilateral upsampling (default openvino; "
+                        "every other run stitches bilinearly, as the baseline does)")
     p.add_argument("--out", type=Path, default=Path("out/bench_runtime"))
     args = p.parse_args()
 
@@ -309,7 +320,7 @@ def main() -> None:
         row: dict[str, Any] = {"frame": [height, width], "runs": {}}
         for i, (mode, n) in enumerate(zip(MODES, (args.threads, 1))):
             times, last, kind = run_mode(bundle_path, bundle, names, args.checkpoint, n, image, args.repeat,
-                                         args.seed + i, cache)
+                                         args.seed + i, cache, [b for b in args.joint.split(",") if b])
             results["baseline_models"] = kind
             for name, t in times.items():
                 fig = row["runs"].setdefault(name, {})
@@ -326,11 +337,11 @@ def main() -> None:
         results["sizes"][size] = row
         print(f"\n{size} ({width}x{height}); wall: {args.threads} threads; cpu: 1 thread, this thread's CPU time; "
               f"{args.repeat} interleaved rounds; baseline: {kind}")
-        print(f"{'run':12s} {'wall min':>9s} {'wall med':>9s} {'cpu min':>9s} {'cpu med':>9s} {'cpu/wall':>8s} "
+        print(f"{'run':15s} {'wall min':>9s} {'wall med':>9s} {'cpu min':>9s} {'cpu med':>9s} {'cpu/wall':>8s} "
               f"{'base/run wall':>13s} {'base/run cpu':>12s} {'AbsRel vs base':>14s}  stages (median ms, wall)")
         for name, fig in row["runs"].items():
             st = " ".join(f"{s} {v:.1f}" for s, v in fig.get("stages_ms_median", {}).items() if s != "total")
-            print(f"{name:12s} {fig['wall_ms']['min']:9.1f} {fig['wall_ms']['median']:9.1f} {fig['cpu_ms']['min']:9.1f} "
+            print(f"{name:15s} {fig['wall_ms']['min']:9.1f} {fig['wall_ms']['median']:9.1f} {fig['cpu_ms']['min']:9.1f} "
                   f"{fig['cpu_ms']['median']:9.1f} {fig['cpu_over_wall_1t']:8.2f} "
                   f"{fig['baseline_over_run']['wall_min']:13.2f} {fig['baseline_over_run']['cpu_min']:12.2f} "
                   f"{fig['absrel_vs_baseline']:14.2e}  {st}", flush=True)
