@@ -247,9 +247,9 @@ class Runtime:
             "joint_bilateral" (tiles blended at the refiner's resolution, then upsampled guided by
             the frame's colours: depth edges follow image edges); None = the bundle's.
         refine: False = coarse-only operating point: the coarse depth upsampled to the frame (as
-            ``upsample`` says: bilinear, or guided by the frame) and finished like a refined one (finite, valid mask, valid range, focal rescale);
-            no tile is cut or refined. Several times faster, less accurate at edges
-            (benchmarks/bench_operating_points.py).
+            ``upsample`` says: bilinear, or guided by the frame) and finished like a refined one
+            (finite, valid mask, valid range, focal rescale); no tile is cut or refined. Several
+            times faster, less accurate at edges (benchmarks/bench_operating_points.py).
     """
 
     def __init__(self, bundle: str | Path | None = None, backend: str = "auto", device: str = "auto",
@@ -619,9 +619,9 @@ class Runtime:
         tiles = ops.concat(self._refine(feeds, len(grid.boxes)))
         t2 = time.perf_counter()
         if self.tiling.upsample == "joint_bilateral":
-            depth, valid = ops.stitch_joint_finish(tiles, grid.boxes, f.frame, grid.tile_resolution(*self.tile_size),
-                                                   self.tiling.joint_sigma, self.window, f.fx_scale,
-                                                   self.valid_max_depth)
+            depth, valid = ops.stitch_joint_finish(tiles, grid.boxes, f.frame,
+                                                   grid.tile_resolution(*self.tile_size), self.tiling.joint_sigma,
+                                                   self.window, f.fx_scale, self.valid_max_depth)
         else:
             depth, valid = ops.stitch_finish(tiles, grid.boxes, f.height, f.width, self.window, f.fx_scale,
                                              self.valid_max_depth)

@@ -25,8 +25,9 @@ from . import native, tiling_reference
 from .tiling_reference import MIN_JOINT_SIGMA, UPSAMPLING, WINDOWS
 
 __all__ = [
-    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "joint_upsample", "stitch_joint", "WINDOWS", "UPSAMPLING", "get_num_threads",
-    "set_num_threads", "native_status", "MAX_THREADS", "MAX_SIDE",
+    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "joint_upsample",
+    "stitch_joint", "WINDOWS", "UPSAMPLING", "get_num_threads", "set_num_threads", "native_status", "MAX_THREADS",
+    "MAX_SIDE",
 ]
 
 
@@ -263,7 +264,8 @@ class Tiling:
             raise ValueError(f"shrink must be 0 (fixed grid) or > 0, got {self.shrink}")
         if self.upsample not in UPSAMPLING:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {self.upsample!r}")
-        if not (isinstance(self.joint_sigma, (int, float)) and math.isfinite(self.joint_sigma)
+        if not (isinstance(self.joint_sigma, (int, float)) and not isinstance(self.joint_sigma, bool)
+                and math.isfinite(self.joint_sigma)
                 and self.joint_sigma >= MIN_JOINT_SIGMA):
             raise ValueError(f"joint_sigma must be a finite number >= {MIN_JOINT_SIGMA}, got {self.joint_sigma!r}")
 
