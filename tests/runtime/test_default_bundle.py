@@ -131,4 +131,4 @@ def test_default_bundle_upsamples_guided_by_the_image(scene, fp32_depth):
         return float(np.mean(np.abs(depth[band] - gt[band]) / gt[band]))
 
     joint, flat = edge_absrel(fp32_depth), edge_absrel(bilinear)
-    assert joint < 0.99 * flat, (joint, flat)  # measured: 0.208 vs 0.214
+    assert joint < 0.99 * flat, (joint, flat)  # measured: 0.212 vs 0.218
