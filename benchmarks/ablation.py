@@ -4,7 +4,8 @@ frozen coarse model, then scored on the accuracy benchmark's held-out frames.
 Rows follow PatchRefiner V2's ablation (F2C only -> + C2F -> + GDU -> + Noisy Pretraining), then
 each other choice of the shipped recipe switched back one at a time (BFM, GPCT weight, residual in
 metres, SILog, no edge weighting, no full-resolution branch, BatchNorm), and PRV2's published settings (metres
-residual, SILog 0.85, BFM, no edge weighting, encoder lr x0.1, lr 1.2e-3) as "before".
+residual, SILog 0.85, BFM, no edge weighting, encoder lr x0.1, lr 1.2e-3) as "before", and the heavy
+``patchrefiner`` beside the lite one (PRV2's lite vs heavy).
 
     python benchmarks/ablation.py --coarse runs/default-coarse/final --noisy runs/default-noisy/final \\
         --shards data/train1080 --steps 1000 --out out/ablation [--parallel 2] [--only a,b]
@@ -37,6 +38,9 @@ VARIANTS: dict[str, tuple[dict, dict, bool]] = {
     "no-full-res": ({"full_res": False}, {}, False),
     # The Noisy Pretraining weights are GroupNorm's (BatchNorm adds running statistics): compare with c2f-gdu.
     "batchnorm": ({"norm": "bn"}, {}, False),
+    # The heavy PatchRefiner baseline (a copy of the coarse model per tile; it has no width): lite vs
+    # heavy at the same budget, compare with c2f-gdu (both from scratch).
+    "patchrefiner": ({"width": None}, {"model.refiner": "patchrefiner"}, False),
     "prv2-published": ({"residual": "metres", "full_res": False},
                        {"loss.depth": "silog", "loss.c2f": 0.0, "loss.bfm": True, "loss.edge_weight": 0.0, "optim.lr": 1.2e-3,
                         "optim.encoder_lr_mult": 0.1}, False),
@@ -46,7 +50,7 @@ BASE_REFINER = {"width": 0.5, "decoder_width": 0.5}
 
 def command(name: str, args) -> list[str]:
     kw, overrides, noisy = VARIANTS[name]
-    refiner_kwargs = {**BASE_REFINER, **kw}
+    refiner_kwargs = {k: v for k, v in {**BASE_REFINER, **kw}.items() if v is not None}
     sets = {"model.coarse_checkpoint": args.coarse, "data.shards": f"[{args.shards}]", "train.steps": args.steps,
             "train.val_every": args.steps, "train.ckpt_every": 250, "train.log_every": 50,
             "model.refiner_kwargs": "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}"
