@@ -438,7 +438,6 @@ bool is_grid(const double* boxes, int n, size_t row_bands, size_t col_bands) {
     return std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
 }
 
-
 // ---- joint bilateral upsampling
 
 // The range kernel: max((1 - t/16)^16, kJointFloor) for t = colour distance / (2 sigma^2) >= 0,
@@ -460,18 +459,24 @@ inline float range_weight(float t) {
 // guide's three channels at its left and right tap, as eight planes of `width` floats
 // (d_lo, d_hi, r_lo, r_hi, g_lo, g_hi, b_lo, b_hi). The row loop then reads only contiguous
 // memory; each low-resolution row is expanded once for the 2-3 output rows that use it.
-void expand_joint_row(const float* depth, const float* guide, int64_t plane, int w, int y, const int32_t* xlo,
-                      const int32_t* xhi, int width, float* dst) {
-    const int64_t row = static_cast<int64_t>(y) * w;
-    const float* src[4] = {depth + row, guide + row, guide + plane + row, guide + 2 * plane + row};
+// expand_joint_cols fills output columns [x0, x1) of the planes from the row's sources src[4].
+void expand_joint_cols(const float* const* src, const int32_t* xlo, const int32_t* xhi, int width, int x0, int x1,
+                       float* dst) {
     for (int c = 0; c < 4; ++c) {
         float* lo = dst + static_cast<int64_t>(2 * c) * width;
         float* hi = lo + width;
-        for (int x = 0; x < width; ++x) {
+        for (int x = x0; x < x1; ++x) {
             lo[x] = src[c][xlo[x]];
             hi[x] = src[c][xhi[x]];
         }
     }
+}
+
+void expand_joint_row(const float* depth, const float* guide, int64_t plane, int w, int y, const int32_t* xlo,
+                      const int32_t* xhi, int width, float* dst) {
+    const int64_t row = static_cast<int64_t>(y) * w;
+    const float* src[4] = {depth + row, guide + row, guide + plane + row, guide + 2 * plane + row};
+    expand_joint_cols(src, xlo, xhi, width, 0, width, dst);
 }
 
 #ifdef ED_HAVE_AVX2_PATH
@@ -487,11 +492,7 @@ __attribute__((target("avx2"))) void expand_joint_row_avx2(const float* depth, c
     for (; x + 8 <= width; x += 8) {
         __m256i l, h;
         if (xlo[x] + 8 > w || !group_lanes(xlo, xhi, x, &l, &h)) {
-            for (int c = 0; c < 4; ++c)
-                for (int k = x; k < x + 8; ++k) {
-                    dst[static_cast<int64_t>(2 * c) * width + k] = src[c][xlo[k]];
-                    dst[static_cast<int64_t>(2 * c + 1) * width + k] = src[c][xhi[k]];
-                }
+            expand_joint_cols(src, xlo, xhi, width, x, x + 8, dst);
             continue;
         }
         for (int c = 0; c < 4; ++c) {
@@ -500,11 +501,7 @@ __attribute__((target("avx2"))) void expand_joint_row_avx2(const float* depth, c
             _mm256_storeu_ps(dst + static_cast<int64_t>(2 * c + 1) * width + x, _mm256_permutevar8x32_ps(v, h));
         }
     }
-    for (int c = 0; c < 4; ++c)
-        for (int k = x; k < width; ++k) {
-            dst[static_cast<int64_t>(2 * c) * width + k] = src[c][xlo[k]];
-            dst[static_cast<int64_t>(2 * c + 1) * width + k] = src[c][xhi[k]];
-        }
+    expand_joint_cols(src, xlo, xhi, width, x, width, dst);
 }
 #endif
 

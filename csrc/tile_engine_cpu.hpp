@@ -39,10 +39,10 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
 
 // Joint bilateral upsampling (Kopf et al. 2007) of a (h, w) depth map to (height, width), guided by
 // the frame: each output pixel takes the 2x2 bilinear taps of the crop semantics (the whole map
-// resized to the frame), each weighted by its bilinear weight times
-// max(exp(-(d2 - d2_min) / (2 sigma^2)), kJointFloor), where d2 is the squared RGB distance (0..1
-// per channel) between the frame pixel and the tap's guide colour and d2_min the smallest of the
-// four. guide: (3, h, w) planar, the frame resized to (h, w) and divided by 255. NaN propagates as
+// resized to the frame), each weighted by its bilinear weight times the range weight
+// max((1 - t/16)^16, kJointFloor), t = (d2 - d2_min) / (2 sigma^2), where d2 is the squared RGB
+// distance (0..1 per channel) between the frame pixel and the tap's guide colour and d2_min the
+// smallest of the four. guide: (3, h, w) planar, the frame resized to (h, w) and divided by 255. NaN propagates as
 // in a bilinear resize. With `finish`, each row is finished as it is written.
 constexpr float kJointFloor = 1e-4f;
 void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, const uint8_t* image, int height,
