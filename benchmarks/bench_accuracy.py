@@ -243,10 +243,8 @@ def ceiling_methods(coarse_size: tuple[int, int], tile_size: tuple[int, int], ti
 
     def tile_res_joint(f):
         gt, image = f["depth"], f["image"]
-        h, w = tile_res(gt.shape)
-        guide = tiling.crop_resize(image, [[0.0, 0.0, *gt.shape]], (h, w))[0]
-        low = np.ascontiguousarray(log_area_reduce(gt, (h, w)), dtype=np.float32)
-        return Prediction(tiling.joint_upsample(low, guide, image, tiling_cfg.joint_sigma)[0])
+        low = np.ascontiguousarray(log_area_reduce(gt, tile_res(gt.shape)), dtype=np.float32)
+        return Prediction(tiling.joint_upsample(low, None, image, tiling_cfg.joint_sigma)[0])
 
     rows = [Method("GT @ coarse res (coarse ceiling)", "ceiling", at(lambda s: coarse_size)),
             Method("GT @ tile res (refiner ceiling)", "ceiling", at(tile_res))]

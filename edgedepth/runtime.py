@@ -127,10 +127,7 @@ class _HostOps:
 
     def joint_finish(self, depth, frame, sigma: float, scale: float, valid_max: float):
         """A (h, w) depth map joint-bilaterally upsampled to the frame and finished."""
-        height, width = frame.shape[:2]
-        guide = self.tiling.crop_resize(frame, np.array([[0.0, 0.0, height, width]]), depth.shape,
-                                        threads=self.threads)[0]
-        return self.tiling.joint_upsample(np.ascontiguousarray(depth, dtype=np.float32), guide, frame, sigma,
+        return self.tiling.joint_upsample(np.ascontiguousarray(depth, dtype=np.float32), None, frame, sigma,
                                           scale, valid_max, self.threads)
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
@@ -539,7 +536,8 @@ class Runtime:
         pixels = int(height) * int(width)
         ch, cw = self.coarse_size
         th, tw = self.tile_size
-        tiles = len(self.grid_for(height, width)) if pixels else self.rows * self.cols
+        grid = self.grid_for(height, width) if pixels else None
+        tiles = len(grid) if grid is not None else self.rows * self.cols
         per_tile = (4 * th * tw + sum(c * gh * gw for _, _, c, (gh, gw) in self.guides)) * 4
         # input crop, outputs at their strides, the finished coarse depth (copy + masks)
         coarse = 3 * ch * cw * 4 + ch * cw * 7 + sum(
@@ -549,9 +547,9 @@ class Runtime:
         step = int(self.refiner_batch) if self.refiner_batch else min(tiles, self.max_tile_batch)
         convert = 2 * pixels * 3 * itemsize + pixels * 3 if itemsize > 1 else 0  # two float temporaries + a mask
         joint = 0
-        if self.tiling.upsample == "joint_bilateral" and pixels:
+        if self.tiling.upsample == "joint_bilateral" and grid is not None:
             # tiles blended at the refiner's resolution: accumulators, the blend and its RGB guide
-            lh, lw = self.grid_for(height, width).tile_resolution(th, tw)
+            lh, lw = grid.tile_resolution(th, tw)
             joint = lh * lw * (16 + 4 + 12)
         return (pixels * _BYTES_PER_PIXEL + convert + coarse + tiles * per_tile + 2 * step * per_tile
                 + 2 * tiles * th * tw * 4 + joint)

@@ -565,14 +565,14 @@ def stitch_finish(tiles: np.ndarray, boxes: Any, height: int, width: int, window
                                     _check_threads(threads))
 
 
-def joint_upsample(depth: np.ndarray, guide: np.ndarray, image: np.ndarray, sigma: float,
+def joint_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.ndarray, sigma: float,
                    scale: float = 1.0, valid_max: float = math.inf,
                    threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """Edge-aware upsampling of a depth map to the frame, finished in the same pass.
 
     depth (h, w) float32 metres (e.g. tiles stitched at the refiner's resolution); guide (3, h, w)
     float32: the frame resized to (h, w) and divided by 255 (``crop_resize(image, [[0, 0, H, W]],
-    (h, w))[0]``); image (H, W, 3) uint8 RGB, the frame. Each output pixel blends its 2x2 bilinear
+    (h, w))[0]``), None = made so here; image (H, W, 3) uint8 RGB, the frame. Each output pixel blends its 2x2 bilinear
     taps weighted by how close their guide colour is to its own (``tiling_reference.joint_upsample``;
     sigma: colour distance scale, 0..1 per channel, >= 0.001), so a depth edge lands on the image
     edge instead of being smeared across the shrink factor. -> (depth (H, W) float32 metres,
@@ -580,15 +580,17 @@ def joint_upsample(depth: np.ndarray, guide: np.ndarray, image: np.ndarray, sigm
     """
     if not isinstance(depth, np.ndarray) or depth.ndim != 2 or depth.dtype != np.float32:
         raise TypeError(f"depth must be an (h, w) float32 numpy array, got {_describe(depth)}")
-    if not isinstance(guide, np.ndarray) or guide.dtype != np.float32 or guide.shape != (3, *depth.shape):
-        raise ValueError(f"guide must be a (3, {depth.shape[0]}, {depth.shape[1]}) float32 numpy array, "
-                         f"got {_describe(guide)}")
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be an (H, W, 3) uint8 RGB numpy array, got {_describe(image)}")
     if depth.size == 0 or image.size == 0:
         raise ValueError(f"depth and image must not be empty, got shapes {depth.shape} and {image.shape}")
     _check_sides("depth", depth.shape)
     _check_sides("image", image.shape[:2])
+    if guide is None:
+        guide = crop_resize(image, [[0.0, 0.0, *image.shape[:2]]], depth.shape, threads=threads)[0]
+    if not isinstance(guide, np.ndarray) or guide.dtype != np.float32 or guide.shape != (3, *depth.shape):
+        raise ValueError(f"guide must be a (3, {depth.shape[0]}, {depth.shape[1]}) float32 numpy array, "
+                         f"got {_describe(guide)}")
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating)) or not math.isfinite(sigma) \
             or sigma < MIN_JOINT_SIGMA:
         raise ValueError(f"sigma must be a finite number >= {MIN_JOINT_SIGMA}, got {sigma!r}")
@@ -617,8 +619,7 @@ def stitch_joint(tiles: np.ndarray, boxes: Any, image: np.ndarray, low_size: Seq
     low = stitch(tiles, bx, h, w, window, threads)
     if low.shape[0] != 1:
         raise ValueError(f"stitch_joint takes one-channel depth tiles (N, 1, th, tw), got {low.shape[0]} channels")
-    guide = crop_resize(image, [[0.0, 0.0, height, width]], (h, w), threads=threads)[0]
-    return joint_upsample(low[0], guide, image, sigma, scale, valid_max, threads)
+    return joint_upsample(low[0], None, image, sigma, scale, valid_max, threads)
 
 
 def _describe(x: Any) -> str:

@@ -90,6 +90,15 @@ def test_flat_colour_is_the_bilinear_resize() -> None:
     np.testing.assert_allclose(got, tiling.crop_resize(depth[None], [[0, 0, 11, 14]], (30, 41))[0, 0], rtol=1e-5)
 
 
+@needs_native
+def test_no_guide_means_the_frame_resized() -> None:
+    depth, guide, image = _case(9, 13, 30, 41, seed=2)
+    got, valid = tiling.joint_upsample(depth, None, image, 0.05)
+    want, want_valid = tiling.joint_upsample(depth, guide, image, 0.05)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(valid, want_valid)
+
+
 def test_same_size_is_the_identity() -> None:
     depth, guide, image = _case(20, 30, 20, 30)
     np.testing.assert_allclose(tiling.joint_upsample(depth, guide, image, 0.05)[0], depth, rtol=1e-6)
