@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from edgedepth.commands.arguments import csv_list, frame_size, tile_grid
+from edgedepth.tiling_reference import UPSAMPLING
 
 from .quantize_qdq import CALIB_METHODS
 
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", default=None, help="blend window: uniform, linear, cosine, gaussian")
     parser.add_argument("--shrink", type=float, default=None,
                         help="adaptive grid: tiles of SHRINK x the refiner input in frame pixels (0: fixed grid)")
-    parser.add_argument("--upsample", choices=("bilinear", "joint_bilateral"), default=None,
+    parser.add_argument("--upsample", choices=UPSAMPLING, default=None,
                         help="how the runtime turns refined tiles into the full-resolution map (default: the "
                              "checkpoint's tiling.upsample; joint_bilateral: guided by the frame's colours)")
     parser.add_argument("--joint-sigma", type=float, default=None,
