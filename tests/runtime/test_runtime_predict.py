@@ -305,3 +305,16 @@ def test_upsampling_comes_from_the_manifest_or_the_argument(tiny_bundle, tiny_bu
     manifest.write_text(json.dumps(data))
     with pytest.raises(BundleError, match="tiling.upsample"):
         Runtime(tiny_bundle_copy, backend="onnxruntime")
+
+
+def test_manifest_joint_sigma_out_of_range_is_named(tiny_bundle_copy):
+    import json
+
+    from edgedepth.bundle import BundleError
+
+    manifest = tiny_bundle_copy / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["tiling"].update(upsample="joint_bilateral", joint_sigma=0.0)
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="tiling.joint_sigma"):
+        Runtime(tiny_bundle_copy, backend="onnxruntime")
