@@ -16,7 +16,7 @@ import torch
 from .tiling import _check_boxes, _check_int, _check_window, _uncovered_pixel
 from .tiling_reference import crop_axis, stitch_axis
 
-__all__ = ["crop_resize", "stitch", "joint_upsample"]
+__all__ = ["crop_resize", "stitch", "joint_upsample", "joint_upsample_batch", "joint_weights", "JointWeights"]
 
 
 def _boxes_np(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
@@ -158,28 +158,60 @@ def stitch(tiles: torch.Tensor, boxes: Any, height: int, width: int, window: str
 def joint_upsample(depth: torch.Tensor, guide: torch.Tensor, image: torch.Tensor, sigma: float) -> torch.Tensor:
     """`edgedepth.tiling.joint_upsample` without the finishing pass: depth (h, w), guide (3, h, w)
     (the frame resized to (h, w), / 255), image (H, W, 3) uint8 on the same device -> (H, W) float32."""
-    from .tiling_reference import JOINT_FLOOR
-
     if depth.dim() != 2 or tuple(guide.shape) != (3, *depth.shape) or image.dim() != 3 or image.shape[2] != 3:
         raise ValueError(f"depth (h, w), guide (3, h, w) and image (H, W, 3) expected, got {tuple(depth.shape)}, "
                          f"{tuple(guide.shape)} and {tuple(image.shape)}")
-    h, w = depth.shape
-    height, width = int(image.shape[0]), int(image.shape[1])
-    dev = depth.device
+    rgb = image.permute(2, 0, 1).float() / 255.0
+    return joint_upsample_batch(depth.float()[None, None], guide.float()[None], rgb[None], sigma)[0, 0]
+
+
+def joint_upsample_batch(depth: torch.Tensor, guide: torch.Tensor, image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Batched `joint_upsample`, differentiable in ``depth``: depth (N, C, h, w), guide (N, 3, h, w)
+    and image (N, 3, H, W) colours in [0, 1] -> (N, C, H, W) in depth's dtype (float32 or float64)."""
+    n, c, h, w = depth.shape
+    if tuple(guide.shape) != (n, 3, h, w):
+        raise ValueError(f"depth (N, C, h, w) and guide (N, 3, h, w) expected, got {tuple(depth.shape)} and "
+                         f"{tuple(guide.shape)}")
+    return joint_weights(guide, image, sigma).apply(depth)
+
+
+class JointWeights:
+    """The colour-dependent part of `joint_upsample_batch`, computed once for tiles whose colours
+    do not change (a refiner's loss applies it to the prediction and to its intermediate depth).
+    The weights carry no gradient; ``apply`` is differentiable in depth."""
+
+    def __init__(self, taps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], low: tuple[int, int]) -> None:
+        self.taps, self.low = taps, low
+
+    def apply(self, depth: torch.Tensor) -> torch.Tensor:
+        """depth (N, C, h, w) -> (N, C, H, W)."""
+        if depth.dim() != 4 or tuple(depth.shape[-2:]) != self.low:
+            raise ValueError(f"depth (N, C, {self.low[0]}, {self.low[1]}) expected, got {tuple(depth.shape)}")
+        return sum(wk.to(depth.dtype) * depth.index_select(-2, ys).index_select(-1, xs) for ys, xs, wk in self.taps)
+
+
+def joint_weights(guide: torch.Tensor, image: torch.Tensor, sigma: float) -> JointWeights:
+    """Normalised weights of the four taps of every output pixel: guide (N, 3, h, w) and image
+    (N, 3, H, W) colours in [0, 1] (see `edgedepth.tiling_reference.joint_upsample`)."""
+    from .tiling_reference import JOINT_FLOOR
+
+    if guide.dim() != 4 or guide.shape[1] != 3 or image.dim() != 4 or tuple(image.shape[:2]) != tuple(guide.shape[:2]):
+        raise ValueError(f"guide (N, 3, h, w) and image (N, 3, H, W) expected, got {tuple(guide.shape)} and "
+                         f"{tuple(image.shape)}")
+    h, w = int(guide.shape[2]), int(guide.shape[3])
+    height, width = int(image.shape[2]), int(image.shape[3])
+    dev = guide.device
     (ylo, yhi, fy), (xlo, xhi, fx) = crop_axis(0.0, h, height, h), crop_axis(0.0, w, width, w)
     ylo, yhi, xlo, xhi = (torch.from_numpy(a).to(dev) for a in (ylo, yhi, xlo, xhi))
     fy = torch.from_numpy(fy).to(device=dev, dtype=torch.float32)[:, None]
     fx = torch.from_numpy(fx).to(device=dev, dtype=torch.float32)[None, :]
-    rgb = image.permute(2, 0, 1).float() / 255.0
-    d, g = depth.float(), guide.float()
-    taps = [(ylo, xlo, (1 - fy) * (1 - fx)), (ylo, xhi, (1 - fy) * fx), (yhi, xlo, fy * (1 - fx)), (yhi, xhi, fy * fx)]
-    dist = [((rgb - g.index_select(1, ys).index_select(2, xs)) ** 2).sum(0) for ys, xs, _ in taps]
-    least = torch.stack(dist).amin(0)
-    num = torch.zeros((height, width), device=dev)
-    den = torch.zeros((height, width), device=dev)
-    for (ys, xs, s), c in zip(taps, dist):
-        r = (1.0 - (c - least) / (32.0 * sigma * sigma)).clamp(min=0.0) ** 16
-        wk = s * r.clamp(min=JOINT_FLOOR)
-        num += wk * d.index_select(0, ys).index_select(1, xs)
-        den += wk
-    return num / den
+    spatial = [(ylo, xlo, (1 - fy) * (1 - fx)), (ylo, xhi, (1 - fy) * fx), (yhi, xlo, fy * (1 - fx)),
+               (yhi, xhi, fy * fx)]
+    with torch.no_grad():
+        rgb, g = image.float(), guide.float()
+        dist = [((rgb - g.index_select(2, ys).index_select(3, xs)) ** 2).sum(1, keepdim=True) for ys, xs, _ in spatial]
+        least = torch.stack(dist).amin(0)
+        weights = [s * ((1.0 - (d - least) / (32.0 * sigma * sigma)).clamp(min=0.0) ** 16).clamp(min=JOINT_FLOOR)
+                   for (_, _, s), d in zip(spatial, dist)]
+        total = sum(weights)
+        return JointWeights([(ys, xs, wk / total) for (ys, xs, _), wk in zip(spatial, weights)], (h, w))

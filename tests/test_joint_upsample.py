@@ -58,6 +58,22 @@ def test_torch_matches_reference(sigma) -> None:
     np.testing.assert_allclose(got.numpy(), ref.joint_upsample(depth, guide, image, sigma), rtol=1e-4)
 
 
+def test_torch_batch_matches_reference_per_item_and_passes_gradients_to_depth() -> None:
+    cases = [_case(13, 21, 40, 50, seed=s) for s in (4, 5)]
+    depth = torch.tensor(np.stack([d for d, _, _ in cases])[:, None], dtype=torch.float64, requires_grad=True)
+    guide = torch.from_numpy(np.stack([g for _, g, _ in cases]))
+    image = torch.from_numpy(np.stack([i for _, _, i in cases])).permute(0, 3, 1, 2) / 255.0
+    got = tiling_torch.joint_upsample_batch(depth, guide, image, 0.05)
+    assert got.shape == (2, 1, 40, 50) and got.dtype == torch.float64
+    for k, (d, g, i) in enumerate(cases):
+        np.testing.assert_allclose(got[k, 0].detach().numpy(), ref.joint_upsample(d, g, i, 0.05), rtol=1e-4)
+    got.sum().backward()
+    # Each output pixel's weights sum to 1, so the gradient of the sum is each tile pixel's share.
+    assert float(depth.grad.sum()) == pytest.approx(2 * 40 * 50, rel=1e-6) and bool((depth.grad >= 0).all())
+    with pytest.raises(ValueError, match="guide"):
+        tiling_torch.joint_upsample_batch(depth, guide[:, :2], image, 0.05)
+
+
 def test_fallback_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     depth, guide, image = _case(6, 8, 15, 19)
     monkeypatch.setattr(native, "cpu", None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-from edgedepth.tiling import Tiling
+from edgedepth.tiling import UPSAMPLING, Tiling
 
 STAGES = ("coarse", "noisy-pretrain", "refiner", "distill")
 DEPTH_LOSSES = ("l1_log", "silog")
@@ -106,6 +106,11 @@ class LossConfig:
     # bilinearly, as the runtime's stitch upsamples tiles into the frame: the loss then sees the edges
     # the frame-resolution metrics see, not the point-sampled tile-resolution ones.
     scale: int = 1
+    # How the prediction reaches the ground truth's resolution when scale > 1: "bilinear", or
+    # "joint_bilateral" (guided by the tile's colours with tiling.joint_sigma) for a refiner the
+    # runtime upsamples that way: its tile values then only have to be right on each side of an
+    # edge, which the colour weights place, instead of a blend the upsampling smears.
+    upsample: str = "bilinear"
     weight: float = 1.0  # of the depth term
     grad: float = 0.5  # l1_log: weight of the gradient-matching part
     # l1_log: pixels within 2 px of a ground-truth depth edge weigh 1 + edge_weight (the band where
@@ -378,6 +383,8 @@ def check_config(cfg: Config) -> None:
         _fail("loss.depth", f"must be one of {', '.join(DEPTH_LOSSES)}, got {lo.depth!r}")
     _at_least("loss", lo, 0, "weight", "grad", "edge_weight", "c2f", "gpct", "detail_weight")
     _at_least("loss", lo, 1, "scale", "grad_scales")
+    if lo.upsample not in UPSAMPLING:
+        _fail("loss.upsample", f"must be one of {', '.join(UPSAMPLING)}, got {lo.upsample!r}")
     if not 0 <= lo.silog_focus <= 1:
         _fail("loss.silog_focus", f"must be in [0, 1], got {lo.silog_focus}")
     if d.far_depth and d.far_depth <= d.valid_max:

@@ -220,15 +220,17 @@ class TileItems(Dataset):
     a 2x2 group of the frame's grid (``grid_fn(H, W)``, the runtime's rule), G = 4; ``gt``, ``valid``,
     ``reliable`` (G, 1, gh, gw) at ``gt_size`` (default the first tile size); ``boxes`` (G, 4) frame
     pixels; ``frame_hw`` (2,);
-    ``oracle`` (1, hc, wc) ground truth reduced to the coarse input size when ``oracle``; ``index``.
+    ``oracle`` (1, hc, wc) ground truth reduced to the coarse input size when ``oracle``;
+    ``image_gt`` (G, 3, gh, gw) the tiles' colours in [0, 1] at ``gt_size`` when ``gt_image``; ``index``.
     A flipped item is the flipped frame's (boxes included).
     """
 
     def __init__(self, source, coarse_size: tuple[int, int], tile_sizes: Sequence[tuple[int, int]],
                  grid_fn: Callable[[int, int], TileGrid], mean: Sequence[float], std: Sequence[float],
                  hflip: bool = False, seed: int = 0, oracle: bool = False,
-                 gt_size: Optional[tuple[int, int]] = None) -> None:
+                 gt_size: Optional[tuple[int, int]] = None, gt_image: bool = False) -> None:
         self.source, self.coarse_size = source, tuple(coarse_size)
+        self.gt_image = gt_image
         self.tile_sizes = [tuple(t) for t in tile_sizes]
         self.gt_size = tuple(gt_size) if gt_size is not None else self.tile_sizes[0]
         self.grid_fn, self.mean, self.std = grid_fn, tuple(mean), tuple(std)
@@ -255,6 +257,8 @@ class TileItems(Dataset):
             item[f"rgb{k}"] = tiling.crop_resize(f["image"], src, size, mean=self.mean, std=self.std, threads=1)
         item["gt"], item["valid"] = crop_valid(f["depth"], src, self.gt_size)
         item["reliable"] = crop_mask(f["reliable"], src, self.gt_size)
+        if self.gt_image:
+            item["image_gt"] = tiling.crop_resize(f["image"], src, self.gt_size, mean=0.0, std=1.0, threads=1)
         if self.oracle:
             item["oracle"] = log_area_reduce(f["depth"], self.coarse_size)[None]
         if flip:

@@ -191,3 +191,37 @@ def test_loss_at_twice_the_tile_resolution(tmp_path):
     loss, parts = trainer.stage.train_step(trainer.model, batch)
     assert np.isfinite(float(loss.detach())) and parts["tiles"] == 4.0
     loss.backward()
+
+
+def test_loss_through_the_joint_upsampling(tmp_path):
+    """loss.upsample joint_bilateral: the prediction reaches the 2x ground truth as the runtime's
+    joint bilateral upsampling brings tiles to the frame, guided by the tiles' own colours."""
+    from edgedepth import tiling_reference
+    from edgedepth.train.stages.refiner import at_gt
+
+    cfg = cfg_for("refiner", tmp_path, **{"loss.scale": 2, "loss.upsample": "joint_bilateral", "train.steps": 1})
+    trainer = Trainer(cfg, resume="never")
+    stage = trainer.stage
+    item = stage.items(ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3))[0]
+    th, tw = cfg.model.tile_size
+    assert item["image_gt"].shape == (4, 3, 2 * th, 2 * tw)
+    batch = {k: v[None] for k, v in item.items()}
+    tiles = stage.cut_tiles(batch)
+    up = at_gt(tiles.gt[:, :, ::2, ::2].contiguous(), tiles)
+    # Tile 0 against the reference fed the same colours (guide = the tile, image = its 2x crop).
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (stage.coarse.mean, stage.coarse.std))
+    guide = (tiles.rgb[0] * std + mean).double().numpy()
+    image = item["image_gt"][0].permute(1, 2, 0).double().numpy() * 255.0
+    want = tiling_reference.joint_upsample(tiles.gt[0, 0, ::2, ::2].double().numpy(), guide, image,
+                                           cfg.tiling.joint_sigma)
+    np.testing.assert_allclose(up[0, 0].numpy(), want, rtol=1e-4)
+    bilinear = torch.nn.functional.interpolate(tiles.gt[:, :, ::2, ::2], scale_factor=2, mode="bilinear")
+    assert not torch.allclose(up, bilinear)  # the colours moved depth edges
+    loss, parts = stage.train_step(trainer.model, batch)
+    assert np.isfinite(float(loss.detach())) and parts["tiles"] == 4.0
+    loss.backward()
+
+
+def test_loss_upsample_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="loss.upsample"):
+        cfg_for("refiner", tmp_path, **{"loss.upsample": "bicubic"})

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgedepth import metrics as M
+from edgedepth import tiling_torch
 
 from ..checkpoint import load_refiner_weights, read_meta
 from ..config import Config
@@ -39,6 +40,9 @@ class TileBatch:
     reliable: torch.Tensor  # (N, 1, th, tw) bool (the source's mask)
     boxes: torch.Tensor  # (B, G, 4) frame pixels
     per_frame: int
+    # With loss.upsample joint_bilateral: the runtime's upsampling from the tile size to the ground
+    # truth's, guided by the tiles' colours.
+    joint: Optional[tiling_torch.JointWeights] = None
 
 
 def build_refiner(cfg: Config, coarse: nn.Module, device: torch.device) -> nn.Module:
@@ -59,8 +63,6 @@ def build_refiner(cfg: Config, coarse: nn.Module, device: torch.device) -> nn.Mo
 def crop_maps(maps: torch.Tensor, boxes: torch.Tensor, frame_hw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Crop (B, C, h, w) maps covering frames of ``frame_hw`` (B, 2) at ``boxes`` (B, G, 4) frame
     pixels, scaled to the maps: -> (B * G, C, *size)."""
-    from edgedepth import tiling_torch
-
     h, w = maps.shape[-2:]
     fh, fw = frame_hw[:, 0].double(), frame_hw[:, 1].double()
     scale = torch.stack([h / fh, w / fw, h / fh, w / fw], 1)[:, None, :]
@@ -69,11 +71,14 @@ def crop_maps(maps: torch.Tensor, boxes: torch.Tensor, frame_hw: torch.Tensor, s
 
 
 def at_gt(maps: torch.Tensor, tiles: TileBatch) -> torch.Tensor:
-    """Tile maps (N, C, th, tw) at the ground truth's resolution: upsampled bilinearly (half-pixel
-    centres, the stitch's resize of a tile into its box) when ``loss.scale`` > 1."""
+    """Tile maps (N, C, th, tw) at the ground truth's resolution when ``loss.scale`` > 1: upsampled
+    bilinearly (half-pixel centres, the stitch's resize of a tile into its box), or guided by the
+    tiles' colours as the runtime's joint bilateral upsampling does (``loss.upsample``)."""
     size = tuple(tiles.gt.shape[-2:])
     if tuple(maps.shape[-2:]) == size:
         return maps
+    if tiles.joint is not None:
+        return tiles.joint.apply(maps)
     return torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
@@ -110,7 +115,13 @@ class _RefinerStageBase(Stage):
         k = self.cfg.loss.scale
         return TileItems(source, tuple(self.coarse.input_size), tile_sizes, self.grid_fn(), self.coarse.mean,
                          self.coarse.std, hflip=self.cfg.data.hflip, seed=self.cfg.train.seed,
-                         oracle=self.cfg.data.oracle_coarse, gt_size=(k * tile_sizes[0][0], k * tile_sizes[0][1]))
+                         oracle=self.cfg.data.oracle_coarse, gt_size=(k * tile_sizes[0][0], k * tile_sizes[0][1]),
+                         gt_image=self.joint_loss)
+
+    @property
+    def joint_loss(self) -> bool:
+        """Whether the loss sees the prediction through the runtime's joint bilateral upsampling."""
+        return self.cfg.loss.scale > 1 and self.cfg.loss.upsample == "joint_bilateral"
 
     def cut_tiles(self, batch: dict, coarse: Optional[nn.Module] = None, refiner: Optional[nn.Module] = None,
                   rgb_key: str = "rgb0") -> TileBatch:
@@ -130,8 +141,14 @@ class _RefinerStageBase(Stage):
         guidance = [crop_maps(feats[i], boxes, frame_hw, (h, w))
                     for (_, h, w), i in zip(refiner.guidance, refiner.guide_indices)]
         flat = lambda t: t.reshape(b * g, *t.shape[2:])
-        return TileBatch(flat(rgb), crop_maps(cdepth, boxes, frame_hw, size), guidance, flat(batch["gt"]),
-                         flat(batch["valid"]), flat(batch["reliable"]), boxes, g)
+        tiles = TileBatch(flat(rgb), crop_maps(cdepth, boxes, frame_hw, size), guidance, flat(batch["gt"]),
+                          flat(batch["valid"]), flat(batch["reliable"]), boxes, g)
+        if "image_gt" in batch:
+            mean = torch.tensor(self.coarse.mean, device=rgb.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.coarse.std, device=rgb.device).view(1, 3, 1, 1)
+            tiles.joint = tiling_torch.joint_weights(tiles.rgb * std + mean, flat(batch["image_gt"]),
+                                                     self.cfg.tiling.joint_sigma)
+        return tiles
 
     @torch.no_grad()
     def validate_batch(self, batch: dict) -> dict[str, float]:
