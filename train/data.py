@@ -17,7 +17,8 @@ training device and items of any frame size stack into one batch:
 
 Which frames a micro-batch holds depends only on (step, micro-batch, rank), so a resumed or
 multi-process run sees exactly the frames an uninterrupted single-process run would; random
-choices (flip, tile group) are seeded by the frame index.
+choices (flip, tile group) are seeded by the visit (:class:`StepBatchSampler`): an item's index may
+exceed the source's length, and the frame is index % length.
 """
 from __future__ import annotations
 
@@ -198,7 +199,7 @@ class WholeFrameItems(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        f = self.source.frame(int(index))
+        f = self.source.frame(int(index) % len(self.source))
         h, w = f["image"].shape[:2]
         whole = whole_box(h, w)
         image = tiling.crop_resize(f["image"], whole, self.input_size, mean=self.mean, std=self.std, threads=1)[0]
@@ -240,7 +241,7 @@ class TileItems(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        f = self.source.frame(int(index))
+        f = self.source.frame(int(index) % len(self.source))
         h, w = f["image"].shape[:2]
         grid = self.grid_fn(h, w)
         if grid.rows < 2 or grid.cols < 2:
@@ -298,8 +299,11 @@ class StepBatchSampler(Sampler[list[int]]):
     """Micro-batches of frame indices from ``start_step`` on, the same for any resume or world size.
 
     Global position of frame b of micro-batch a of step s on rank r is
-    ``((s * accum + a) * world + r) * batch + b``; positions map to dataset indices through a
-    per-epoch permutation (seeded) for finite data sets and directly for procedural ones.
+    ``((s * accum + a) * world + r) * batch + b``; it maps to a *visit* ``epoch * length + i``, i the
+    frame from a per-epoch permutation (seeded) for finite data sets, the position itself for
+    procedural ones. Items read frame ``visit % length`` and draw their random choices (tile group,
+    flip, noise) from the visit, so every epoch cuts each frame anew: drawn from the frame index
+    alone, a 1080p shard frame gave the same 2x2 of its 16 tiles (4K: of 72) every epoch.
     """
 
     def __init__(self, length: int, batch_size: int, grad_accum: int, dist: DistInfo, seed: int,
@@ -311,11 +315,11 @@ class StepBatchSampler(Sampler[list[int]]):
     def _index(self, position: int) -> int:
         epoch, offset = divmod(position, self.length)
         if not self.shuffle:
-            return offset
+            return position
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng((self.seed, epoch)).permutation(self.length)
             self._perm_epoch = epoch
-        return int(self._perm[offset])
+        return epoch * self.length + int(self._perm[offset])
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start_step

@@ -112,6 +112,34 @@ def test_training_tiles_equal_the_runtime_crops(tmp_path, flip):
                 np.testing.assert_allclose(tiles.guidance[k][n].numpy(), g[0], rtol=1e-4, atol=1e-4)
 
 
+def test_every_epoch_cuts_each_frame_anew(tmp_path):
+    """Finite data sets: the sampler's visits cover every frame once per epoch, resume where they
+    left off, and an item's tile group and flip come from the visit, not the frame alone (a 1080p
+    shard frame used to give the same 4 of its 16 tiles every epoch)."""
+    from edgedepth.train.data import StepBatchSampler
+    from edgedepth.train.distributed import DistInfo
+
+    length = 5
+    sampler = StepBatchSampler(length, 2, 1, DistInfo(), seed=4)
+    it = iter(sampler)
+    visits = [v for _ in range(10) for v in next(it)]  # 4 epochs
+    for epoch in range(4):
+        chunk = visits[epoch * length:(epoch + 1) * length]
+        assert sorted(v % length for v in chunk) == list(range(length))
+        assert all(v // length == epoch for v in chunk)
+    resumed = iter(StepBatchSampler(length, 2, 1, DistInfo(), seed=4, start_step=3))
+    assert next(resumed) == visits[6:8]
+
+    cfg = cfg_for("refiner", tmp_path)  # a 2x3 grid: 2 tile groups x 2 flips to draw from
+    items = Trainer(cfg, resume="never").stage.items(ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3,
+                                                                     length=length))
+    cuts = {(tuple(items[v]["boxes"].flatten().tolist()), bool(items[v]["coarse_image"][0, 0, 0] !=
+                                                              items[v % length]["coarse_image"][0, 0, 0]))
+            for v in range(2, 12 * length, length)}
+    assert len(cuts) > 1  # frame 2 cut differently across 12 epochs
+    np.testing.assert_array_equal(items[2 + 7 * length]["gt"].shape, items[2]["gt"].shape)
+
+
 def test_mirrored_boxes_crop_the_flipped_frame():
     image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     boxes = np.array([[2.0, 3.0, 10.0, 12.0], [5.0, 17.0, 15.0, 13.0]])
