@@ -180,18 +180,20 @@ class JointWeights:
     do not change (a refiner's loss applies it to the prediction and to its intermediate depth).
     The weights carry no gradient; ``apply`` is differentiable in depth."""
 
-    def __init__(self, taps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], low: tuple[int, int]) -> None:
-        self.taps, self.low = taps, low
+    def __init__(self, taps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], total: torch.Tensor,
+                 low: tuple[int, int]) -> None:
+        self.taps, self.total, self.low = taps, total, low
 
     def apply(self, depth: torch.Tensor) -> torch.Tensor:
         """depth (N, C, h, w) -> (N, C, H, W)."""
         if depth.dim() != 4 or tuple(depth.shape[-2:]) != self.low:
             raise ValueError(f"depth (N, C, {self.low[0]}, {self.low[1]}) expected, got {tuple(depth.shape)}")
-        return sum(wk.to(depth.dtype) * depth.index_select(-2, ys).index_select(-1, xs) for ys, xs, wk in self.taps)
+        acc = sum(wk.to(depth.dtype) * depth.index_select(-2, ys).index_select(-1, xs) for ys, xs, wk in self.taps)
+        return acc / self.total.to(depth.dtype)
 
 
 def joint_weights(guide: torch.Tensor, image: torch.Tensor, sigma: float) -> JointWeights:
-    """Normalised weights of the four taps of every output pixel: guide (N, 3, h, w) and image
+    """Weights of the four taps of every output pixel and their sum: guide (N, 3, h, w) and image
     (N, 3, H, W) colours in [0, 1] (see `edgedepth.tiling_reference.joint_upsample`)."""
     from .tiling_reference import JOINT_FLOOR
 
@@ -213,5 +215,6 @@ def joint_weights(guide: torch.Tensor, image: torch.Tensor, sigma: float) -> Joi
         least = torch.stack(dist).amin(0)
         weights = [s * ((1.0 - (d - least) / (32.0 * sigma * sigma)).clamp(min=0.0) ** 16).clamp(min=JOINT_FLOOR)
                    for (_, _, s), d in zip(spatial, dist)]
-        total = sum(weights)
-        return JointWeights([(ys, xs, wk / total) for (ys, xs, _), wk in zip(spatial, weights)], (h, w))
+        # One division per output pixel when applied, not one per tap here (the runtime's device path
+        # applies them once per frame).
+        return JointWeights([(ys, xs, wk) for (ys, xs, _), wk in zip(spatial, weights)], sum(weights), (h, w))
