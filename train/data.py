@@ -313,9 +313,9 @@ class StepBatchSampler(Sampler[list[int]]):
         self._perm_epoch, self._perm = -1, None
 
     def _index(self, position: int) -> int:
-        epoch, offset = divmod(position, self.length)
         if not self.shuffle:
             return position
+        epoch, offset = divmod(position, self.length)
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng((self.seed, epoch)).permutation(self.length)
             self._perm_epoch = epoch
