@@ -72,6 +72,10 @@ def test_torch_batch_matches_reference_per_item_and_passes_gradients_to_depth() 
     assert float(depth.grad.sum()) == pytest.approx(2 * 40 * 50, rel=1e-6) and bool((depth.grad >= 0).all())
     with pytest.raises(ValueError, match="guide"):
         tiling_torch.joint_upsample_batch(depth, guide[:, :2], image, 0.05)
+    with pytest.raises(ValueError, match="image"):
+        tiling_torch.joint_weights(guide, image[:1], 0.05)
+    with pytest.raises(ValueError, match="depth"):
+        tiling_torch.joint_weights(guide, image, 0.05).apply(depth[:, :, :-1])
 
 
 def test_fallback_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
