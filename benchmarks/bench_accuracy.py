@@ -152,9 +152,9 @@ def tune_guided(coarse, frames: list[dict]) -> tuple[int, float]:
 
 
 def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool = True,
-                   upsample: Optional[str] = None) -> tuple[Method, Any]:
+                   upsample: Optional[str] = None, max_side: Optional[int] = None) -> tuple[Method, Any]:
     """A checkpoint run through the runtime's tiling (its training ``tiling`` section; ``upsample``
-    replaces how tiles become the frame when given)."""
+    replaces how tiles become the frame, ``max_side`` the adaptive grid's cap, when given)."""
     import dataclasses
 
     from edgedepth.tiling import Tiling
@@ -168,6 +168,8 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
     tiling_cfg = Tiling(**meta.get("train", {}).get("tiling", {}))
     if upsample:
         tiling_cfg = dataclasses.replace(tiling_cfg, upsample=upsample)
+    if max_side is not None:
+        tiling_cfg = dataclasses.replace(tiling_cfg, max_side=max_side)
 
     def predict(f):
         image = f["image"]
@@ -176,7 +178,8 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
         g = out.grid
         if not seams:
             return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes)
-        flat = dataclasses.replace(tiling_cfg, rows=g.rows, cols=g.cols, overlap_ratio=0.0, window="uniform", shrink=0.0)
+        flat = dataclasses.replace(tiling_cfg, rows=g.rows, cols=g.cols, overlap_ratio=0.0, window="uniform",
+                                   shrink=0.0, max_side=0)
         uni = refine_frame(coarse, refiner, image, flat, coarse_depth=cd, grid=flat.grid(*image.shape[:2]))
         return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes, uni.depth, uni.grid.boxes)
 
@@ -217,7 +220,7 @@ def bundle_method(name: str, spec: str) -> Method:
         g = res.grid
         if (g.rows, g.cols) not in flat:
             uniform = dataclasses.replace(rt.tiling, rows=g.rows, cols=g.cols, overlap_ratio=0.0, window="uniform",
-                                          shrink=0.0)
+                                          shrink=0.0, max_side=0)
             flat[g.rows, g.cols] = Runtime(path, backend=backend, precision=precision, tiling=uniform)
         uni = flat[g.rows, g.cols].predict(f["image"])
         return Prediction(res.depth, ~res.valid, None, g.boxes, uni.depth, uni.grid.boxes)
@@ -390,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list of how --refiner/--oracle tiles become the frame, one row each: checkpoint "
                          "(its training tiling), bilinear, joint_bilateral (default checkpoint); with "
                          "joint_bilateral the tile-resolution ceiling gets a joint row too")
+    ap.add_argument("--max-side", type=int, default=None, metavar="PX",
+                    help="--refiner/--oracle checkpoints: cap the adaptive grid at frames of this longer side "
+                         "(Tiling.max_side; 0 = none; default: the checkpoint's)")
     ap.add_argument("--frames", default="1080p:8,4K:4", help="held-out frames per resolution (default 1080p:8,4K:4)")
     ap.add_argument("--data", default="out/bench_data", help="where held-out frames are rendered once")
     ap.add_argument("--out", default="out/bench_accuracy")
@@ -419,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             label = name if len(modes) == 1 else f"{name} ({mode.replace('_bilateral', '')})"
             yield refiner_method(label, path, oracle=oracle, seams=not args.no_seams,
-                                 upsample=None if mode == "checkpoint" else mode)
+                                 upsample=None if mode == "checkpoint" else mode, max_side=args.max_side)
 
     methods: list[Method] = []
     refiners = []

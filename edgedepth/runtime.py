@@ -298,7 +298,7 @@ class Runtime:
         bundle_tiling = Tiling.from_json(self.bundle.tiling)
         # A (rows, cols) override fixes the grid; else the bundle's policy (possibly adaptive).
         self.tiling = tiling or (bundle_tiling if self.tiles is None else dataclasses.replace(
-            bundle_tiling, rows=self.tiles[0], cols=self.tiles[1], shrink=0.0))
+            bundle_tiling, rows=self.tiles[0], cols=self.tiles[1], shrink=0.0, max_side=0))
         if upsample is not None:
             self.tiling = dataclasses.replace(self.tiling, upsample=upsample)  # checked by Tiling
         self.rows, self.cols = self.tiling.rows, self.tiling.cols
@@ -567,7 +567,8 @@ class Runtime:
         rows x cols, or adaptive to the frame size), every pixel covered; the rule export and
         training cut their tiles with."""
         grid = self.tiling.grid(int(height), int(width), self.tile_size)
-        if self.train_shrink and (height, width) not in self._warned_shrink:
+        capped = self.tiling.shrink > 0 and 0 < self.tiling.max_side < max(height, width)  # larger tiles by design
+        if self.train_shrink and not capped and (height, width) not in self._warned_shrink:
             sy, sx = grid.shrink(*self.tile_size)
             factor = math.sqrt(sy * sx) / float(self.train_shrink)
             if not 1 / 1.5 <= factor <= 1.5:

@@ -244,6 +244,11 @@ class Tiling:
     refiner's resolution (``TileGrid.tile_resolution``), then upsampled once guided by the frame's
     colours (:func:`joint_upsample`, colour scale ``joint_sigma``, 0..1 per channel), so depth edges
     land on image edges instead of spreading over the shrink factor.
+
+    ``max_side`` (adaptive tilings only; 0 = no limit): a frame whose longer side exceeds it gets the
+    rows x cols of that frame shrunk to ``max_side``, with tiles grown to cover it. Past that size the
+    refiner's work stops growing with the frame; with the joint upsampling the full-resolution image
+    still places the edges.
     """
 
     rows: int = 2
@@ -253,6 +258,7 @@ class Tiling:
     shrink: float = 0.0
     upsample: str = "bilinear"
     joint_sigma: float = 0.05
+    max_side: int = 0
 
     def __post_init__(self) -> None:
         _check_int("rows", self.rows, 1)
@@ -268,6 +274,9 @@ class Tiling:
                 and math.isfinite(self.joint_sigma)
                 and self.joint_sigma >= MIN_JOINT_SIGMA):
             raise ValueError(f"joint_sigma must be a finite number >= {MIN_JOINT_SIGMA}, got {self.joint_sigma!r}")
+        if _check_int("max_side", self.max_side, 0) and self.shrink == 0:
+            raise ValueError(f"max_side={self.max_side} needs an adaptive tiling (shrink > 0): a fixed grid "
+                             "already caps the number of tiles")
 
     def grid(self, height: int, width: int, tile_size: Optional[Sequence[int]] = None) -> TileGrid:
         """The TileGrid for a (height, width) frame and a refiner taking ``tile_size`` (h, w) inputs
@@ -275,8 +284,14 @@ class Tiling:
         if self.shrink > 0:
             if tile_size is None:
                 raise ValueError("an adaptive tiling (shrink > 0) needs the refiner's tile_size")
-            return TileGrid.for_shrink(int(height), int(width), int(tile_size[0]), int(tile_size[1]),
-                                       float(self.shrink), float(self.overlap_ratio))
+            height, width = int(height), int(width)
+            cap = self.max_side / max(height, width) if self.max_side else 1.0
+            if cap >= 1.0:
+                return TileGrid.for_shrink(height, width, int(tile_size[0]), int(tile_size[1]),
+                                           float(self.shrink), float(self.overlap_ratio))
+            small = TileGrid.for_shrink(max(1, round(height * cap)), max(1, round(width * cap)), int(tile_size[0]),
+                                        int(tile_size[1]), float(self.shrink), float(self.overlap_ratio))
+            return TileGrid.from_overlap_ratio(height, width, small.rows, small.cols, float(self.overlap_ratio))
         return TileGrid.from_overlap_ratio(int(height), int(width), self.rows, self.cols, float(self.overlap_ratio))
 
     def to_json(self) -> dict:
@@ -288,7 +303,7 @@ class Tiling:
         ``upsample`` = bilinear)."""
         return cls(int(data["rows"]), int(data["cols"]), float(data["overlap_ratio"]), str(data["window"]),
                    float(data.get("shrink", 0.0) or 0.0), str(data.get("upsample", "bilinear")),
-                   float(data.get("joint_sigma", 0.05)))
+                   float(data.get("joint_sigma", 0.05)), int(data.get("max_side", 0)))
 
 
 # ---------------------------------------------------------------- argument checks

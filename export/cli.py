@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", default=None, help="blend window: uniform, linear, cosine, gaussian")
     parser.add_argument("--shrink", type=float, default=None,
                         help="adaptive grid: tiles of SHRINK x the refiner input in frame pixels (0: fixed grid)")
+    parser.add_argument("--max-side", type=int, default=None, metavar="PX",
+                        help="adaptive grid: frames whose longer side exceeds PX get the grid of that frame "
+                             "shrunk to PX, with larger tiles (0: no limit; default: the checkpoint's)")
     parser.add_argument("--upsample", choices=UPSAMPLING, default=None,
                         help="how the runtime turns refined tiles into the full-resolution map (default: the "
                              "checkpoint's tiling.upsample; joint_bilateral: guided by the frame's colours)")
@@ -70,10 +73,13 @@ def run(args: argparse.Namespace) -> int:
     trained = read_meta(args.checkpoint).get("train", {}).get("tiling")
     tiling = Tiling.from_json(trained) if trained else Tiling()
     changes = {k: v for k, v in (("overlap_ratio", args.overlap), ("window", args.window), ("shrink", args.shrink),
-                                 ("upsample", args.upsample), ("joint_sigma", args.joint_sigma))
+                                 ("upsample", args.upsample), ("joint_sigma", args.joint_sigma),
+                                 ("max_side", args.max_side))
                if v is not None}
     if args.tiles is not None:  # a grid asked for by rows x cols is a fixed one unless --shrink says otherwise
         changes.update(rows=args.tiles[0], cols=args.tiles[1], shrink=changes.get("shrink", 0.0))
+        if not changes["shrink"]:
+            changes["max_side"] = changes.get("max_side", 0)
     tiling = dataclasses.replace(tiling, **changes)
     cfg = ExportConfig(targets=args.targets, precisions=args.precision, calib=args.calib, heldout=args.heldout,
                        select=args.select,

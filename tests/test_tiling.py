@@ -440,6 +440,31 @@ def test_for_shrink_picks_the_grid_closest_to_the_trained_scale():
     assert Tiling.from_json({"rows": 2, "cols": 3, "overlap_ratio": 0.1, "window": "linear"}).shrink == 0.0
 
 
+def test_max_side_caps_the_adaptive_grid_at_the_grid_of_the_shrunk_frame():
+    from edgedepth.tiling import Tiling
+
+    capped, free = Tiling(4, 4, 0.25, "cosine", 2.4, max_side=1920), Tiling(4, 4, 0.25, "cosine", 2.4)
+    # at and below the cap nothing changes
+    for size in [(1080, 1920), (480, 640), (1920, 1080)]:
+        assert capped.grid(*size, (128, 224)) == free.grid(*size, (128, 224))
+    # 4K: the 1080p frame's 4x4 grid, tiles twice as large, every pixel covered
+    g = capped.grid(2160, 3840, (128, 224))
+    assert (g.rows, g.cols) == (4, 4) and len(free.grid(2160, 3840, (128, 224))) > 16
+    assert g == TileGrid.from_overlap_ratio(2160, 3840, 4, 4, 0.25)
+    assert g.shrink(128, 224)[0] == pytest.approx(2 * free.grid(1080, 1920, (128, 224)).shrink(128, 224)[0], rel=0.02)
+    # a 4:3 frame is shrunk by its longer side
+    small = TileGrid.for_shrink(1440, 1920, 128, 224, 2.4, 0.25)
+    assert (capped.grid(3000, 4000, (128, 224)).rows, capped.grid(3000, 4000, (128, 224)).cols) == (small.rows, small.cols)
+    assert Tiling.from_json(capped.to_json()) == capped
+    assert Tiling.from_json(free.to_json()).max_side == 0
+    with pytest.raises(ValueError, match="adaptive"):
+        Tiling(4, 4, max_side=1920)
+    with pytest.raises(ValueError, match="max_side"):
+        Tiling(4, 4, shrink=2.4, max_side=-1)
+    with pytest.raises(TypeError, match="max_side"):
+        Tiling(4, 4, shrink=2.4, max_side=1920.0)
+
+
 def _finish_inputs(rng: np.random.Generator, n: int) -> np.ndarray:
     """Depth values with every case the finishing pass treats apart: NaN, +-inf, 0, -0, negatives,
     values above a valid_max of 80 and near float32's maximum (they overflow under a scale > 1)."""

@@ -258,3 +258,16 @@ def test_export_takes_the_checkpoints_training_tiling_and_the_runtime_adapts_the
     fixed = Runtime(out, backend="onnxruntime", tiles=(1, 1))
     with pytest.warns(RuntimeWarning, match="trained on"):
         fixed.predict(frame)
+    # --max-side: past it the grid stops growing (larger tiles by design, so no warning)
+    capped_out = tmp_path / "capped.edgedepth"
+    assert main(["export", str(ckpt), "--out", str(capped_out), "--targets", "onnx", "--precision", "fp32",
+                 "--heldout", "procedural:1", "--max-side", "192"]) == 0
+    assert open_bundle(capped_out).manifest["tiling"]["max_side"] == 192
+    capped = Runtime(capped_out, backend="onnxruntime")
+    assert (capped.grid_for(192, 384).rows, capped.grid_for(192, 384).cols) == (small.rows, small.cols)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = capped.predict(frame)
+    assert res.depth.shape == (192, 384) and len(res.grid) == len(small)
+    # a fixed grid asked for at run time drops the cap instead of failing
+    assert Runtime(capped_out, backend="onnxruntime", tiles=(1, 1)).tiling.max_side == 0
