@@ -92,10 +92,11 @@ tar -C "$work/refiner" -cf "$out/checkpoint.tar" final
 if python3 -c "import onnx, onnxsim, onnxruntime" 2>/dev/null; then
     say "exporting the bundle"
     edgedepth export "$work/refiner/final" --out "$work/default.edgedepth" --targets onnx \
-        --precision fp32,fp16,int8 --calib procedural:4 --heldout procedural:2 --overwrite >> "$log" 2>&1
+        --precision fp32,fp16,int8 --max-side 1920 --calib procedural:4 --heldout procedural:2 --overwrite \
+        >> "$log" 2>&1
     tar -C "$work" -cf "$out/default.edgedepth.tar" default.edgedepth
 else
     say "onnxsim is not installed here: export from checkpoint.tar elsewhere (tar -xf checkpoint.tar;" \
-        "edgedepth export final --out default.edgedepth --targets onnx --precision fp32,fp16,int8)"
+        "edgedepth export final --out default.edgedepth --targets onnx --precision fp32,fp16,int8 --max-side 1920)"
 fi
 say "done: $(ls "$out" | tr '\n' ' ')"
