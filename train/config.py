@@ -70,6 +70,9 @@ class DataConfig:
     # experiment: it isolates what the refiner can learn; needs a refiner without coarse features (-dg).
     oracle_coarse: bool = False
     degrade: bool = False  # real-like images with sparse ground truth (distillation)
+    # Refiner stages: the share of training frames given random shadow and paint shapes (colour
+    # edges without depth edges, which procedural frames lack and photographs are full of).
+    shade: float = 0.0
     hflip: bool = True
     val_samples: int = 8
     val_seed: int = 1_000  # procedural val stream seed; training uses train.seed (keep them apart)
@@ -391,6 +394,8 @@ def check_config(cfg: Config) -> None:
         _fail("data.far_depth", f"must be 0 or beyond data.valid_max ({d.valid_max}), got {d.far_depth}")
     if d.oracle_coarse and t.stage not in ("refiner", "noisy-pretrain"):
         _fail("data.oracle_coarse", f"applies to the refiner stage only, not {t.stage!r}")
+    if not 0 <= d.shade <= 1:
+        _fail("data.shade", f"must be a share in [0, 1], got {d.shade}")
 
 
 def runtime_grid(cfg: Config):

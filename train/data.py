@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from edgedepth import tiling
 from edgedepth.tiling import TileGrid
 
+from .augment import shade
 from .config import Config
 from .distributed import DistInfo
 
@@ -223,14 +224,16 @@ class TileItems(Dataset):
     pixels; ``frame_hw`` (2,);
     ``oracle`` (1, hc, wc) ground truth reduced to the coarse input size when ``oracle``;
     ``image_gt`` (G, 3, gh, gw) the tiles' colours in [0, 1] at ``gt_size`` when ``gt_image``; ``index``.
-    A flipped item is the flipped frame's (boxes included).
+    A flipped item is the flipped frame's (boxes included). ``shade``: the share of items whose frame
+    gets random shadow and paint shapes (``augment.shade``) before anything is cut from it.
     """
 
     def __init__(self, source, coarse_size: tuple[int, int], tile_sizes: Sequence[tuple[int, int]],
                  grid_fn: Callable[[int, int], TileGrid], mean: Sequence[float], std: Sequence[float],
                  hflip: bool = False, seed: int = 0, oracle: bool = False,
-                 gt_size: Optional[tuple[int, int]] = None, gt_image: bool = False) -> None:
+                 gt_size: Optional[tuple[int, int]] = None, gt_image: bool = False, shade: float = 0.0) -> None:
         self.source, self.coarse_size = source, tuple(coarse_size)
+        self.shade = float(shade)
         self.gt_image = gt_image
         self.tile_sizes = [tuple(t) for t in tile_sizes]
         self.gt_size = tuple(gt_size) if gt_size is not None else self.tile_sizes[0]
@@ -252,14 +255,17 @@ class TileItems(Dataset):
         ids = group_ids(grid.cols, r0, c0)
         boxes = np.asarray(grid.boxes)[ids]  # in the (possibly flipped) frame the model sees
         src = mirror_boxes(boxes, w) if flip else boxes
-        item = {"coarse_image": tiling.crop_resize(f["image"], whole_box(h, w), self.coarse_size,
+        image = f["image"]
+        if self.shade and rng.random() < self.shade:  # drawn last: items without it are as before
+            image = shade(image, rng)
+        item = {"coarse_image": tiling.crop_resize(image, whole_box(h, w), self.coarse_size,
                                                    mean=self.mean, std=self.std, threads=1)[0]}
         for k, size in enumerate(self.tile_sizes):
-            item[f"rgb{k}"] = tiling.crop_resize(f["image"], src, size, mean=self.mean, std=self.std, threads=1)
+            item[f"rgb{k}"] = tiling.crop_resize(image, src, size, mean=self.mean, std=self.std, threads=1)
         item["gt"], item["valid"] = crop_valid(f["depth"], src, self.gt_size)
         item["reliable"] = crop_mask(f["reliable"], src, self.gt_size)
         if self.gt_image:
-            item["image_gt"] = tiling.crop_resize(f["image"], src, self.gt_size, mean=0.0, std=1.0, threads=1)
+            item["image_gt"] = tiling.crop_resize(image, src, self.gt_size, mean=0.0, std=1.0, threads=1)
         if self.oracle:
             item["oracle"] = log_area_reduce(f["depth"], self.coarse_size)[None]
         if flip:

@@ -68,6 +68,7 @@ def test_yaml_values_and_overrides(tmp_path):
         ({"loss": {"gpct": -1.0}}, "loss.gpct", ValueError),
         ({"data": {"far_depth": 50.0}}, "data.far_depth", ValueError),
         ({"data": {"oracle_coarse": True}}, "data.oracle_coarse", ValueError),
+        ({"data": {"shade": 1.5}}, "data.shade", ValueError),
         # 2x2 tiles of a 64x192 frame are 36x100: a square 32x32 refiner input would squash them
         ({"train": {"stage": "refiner"}, "data": {"frame_size": [64, 192]}, "model": {"tile_size": [32, 32]}},
          "model.tile_size", ValueError),

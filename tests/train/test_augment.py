@@ -1,0 +1,53 @@
+"""Shadow and paint shapes (edgedepth.train.augment.shade) and how refiner items use them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgedepth.train.augment import shade
+from edgedepth.train.config import load_config
+from edgedepth.train.data import ProceduralFrames
+from edgedepth.train.trainer import Trainer
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def _frame(h=90, w=160):
+    rng = np.random.default_rng(0)
+    return rng.integers(40, 200, (h, w, 3), dtype=np.uint8)
+
+
+def test_shade_scales_colours_inside_shapes_and_leaves_the_rest():
+    image = _frame()
+    changed_share = []
+    for seed in range(12):
+        out = shade(image, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.shape == image.shape
+        np.testing.assert_array_equal(out, shade(image, np.random.default_rng(seed)))  # the rng decides all
+        ratio = out.astype(np.float64) / image
+        # at most three shapes, each a gain in 0.45 * 0.9 .. 1.35 * 1.1, plus rounding
+        assert ratio.min() >= 0.405 ** 3 - 0.02 and ratio.max() <= 1.485 ** 3 + 0.02
+        changed_share.append(np.mean(np.any(out != image, axis=-1)))
+    changed_share = np.array(changed_share)
+    assert (changed_share > 0.02).all()  # every call changes something
+    assert (changed_share < 0.98).sum() >= 6  # and most leave part of the frame as it was
+    with pytest.raises(ValueError, match="uint8"):
+        shade(image.astype(np.float32), np.random.default_rng(0))
+
+
+def test_refiner_items_shade_the_image_and_never_the_depth(tmp_path):
+    def items(shade_share):
+        cfg = load_config(CONFIGS / "tiny-refiner.yaml", [f"train.out_dir={tmp_path / 'run'}",
+                                                          f"data.shade={shade_share}"])
+        stage = Trainer(cfg, resume="never").stage
+        return stage.items(ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3, length=4))
+
+    plain, shaded = items(0.0), items(1.0)
+    for i in range(4):
+        a, b = plain[i], shaded[i]
+        for key in ("gt", "valid", "reliable", "boxes"):  # same tile group, flip and ground truth
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+        assert not np.array_equal(a["rgb0"].numpy(), b["rgb0"].numpy())
+        assert not np.array_equal(a["coarse_image"].numpy(), b["coarse_image"].numpy())  # one shaded frame
