@@ -515,13 +515,14 @@ ExpandFn pick_expand() {
 }
 
 // One output row from the expanded rows above (a) and below (b) it, with the bilinear weight fy of b.
-__attribute__((always_inline)) inline void joint_row_impl(const float* __restrict a, const float* __restrict b,
-                                                          const uint8_t* __restrict img,
-                                                          const float* __restrict fx, float fy, float inv2s2,
-                                                          int width, float* __restrict out) {
+// Columns [x0, width).
+__attribute__((always_inline)) inline void joint_row_impl_from(const float* __restrict a, const float* __restrict b,
+                                                               const uint8_t* __restrict img,
+                                                               const float* __restrict fx, float fy, float inv2s2,
+                                                               int width, int x0, float* __restrict out) {
     const int64_t W = width;
     const float gy = 1.0f - fy, k255 = 1.0f / 255.0f;
-    for (int x = 0; x < width; ++x) {
+    for (int x = x0; x < width; ++x) {
         const float r = img[3 * x] * k255, g = img[3 * x + 1] * k255, bl = img[3 * x + 2] * k255;
         const float ux = fx[x], gx = 1.0f - ux;
         const float d00 = (r - a[2 * W + x]) * (r - a[2 * W + x]) + (g - a[4 * W + x]) * (g - a[4 * W + x])
@@ -543,16 +544,76 @@ __attribute__((always_inline)) inline void joint_row_impl(const float* __restric
 
 void joint_row(const float* a, const float* b, const uint8_t* img, const float* fx, float fy, float inv2s2,
                int width, float* out) {
-    joint_row_impl(a, b, img, fx, fy, inv2s2, width, out);
+    joint_row_impl_from(a, b, img, fx, fy, inv2s2, width, 0, out);
 }
 
 using JointRowFn = void (*)(const float*, const float*, const uint8_t*, const float*, float, float, int, float*);
 
 #ifdef ED_HAVE_AVX2_PATH
-// The same loop compiled for AVX2 (8 pixels per step; no FMA, so the same arithmetic).
+// range_weight on 8 lanes. max(u, 0) with u first returns 0 for a NaN u, which then takes the floor,
+// as the scalar code does.
+__attribute__((target("avx2"))) inline __m256 range_weight8(__m256 t) {
+    __m256 u = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), _mm256_mul_ps(t, _mm256_set1_ps(0.0625f))),
+                             _mm256_setzero_ps());
+    u = _mm256_mul_ps(u, u);
+    u = _mm256_mul_ps(u, u);
+    u = _mm256_mul_ps(u, u);
+    u = _mm256_mul_ps(u, u);
+    return _mm256_max_ps(u, _mm256_set1_ps(kJointFloor));
+}
+
+// Squared colour distance of 8 pixels to 8 taps, summed in the scalar code's order.
+__attribute__((target("avx2"))) inline __m256 colour_d2(__m256 r, __m256 g, __m256 b, const float* pr,
+                                                        const float* pg, const float* pb) {
+    const __m256 dr = _mm256_sub_ps(r, _mm256_loadu_ps(pr));
+    const __m256 dg = _mm256_sub_ps(g, _mm256_loadu_ps(pg));
+    const __m256 db = _mm256_sub_ps(b, _mm256_loadu_ps(pb));
+    return _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(dr, dr), _mm256_mul_ps(dg, dg)), _mm256_mul_ps(db, db));
+}
+
+// joint_row_impl with intrinsics, 8 pixels per step, op for op the scalar arithmetic (no FMA), so the
+// same bits. The compiler's own vectorisation of that loop unrolls it 32 pixels wide to de-interleave
+// the RGB bytes and spills; here each 128-bit lane takes 4 pixels (12 bytes) and one byte shuffle per
+// channel widens them to 32-bit integers. The two 16-byte loads reach 4 bytes past the 8 pixels, so
+// the last pixels of the row (and rows narrower than 10) take the scalar loop.
 __attribute__((target("avx2"))) void joint_row_avx2(const float* a, const float* b, const uint8_t* img,
                                                     const float* fx, float fy, float inv2s2, int width, float* out) {
-    joint_row_impl(a, b, img, fx, fy, inv2s2, width, out);
+    const int64_t W = width;
+    const __m256i sel_r = _mm256_setr_epi8(0, -1, -1, -1, 3, -1, -1, -1, 6, -1, -1, -1, 9, -1, -1, -1,
+                                           0, -1, -1, -1, 3, -1, -1, -1, 6, -1, -1, -1, 9, -1, -1, -1);
+    const __m256i sel_g = _mm256_add_epi32(sel_r, _mm256_set1_epi32(1));  // -1 bytes stay >= 0x80: zeroed
+    const __m256i sel_b = _mm256_add_epi32(sel_r, _mm256_set1_epi32(2));
+    const __m256 k255 = _mm256_set1_ps(1.0f / 255.0f), one = _mm256_set1_ps(1.0f), s2 = _mm256_set1_ps(inv2s2);
+    const __m256 vfy = _mm256_set1_ps(fy), vgy = _mm256_set1_ps(1.0f - fy);
+    int x = 0;
+    for (; x + 10 <= width; x += 8) {
+        const uint8_t* p = img + 3 * static_cast<int64_t>(x);
+        const __m256i bytes = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 12)), 1);
+        const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(bytes, sel_r)), k255);
+        const __m256 g = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(bytes, sel_g)), k255);
+        const __m256 bl = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(bytes, sel_b)), k255);
+        const __m256 ux = _mm256_loadu_ps(fx + x), gx = _mm256_sub_ps(one, ux);
+        const __m256 d00 = colour_d2(r, g, bl, a + 2 * W + x, a + 4 * W + x, a + 6 * W + x);
+        const __m256 d01 = colour_d2(r, g, bl, a + 3 * W + x, a + 5 * W + x, a + 7 * W + x);
+        const __m256 d10 = colour_d2(r, g, bl, b + 2 * W + x, b + 4 * W + x, b + 6 * W + x);
+        const __m256 d11 = colour_d2(r, g, bl, b + 3 * W + x, b + 5 * W + x, b + 7 * W + x);
+        // std::min(p, q) is q < p ? q : p, and _mm256_min_ps(q, p) the same, NaN included
+        const __m256 m = _mm256_min_ps(_mm256_min_ps(d11, d10), _mm256_min_ps(d01, d00));
+        const __m256 w00 = _mm256_mul_ps(_mm256_mul_ps(vgy, gx), range_weight8(_mm256_mul_ps(_mm256_sub_ps(d00, m), s2)));
+        const __m256 w01 = _mm256_mul_ps(_mm256_mul_ps(vgy, ux), range_weight8(_mm256_mul_ps(_mm256_sub_ps(d01, m), s2)));
+        const __m256 w10 = _mm256_mul_ps(_mm256_mul_ps(vfy, gx), range_weight8(_mm256_mul_ps(_mm256_sub_ps(d10, m), s2)));
+        const __m256 w11 = _mm256_mul_ps(_mm256_mul_ps(vfy, ux), range_weight8(_mm256_mul_ps(_mm256_sub_ps(d11, m), s2)));
+        const __m256 num = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(w00, _mm256_loadu_ps(a + x)), _mm256_mul_ps(w01, _mm256_loadu_ps(a + W + x))),
+                          _mm256_mul_ps(w10, _mm256_loadu_ps(b + x))),
+            _mm256_mul_ps(w11, _mm256_loadu_ps(b + W + x)));
+        const __m256 den = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(w00, w01), w10), w11);
+        _mm256_storeu_ps(out + x, _mm256_div_ps(num, den));
+    }
+    // The rest: the scalar loop on the tail, its planes offset so that they still index by x.
+    joint_row_impl_from(a, b, img, fx, fy, inv2s2, width, x, out);
 }
 #endif
 
