@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Rebuild what ships in edgedepth/assets/: the sample frame and the default bundle, with our own
-# pipelines only (procedural shards -> edgedepth train x3 -> edgedepth export). Needs the
-# [train,export] extras. On a 2-core CPU: about 40 minutes of rendering, then the three training
+# pipelines only (procedural shards -> edgedepth train x4 -> edgedepth export). Needs the
+# [train,export] extras. On a 2-core CPU: about 40 minutes of rendering, then the four training
 # stages (see the configs' step counts; the refiner is the long one), then a few minutes of export.
 # Every step resumes where it stopped (shards per file, training from its newest checkpoint).
 #
 #   scripts/make_default.sh            # everything
-#   SKIP_TRAIN=1 scripts/make_default.sh   # only the export of runs/default-refiner/final
+#   SKIP_TRAIN=1 scripts/make_default.sh   # only the export of runs/default-refiner-ft/final
 set -euo pipefail
 cd "$(dirname "$0")/.."
 assets=edgedepth/assets
@@ -29,25 +29,25 @@ if [ "${SKIP_TRAIN:-0}" != 1 ]; then
     edgedepth train configs/default-coarse.yaml
     edgedepth train configs/default-noisy.yaml
     edgedepth train configs/default-refiner.yaml
+    edgedepth train configs/default-refiner-ft.yaml
 fi
 
 # The bundle keeps the refiner's adaptive grid (from its checkpoint); calibration and parity on
 # 1080p procedural frames; INT8 must stay within +2 % AbsRel of float32 or the export fails. ONNX,
 # plus NNCF's INT8 refiner as OpenVINO IR (1.2 MB): OpenVINO compiles the float ONNX files as they
 # are, but the Q/DQ file (TensorRT's) costs it accuracy; TensorRT builds its engines from the ONNX.
-# --upsample: as configs/default-refiner.yaml says, for a checkpoint trained before that line.
-# --max-side 1920: frames larger than 1080p keep its 4x4 grid with larger tiles (at 4K, 16 tiles
-# instead of 72: 3x faster and more accurate on the held-out 4K frames, README "The default model").
-edgedepth export runs/default-refiner/final --out "$assets/default.edgedepth" --overwrite \
-    --targets onnx,openvino --openvino-precision int8 --precision fp32,fp16,int8 --upsample joint_bilateral \
-    --max-side 1920 \
+# Its tiling (joint bilateral upsampling; max_side 1920: frames larger than 1080p keep its 4x4 grid
+# with larger tiles, at 4K 16 tiles instead of 72) is the checkpoint's, as
+# configs/default-refiner-ft.yaml trained it.
+edgedepth export runs/default-refiner-ft/final --out "$assets/default.edgedepth" --overwrite \
+    --targets onnx,openvino --openvino-precision int8 --precision fp32,fp16,int8 \
     --calib procedural:8 --heldout procedural:4
 # The same default as one fused CoreML model for apps (fixed 1920x1080 input, fp16): coarse, the
 # 4x4 grid, refiner and blend in one graph, beside the bundle (the bundle's own CoreML files would
 # add ~10 MB to the repository for what the pipeline already covers).
 coreml_tmp=$(mktemp -d)
 trap 'rm -rf "$coreml_tmp"' EXIT
-edgedepth export runs/default-refiner/final --out "$coreml_tmp/coreml.edgedepth" \
+edgedepth export runs/default-refiner-ft/final --out "$coreml_tmp/coreml.edgedepth" \
     --targets coreml --precision fp16 --pipeline 1920x1080 --calib procedural:2 --heldout procedural:2
 rm -rf "$assets/default_1920x1080.mlpackage.tmp"
 cp -r "$coreml_tmp/coreml.edgedepth/coreml/pipeline_1920x1080.fp16.mlpackage" "$assets/default_1920x1080.mlpackage.tmp"
