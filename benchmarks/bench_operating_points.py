@@ -7,13 +7,16 @@ Points (all on onnxruntime FP32 with the same --threads, default bundle unless -
   * the bundle's default tiling at 1080p (adaptive: 4x4 on the default bundle) and at 640x480
     (adaptive: 2x1), and coarse-only at 640x480;
   * at 1080p, the default tiling and coarse-only again with ``upsample="bilinear"`` (the default
-    bundle upsamples guided by the frame: what that costs and buys).
+    bundle upsamples guided by the frame: what that costs and buys);
+  * at 3840x2160, the default tiling (``tiling.max_side`` 1920 on the default bundle: the 1080p
+    frame's 4x4 grid with tiles twice as large) and the adaptive grid without that cap (9x8).
 Latency: every point predicts one frame per repetition, the points in a random order each
 repetition (interleaved, so a noisy neighbour hits all alike); wall ms min and median over
 --repeat repetitions after one warm-up pass. Accuracy: AbsRel, RMSE (m) and edge-band AbsRel
 (``edgedepth.metrics``, predictions clamped to [1e-3, 80] m on reliable ground truth) on the
 held-out procedural frames of ``bench_accuracy.py``: stream 3000 (scene seeds
-3000 * 1000003 + i, street/indoor alternating), rendered at 1920x1080 and at 640x480.
+3000 * 1000003 + i, street/indoor alternating), rendered at 1920x1080 and at 640x480, and stream
+3001 at 3840x2160.
 
     python benchmarks/bench_operating_points.py [--frames 4] [--repeat 6] [--threads 2] [--out out/bench_operating_points]
 
@@ -22,6 +25,7 @@ Writes table.md, figures.json and chart.png (median latency per point, accuracy 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -51,6 +55,8 @@ POINTS = {
     "default 1080p, bilinear": ("1080p", {"upsample": "bilinear"}),
     "default 640x480": ("640x480", {}),
     "coarse-only 640x480": ("640x480", {"refine": False}),
+    "default 4K": ("4K", {}),
+    "4K, grid not capped": ("4K", {"max_side": 0}),  # the bundle's tiling with Tiling.max_side replaced
 }
 
 
@@ -66,6 +72,9 @@ def run(bundle: str | None, frames: dict[str, list[dict]], threads: int, repeat:
     """Accuracy (one prediction per frame and point, also the warm-up) then interleaved latency."""
     runtimes, rows = {}, {}
     for name, (res, kwargs) in POINTS.items():
+        if "max_side" in kwargs:
+            base = Runtime(bundle, backend="onnxruntime", precision="fp32", threads=threads)
+            kwargs = {"tiling": dataclasses.replace(base.tiling, max_side=kwargs["max_side"])}
         with warnings.catch_warnings(record=True) as caught:  # coarser/finer tiles than trained: recorded
             warnings.simplefilter("always")
             rt = Runtime(bundle, backend="onnxruntime", precision="fp32", threads=threads, **kwargs)
