@@ -122,3 +122,15 @@ def test_cuda_frame_stays_on_gpu(exported_bundle, runtimes):
     assert result.depth.is_cuda and tuple(result.depth.shape) == (96, 128)
     expected = runtimes["onnxruntime"].predict(image).depth
     np.testing.assert_allclose(result.depth.cpu().numpy(), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_onnxruntime_sessions_do_not_spin_after_a_run(runtimes):
+    """ORT's workers spin-wait after each run by default; between the runtime's two sessions and its
+    tile engine threads that spinning takes the cores from the next stage (README, speed)."""
+    rt = runtimes.get("onnxruntime")
+    if rt is None:
+        pytest.skip("onnxruntime is not installed")
+    rt.predict(np.zeros((48, 64, 3), np.uint8))
+    for backend in (rt.coarse, rt.refiner):
+        options = backend.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
