@@ -73,6 +73,7 @@ class DataConfig:
     # Refiner stages: the share of training frames given random shadow and paint shapes (colour
     # edges without depth edges, which procedural frames lack and photographs are full of).
     shade: float = 0.0
+    shade_coarse: bool = True  # the frozen coarse model sees the shapes too (as it sees real shadows)
     hflip: bool = True
     val_samples: int = 8
     val_seed: int = 1_000  # procedural val stream seed; training uses train.seed (keep them apart)

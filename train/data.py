@@ -225,15 +225,17 @@ class TileItems(Dataset):
     ``oracle`` (1, hc, wc) ground truth reduced to the coarse input size when ``oracle``;
     ``image_gt`` (G, 3, gh, gw) the tiles' colours in [0, 1] at ``gt_size`` when ``gt_image``; ``index``.
     A flipped item is the flipped frame's (boxes included). ``shade``: the share of items whose frame
-    gets random shadow and paint shapes (``augment.shade``) before anything is cut from it.
+    gets random shadow and paint shapes (``augment.shade``) before anything is cut from it; with
+    ``shade_coarse`` False the coarse model's input is cut from the frame without them.
     """
 
     def __init__(self, source, coarse_size: tuple[int, int], tile_sizes: Sequence[tuple[int, int]],
                  grid_fn: Callable[[int, int], TileGrid], mean: Sequence[float], std: Sequence[float],
                  hflip: bool = False, seed: int = 0, oracle: bool = False,
-                 gt_size: Optional[tuple[int, int]] = None, gt_image: bool = False, shade: float = 0.0) -> None:
+                 gt_size: Optional[tuple[int, int]] = None, gt_image: bool = False, shade: float = 0.0,
+                 shade_coarse: bool = True) -> None:
         self.source, self.coarse_size = source, tuple(coarse_size)
-        self.shade = float(shade)
+        self.shade, self.shade_coarse = float(shade), bool(shade_coarse)
         self.gt_image = gt_image
         self.tile_sizes = [tuple(t) for t in tile_sizes]
         self.gt_size = tuple(gt_size) if gt_size is not None else self.tile_sizes[0]
@@ -258,7 +260,8 @@ class TileItems(Dataset):
         image = f["image"]
         if self.shade and rng.random() < self.shade:  # drawn last: items without it are as before
             image = shade(image, rng)
-        item = {"coarse_image": tiling.crop_resize(image, whole_box(h, w), self.coarse_size,
+        item = {"coarse_image": tiling.crop_resize(image if self.shade_coarse else f["image"], whole_box(h, w),
+                                                   self.coarse_size,
                                                    mean=self.mean, std=self.std, threads=1)[0]}
         for k, size in enumerate(self.tile_sizes):
             item[f"rgb{k}"] = tiling.crop_resize(image, src, size, mean=self.mean, std=self.std, threads=1)

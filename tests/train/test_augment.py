@@ -38,9 +38,10 @@ def test_shade_scales_colours_inside_shapes_and_leaves_the_rest():
 
 
 def test_refiner_items_shade_the_image_and_never_the_depth(tmp_path):
-    def items(shade_share):
+    def items(shade_share, shade_coarse=True):
         cfg = load_config(CONFIGS / "tiny-refiner.yaml", [f"train.out_dir={tmp_path / 'run'}",
-                                                          f"data.shade={shade_share}"])
+                                                          f"data.shade={shade_share}",
+                                                          f"data.shade_coarse={str(shade_coarse).lower()}"])
         stage = Trainer(cfg, resume="never").stage
         return stage.items(ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3, length=4))
 
@@ -51,3 +52,8 @@ def test_refiner_items_shade_the_image_and_never_the_depth(tmp_path):
             np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
         assert not np.array_equal(a["rgb0"].numpy(), b["rgb0"].numpy())
         assert not np.array_equal(a["coarse_image"].numpy(), b["coarse_image"].numpy())  # one shaded frame
+    # shade_coarse false: the tiles are shaded, the coarse model's input is not
+    clean_coarse = items(1.0, shade_coarse=False)
+    for i in range(4):
+        np.testing.assert_array_equal(clean_coarse[i]["coarse_image"].numpy(), plain[i]["coarse_image"].numpy())
+        np.testing.assert_array_equal(clean_coarse[i]["rgb0"].numpy(), shaded[i]["rgb0"].numpy())
