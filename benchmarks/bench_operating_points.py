@@ -43,6 +43,8 @@ from bench_runtime import machine  # noqa: E402
 from charts import bar_chart  # noqa: E402
 
 from edgedepth import Runtime, metrics  # noqa: E402
+from edgedepth.bundle import open_bundle  # noqa: E402
+from edgedepth.tiling import Tiling  # noqa: E402
 
 # name -> (held-out resolution key, Runtime keyword arguments)
 POINTS = {
@@ -73,8 +75,8 @@ def run(bundle: str | None, frames: dict[str, list[dict]], threads: int, repeat:
     runtimes, rows = {}, {}
     for name, (res, kwargs) in POINTS.items():
         if "max_side" in kwargs:
-            base = Runtime(bundle, backend="onnxruntime", precision="fp32", threads=threads)
-            kwargs = {"tiling": dataclasses.replace(base.tiling, max_side=kwargs["max_side"])}
+            tiling = Tiling.from_json(open_bundle(bundle).tiling)
+            kwargs = {"tiling": dataclasses.replace(tiling, max_side=kwargs["max_side"])}
         with warnings.catch_warnings(record=True) as caught:  # coarser/finer tiles than trained: recorded
             warnings.simplefilter("always")
             rt = Runtime(bundle, backend="onnxruntime", precision="fp32", threads=threads, **kwargs)

@@ -612,7 +612,7 @@ __attribute__((target("avx2"))) void joint_row_avx2(const float* a, const float*
         const __m256 den = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(w00, w01), w10), w11);
         _mm256_storeu_ps(out + x, _mm256_div_ps(num, den));
     }
-    // The rest: the scalar loop on the tail, its planes offset so that they still index by x.
+    // The last columns in scalar code.
     joint_row_impl_from(a, b, img, fx, fy, inv2s2, width, x, out);
 }
 #endif

@@ -567,8 +567,8 @@ class Runtime:
         rows x cols, or adaptive to the frame size), every pixel covered; the rule export and
         training cut their tiles with."""
         grid = self.tiling.grid(int(height), int(width), self.tile_size)
-        capped = self.tiling.shrink > 0 and 0 < self.tiling.max_side < max(height, width)  # larger tiles by design
-        if self.train_shrink and not capped and (height, width) not in self._warned_shrink:
+        # tiles the bundle's own cap enlarges are larger by design: no warning
+        if self.train_shrink and not self.tiling.capped(height, width) and (height, width) not in self._warned_shrink:
             sy, sx = grid.shrink(*self.tile_size)
             factor = math.sqrt(sy * sx) / float(self.train_shrink)
             if not 1 / 1.5 <= factor <= 1.5:

@@ -278,6 +278,11 @@ class Tiling:
             raise ValueError(f"max_side={self.max_side} needs an adaptive tiling (shrink > 0): a fixed grid "
                              "already caps the number of tiles")
 
+    def capped(self, height: int, width: int) -> bool:
+        """Whether ``max_side`` applies to a (height, width) frame: its grid is then that of the frame
+        shrunk to ``max_side``, with tiles larger than ``shrink`` asks for."""
+        return self.shrink > 0 and 0 < self.max_side < max(int(height), int(width))
+
     def grid(self, height: int, width: int, tile_size: Optional[Sequence[int]] = None) -> TileGrid:
         """The TileGrid for a (height, width) frame and a refiner taking ``tile_size`` (h, w) inputs
         (needed when ``shrink`` > 0)."""
@@ -285,10 +290,10 @@ class Tiling:
             if tile_size is None:
                 raise ValueError("an adaptive tiling (shrink > 0) needs the refiner's tile_size")
             height, width = int(height), int(width)
-            cap = self.max_side / max(height, width) if self.max_side else 1.0
-            if cap >= 1.0:
+            if not self.capped(height, width):
                 return TileGrid.for_shrink(height, width, int(tile_size[0]), int(tile_size[1]),
                                            float(self.shrink), float(self.overlap_ratio))
+            cap = self.max_side / max(height, width)
             small = TileGrid.for_shrink(max(1, round(height * cap)), max(1, round(width * cap)), int(tile_size[0]),
                                         int(tile_size[1]), float(self.shrink), float(self.overlap_ratio))
             return TileGrid.from_overlap_ratio(height, width, small.rows, small.cols, float(self.overlap_ratio))

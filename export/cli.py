@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
                if v is not None}
     if args.tiles is not None:  # a grid asked for by rows x cols is a fixed one unless --shrink says otherwise
         changes.update(rows=args.tiles[0], cols=args.tiles[1], shrink=changes.get("shrink", 0.0))
-        if not changes["shrink"]:
-            changes["max_side"] = changes.get("max_side", 0)
+        if not changes["shrink"]:  # a fixed grid has no cap
+            changes.setdefault("max_side", 0)
     tiling = dataclasses.replace(tiling, **changes)
     cfg = ExportConfig(targets=args.targets, precisions=args.precision, calib=args.calib, heldout=args.heldout,
                        select=args.select,
