@@ -523,8 +523,14 @@ __attribute__((always_inline)) inline void joint_row_impl_from(const float* __re
     const int64_t W = width;
     const float gy = 1.0f - fy, k255 = 1.0f / 255.0f;
     for (int x = x0; x < width; ++x) {
-        const float r = img[3 * x] * k255, g = img[3 * x + 1] * k255, bl = img[3 * x + 2] * k255;
         const float ux = fx[x], gx = 1.0f - ux;
+        const float lo = std::min(std::min(a[x], a[W + x]), std::min(b[x], b[W + x]));
+        const float hi = std::max(std::max(a[x], a[W + x]), std::max(b[x], b[W + x]));
+        if (hi - lo <= kJointFlat * lo) {
+            out[x] = gy * gx * a[x] + gy * ux * a[W + x] + fy * gx * b[x] + fy * ux * b[W + x];
+            continue;
+        }
+        const float r = img[3 * x] * k255, g = img[3 * x + 1] * k255, bl = img[3 * x + 2] * k255;
         const float d00 = (r - a[2 * W + x]) * (r - a[2 * W + x]) + (g - a[4 * W + x]) * (g - a[4 * W + x])
                           + (bl - a[6 * W + x]) * (bl - a[6 * W + x]);
         const float d01 = (r - a[3 * W + x]) * (r - a[3 * W + x]) + (g - a[5 * W + x]) * (g - a[5 * W + x])
@@ -584,9 +590,25 @@ __attribute__((target("avx2"))) void joint_row_avx2(const float* a, const float*
     const __m256i sel_g = _mm256_add_epi32(sel_r, _mm256_set1_epi32(1));  // -1 bytes stay >= 0x80: zeroed
     const __m256i sel_b = _mm256_add_epi32(sel_r, _mm256_set1_epi32(2));
     const __m256 k255 = _mm256_set1_ps(1.0f / 255.0f), one = _mm256_set1_ps(1.0f), s2 = _mm256_set1_ps(inv2s2);
-    const __m256 vfy = _mm256_set1_ps(fy), vgy = _mm256_set1_ps(1.0f - fy);
+    const __m256 vfy = _mm256_set1_ps(fy), vgy = _mm256_set1_ps(1.0f - fy), vflat = _mm256_set1_ps(kJointFlat);
     int x = 0;
     for (; x + 10 <= width; x += 8) {
+        const __m256 ux = _mm256_loadu_ps(fx + x), gx = _mm256_sub_ps(one, ux);
+        const __m256 a0 = _mm256_loadu_ps(a + x), a1 = _mm256_loadu_ps(a + W + x);
+        const __m256 b0 = _mm256_loadu_ps(b + x), b1 = _mm256_loadu_ps(b + W + x);
+        // The scalar loop's bilinear blend, same order. Where a tap is NaN the flat test may differ
+        // from std::min's, but either path then gives NaN.
+        const __m256 bil = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(vgy, gx), a0), _mm256_mul_ps(_mm256_mul_ps(vgy, ux), a1)),
+                          _mm256_mul_ps(_mm256_mul_ps(vfy, gx), b0)),
+            _mm256_mul_ps(_mm256_mul_ps(vfy, ux), b1));
+        const __m256 lo = _mm256_min_ps(_mm256_min_ps(a0, a1), _mm256_min_ps(b0, b1));
+        const __m256 hi = _mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(b0, b1));
+        const __m256 flat = _mm256_cmp_ps(_mm256_sub_ps(hi, lo), _mm256_mul_ps(lo, vflat), _CMP_LE_OQ);
+        if (_mm256_movemask_ps(flat) == 0xFF) {
+            _mm256_storeu_ps(out + x, bil);
+            continue;
+        }
         const uint8_t* p = img + 3 * static_cast<int64_t>(x);
         const __m256i bytes = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
@@ -594,7 +616,6 @@ __attribute__((target("avx2"))) void joint_row_avx2(const float* a, const float*
         const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(bytes, sel_r)), k255);
         const __m256 g = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(bytes, sel_g)), k255);
         const __m256 bl = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(bytes, sel_b)), k255);
-        const __m256 ux = _mm256_loadu_ps(fx + x), gx = _mm256_sub_ps(one, ux);
         const __m256 d00 = colour_d2(r, g, bl, a + 2 * W + x, a + 4 * W + x, a + 6 * W + x);
         const __m256 d01 = colour_d2(r, g, bl, a + 3 * W + x, a + 5 * W + x, a + 7 * W + x);
         const __m256 d10 = colour_d2(r, g, bl, b + 2 * W + x, b + 4 * W + x, b + 6 * W + x);
@@ -606,11 +627,10 @@ __attribute__((target("avx2"))) void joint_row_avx2(const float* a, const float*
         const __m256 w10 = _mm256_mul_ps(_mm256_mul_ps(vfy, gx), range_weight8(_mm256_mul_ps(_mm256_sub_ps(d10, m), s2)));
         const __m256 w11 = _mm256_mul_ps(_mm256_mul_ps(vfy, ux), range_weight8(_mm256_mul_ps(_mm256_sub_ps(d11, m), s2)));
         const __m256 num = _mm256_add_ps(
-            _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(w00, _mm256_loadu_ps(a + x)), _mm256_mul_ps(w01, _mm256_loadu_ps(a + W + x))),
-                          _mm256_mul_ps(w10, _mm256_loadu_ps(b + x))),
-            _mm256_mul_ps(w11, _mm256_loadu_ps(b + W + x)));
+            _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(w00, a0), _mm256_mul_ps(w01, a1)), _mm256_mul_ps(w10, b0)),
+            _mm256_mul_ps(w11, b1));
         const __m256 den = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(w00, w01), w10), w11);
-        _mm256_storeu_ps(out + x, _mm256_div_ps(num, den));
+        _mm256_storeu_ps(out + x, _mm256_blendv_ps(_mm256_div_ps(num, den), bil, flat));
     }
     // The last columns in scalar code.
     joint_row_impl_from(a, b, img, fx, fy, inv2s2, width, x, out);

@@ -125,6 +125,8 @@ def stitch(tiles: np.ndarray, boxes: np.ndarray, height: int, width: int,
 
 
 JOINT_FLOOR = 1e-4  # csrc kJointFloor: the least range weight, so that every pixel normalises
+#: csrc kJointFlat: taps whose depths agree within this share of the least take the bilinear blend.
+JOINT_FLAT = 0.01
 #: Ways tiles become the full-resolution map (``edgedepth.tiling.Tiling.upsample``).
 UPSAMPLING = ("bilinear", "joint_bilateral")
 #: Smallest colour scale of the joint upsampling (below it every range weight is at the floor).
@@ -144,7 +146,10 @@ def joint_upsample(depth: np.ndarray, guide: np.ndarray, image: np.ndarray, sigm
     bilinear weight, r_k = range_weight((c_k - c_min) / (2 sigma^2)), c_k the squared distance
     between p's colour (image / 255) and ``guide`` (3, h, w) at k, c_min the least c_k.
     Where the taps' colours agree it is the bilinear resize; across an edge the side whose colour
-    matches p wins. -> (H, W) float32 (not finished)."""
+    matches p wins. Where the four tap depths agree within ``JOINT_FLAT`` of the least (max - min
+    <= JOINT_FLAT * min) p is the bilinear blend: no weighting of such taps moves it by more than
+    that, and on a smooth surface the colours would only copy texture into depth.
+    -> (H, W) float32 (not finished)."""
     h, w = depth.shape
     height, width = image.shape[:2]
     ylo, yhi, fy = crop_axis(0.0, h, height, h)
@@ -158,11 +163,19 @@ def joint_upsample(depth: np.ndarray, guide: np.ndarray, image: np.ndarray, sigm
     least = np.minimum.reduce(dist)
     num = np.zeros((height, width))
     den = np.zeros((height, width))
-    for (ys, xs, s), c in zip(taps, dist):
+    bilinear = np.zeros((height, width))
+    values = [d[ys][:, xs] for ys, xs, _ in taps]
+    for (_, _, s), c, v in zip(taps, dist, values):
         wk = s * range_weight((c - least) / (2.0 * sigma * sigma))
-        num += wk * d[ys][:, xs]
+        num += wk * v
         den += wk
-    return (num / den).astype(np.float32)
+        bilinear += s * v
+    # The test in float32, as the native loop makes it, so that both pick the same pixels.
+    values32 = [depth[ys][:, xs] for ys, xs, _ in taps]
+    lo, hi = np.minimum.reduce(values32), np.maximum.reduce(values32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        flat = hi - lo <= np.float32(JOINT_FLAT) * lo
+    return np.where(flat, bilinear, num / den).astype(np.float32)
 
 
 def finish(depth: np.ndarray, scale: float, valid_max: float) -> np.ndarray:

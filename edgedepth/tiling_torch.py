@@ -180,16 +180,23 @@ class JointWeights:
     do not change (a refiner's loss applies it to the prediction and to its intermediate depth).
     The weights carry no gradient; ``apply`` is differentiable in depth."""
 
-    def __init__(self, taps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], total: torch.Tensor,
-                 low: tuple[int, int]) -> None:
+    def __init__(self, taps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+                 total: torch.Tensor, low: tuple[int, int]) -> None:
         self.taps, self.total, self.low = taps, total, low
 
     def apply(self, depth: torch.Tensor) -> torch.Tensor:
         """depth (N, C, h, w) -> (N, C, H, W)."""
+        from .tiling_reference import JOINT_FLAT
+
         if depth.dim() != 4 or tuple(depth.shape[-2:]) != self.low:
             raise ValueError(f"depth (N, C, {self.low[0]}, {self.low[1]}) expected, got {tuple(depth.shape)}")
-        acc = sum(wk.to(depth.dtype) * depth.index_select(-2, ys).index_select(-1, xs) for ys, xs, wk in self.taps)
-        return acc / self.total.to(depth.dtype)
+        values = [depth.index_select(-2, ys).index_select(-1, xs) for ys, xs, _, _ in self.taps]
+        joint = sum(wk.to(depth.dtype) * v for (_, _, _, wk), v in zip(self.taps, values)) / self.total.to(depth.dtype)
+        bilinear = sum(s.to(depth.dtype) * v for (_, _, s, _), v in zip(self.taps, values))
+        with torch.no_grad():
+            least = torch.stack(values).amin(0)
+            flat = torch.stack(values).amax(0) - least <= JOINT_FLAT * least
+        return torch.where(flat, bilinear, joint)
 
 
 def joint_weights(guide: torch.Tensor, image: torch.Tensor, sigma: float) -> JointWeights:
@@ -217,4 +224,4 @@ def joint_weights(guide: torch.Tensor, image: torch.Tensor, sigma: float) -> Joi
                    for (_, _, s), d in zip(spatial, dist)]
         # One division per output pixel when applied, not one per tap here (the runtime's device path
         # applies them once per frame).
-        return JointWeights([(ys, xs, wk) for (ys, xs, _), wk in zip(spatial, weights)], sum(weights), (h, w))
+        return JointWeights([(ys, xs, s, wk) for (ys, xs, s), wk in zip(spatial, weights)], sum(weights), (h, w))

@@ -110,6 +110,48 @@ def test_flat_colour_is_the_bilinear_resize() -> None:
     np.testing.assert_allclose(got, tiling.crop_resize(depth[None], [[0, 0, 11, 14]], (30, 41))[0, 0], rtol=1e-5)
 
 
+def _nearly_flat_case(seed: int, spread: float):
+    """Random colours over a depth map whose neighbours differ by up to ``spread`` (relative)."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    depth = (10.0 * (1.0 + spread * rng.uniform(0.0, 1.0, (12, 17)))).astype(np.float32)
+    guide = tiling.crop_resize(image, [[0, 0, 37, 53]], (12, 17))[0]
+    return depth, guide, image
+
+
+def test_taps_within_one_percent_take_the_bilinear_blend() -> None:
+    # Depths 10..10.09 m under random colours: no weighting could move a pixel by more than 0.9 %,
+    # and the colours would only print their texture into the depth, so each engine gives the resize.
+    depth, guide, image = _nearly_flat_case(7, 0.009)
+    bilinear = tiling.crop_resize(depth[None], [[0, 0, *depth.shape]], image.shape[:2])[0, 0]
+    got, _ = tiling.joint_upsample(depth, guide, image, 0.05)
+    np.testing.assert_allclose(got, bilinear, rtol=1e-6)
+    np.testing.assert_allclose(ref.joint_upsample(depth, guide, image, 0.05), bilinear, rtol=1e-6)
+    got_torch = tiling_torch.joint_upsample(torch.from_numpy(depth), torch.from_numpy(guide), torch.from_numpy(image),
+                                            0.05)
+    np.testing.assert_allclose(got_torch.numpy(), bilinear, rtol=1e-6)
+    # At 3 % the colours weigh in again: the result leaves the resize.
+    depth, guide, image = _nearly_flat_case(7, 0.03)
+    bilinear = tiling.crop_resize(depth[None], [[0, 0, *depth.shape]], image.shape[:2])[0, 0]
+    assert np.abs(tiling.joint_upsample(depth, guide, image, 0.05)[0] / bilinear - 1).max() > 2e-3
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_matches_reference_where_flat_and_joint_pixels_mix(threads) -> None:
+    # Spreads around the 1 % threshold: both engines must pick the same pixels (the float32 test).
+    depth, guide, image = _nearly_flat_case(11, 0.015)
+    want = ref.joint_upsample(depth, guide, image, 0.05)
+    got, _ = tiling.joint_upsample(depth, guide, image, 0.05, threads=threads)
+    bilinear = tiling.crop_resize(depth[None], [[0, 0, *depth.shape]], image.shape[:2])[0, 0]
+    flat_share = float(np.mean(np.abs(want / bilinear - 1) < 1e-6))
+    assert 0.1 < flat_share < 0.9, flat_share
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    got_torch = tiling_torch.joint_upsample(torch.from_numpy(depth), torch.from_numpy(guide), torch.from_numpy(image),
+                                            0.05)
+    np.testing.assert_allclose(got_torch.numpy(), want, rtol=1e-5)
+
+
 @needs_native
 def test_no_guide_means_the_frame_resized() -> None:
     depth, guide, image = _case(9, 13, 30, 41, seed=2)
