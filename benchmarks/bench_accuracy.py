@@ -152,9 +152,11 @@ def tune_guided(coarse, frames: list[dict]) -> tuple[int, float]:
 
 
 def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool = True,
-                   upsample: Optional[str] = None, max_side: Optional[int] = None) -> tuple[Method, Any]:
+                   upsample: Optional[str] = None, max_side: Optional[int] = None,
+                   snap: Optional[float] = None) -> tuple[Method, Any]:
     """A checkpoint run through the runtime's tiling (its training ``tiling`` section; ``upsample``
-    replaces how tiles become the frame, ``max_side`` the adaptive grid's cap, when given)."""
+    replaces how tiles become the frame, ``max_side`` the adaptive grid's cap and ``snap`` the step
+    snapping, when given)."""
     import dataclasses
 
     from edgedepth.tiling import Tiling
@@ -170,6 +172,8 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
         tiling_cfg = dataclasses.replace(tiling_cfg, upsample=upsample)
     if max_side is not None:
         tiling_cfg = dataclasses.replace(tiling_cfg, max_side=max_side)
+    if snap is not None and tiling_cfg.upsample == "joint_bilateral":
+        tiling_cfg = dataclasses.replace(tiling_cfg, snap=snap)
 
     def predict(f):
         image = f["image"]
@@ -186,6 +190,7 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
     info = {"checkpoint": str(checkpoint), "upsample": tiling_cfg.upsample, **_run_info(Path(checkpoint))}
     if tiling_cfg.upsample == "joint_bilateral":
         info["joint_sigma"] = tiling_cfg.joint_sigma
+        info["snap"] = tiling_cfg.snap
     return Method(name, "oracle" if oracle else "refiner", predict, info), (coarse, refiner, tiling_cfg)
 
 
@@ -396,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-side", type=int, default=None, metavar="PX",
                     help="--refiner/--oracle checkpoints: cap the adaptive grid at frames of this longer side "
                          "(Tiling.max_side; 0 = none; default: the checkpoint's)")
+    ap.add_argument("--snap", type=float, default=None, metavar="CONTRAST",
+                    help="--refiner/--oracle checkpoints with joint_bilateral: snap depth steps (Tiling.snap; "
+                         "0 = off; default: the checkpoint's)")
     ap.add_argument("--frames", default="1080p:8,4K:4", help="held-out frames per resolution (default 1080p:8,4K:4)")
     ap.add_argument("--data", default="out/bench_data", help="where held-out frames are rendered once")
     ap.add_argument("--out", default="out/bench_accuracy")
@@ -425,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             label = name if len(modes) == 1 else f"{name} ({mode.replace('_bilateral', '')})"
             yield refiner_method(label, path, oracle=oracle, seams=not args.no_seams,
-                                 upsample=None if mode == "checkpoint" else mode, max_side=args.max_side)
+                                 upsample=None if mode == "checkpoint" else mode, max_side=args.max_side,
+                                 snap=args.snap)
 
     methods: list[Method] = []
     refiners = []

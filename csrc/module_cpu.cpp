@@ -237,6 +237,29 @@ py::tuple joint_upsample(const py::array& depth, const py::array& guide, const p
     return py::make_tuple(out, valid);
 }
 
+// Edge snapping of a (h, w) float32 depth map guided by its (3, h, w) float32 guide -> new (h, w) map.
+py::array snap_edges(const py::array& depth, const py::array& guide, double contrast, int threads) {
+    check_array("depth", depth, 2);
+    if (dtype_of(depth) != DType::F32) fail("depth must be an (h, w) float32 map");
+    check_array("guide", guide, 3);
+    if (dtype_of(guide) != DType::F32) fail("guide must be a (3, h, w) float32 image");
+    const int h = check_side("depth height", depth.shape(0)), w = check_side("depth width", depth.shape(1));
+    if (guide.shape(0) != 3 || guide.shape(1) != h || guide.shape(2) != w)
+        fail("guide must have shape (3, " + std::to_string(h) + ", " + std::to_string(w) + ") to match depth");
+    if (!std::isfinite(contrast) || !(contrast > 0) || contrast > 10) fail("contrast must be in (0, 10]");
+    check_threads(threads);
+    py::array out = empty_out(false, {h, w});
+    const auto* d = static_cast<const float*>(depth.data());
+    const auto* g = static_cast<const float*>(guide.data());
+    auto* o = static_cast<float*>(out.mutable_data());
+    const auto ratio = static_cast<float>(std::exp(contrast));
+    {
+        py::gil_scoped_release nogil;
+        snap_edges_cpu(d, g, h, w, ratio, o, threads);
+    }
+    return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -257,6 +280,8 @@ PYBIND11_MODULE(_native, m) {
           py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
           "(h, w) float32 depth + (3, h, w) guide + (H, W, 3) uint8 image -> ((H, W) float32 depth finished, "
           "(H, W) bool valid)");
+    m.def("snap_edges", &snap_edges, py::arg("depth"), py::arg("guide"), py::arg("contrast"), py::arg("threads"),
+          "(h, w) float32 depth + (3, h, w) float32 guide -> (h, w) float32 depth, steps snapped");
     m.def("finish", &finish, py::arg("depth"), py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
           "float32 depth finished in place (scaled, finite, >= 0) -> bool validity mask of the same shape");
 #ifdef EDGEDEPTH_SANITIZED

@@ -826,6 +826,66 @@ void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, co
     });
 }
 
+void snap_edges_cpu(const float* depth, const float* guide, int h, int w, float ratio, float* out, int threads) {
+    const int64_t plane = static_cast<int64_t>(h) * w;
+    const float fmax = std::numeric_limits<float>::max();
+    // Per inner row, the 3x3 minimum and maximum from three rows' horizontal ones, branch-free so
+    // that they vectorise; no frame-sized buffers (fresh pages cost more than the work). Most pixels
+    // stop at the 3x3 ratio: only steps look at their 5x5 neighbourhood and colours. NaN may drop
+    // out of a minimum or maximum, but the 5x5 "all positive and finite" test then fails.
+    parallel_for(h, threads, [&](int64_t y0, int64_t y1) {
+        std::vector<float> buf(static_cast<size_t>(8) * w);
+        float *lo3 = buf.data(), *hi3 = lo3 + w, *hlo = hi3 + w, *hhi = hlo + 3 * w;
+        auto horizontal = [&](int64_t y, float* lo, float* hi) {
+            const float* d = depth + y * w;
+            for (int x = 1; x + 1 < w; ++x) {
+                lo[x] = std::min(std::min(d[x - 1], d[x]), d[x + 1]);
+                hi[x] = std::max(std::max(d[x - 1], d[x]), d[x + 1]);
+            }
+        };
+        for (int64_t y = y0; y < y1; ++y) {
+            std::memcpy(out + y * w, depth + y * w, sizeof(float) * static_cast<size_t>(w));
+            // The two outermost rows and columns keep their depth: a 5x5 clipped by the border makes
+            // a slope look level.
+            if (y < 2 || y >= h - 2) continue;
+            for (int k = 0; k < 3; ++k) horizontal(y - 1 + k, hlo + k * w, hhi + k * w);
+            for (int x = 2; x + 2 < w; ++x) {
+                lo3[x] = std::min(std::min(hlo[x], hlo[w + x]), hlo[2 * w + x]);
+                hi3[x] = std::max(std::max(hhi[x], hhi[w + x]), hhi[2 * w + x]);
+            }
+            for (int x = 2; x + 2 < w; ++x) {
+                const float r3 = hi3[x] / lo3[x];
+                if (!(r3 > ratio)) continue;
+                const int64_t i = y * w + x;
+                float lo5 = lo3[x], hi5 = hi3[x];
+                bool good = true;
+                for (int64_t yy = y - 2; yy <= y + 2; ++yy)
+                    for (int xx = x - 2; xx <= x + 2; ++xx) {
+                        const float v = depth[yy * w + xx];
+                        good = good && v > 0.0f && v <= fmax;
+                        lo5 = std::min(lo5, v);
+                        hi5 = std::max(hi5, v);
+                    }
+                const float root = std::sqrt(r3);  // r3^1.75 from exact square roots, as the reference
+                if (!good || !(hi5 / lo5 < r3 * root * std::sqrt(root))) continue;
+                int64_t kmin = -1, kmax = -1;  // the first minimum and maximum in row order
+                for (int64_t yy = y - 1; yy <= y + 1; ++yy)
+                    for (int xx = x - 1; xx <= x + 1; ++xx) {
+                        const int64_t j = yy * w + xx;
+                        if (kmin < 0 || depth[j] < depth[kmin]) kmin = j;
+                        if (kmax < 0 || depth[j] > depth[kmax]) kmax = j;
+                    }
+                auto colour_distance = [&](int64_t j) {
+                    const float dr = guide[j] - guide[i], dg = guide[plane + j] - guide[plane + i];
+                    const float db = guide[2 * plane + j] - guide[2 * plane + i];
+                    return dr * dr + dg * dg + db * db;
+                };
+                out[i] = colour_distance(kmax) < colour_distance(kmin) ? depth[kmax] : depth[kmin];
+            }
+        }
+    });
+}
+
 void finish_cpu(float* depth, int64_t n, float scale, float valid_max, uint8_t* valid, int threads) {
     // Chunks of 64 Ki values: enough work per thread to pay for its spawn.
     constexpr int64_t kChunk = int64_t{1} << 16;

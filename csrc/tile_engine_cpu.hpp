@@ -53,6 +53,12 @@ constexpr float kJointFlat = 0.01f;
 void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, const uint8_t* image, int height,
                         int width, float sigma, float* out, int threads, const Finish* finish = nullptr);
 
+// Edge snapping of a (h, w) depth map with its (3, h, w) planar guide (tiling_reference.snap_edges):
+// where the 3x3 depth ratio max/min exceeds `ratio` (> 1) and the 5x5 one stays below its 1.75th
+// power, a pixel takes the 3x3 minimum or maximum, whichever is closer in guide colour. `out` must
+// not overlap `depth`.
+void snap_edges_cpu(const float* depth, const float* guide, int h, int w, float ratio, float* out, int threads);
+
 // The finishing pass over n depth values, in place, in one pass.
 void finish_cpu(float* depth, int64_t n, float scale, float valid_max, uint8_t* valid, int threads);
 

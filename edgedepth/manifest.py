@@ -202,6 +202,10 @@ def check_manifest(manifest: Any) -> None:
         raise ManifestError(f"tiling.upsample must be one of {', '.join(UPSAMPLING)}, got {t['upsample']!r}")
     if "joint_sigma" in t:
         _number("tiling.joint_sigma", t["joint_sigma"], MIN_JOINT_SIGMA, 10.0)
+    if t.get("snap"):
+        _number("tiling.snap", t["snap"], 0.0, 10.0, low_open=True)
+        if t.get("upsample") != "joint_bilateral":
+            raise ManifestError("tiling.snap needs tiling.upsample 'joint_bilateral'")
     _number("camera.fx_norm", manifest["camera"]["fx_norm"], *FX_RATIO_RANGE)
     depth = _dict("depth", manifest.get("depth", {}))
     if depth.get("valid_max") is not None:

@@ -120,10 +120,11 @@ class _HostOps:
                                          valid_max=valid_max, threads=self.threads)
 
     def stitch_joint_finish(self, tiles, boxes, frame, low_size, sigma: float, window, scale: float,
-                            valid_max: float):
-        """Tiles blended at ``low_size``, joint-bilaterally upsampled to the frame and finished."""
+                            valid_max: float, snap: float = 0.0):
+        """Tiles blended at ``low_size``, steps snapped (``snap`` > 0), joint-bilaterally upsampled to
+        the frame and finished."""
         return self.tiling.stitch_joint(tiles, boxes, frame, low_size, sigma, window=window, scale=scale,
-                                        valid_max=valid_max, threads=self.threads)
+                                        valid_max=valid_max, threads=self.threads, snap=snap)
 
     def joint_finish(self, depth, frame, sigma: float, scale: float, valid_max: float):
         """A (h, w) depth map joint-bilaterally upsampled to the frame and finished."""
@@ -188,16 +189,19 @@ class _TorchOps:
         return self.finish(self._stitch(tiles, boxes, height, width, window), scale, owned=True, valid_max=valid_max)
 
     def stitch_joint_finish(self, tiles, boxes, frame, low_size, sigma: float, window, scale: float,
-                            valid_max: float):
-        # The joint upsampling itself runs in torch ops (no CUDA kernel of its own yet).
+                            valid_max: float, snap: float = 0.0):
+        # The snapping and the joint upsampling run in torch ops (no CUDA kernels of their own yet).
         (h, w), (height, width) = low_size, frame.shape[:2]
         bx = np.asarray(boxes, dtype=np.float64) * np.array([h / height, w / width, h / height, w / width])
-        return self.joint_finish(self._stitch(tiles, bx, h, w, window), frame, sigma, scale, valid_max)
+        return self.joint_finish(self._stitch(tiles, bx, h, w, window), frame, sigma, scale, valid_max, snap)
 
-    def joint_finish(self, depth, frame, sigma: float, scale: float, valid_max: float):
+    def joint_finish(self, depth, frame, sigma: float, scale: float, valid_max: float, snap: float = 0.0):
         height, width = frame.shape[:2]
-        guide = self.impl.crop_resize(frame, np.array([[0.0, 0.0, height, width]]), tuple(depth.shape))[0]
-        depth = self.tiling_torch.joint_upsample(depth.float(), guide.float(), frame, sigma)
+        guide = self.impl.crop_resize(frame, np.array([[0.0, 0.0, height, width]]), tuple(depth.shape))[0].float()
+        depth = depth.float()
+        if snap:
+            depth = self.tiling_torch.snap_edges(depth, guide, snap)
+        depth = self.tiling_torch.joint_upsample(depth, guide, frame, sigma)
         return self.finish(depth, scale, owned=True, valid_max=valid_max)
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
@@ -299,8 +303,9 @@ class Runtime:
         # A (rows, cols) override fixes the grid; else the bundle's policy (possibly adaptive).
         self.tiling = tiling or (bundle_tiling if self.tiles is None else dataclasses.replace(
             bundle_tiling, rows=self.tiles[0], cols=self.tiles[1], shrink=0.0, max_side=0))
-        if upsample is not None:
-            self.tiling = dataclasses.replace(self.tiling, upsample=upsample)  # checked by Tiling
+        if upsample is not None:  # checked by Tiling; snapping acts only before a joint upsampling
+            self.tiling = dataclasses.replace(self.tiling, upsample=upsample,
+                                              snap=self.tiling.snap if upsample == "joint_bilateral" else 0.0)
         self.rows, self.cols = self.tiling.rows, self.tiling.cols
         # A compressed refiner (int8, palette6) may come with a coarse model at one float precision only.
         coarse_precision = next((p for p in (self.precision, "fp32", cls.default_precision(self.device))
@@ -620,7 +625,7 @@ class Runtime:
         if self.tiling.upsample == "joint_bilateral":
             depth, valid = ops.stitch_joint_finish(tiles, grid.boxes, f.frame,
                                                    grid.tile_resolution(*self.tile_size), self.tiling.joint_sigma,
-                                                   self.window, f.fx_scale, self.valid_max_depth)
+                                                   self.window, f.fx_scale, self.valid_max_depth, self.tiling.snap)
         else:
             depth, valid = ops.stitch_finish(tiles, grid.boxes, f.height, f.width, self.window, f.fx_scale,
                                              self.valid_max_depth)

@@ -25,7 +25,7 @@ from . import native, tiling_reference
 from .tiling_reference import MIN_JOINT_SIGMA, UPSAMPLING, WINDOWS
 
 __all__ = [
-    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "joint_upsample",
+    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "joint_upsample", "snap_edges",
     "stitch_joint", "WINDOWS", "UPSAMPLING", "get_num_threads", "set_num_threads", "native_status", "MAX_THREADS",
     "MAX_SIDE",
 ]
@@ -249,6 +249,11 @@ class Tiling:
     rows x cols of that frame shrunk to ``max_side``, with tiles grown to cover it. Past that size the
     refiner's work stops growing with the frame; with the joint upsampling the full-resolution image
     still places the edges.
+
+    ``snap`` (joint_bilateral only; 0 = off): before the joint upsampling, depth steps at the
+    refiner's resolution are kept as steps (:func:`snap_edges`): a pixel whose 3x3 neighbourhood
+    spans a depth ratio above exp(``snap``) takes the near or the far side's depth, whichever is
+    closer in colour, so no pixel hangs between two surfaces (flying points in a point cloud).
     """
 
     rows: int = 2
@@ -259,6 +264,7 @@ class Tiling:
     upsample: str = "bilinear"
     joint_sigma: float = 0.05
     max_side: int = 0
+    snap: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int("rows", self.rows, 1)
@@ -277,6 +283,11 @@ class Tiling:
         if _check_int("max_side", self.max_side, 0) and self.shrink == 0:
             raise ValueError(f"max_side={self.max_side} needs an adaptive tiling (shrink > 0): a fixed grid "
                              "already caps the number of tiles")
+        if isinstance(self.snap, bool) or not isinstance(self.snap, (int, float)) or self.snap != 0:
+            _check_contrast(self.snap)
+            if self.upsample != "joint_bilateral":
+                raise ValueError(f"snap={self.snap} needs upsample='joint_bilateral': it acts on the map at the "
+                                 "refiner's resolution, which bilinear stitching never forms")
 
     def capped(self, height: int, width: int) -> bool:
         """Whether ``max_side`` applies to a (height, width) frame: its grid is then that of the frame
@@ -308,7 +319,7 @@ class Tiling:
         ``upsample`` = bilinear)."""
         return cls(int(data["rows"]), int(data["cols"]), float(data["overlap_ratio"]), str(data["window"]),
                    float(data.get("shrink", 0.0) or 0.0), str(data.get("upsample", "bilinear")),
-                   float(data.get("joint_sigma", 0.05)), int(data.get("max_side", 0)))
+                   float(data.get("joint_sigma", 0.05)), int(data.get("max_side", 0)), float(data.get("snap", 0.0)))
 
 
 # ---------------------------------------------------------------- argument checks
@@ -625,13 +636,41 @@ def joint_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.nda
     return native.cpu.joint_upsample(depth, guide, image, float(sigma), scale, valid_max, nthreads)
 
 
+def snap_edges(depth: np.ndarray, guide: np.ndarray, contrast: float, threads: Optional[int] = None) -> np.ndarray:
+    """Depth steps kept as steps (``Tiling.snap``): depth (h, w) float32 metres and guide (3, h, w)
+    float32 (the frame resized to (h, w), / 255) -> new (h, w) float32. Where a pixel's 3x3
+    neighbourhood spans a depth ratio above exp(``contrast``) and its 5x5 one not much more (a step,
+    not a slope), it takes the 3x3 minimum or maximum, whichever is closer to it in colour, so no pixel
+    hangs between two surfaces (``tiling_reference.snap_edges`` has the exact rule)."""
+    if not isinstance(depth, np.ndarray) or depth.ndim != 2 or depth.dtype != np.float32 or depth.size == 0:
+        raise TypeError(f"depth must be a non-empty (h, w) float32 numpy array, got {_describe(depth)}")
+    if not isinstance(guide, np.ndarray) or guide.dtype != np.float32 or guide.shape != (3, *depth.shape):
+        raise ValueError(f"guide must be a (3, {depth.shape[0]}, {depth.shape[1]}) float32 numpy array, "
+                         f"got {_describe(guide)}")
+    _check_contrast(contrast)
+    nthreads = _check_threads(threads)
+    depth, guide = np.ascontiguousarray(depth), np.ascontiguousarray(guide)
+    if native.cpu is None:
+        _fallback("snap_edges")
+        return tiling_reference.snap_edges(depth, guide, float(contrast))
+    return native.cpu.snap_edges(depth, guide, float(contrast), nthreads)
+
+
+def _check_contrast(contrast: Any) -> float:
+    if isinstance(contrast, bool) or not isinstance(contrast, (int, float, np.floating)) \
+            or not math.isfinite(contrast) or not 0 < contrast <= 10:
+        raise ValueError(f"snap contrast must be a number in (0, 10] (log depth ratio), got {contrast!r}")
+    return float(contrast)
+
+
 def stitch_joint(tiles: np.ndarray, boxes: Any, image: np.ndarray, low_size: Sequence[int], sigma: float,
                  window: str = "cosine", scale: float = 1.0, valid_max: float = math.inf,
-                 threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+                 threads: Optional[int] = None, snap: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """``Tiling.upsample == "joint_bilateral"``: one-channel depth tiles (N, 1, th, tw) blended at
     ``low_size`` (h, w) (the frame at the refiner's resolution, ``TileGrid.tile_resolution``; boxes
-    in frame pixels), then :func:`joint_upsample`-ed to the (H, W) frame ``image`` (uint8 RGB) and
-    finished. -> (depth (H, W) float32 metres, valid (H, W) bool)."""
+    in frame pixels), steps snapped there when ``snap`` > 0 (:func:`snap_edges`), then
+    :func:`joint_upsample`-ed to the (H, W) frame ``image`` (uint8 RGB) and finished.
+    -> (depth (H, W) float32 metres, valid (H, W) bool)."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be an (H, W, 3) uint8 RGB numpy array, got {_describe(image)}")
     height, width = image.shape[:2]
@@ -640,7 +679,10 @@ def stitch_joint(tiles: np.ndarray, boxes: Any, image: np.ndarray, low_size: Seq
     low = stitch(tiles, bx, h, w, window, threads)
     if low.shape[0] != 1:
         raise ValueError(f"stitch_joint takes one-channel depth tiles (N, 1, th, tw), got {low.shape[0]} channels")
-    return joint_upsample(low[0], None, image, sigma, scale, valid_max, threads)
+    if not snap:
+        return joint_upsample(low[0], None, image, sigma, scale, valid_max, threads)
+    guide = crop_resize(image, [[0.0, 0.0, height, width]], (h, w), threads=threads)[0]
+    return joint_upsample(snap_edges(low[0], guide, snap, threads), guide, image, sigma, scale, valid_max, threads)
 
 
 def _describe(x: Any) -> str:

@@ -178,6 +178,50 @@ def joint_upsample(depth: np.ndarray, guide: np.ndarray, image: np.ndarray, sigm
     return np.where(flat, bilinear, num / den).astype(np.float32)
 
 
+def _windows(a: np.ndarray, r: int) -> np.ndarray:
+    """(k, ...) stack of the (2r+1)^2 shifts of ``a`` over its last two axes, rows then columns from
+    (-r, -r), edges repeated (a window clipped to the map sees the same values)."""
+    h, w = a.shape[-2:]
+    p = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(r, r), (r, r)], mode="edge")
+    return np.stack([p[..., r + dy:r + dy + h, r + dx:r + dx + w]
+                     for dy in range(-r, r + 1) for dx in range(-r, r + 1)])
+
+
+def snap_edges(depth: np.ndarray, guide: np.ndarray, contrast: float) -> np.ndarray:
+    """Depth steps kept as steps: (h, w) float32 ``depth`` and its (3, h, w) float32 ``guide`` (the
+    frame at that size, / 255) -> (h, w) float32. A pixel whose 3x3 neighbourhood spans a depth
+    ratio r3 = max / min > exp(``contrast``), while its 5x5 one spans less than r3^1.75 (a step with
+    level ground beside it; on a slope the 5x5 ratio is r3^2 or more), takes the depth of the 3x3
+    minimum or maximum (the
+    first in row order), whichever is closer to it in guide colour (the minimum on a tie). A
+    regressor's blurred step puts pixels between the two surfaces (flying pixels); after this each
+    is on one of them. Pixels with a non-positive or non-finite depth in their 5x5, and the two
+    outermost rows and columns (whose 5x5 the map's border would clip), keep theirs.
+    Ratios, square roots and colour distances in float32, as the native loop computes them."""
+    d = depth.astype(np.float32)
+    ratio = np.float32(math.exp(contrast))
+    near = _windows(d, 1)
+    mn3, mx3 = near.min(0), near.max(0)
+    mn5, mx5 = _windows(mn3, 1).min(0), _windows(mx3, 1).max(0)
+    good = np.isfinite(d) & (d > 0)
+    ok = _windows(_windows(good, 1).all(0), 1).all(0)
+    ok[:2], ok[-2:], ok[:, :2], ok[:, -2:] = False, False, False, False  # a clipped 5x5 makes slopes look level
+    with np.errstate(all="ignore"):
+        r3, r5 = mx3 / mn3, mx5 / mn5
+        root = np.sqrt(r3)
+        step = ok & (r3 > ratio) & (r5 < r3 * root * np.sqrt(root))  # r3^1.75 from exact square roots
+    colours = _windows(guide.astype(np.float32), 1)  # (9, 3, h, w)
+    g = guide.astype(np.float32)
+
+    def colour_distance(k: np.ndarray) -> np.ndarray:
+        c = np.take_along_axis(colours, k[None, None].repeat(3, 1), 0)[0] - g
+        return (c[0] * c[0] + c[1] * c[1]) + c[2] * c[2]
+
+    kmin, kmax = near.argmin(0), near.argmax(0)
+    take_max = colour_distance(kmax) < colour_distance(kmin)
+    return np.where(step, np.where(take_max, mx3, mn3), d).astype(np.float32)
+
+
 def finish(depth: np.ndarray, scale: float, valid_max: float) -> np.ndarray:
     """Finishes float32 ``depth`` in place (times ``scale``; NaN, inf and <= 0 become 0); returns
     the bool validity mask: finite and <= ``valid_max`` (metres, before the scale; inf = no limit),

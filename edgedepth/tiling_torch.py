@@ -8,6 +8,7 @@ grid_sample's normalised coordinates would add on large frames). Gradients flow 
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from .tiling import _check_boxes, _check_int, _check_window, _uncovered_pixel
 from .tiling_reference import crop_axis, stitch_axis
 
-__all__ = ["crop_resize", "stitch", "joint_upsample", "joint_upsample_batch", "joint_weights", "JointWeights"]
+__all__ = ["crop_resize", "stitch", "snap_edges", "joint_upsample", "joint_upsample_batch", "joint_weights", "JointWeights"]
 
 
 def _boxes_np(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
@@ -153,6 +154,47 @@ def stitch(tiles: torch.Tensor, boxes: Any, height: int, width: int, window: str
     if not grid:
         acc = acc * torch.from_numpy(1.0 / wsum).to(device=tiles.device, dtype=dtype)
     return acc.to(tiles.dtype)
+
+
+def _windows(a: torch.Tensor, r: int) -> torch.Tensor:
+    """(k, ...) stack of the (2r+1)^2 shifts of ``a`` over its last two dims, rows first, edges repeated."""
+    h, w = a.shape[-2:]
+    flat = a.reshape(-1, 1, h, w)
+    p = torch.nn.functional.pad(flat.float() if flat.dtype == torch.bool else flat, (r, r, r, r), mode="replicate")
+    p = p.to(a.dtype).reshape(*a.shape[:-2], h + 2 * r, w + 2 * r)
+    return torch.stack([p[..., r + dy:r + dy + h, r + dx:r + dx + w]
+                        for dy in range(-r, r + 1) for dx in range(-r, r + 1)])
+
+
+def snap_edges(depth: torch.Tensor, guide: torch.Tensor, contrast: float) -> torch.Tensor:
+    """`edgedepth.tiling.snap_edges` on tensors: depth (h, w) float32, guide (3, h, w) float32 on
+    the same device -> (h, w) float32 (rule: ``tiling_reference.snap_edges``)."""
+    if depth.dim() != 2 or tuple(guide.shape) != (3, *depth.shape):
+        raise ValueError(f"depth (h, w) and guide (3, h, w) expected, got {tuple(depth.shape)} and "
+                         f"{tuple(guide.shape)}")
+    d, g = depth.float(), guide.float()
+    near = _windows(d, 1)
+    mn3, mx3 = near.amin(0), near.amax(0)
+    mn5, mx5 = _windows(mn3, 1).amin(0), _windows(mx3, 1).amax(0)
+    good = torch.isfinite(d) & (d > 0)
+    ok = _windows(_windows(good, 1).all(0), 1).all(0)
+    ok[:2], ok[-2:], ok[:, :2], ok[:, -2:] = False, False, False, False
+    r3, r5 = mx3 / mn3, mx5 / mn5
+    ratio = torch.tensor(math.exp(contrast), dtype=torch.float32, device=d.device)
+    root = torch.sqrt(r3)
+    step = ok & (r3 > ratio) & (r5 < r3 * root * torch.sqrt(root))
+    colours = _windows(g, 1)  # (9, 3, h, w)
+
+    def colour_distance(k: torch.Tensor) -> torch.Tensor:
+        c = torch.gather(colours, 0, k[None, None].expand(1, 3, *k.shape))[0] - g
+        return (c[0] * c[0] + c[1] * c[1]) + c[2] * c[2]
+
+    # First occurrence in row order on ties, as numpy's argmin: the least index among the extremes.
+    index = torch.arange(9, device=d.device).view(9, 1, 1).expand_as(near)
+    kmin = torch.where(near == mn3, index, 8).amin(0)  # 8 where NaN left no match: step is False there
+    kmax = torch.where(near == mx3, index, 8).amin(0)
+    take_max = colour_distance(kmax) < colour_distance(kmin)
+    return torch.where(step, torch.where(take_max, mx3, mn3), d)
 
 
 def joint_upsample(depth: torch.Tensor, guide: torch.Tensor, image: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoint's tiling.upsample; joint_bilateral: guided by the frame's colours)")
     parser.add_argument("--joint-sigma", type=float, default=None,
                         help="colour scale of the joint bilateral upsampling (0..1 per channel; default 0.05)")
+    parser.add_argument("--snap", type=float, default=None, metavar="CONTRAST",
+                        help="with joint_bilateral: keep depth steps steep at the refiner's resolution where a 3x3 "
+                             "neighbourhood spans a depth ratio above exp(CONTRAST) (0: off; default: the "
+                             "checkpoint's)")
     parser.add_argument("--calib-tiles", type=int, default=64, help="minimum INT8 calibration tiles (64)")
     parser.add_argument("--calib-method", default="minmax", choices=tuple(CALIB_METHODS),
                         help="how the ONNX Q/DQ INT8 takes activation ranges from the calibration frames "
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     tiling = Tiling.from_json(trained) if trained else Tiling()
     changes = {k: v for k, v in (("overlap_ratio", args.overlap), ("window", args.window), ("shrink", args.shrink),
                                  ("upsample", args.upsample), ("joint_sigma", args.joint_sigma),
-                                 ("max_side", args.max_side))
+                                 ("max_side", args.max_side), ("snap", args.snap))
                if v is not None}
     if args.tiles is not None:  # a grid asked for by rows x cols is a fixed one unless --shrink says otherwise
         changes.update(rows=args.tiles[0], cols=args.tiles[1], shrink=changes.get("shrink", 0.0))

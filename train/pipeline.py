@@ -114,7 +114,7 @@ def refine_frame(coarse: nn.Module, refiner: nn.Module, image: np.ndarray, tilin
     tiles = run_refiner(refiner, feeds, max_batch)
     if tiling_cfg.upsample == "joint_bilateral":
         stitched = tiling.stitch_joint(tiles, grid.boxes, image, grid.tile_resolution(*refiner.tile_size),
-                                       tiling_cfg.joint_sigma, window=tiling_cfg.window)[0]
+                                       tiling_cfg.joint_sigma, window=tiling_cfg.window, snap=tiling_cfg.snap)[0]
     else:
         stitched = tiling.stitch(tiles, grid.boxes, height, width, window=tiling_cfg.window)[0]
     return FrameOutput(stitched, depth, tiles, grid)

@@ -94,14 +94,19 @@ def test_device_tensor_path_on_cpu_tensors(exported_bundle, runtimes):
     torch.testing.assert_close(streamed.depth, result.depth, rtol=0, atol=0)
 
 
-def test_joint_upsampling_on_the_device_path(exported_bundle):
-    """The torch tile ops' joint bilateral upsampling (the GPU path, here on CPU tensors) against the
-    native engine's."""
+@pytest.mark.parametrize("snap", [0.0, 0.05])
+def test_joint_upsampling_on_the_device_path(exported_bundle, snap):
+    """The torch tile ops' joint bilateral upsampling and edge snapping (the GPU path, here on CPU
+    tensors) against the native engine's."""
     torch = pytest.importorskip("torch")
+    import dataclasses
+
     from edgedepth.runtime import _TorchOps
 
-    host = Runtime(exported_bundle, backend="torch", device="cpu", threads=1, upsample="joint_bilateral")
-    rt = Runtime(exported_bundle, backend="torch", device="cpu", threads=1, upsample="joint_bilateral")
+    base = Runtime(exported_bundle, backend="torch", device="cpu", threads=1, upsample="joint_bilateral").tiling
+    cfg = dataclasses.replace(base, snap=snap)
+    host = Runtime(exported_bundle, backend="torch", device="cpu", threads=1, tiling=cfg)
+    rt = Runtime(exported_bundle, backend="torch", device="cpu", threads=1, tiling=cfg)
     for backend in (rt.coarse, rt.refiner):
         backend.device_tensors = True
     rt.ops = _TorchOps("cpu")

@@ -307,6 +307,51 @@ def test_upsampling_comes_from_the_manifest_or_the_argument(tiny_bundle, tiny_bu
         Runtime(tiny_bundle_copy, backend="onnxruntime")
 
 
+def test_snap_from_the_manifest_changes_only_steps_and_is_checked(tiny_bundle_copy):
+    import json
+
+    from edgedepth import tiling
+    from edgedepth.bundle import BundleError
+
+    image = _image(90, 130, seed=4)
+    manifest = tiny_bundle_copy / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["tiling"].update(upsample="joint_bilateral", joint_sigma=0.05)
+    manifest.write_text(json.dumps(data))
+    plain = Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1)
+    data["tiling"]["snap"] = 0.05
+    manifest.write_text(json.dumps(data))
+    snapped = Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1)
+    assert snapped.tiling.snap == 0.05 and plain.tiling.snap == 0.0
+    # what the runtime does is the documented composition of the tile-engine calls
+    tiles = []
+    orig = tiling.stitch_joint
+
+    def spy(*args, **kwargs):
+        tiles.append((args, kwargs))
+        return orig(*args, **kwargs)
+
+    tiling.stitch_joint = spy
+    try:
+        got = snapped.predict(image)
+    finally:
+        tiling.stitch_joint = orig
+    (args, kwargs), = tiles
+    assert kwargs["snap"] == 0.05
+    np.testing.assert_array_equal(got.depth, orig(*args, **{**kwargs, "snap": 0.05})[0])
+    assert not np.array_equal(got.depth, orig(*args, **{**kwargs, "snap": 0.0})[0])
+    # bilinear stitching has no map to snap: the override drops it
+    assert Runtime(tiny_bundle_copy, backend="onnxruntime", upsample="bilinear").tiling.snap == 0.0
+    data["tiling"].update(snap=0.1, upsample="bilinear")
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="tiling.snap"):
+        Runtime(tiny_bundle_copy, backend="onnxruntime")
+    data["tiling"].update(snap=-1.0, upsample="joint_bilateral")
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="tiling.snap"):
+        Runtime(tiny_bundle_copy, backend="onnxruntime")
+
+
 def test_manifest_joint_sigma_out_of_range_is_named(tiny_bundle_copy):
     import json
 
