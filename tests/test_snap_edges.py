@@ -114,3 +114,16 @@ def test_stitch_joint_snaps_before_upsampling() -> None:
     # rows whose taps are all inner rows of the map; 2.05..5.95 allows for the 1e-4 range floor
     between = lambda d: np.mean((d[6:-6] > 2.05) & (d[6:-6] < 5.95))  # noqa: E731
     assert between(snapped) == 0.0 and between(plain) > 0.01
+
+
+@needs_native
+def test_native_module_checks_its_arguments_itself() -> None:
+    depth, guide = _blurred_step()
+    cpu = native.cpu
+    for bad in ((depth.astype(np.float64), guide, 0.1), (depth, guide[:, :-1], 0.1), (depth, guide, 0.0),
+                (depth, guide, float("inf")), (depth[:, ::2], guide, 0.1), (depth[None], guide, 0.1),
+                (depth, guide.astype(np.float16), 0.1)):
+        with pytest.raises(ValueError):
+            cpu.snap_edges(*bad, 1)
+    with pytest.raises(ValueError):
+        cpu.snap_edges(depth, guide, 0.1, 0)

@@ -200,3 +200,30 @@ def test_native_module_checks_everything_itself(call):
         return
     event(f"{op} ran")
     assert isinstance(out, np.ndarray) and out.dtype in (np.float32, np.float16)
+
+
+@st.composite
+def snap_args(draw):
+    """A depth map with any float32 values (NaN, inf, zero, negative among them), a guide that
+    usually matches it, and a contrast that is usually valid."""
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    depth = draw(hnp.arrays(np.float32, (h, w), elements=st.one_of(
+        st.floats(0.5, 60.0, width=32), st.floats(allow_nan=True, allow_infinity=True, width=32))))
+    gh, gw = (h, w) if draw(st.integers(0, 9)) else (draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    guide = draw(hnp.arrays(np.float32, (3, gh, gw), elements=st.floats(0, 1, width=32)))
+    contrast = draw(st.one_of(st.floats(0.01, 2.0), st.sampled_from([0.0, -0.1, float("nan"), 11.0])))
+    return depth, guide, contrast
+
+
+@needs_native
+@fuzz(300)
+@given(args=snap_args(), threads=st.integers(1, 4))
+def test_snap_edges_is_an_error_or_the_reference(args, threads):
+    depth, guide, contrast = args
+    try:
+        got = tiling.snap_edges(depth, guide, contrast, threads=threads)
+    except ERRORS as err:
+        event(f"refused: {type(err).__name__}")
+        assert guide.shape != (3, *depth.shape) or not 0 < contrast <= 10
+        return
+    np.testing.assert_array_equal(got, tiling_reference.snap_edges(depth, guide, contrast))
