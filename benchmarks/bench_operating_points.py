@@ -9,7 +9,8 @@ Points (all on onnxruntime FP32 with the same --threads, default bundle unless -
   * at 1080p, the default tiling and coarse-only again with ``upsample="bilinear"`` (the default
     bundle upsamples guided by the frame: what that costs and buys);
   * at 3840x2160, the default tiling (``tiling.max_side`` 1920 on the default bundle: the 1080p
-    frame's 4x4 grid with tiles twice as large) and the adaptive grid without that cap (9x8).
+    frame's 4x4 grid with tiles twice as large) and the adaptive grid without that cap (9x8);
+  * at 1080p and 4K, the default tiling with edge snapping (``tiling.snap`` 0.1).
 Latency: every point predicts one frame per repetition, the points in a random order each
 repetition (interleaved, so a noisy neighbour hits all alike); wall ms min and median over
 --repeat repetitions after one warm-up pass. Accuracy: AbsRel, RMSE (m) and edge-band AbsRel
@@ -58,7 +59,9 @@ POINTS = {
     "default 640x480": ("640x480", {}),
     "coarse-only 640x480": ("640x480", {"refine": False}),
     "default 4K": ("4K", {}),
-    "4K, grid not capped": ("4K", {"max_side": 0}),  # the bundle's tiling with Tiling.max_side replaced
+    "4K, grid not capped": ("4K", {"max_side": 0}),  # the bundle's tiling with a field replaced
+    "default 1080p, snapped": ("1080p", {"snap": 0.1}),
+    "default 4K, snapped": ("4K", {"snap": 0.1}),
 }
 
 
@@ -74,9 +77,9 @@ def run(bundle: str | None, frames: dict[str, list[dict]], threads: int, repeat:
     """Accuracy (one prediction per frame and point, also the warm-up) then interleaved latency."""
     runtimes, rows = {}, {}
     for name, (res, kwargs) in POINTS.items():
-        if "max_side" in kwargs:
+        if "max_side" in kwargs or "snap" in kwargs:
             tiling = Tiling.from_json(open_bundle(bundle).tiling)
-            kwargs = {"tiling": dataclasses.replace(tiling, max_side=kwargs["max_side"])}
+            kwargs = {"tiling": dataclasses.replace(tiling, **kwargs)}
         with warnings.catch_warnings(record=True) as caught:  # coarser/finer tiles than trained: recorded
             warnings.simplefilter("always")
             rt = Runtime(bundle, backend="onnxruntime", precision="fp32", threads=threads, **kwargs)
