@@ -108,9 +108,9 @@ def _with_layout(frame: dict, stream: int) -> dict:
 # ---------------------------------------------------------------- methods
 
 def _coarse_depth(coarse, image: np.ndarray) -> np.ndarray:
-    from edgedepth.train.pipeline import run_coarse
+    from edgedepth.train.pipeline import coarse_depth
 
-    return run_coarse(coarse, image)[0][0]
+    return coarse_depth(coarse, image)
 
 
 def coarse_methods(coarse, tune: list[dict]) -> list[Method]:
@@ -159,6 +159,7 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
     snapping, when given)."""
     import dataclasses
 
+    from edgedepth.coarse_fit import fit_for_training
     from edgedepth.tiling import Tiling
     from edgedepth.train.checkpoint import load_models
     from edgedepth.train.data import log_area_reduce
@@ -174,17 +175,19 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
         tiling_cfg = dataclasses.replace(tiling_cfg, max_side=max_side)
     if snap is not None and tiling_cfg.upsample == "joint_bilateral":
         tiling_cfg = dataclasses.replace(tiling_cfg, snap=snap)
+    # frames fill the coarse input as in a bundle exported from this checkpoint
+    fit = fit_for_training(meta.get("train", {}).get("frame_size"), tuple(coarse.input_size))
 
     def predict(f):
         image = f["image"]
         cd = log_area_reduce(f["depth"], tuple(coarse.input_size)) if oracle else None
-        out = refine_frame(coarse, refiner, image, tiling_cfg, coarse_depth=cd)
+        out = refine_frame(coarse, refiner, image, tiling_cfg, coarse_depth=cd, fit=fit)
         g = out.grid
         if not seams:
             return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes)
         flat = dataclasses.replace(tiling_cfg, rows=g.rows, cols=g.cols, overlap_ratio=0.0, window="uniform",
                                    shrink=0.0, max_side=0)
-        uni = refine_frame(coarse, refiner, image, flat, coarse_depth=cd, grid=flat.grid(*image.shape[:2]))
+        uni = refine_frame(coarse, refiner, image, flat, coarse_depth=cd, grid=flat.grid(*image.shape[:2]), fit=fit)
         return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes, uni.depth, uni.grid.boxes)
 
     info = {"checkpoint": str(checkpoint), "upsample": tiling_cfg.upsample, **_run_info(Path(checkpoint))}

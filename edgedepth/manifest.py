@@ -13,6 +13,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from .backends.base import PRECISIONS
+from .coarse_fit import FITS
 from .tiling_reference import MIN_JOINT_SIGMA, UPSAMPLING, WINDOWS
 
 SCHEMA = "edgedepth.bundle/1"
@@ -192,6 +193,8 @@ def check_manifest(manifest: Any) -> None:
         raise ManifestError(f"name must be a string, got {manifest['name']!r}")
 
     _refiner(manifest["refiner"], _coarse(manifest["coarse"]))
+    if manifest["coarse"].get("fit", "squeeze") not in FITS:
+        raise ManifestError(f"coarse.fit must be one of {', '.join(FITS)}, got {manifest['coarse']['fit']!r}")
     t = manifest["tiling"]
     _int("tiling.rows", t["rows"], 1, MAX_GRID)
     _int("tiling.cols", t["cols"], 1, MAX_GRID)

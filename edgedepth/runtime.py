@@ -23,6 +23,7 @@ import numpy as np
 from . import __version__
 from .backends import PRECISIONS, WEIGHT_VARIANTS, Backend, select_backend
 from .bundle import Bundle, open_bundle
+from .coarse_fit import CoarseFit
 from .manifest import FX_RATIO_RANGE
 from .stabilizer import Stabilizer, StabilizerConfig
 from .streaming import pipeline
@@ -74,6 +75,7 @@ class _Front:
     depth: Any
     features: dict[str, Any]
     fx_scale: float
+    fit: CoarseFit
     timings: dict[str, float] = field(default_factory=dict)
     returns_tensor: bool = False
     intrinsics: Any = None
@@ -110,6 +112,14 @@ class _HostOps:
 
     def crop_map(self, chw, boxes, size):
         return self.tiling.crop_resize(chw, boxes, size, threads=self.threads)
+
+    def pad_input(self, x, fit):
+        """(1, 3, content_h, content_w) coarse input -> (1, 3, ch, cw), edges repeated (CoarseFit)."""
+        return fit.pad_input(x)
+
+    def content(self, depth, fit):
+        """The frame's part of the (ch, cw) coarse depth, contiguous."""
+        return np.ascontiguousarray(fit.content(depth))
 
     def concat(self, parts):
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -174,6 +184,12 @@ class _TorchOps:
 
     def crop_map(self, chw, boxes, size):
         return self.impl.crop_resize(chw.contiguous(), boxes, size)
+
+    def pad_input(self, x, fit):
+        return self.torch.nn.functional.pad(x, fit.torch_pad(), mode="replicate") if fit.padded else x
+
+    def content(self, depth, fit):
+        return fit.content(depth).contiguous()
 
     def concat(self, parts):
         return parts[0] if len(parts) == 1 else self.torch.cat(parts)
@@ -334,6 +350,8 @@ class Runtime:
 
         c, r = self.bundle.coarse, self.bundle.refiner
         self.coarse_size = (int(c["input_size"][0]), int(c["input_size"][1]))
+        # How a frame fills the coarse input (coarse_fit.py): "pad" keeps other aspects' proportions.
+        self.coarse_fit = str(c.get("fit", "squeeze"))
         self.mean = tuple(float(v) for v in c["mean"])
         self.std = tuple(float(v) for v in c["std"])
         self.tile_size = (int(r["tile_size"][0]), int(r["tile_size"][1]))
@@ -592,16 +610,19 @@ class Runtime:
         t0 = time.perf_counter()
         frame, is_tensor = self._frame(image, color)
         height, width = int(frame.shape[0]), int(frame.shape[1])
-        scale = self._fx_scale(intrinsics, width)
+        fit = CoarseFit.for_frame(height, width, self.coarse_size, self.coarse_fit)
+        # the model sees a frame content_w / cw as wide as its input: its depth scales by that share
+        scale = self._fx_scale(intrinsics, width) * fit.width_share
         if isinstance(self.ops, _TorchOps):
             frame = self.ops.upload(frame)
         whole = np.array([[0.0, 0.0, height, width]])
-        x = self.ops.crop_rgb(frame, whole, self.coarse_size, self.mean, self.std)
+        x = self.ops.pad_input(self.ops.crop_rgb(frame, whole, (fit.content_h, fit.content_w), self.mean, self.std),
+                               fit)
         t1 = time.perf_counter()
         out = self.coarse.run({self.coarse.inputs[0].name: x})
         self._check_coarse_outputs(out)
         t2 = time.perf_counter()
-        return _Front(frame, height, width, out.pop("depth"), out, scale,
+        return _Front(frame, height, width, out.pop("depth"), out, scale, fit,
                       {"preprocess": (t1 - t0) * 1e3, "coarse": (t2 - t1) * 1e3}, is_tensor, intrinsics)
 
     def _back(self, f: _Front) -> DepthResult:
@@ -613,12 +634,12 @@ class Runtime:
         ch, cw = f.depth.shape[-2:]
         feeds = {
             "rgb": ops.crop_rgb(f.frame, grid.boxes, self.tile_size, self.mean, self.std),
-            "coarse_depth": ops.crop_map(f.depth[0], grid.scaled(ch / f.height, cw / f.width), self.tile_size),
+            "coarse_depth": ops.crop_map(f.depth[0], f.fit.map_boxes(grid.boxes, (ch, cw)), self.tile_size),
         }
         for name, source, _, size in self.guides:
             feat = f.features[source][0]
             fh, fw = feat.shape[-2:]
-            feeds[name] = ops.crop_map(feat, grid.scaled(fh / f.height, fw / f.width), size)
+            feeds[name] = ops.crop_map(feat, f.fit.map_boxes(grid.boxes, (fh, fw)), size)
         t1 = time.perf_counter()
         tiles = ops.concat(self._refine(feeds, len(grid.boxes)))
         t2 = time.perf_counter()
@@ -629,7 +650,7 @@ class Runtime:
         else:
             depth, valid = ops.stitch_finish(tiles, grid.boxes, f.height, f.width, self.window, f.fx_scale,
                                              self.valid_max_depth)
-        coarse, _ = ops.finish(f.depth[0, 0], f.fx_scale)
+        coarse, _ = ops.finish(ops.content(f.depth[0, 0], f.fit), f.fx_scale, owned=f.fit.padded)
         if not f.returns_tensor:
             depth, valid, coarse = ops.to_host(depth), ops.to_host(valid), ops.to_host(coarse)
         t3 = time.perf_counter()
@@ -642,16 +663,16 @@ class Runtime:
         the whole coarse map), then finished as a stitched map is."""
         ops = self.ops
         t0 = time.perf_counter()
-        ch, cw = f.depth.shape[-2:]
+        content = ops.content(f.depth[0, 0], f.fit)  # the frame's part of the map
         if self.tiling.upsample == "joint_bilateral":
             t1 = time.perf_counter()
-            depth, valid = ops.joint_finish(f.depth[0, 0], f.frame, self.tiling.joint_sigma, f.fx_scale,
+            depth, valid = ops.joint_finish(content, f.frame, self.tiling.joint_sigma, f.fx_scale,
                                             self.valid_max_depth)
         else:
-            up = ops.crop_map(f.depth[0], np.array([[0.0, 0.0, ch, cw]]), (f.height, f.width))[0, 0]
+            up = ops.crop_map(content[None], np.array([[0.0, 0.0, *content.shape[-2:]]]), (f.height, f.width))[0, 0]
             t1 = time.perf_counter()
             depth, valid = ops.finish(up, f.fx_scale, owned=True, valid_max=self.valid_max_depth)
-        coarse, _ = ops.finish(f.depth[0, 0], f.fx_scale)
+        coarse, _ = ops.finish(content, f.fx_scale, owned=f.fit.padded)
         if not f.returns_tensor:
             depth, valid, coarse = ops.to_host(depth), ops.to_host(valid), ops.to_host(coarse)
         t2 = time.perf_counter()

@@ -15,6 +15,7 @@ from torch import nn
 
 from . import onnx_export
 from .bundle import BundleWriter
+from edgedepth.coarse_fit import fit_for_training
 from edgedepth.runtime import DEFAULT_MAX_TILE_BATCH
 from edgedepth.tiling import Tiling
 
@@ -172,11 +173,13 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
 
     with BundleWriter(out, overwrite=cfg.overwrite) as w:
         log(f"preparing {len(calib)} calibration and {len(heldout)} held-out frames")
-        calib_frames = prepare_frames(coarse, refiner, calib, cfg.tiling, reference=False) if int8 else []
+        fit = fit_for_training(meta.get("train", {}).get("frame_size"), tuple(coarse.input_size))
+        calib_frames = prepare_frames(coarse, refiner, calib, cfg.tiling, reference=False, fit=fit) if int8 else []
         # The coarse model calibrates on whole frames: images only, no depth needed.
-        coarse_calib = [{"image": coarse_input(s["image"], coarse)} for s in calib] if int8 and quantize_coarse(cfg, coarse) else []
-        frames = prepare_frames(coarse, refiner, heldout, cfg.tiling)
-        coarse_inputs = [coarse_input(s["image"], coarse) for s in heldout]
+        coarse_calib = ([{"image": coarse_input(s["image"], coarse, fit)} for s in calib]
+                        if int8 and quantize_coarse(cfg, coarse) else [])
+        frames = prepare_frames(coarse, refiner, heldout, cfg.tiling, fit=fit)
+        coarse_inputs = [coarse_input(s["image"], coarse, fit) for s in heldout]
         files: dict[str, dict[str, dict[str, str]]] = {"coarse": {}, "refiner": {}}
         rows: list[ParityRow] = []
         baselines = {"coarse": reference_row("coarse", frames), "refiner": reference_row("refiner", frames)}
@@ -242,7 +245,7 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
                 batches, dst = calibration_batches(calib_frames), w.file("openvino/refiner.int8.xml")
                 if cfg.accuracy_control:
                     xml = ove.quantize_openvino_accuracy_control(onnx_files["refiner"]["fp32"], dst, batches,
-                                                                 prepare_frames(coarse, refiner, select, cfg.tiling, reference=False),
+                                                                 prepare_frames(coarse, refiner, select, cfg.tiling, reference=False, fit=fit),
                                                                  cfg.tiling.window, max_drop=cfg.int8_bound)
                 else:
                     xml = ove.quantize_openvino(onnx_files["refiner"]["fp32"], dst, batches, min_tiles=cfg.calib_tiles)
@@ -306,7 +309,8 @@ def _pipeline(coarse, refiner, meta: dict, cfg: ExportConfig, w: BundleWriter, l
 
     h, wd = cfg.pipeline_size
     log(f"building the fused {wd}x{h} pipeline")
-    pipe = FusedPipeline(coarse, refiner, h, wd, cfg.tiling)
+    pipe = FusedPipeline(coarse, refiner, h, wd, cfg.tiling,
+                         fit=fit_for_training(meta.get("train", {}).get("frame_size"), tuple(coarse.input_size)))
     out: dict[str, Any] = {"input_size": [h, wd]}
     if {"onnx", "tensorrt", "openvino"} & set(cfg.targets):
         path = export_pipeline_onnx(pipe, w.file(f"pipeline_{wd}x{h}.onnx"))
@@ -332,6 +336,7 @@ def _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline) -> d
             "name": meta.get("coarse", {}).get("name", type(coarse).__name__),
             "input_size": [ch, cw], "mean": list(map(float, coarse.mean)), "std": list(map(float, coarse.std)),
             "metric": bool(coarse.metric),
+            "fit": fit_for_training(meta.get("train", {}).get("frame_size"), (ch, cw)),  # as the frames above
             "inputs": [{"name": "image", "shape": [1, 3, ch, cw]}],
             "outputs": [{"name": "depth", "channels": 1, "stride": 1}, *feat_out],
             "files": files["coarse"],

@@ -18,6 +18,7 @@ from torch import nn
 from edgedepth import tiling
 from edgedepth.tiling import Tiling
 
+from edgedepth.coarse_fit import CoarseFit
 from edgedepth.train.pipeline import frame_feeds, run_refiner
 
 PROCEDURAL = "procedural"
@@ -43,6 +44,16 @@ class FrameTiles:
     inputs: dict[str, np.ndarray]
     coarse: np.ndarray
     reference: np.ndarray | None = None
+    fit: CoarseFit | None = None  # where the frame sits in the coarse input (None: it fills it)
+
+    def frame_depth(self, depth: np.ndarray) -> np.ndarray:
+        """A (…, ch, cw) coarse map or an (H, W) stitched one -> the frame's metres (its part of a
+        coarse map; times ``CoarseFit.width_share`` as the runtime scales it)."""
+        if self.fit is None or not self.fit.padded:
+            return depth
+        if depth.shape[-2:] == (self.fit.ch, self.fit.cw):
+            depth = self.fit.content(depth)
+        return depth * np.float32(self.fit.width_share)
 
 
 def load_frames(source: str | Path | Sequence[Any], *, count: int = 8, size: tuple[int, int] = (96, 128),
@@ -152,8 +163,9 @@ def check_frames(samples: Sequence[Any], tile_size: tuple[int, int], tiling_cfg:
 
 
 def prepare_frames(coarse: nn.Module, refiner: nn.Module, samples: Sequence[Any], tiling_cfg: Tiling,
-                   *, reference: bool = True) -> list[FrameTiles]:
-    """Run the float32 torch coarse model (and refiner when ``reference``) over ``samples``."""
+                   *, reference: bool = True, fit: str = "pad") -> list[FrameTiles]:
+    """Run the float32 torch coarse model (and refiner when ``reference``) over ``samples``, each
+    frame fitted to the coarse input as ``fit`` (the bundle's ``coarse.fit``) says."""
     from tqdm.auto import tqdm
 
     coarse, refiner = coarse.eval(), refiner.eval()
@@ -161,14 +173,14 @@ def prepare_frames(coarse: nn.Module, refiner: nn.Module, samples: Sequence[Any]
     for s in tqdm(samples, desc="frames", leave=False, disable=len(samples) < 4):
         image = s["image"]
         grid = tiling_cfg.grid(*image.shape[:2], refiner.tile_size)
-        feeds, depth = frame_feeds(coarse, refiner, image, grid)
+        feeds, depth, where = frame_feeds(coarse, refiner, image, grid, fit=fit)
         gt = valid = None  # unlabeled (calibration) frames: nothing to score against
         if s.get("depth") is not None:
             gt = np.asarray(s["depth"], dtype=np.float32)
             valid = gt > 0
             if s.get("mask") is not None:
                 valid &= s["mask"]
-        frame = FrameTiles(s.get("name", f"frame{len(out)}"), image, gt, valid, grid.boxes, feeds, depth)
+        frame = FrameTiles(s.get("name", f"frame{len(out)}"), image, gt, valid, grid.boxes, feeds, depth, fit=where)
         if reference:
             frame.reference = stitch_frame(run_refiner(refiner, feeds, max_batch=len(grid.boxes)), frame,
                                            tiling_cfg.window)
@@ -177,9 +189,10 @@ def prepare_frames(coarse: nn.Module, refiner: nn.Module, samples: Sequence[Any]
 
 
 def stitch_frame(tiles: np.ndarray, frame: FrameTiles, window: str) -> np.ndarray:
-    """(H, W) float32 depth from (N, 1, th, tw) refined tiles of ``frame``."""
+    """(H, W) float32 depth (m) from (N, 1, th, tw) refined tiles of ``frame``."""
     height, width = frame.image.shape[:2]
-    return tiling.stitch(np.asarray(tiles, dtype=np.float32), frame.boxes, height, width, window=window)[0]
+    return frame.frame_depth(tiling.stitch(np.asarray(tiles, dtype=np.float32), frame.boxes, height, width,
+                                           window=window)[0])
 
 
 def calibration_batches(frames: Sequence[FrameTiles]) -> list[dict[str, np.ndarray]]:

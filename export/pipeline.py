@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgedepth.coarse_fit import CoarseFit
 from edgedepth.tiling import Tiling
 from edgedepth.tiling_reference import crop_axis, stitch_axis
 
@@ -84,7 +85,7 @@ class FusedPipeline(nn.Module):
     """``coarse`` + ``refiner`` over the runtime's tile grid of a ``height``×``width`` frame."""
 
     def __init__(self, coarse: nn.Module, refiner: nn.Module, height: int, width: int,
-                 tiling_cfg: Tiling = Tiling()) -> None:
+                 tiling_cfg: Tiling = Tiling(), fit: str = "pad") -> None:
         super().__init__()
         if height < 1 or width < 1:
             raise ValueError(f"pipeline input size must be positive, got {height}x{width}")
@@ -103,8 +104,10 @@ class FusedPipeline(nn.Module):
         feat_sizes = [tuple(feats[i].shape[-2:]) for i in self.sources]
         # Python ints, not tensors: slice bounds are constants of the graph, never traced values.
         self.boxes = [tuple(int(v) for v in box) for box in grid.boxes]
-        self.depth_crop = _MapCrop(grid.scaled(ch / self.height, cw / self.width), (th, tw), (ch, cw))
-        self.feat_crops = nn.ModuleList(_MapCrop(grid.scaled(fh / self.height, fw / self.width), (h, w), (fh, fw))
+        # where the frame sits in the coarse input (the bundle's coarse.fit, coarse_fit.py)
+        self.fit = CoarseFit.for_frame(self.height, self.width, (ch, cw), fit)
+        self.depth_crop = _MapCrop(self.fit.map_boxes(grid.boxes, (ch, cw)), (th, tw), (ch, cw))
+        self.feat_crops = nn.ModuleList(_MapCrop(self.fit.map_boxes(grid.boxes, (fh, fw)), (h, w), (fh, fw))
                                         for (fh, fw), (_, h, w) in zip(feat_sizes, refiner.guidance))
         for k, (wy, wx) in enumerate(_blend_weights(self.boxes, (th, tw), self.height, self.width, self.window)):
             self.register_buffer(f"blend_y{k}", torch.tensor(wy, dtype=torch.float32).view(-1, 1), persistent=False)
@@ -116,7 +119,10 @@ class FusedPipeline(nn.Module):
         return (x / 255.0 - self.mean) / self.std
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = self._norm(F.interpolate(image, size=tuple(self.coarse.input_size), mode="bilinear", align_corners=False))
+        fit = self.fit
+        x = self._norm(F.interpolate(image, size=(fit.content_h, fit.content_w), mode="bilinear", align_corners=False))
+        if fit.padded:
+            x = F.pad(x, fit.torch_pad(), mode="replicate")
         depth, feats = self.coarse(x)
         tile = tuple(self.refiner.tile_size)
         rgb = self._norm(torch.cat([F.interpolate(image[:, :, y0:y0 + h, x0:x0 + w], size=tile, mode="bilinear",
@@ -129,6 +135,8 @@ class FusedPipeline(nn.Module):
             value = value * getattr(self, f"blend_y{k}") * getattr(self, f"blend_x{k}")
             value = F.pad(value, (x0, self.width - x0 - w, y0, self.height - y0 - h))
             out = value if out is None else out + value
+        if fit.width_share != 1.0:
+            out = out * fit.width_share
         return out.clamp(min=0.0)
 
     def example(self) -> torch.Tensor:

@@ -72,7 +72,8 @@ def test_runtime_agrees_with_torch(bundle, run, backend, precision, tol):
     worst = 0.0
     for seed in (900, 901):
         image = render_scene(seed, *SIZE)["image"]
-        want = refine_frame(coarse.eval(), refiner.eval(), image, tiling).depth
+        want = refine_frame(coarse.eval(), refiner.eval(), image, tiling,
+                            fit=open_bundle(bundle).coarse.get("fit", "squeeze")).depth
         got = Runtime(bundle, backend=backend, precision=precision, threads=1).predict(image).depth
         worst = max(worst, float(np.mean(np.abs(got - want) / want)))
     assert worst < tol, f"{backend}/{precision}: mean relative difference {worst:.2e}"

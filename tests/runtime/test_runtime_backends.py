@@ -20,22 +20,25 @@ def _torch_reference(models, image, rows=2, cols=2, ratio=0.25):
     import torch
 
     from edgedepth import tiling_torch as tt
+    from edgedepth.coarse_fit import CoarseFit
     from edgedepth.tiling import TileGrid
 
     coarse, refiner, _ = models
     h, w = image.shape[:2]
     img = torch.from_numpy(image)
+    # the exported bundle says coarse.fit "pad": other aspects keep their proportions in the input
+    fit = CoarseFit.for_frame(h, w, coarse.input_size, "pad")
     with torch.no_grad():
-        x = tt.crop_resize(img, np.array([[0.0, 0.0, h, w]]), coarse.input_size, mean=coarse.mean, std=coarse.std)
-        depth, feats = coarse(x)
+        x = tt.crop_resize(img, np.array([[0.0, 0.0, h, w]]), (fit.content_h, fit.content_w), mean=coarse.mean,
+                           std=coarse.std)
+        depth, feats = coarse(torch.nn.functional.pad(x, fit.torch_pad(), mode="replicate"))
         grid = TileGrid.from_overlap_ratio(h, w, rows, cols, ratio)
-        ch, cw = depth.shape[-2:]
         feeds = [tt.crop_resize(img, grid.boxes, refiner.tile_size, mean=coarse.mean, std=coarse.std),
-                 tt.crop_resize(depth[0], grid.scaled(ch / h, cw / w), refiner.tile_size)]
+                 tt.crop_resize(depth[0], fit.map_boxes(grid.boxes, depth.shape[-2:]), refiner.tile_size)]
         for (c, gh, gw), f in zip(refiner.guidance, feats):
-            feeds.append(tt.crop_resize(f[0], grid.scaled(f.shape[-2] / h, f.shape[-1] / w), (gh, gw)))
+            feeds.append(tt.crop_resize(f[0], fit.map_boxes(grid.boxes, f.shape[-2:]), (gh, gw)))
         tiles = refiner(*feeds)
-        return tt.stitch(tiles, grid.boxes, h, w, window="cosine")[0].clamp(min=0).numpy()
+        return (tt.stitch(tiles, grid.boxes, h, w, window="cosine")[0] * fit.width_share).clamp(min=0).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def runtimes(exported_bundle, tmp_path_factory):
     return {b: Runtime(exported_bundle, backend=b, device="cpu", threads=1, cache_dir=cache) for b in BACKENDS}
 
 
-@pytest.mark.parametrize("shape", [(96, 128), (75, 203)])
+@pytest.mark.parametrize("shape", [(96, 128), (75, 203), (64, 96)])  # narrower, wider, the input's aspect
 def test_backends_agree_with_each_other_and_torch(runtimes, exported_models, shape):
     image = _frame(*shape, seed=shape[0])
     reference = _torch_reference(exported_models, image)

@@ -37,7 +37,11 @@ def test_coarse_only_follows_the_joint_upsampling(frame):
     assert rt.tiling.upsample == "joint_bilateral"
     result = rt.predict(frame)
     guide = tiling.crop_resize(frame, [[0, 0, 240, 320]], result.coarse.shape)[0]
-    want, want_valid = tiling.joint_upsample(result.coarse, guide, frame, rt.tiling.joint_sigma,
+    # The 4:3 frame keeps its aspect in the coarse input (coarse.fit "pad"), so its depth carries a
+    # scale (fx_scale, the share of the input's width it fills); the range check precedes the scale.
+    assert result.fx_scale == pytest.approx(round(128 * 320 / 240) / 224)
+    raw = np.ascontiguousarray(result.coarse / np.float32(result.fx_scale), dtype=np.float32)
+    want, want_valid = tiling.joint_upsample(raw, guide, frame, rt.tiling.joint_sigma, scale=result.fx_scale,
                                              valid_max=rt.valid_max_depth)
     np.testing.assert_allclose(result.depth, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(result.valid, want_valid)

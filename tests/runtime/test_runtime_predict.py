@@ -37,6 +37,39 @@ def test_predict_matches_independent_reference(ort_runtime):
     assert (result.grid.rows, result.grid.cols) == (2, 2)
 
 
+def test_coarse_fit_pad_keeps_a_narrow_frames_aspect(tiny_bundle_copy):
+    """coarse.fit "pad": a 4:3 frame in the 3:2 coarse input keeps its proportions (43 of 48 columns,
+    2 and 3 repeated either side), its tiles are cut from that part of the coarse maps, and depth is
+    scaled by 43/48 (fx per frame width); the independent reference computes all of it by hand."""
+    import json
+
+    from edgedepth.bundle import BundleError
+
+    image = _image(60, 80, seed=3)
+    manifest = tiny_bundle_copy / "manifest.json"
+    data = json.loads(manifest.read_text())
+    squeezed = Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1).predict(image)
+    np.testing.assert_allclose(squeezed.depth, reference_depth(image)[0], rtol=1e-4, atol=1e-4)  # no key: squeeze
+    data["coarse"]["fit"] = "pad"
+    manifest.write_text(json.dumps(data))
+    result = Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1).predict(image)
+    expected, expected_coarse = reference_depth(image, pad_columns=5)
+    assert result.coarse.shape == (32, 43)
+    np.testing.assert_allclose(result.coarse, expected_coarse, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(result.depth, expected, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(result.depth, squeezed.depth, rtol=1e-2)
+    # the frame of the input's own aspect is squeezed either way
+    same = _image(64, 96, seed=4)
+    np.testing.assert_allclose(Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1).predict(same).depth,
+                               reference_depth(same)[0], rtol=1e-4, atol=1e-4)
+    coarse_only = Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1, refine=False).predict(image)
+    np.testing.assert_allclose(coarse_only.coarse, expected_coarse, rtol=1e-4, atol=1e-4)
+    data["coarse"]["fit"] = "letterbox"
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="coarse.fit"):
+        Runtime(tiny_bundle_copy, backend="onnxruntime")
+
+
 def test_openvino_agrees_with_onnxruntime(tiny_bundle, ort_runtime, tmp_path):
     pytest.importorskip("openvino")
     ov = Runtime(tiny_bundle, backend="openvino", device="cpu", threads=1, cache_dir=tmp_path / "ov")

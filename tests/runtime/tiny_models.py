@@ -97,8 +97,11 @@ def make_tiny_bundle(bundle: Path, seed: int = 0) -> Path:
 
 
 def reference_depth(image, seed: int = 0, rows: int = 2, cols: int = 2, overlap_ratio: float = 0.25,
-                    window: str = "cosine"):
-    """The tiny pipeline computed independently of the runtime: torch models + the numpy tile reference."""
+                    window: str = "cosine", pad_columns: int = 0):
+    """The tiny pipeline computed independently of the runtime: torch models + the numpy tile reference.
+    ``pad_columns``: the frame resized to COARSE_SIZE[1] - pad_columns columns, the rest its edge
+    columns repeated, half left (coarse.fit "pad" for a frame narrower than the input), and depth
+    scaled by the share of the width it fills."""
     import numpy as np
 
     from edgedepth import tiling_reference as ref
@@ -107,14 +110,28 @@ def reference_depth(image, seed: int = 0, rows: int = 2, cols: int = 2, overlap_
     torch.manual_seed(seed)
     coarse, refiner = tiny_pair()
     h, w = image.shape[:2]
-    x = ref.crop_resize(image, np.array([[0.0, 0.0, h, w]]), COARSE_SIZE, mean=MEAN, std=STD)
+    ch, cw = COARSE_SIZE
+    inner, left = cw - pad_columns, pad_columns // 2
+    x = ref.crop_resize(image, np.array([[0.0, 0.0, h, w]]), (ch, inner), mean=MEAN, std=STD)
+    x = np.pad(x, ((0, 0), (0, 0), (0, 0), (left, pad_columns - left)), mode="edge")
     with torch.no_grad():
         depth, (feat,) = coarse(torch.from_numpy(x))
         depth, feat = depth.numpy(), feat.numpy()
     grid = TileGrid.from_overlap_ratio(h, w, rows, cols, overlap_ratio)
+
+    def boxes_in(map_h, map_w):  # frame boxes in a map of the padded input
+        b = np.asarray(grid.boxes, dtype=np.float64)
+        sy, sx = map_h / h, map_w / cw * inner / w
+        return np.stack([b[:, 0] * sy, left * map_w / cw + b[:, 1] * sx, b[:, 2] * sy, b[:, 3] * sx], axis=1)
+
     rgb = ref.crop_resize(image, grid.boxes, TILE, mean=MEAN, std=STD)
-    cd = ref.crop_resize(depth[0], grid.scaled(COARSE_SIZE[0] / h, COARSE_SIZE[1] / w), TILE)
-    g = ref.crop_resize(feat[0], grid.scaled(feat.shape[2] / h, feat.shape[3] / w), GUIDE[1:])
+    if pad_columns:
+        cd = ref.crop_resize(depth[0], boxes_in(ch, cw), TILE)
+        g = ref.crop_resize(feat[0], boxes_in(feat.shape[2], feat.shape[3]), GUIDE[1:])
+    else:  # the squeezed frame, with the runtime's own box arithmetic (TileGrid.scaled)
+        cd = ref.crop_resize(depth[0], grid.scaled(ch / h, cw / w), TILE)
+        g = ref.crop_resize(feat[0], grid.scaled(feat.shape[2] / h, feat.shape[3] / w), GUIDE[1:])
     with torch.no_grad():
         tiles = refiner(*(torch.from_numpy(a) for a in (rgb, cd, g))).numpy()
-    return ref.stitch(tiles, grid.boxes, h, w, window)[0], depth[0, 0]
+    share = np.float32(inner / cw)
+    return ref.stitch(tiles, grid.boxes, h, w, window)[0] * share, depth[0, 0][:, left:left + inner] * share

@@ -67,13 +67,25 @@ class Stage:
         ``data.use_mask``."""
         return valid & reliable if self.cfg.data.use_mask else valid
 
-    def meta(self, coarse: nn.Module, refiner: Optional[nn.Module]) -> dict:
+    def frame_size(self) -> list[int]:
+        """(H, W) of the frames trained on: the shards' (the first folder's size), else data.frame_size."""
         d = self.cfg.data
-        frame_size = list(d.frame_size)
-        if d.shards:  # the frames trained on are the shards' (the first folder's size)
+        if d.shards:
             from ..shards import shard_folder_meta
 
-            frame_size = list(shard_folder_meta(d.shards[0])["frame_size"])
+            return list(shard_folder_meta(d.shards[0])["frame_size"])
+        return list(d.frame_size)
+
+    def coarse_fit(self, coarse: nn.Module) -> str:
+        """How validation fits frames into the coarse input: as a bundle exported from this run will
+        (``edgedepth.coarse_fit.fit_for_training``)."""
+        from edgedepth.coarse_fit import fit_for_training
+
+        return fit_for_training(self.frame_size(), tuple(coarse.input_size))
+
+    def meta(self, coarse: nn.Module, refiner: Optional[nn.Module]) -> dict:
+        d = self.cfg.data
+        frame_size = self.frame_size()
         out = {
             "coarse": model_spec(coarse),
             "camera": {"fx_norm": self.cfg.train.fx_norm},

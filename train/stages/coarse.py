@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data import WholeFrameItems
-from ..pipeline import run_coarse
+from ..pipeline import coarse_depth
 from .base import Stage, build_or_load_coarse, frame_arrays, frame_metrics, load_prefixed, resize_maps
 
 
@@ -39,8 +39,8 @@ class CoarseStage(Stage):
 
     def validate_batch(self, batch: dict) -> dict[str, float]:
         image, gt, reliable = frame_arrays(batch)
-        depth, _ = run_coarse(self.coarse, image)
-        return frame_metrics(depth[0], gt, reliable, self.cfg.data.valid_max, edges=True)
+        depth = coarse_depth(self.coarse, image, self.coarse_fit(self.coarse))
+        return frame_metrics(depth, gt, reliable, self.cfg.data.valid_max, edges=True)
 
     def export_models(self) -> tuple[nn.Module, Optional[nn.Module], dict]:
         return self.coarse, None, self.meta(self.coarse, None)

@@ -24,7 +24,7 @@ from ..config import Config
 from ..data import TileItems, WholeFrameItems
 from ..losses import bfm_mask, gpct_consistency_loss
 from ..models.refiner import log_depth
-from ..pipeline import refine_frame, run_coarse
+from ..pipeline import coarse_depth, refine_frame
 from .base import Stage, build_or_load_coarse, frame_arrays, frame_metrics, frozen, load_prefixed
 
 
@@ -163,8 +163,9 @@ class _RefinerStageBase(Stage):
             oracle = log_area_reduce(gt, tuple(self.coarse.input_size))
             coarse_map = oracle
         else:
-            coarse_map = run_coarse(self.coarse, image)[0][0]
-        out = refine_frame(self.coarse, self.refiner, image, self.cfg.tiling, coarse_depth=oracle)
+            coarse_map = coarse_depth(self.coarse, image, self.coarse_fit(self.coarse))
+        out = refine_frame(self.coarse, self.refiner, image, self.cfg.tiling, coarse_depth=oracle,
+                           fit=self.coarse_fit(self.coarse))
         vmax = self.cfg.data.valid_max
         scores = frame_metrics(out.depth, gt, reliable, vmax, edges=True)
         scores.update(frame_metrics(coarse_map, gt, reliable, vmax, prefix="coarse_", edges=True))
