@@ -148,42 +148,31 @@ def bundle_predictor(bundle, **runtime_kwargs) -> PredictFn:
 def checkpoint_predictor(path, tiles: Optional[tuple[int, int]] = None, overlap_ratio: float = 0.25,
                          window: str = "cosine", device: str = "cpu") -> PredictFn:
     """A training checkpoint (``edgedepth.train.checkpoint.load_models``) run in torch with the
-    runtime's frame pipeline: coarse on the resized frame, refiner on ``tiles`` = (rows, cols)
+    runtime's frame pipeline (``edgedepth.train.pipeline.refine_frame``): coarse on the frame fitted
+    to its input as a bundle exported from it would (``coarse_fit``), refiner on ``tiles`` = (rows, cols)
     tiles (default 2x2) cut with the runtime's grid and crop rule, stitched with ``window``;
     coarse only when the checkpoint has no refiner. Depth is rescaled by the sample camera's
     fx/W over the checkpoint's ``camera.fx_norm`` (as the runtime does). Needs ``edgedepth[train]``."""
-    import torch
-
     from . import tiling
+    from .coarse_fit import fit_for_training
+    from .tiling import Tiling
     from .train.checkpoint import load_models
+    from .train.pipeline import coarse_depth, refine_frame
 
     coarse, refiner, meta = load_models(path, map_location=device)
     fx_norm = float(meta.get("camera", {}).get("fx_norm", 0) or 0)
-    rows, cols = tiles or (2, 2)
+    cfg = Tiling(*(tiles or (2, 2)), overlap_ratio, window)  # a fixed grid, blended bilinearly
+    # frames fill the coarse input as in a bundle exported from this checkpoint
+    fit = fit_for_training(meta.get("train", {}).get("frame_size"), tuple(coarse.input_size))
 
-    @torch.inference_mode()
     def predict(sample: Sample) -> np.ndarray:
         image = sample["image"]
         H, W = image.shape[:2]
-        full = np.array([[0.0, 0.0, H, W]])
-        x = tiling.crop_resize(image, full, tuple(coarse.input_size), mean=coarse.mean, std=coarse.std)
-        depth, feats = coarse(torch.from_numpy(x).to(device))
-        depth_np = depth[0].float().cpu().numpy()
         if refiner is None:
-            out = tiling.crop_resize(depth_np, full, (H, W))[0, 0]
+            d = np.ascontiguousarray(coarse_depth(coarse, image, fit), dtype=np.float32)
+            out = tiling.crop_resize(d[None], np.array([[0.0, 0.0, *d.shape]]), (H, W))[0, 0]
         else:
-            grid = tiling.TileGrid.from_overlap_ratio(H, W, rows, cols, overlap_ratio)  # the runtime's rule
-            th, tw = refiner.tile_size
-            dh, dw = depth_np.shape[1:]
-            rgb = tiling.crop_resize(image, grid.boxes, (th, tw), mean=coarse.mean, std=coarse.std)
-            cd = tiling.crop_resize(depth_np, grid.scaled(dh / H, dw / W), (th, tw))
-            guides = []
-            for idx, (_, gh, gw) in zip(refiner.guide_indices, refiner.guidance):
-                f = feats[idx][0].float().cpu().numpy()
-                guides.append(torch.from_numpy(tiling.crop_resize(f, grid.scaled(f.shape[1] / H, f.shape[2] / W),
-                                                                  (gh, gw))).to(device))
-            refined = refiner(torch.from_numpy(rgb).to(device), torch.from_numpy(cd).to(device), *guides)
-            out = tiling.stitch(refined.float().cpu().numpy(), grid.boxes, H, W, window=window)[0]
+            out = refine_frame(coarse, refiner, image, cfg, fit=fit).depth
         K = sample["intrinsics"]
         if fx_norm > 0 and K is not None:
             out = out * ((float(K[0][0]) / W) / fx_norm)

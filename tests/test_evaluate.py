@@ -96,14 +96,18 @@ def test_checkpoint_path(indoor_set, tmp_path):
                            decoder_channels=(8, 8, 16, 16)).eval()
     ds = open_dataset("folder", indoor_set)
     sample = ds[0]
-    # coarse only: the frame resized to the model input, depth resized back (align_corners=False)
+    # coarse only: the 4:3 frame resized to 64x85 inside the 3:2 input (aspect kept, 5 + 6 edge
+    # columns repeated), the frame's part of the depth resized back (align_corners=False), times
+    # the share of the input's width it fills (85/96)
     save_models(tmp_path / "c", coarse, None, {"coarse": model_spec(coarse), "camera": {"fx_norm": 0.4}})
     got = checkpoint_predictor(tmp_path / "c")(sample)
     x = torch.from_numpy(sample["image"]).permute(2, 0, 1)[None].float() / 255
-    x = F.interpolate(x, size=(64, 96), mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=(64, 85), mode="bilinear", align_corners=False)
     x = (x - torch.tensor(coarse.mean).view(1, 3, 1, 1)) / torch.tensor(coarse.std).view(1, 3, 1, 1)
+    x = F.pad(x, (5, 6, 0, 0), mode="replicate")
     with torch.no_grad():
-        d = F.interpolate(coarse(x)[0], size=(24, 32), mode="bilinear", align_corners=False)[0, 0].numpy()
+        d = coarse(x)[0][..., 5:90] * (85 / 96)
+        d = F.interpolate(d, size=(24, 32), mode="bilinear", align_corners=False)[0, 0].numpy()
     # the sample camera has fx/W = 0.8, the checkpoint's 0.4: depth scales by 2
     np.testing.assert_allclose(got, np.maximum(2 * d, 0), rtol=1e-4, atol=1e-5)
     # with a refiner: runs the tile pipeline end to end and scores
