@@ -289,7 +289,11 @@ class Trainer:
         tick = time.perf_counter()
         self.stage.train_mode()
         loop_start = time.perf_counter() - self.elapsed
-        while self.step < t.steps and not self._budget_spent():
+        # The loop ends on the step that found the run over (last_step), never on a clock read after
+        # it: validation and the checkpoint take time, and a budget spent during them must still
+        # leave a validated, saved last step.
+        done = self.step >= t.steps or self._budget_spent()
+        while not done:
             for a in range(t.grad_accum):
                 batch = next(batches)
                 sync = a == t.grad_accum - 1
@@ -347,6 +351,7 @@ class Trainer:
             if self.step % t.ckpt_every == 0 or last_step:
                 self.save_checkpoint()
             self.elapsed = time.perf_counter() - loop_start
+            done = last_step
         bar.close()
         if main:
             coarse, refiner, meta = self.stage.export_models()

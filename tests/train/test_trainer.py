@@ -1,6 +1,8 @@
 """The trainer on real registry models and real procedural frames, tiny sizes."""
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +195,24 @@ def test_bad_config_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="'model.refiner'"):
         Trainer(cfg_for("refiner", tmp_path, **{"model.refiner": "prv2-huge"}))
     assert not (tmp_path / "refiner").exists()
+
+
+def test_a_budget_spent_during_a_checkpoint_still_ends_on_a_validated_step(tmp_path, monkeypatch):
+    # The clock crosses the budget while step 1's checkpoint is written (not while stepping): the
+    # run must still end on a step that validates and saves, not leave the loop with no metrics.
+    cfg = cfg_for("coarse", tmp_path, **{"train.steps": 100000, "train.max_minutes": 0.01, "train.val_every": 100000,
+                                         "train.ckpt_every": 1})
+    trainer = Trainer(cfg, resume="never")
+    slow = Trainer.save_checkpoint
+
+    def save_slowly(self):
+        time.sleep(0.8)
+        return slow(self)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_slowly)
+    metrics = trainer.fit()
+    assert np.isfinite(metrics["val/absrel"]) and trainer.step >= 1
+    assert (tmp_path / "coarse" / "final" / "model.safetensors").is_file()
 
 
 def test_wall_clock_budget_ends_the_run_and_drives_the_schedule(tmp_path):
