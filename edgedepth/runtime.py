@@ -50,11 +50,14 @@ class DepthResult:
         model's output was not finite (repaired to 0: 0 always means "no depth", never "touching
         the lens") and where it lies beyond the bundle's valid range (``Bundle.valid_max_depth``,
         e.g. sky: the models are trained to put it far away, so such pixels are never near).
-    coarse: (h, w) float32 metres, the coarse model's depth at its input size (same rescaling).
+    coarse: (h, w) float32 metres, the coarse model's depth of the frame (same rescaling): the whole
+        input map, or the frame's part of it when the frame kept its aspect (manifest ``coarse.fit``).
     timings: milliseconds per stage: preprocess, coarse, crop, refine, stitch (and total); in
         coarse-only mode "crop" is the upsampling, "refine" 0 and "stitch" the finishing pass (with
         joint upsampling the two are one pass, counted as "stitch").
     grid: the TileGrid used for this frame; None in coarse-only mode (``Runtime(refine=False)``).
+    fx_scale: the factor the model's depth was multiplied by: your camera's (fx / W) / fx_norm,
+        times the share of the coarse input's width the frame filled (``CoarseFit.width_share``).
     """
 
     depth: Any
