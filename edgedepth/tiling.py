@@ -679,10 +679,9 @@ def stitch_joint(tiles: np.ndarray, boxes: Any, image: np.ndarray, low_size: Seq
     low = stitch(tiles, bx, h, w, window, threads)
     if low.shape[0] != 1:
         raise ValueError(f"stitch_joint takes one-channel depth tiles (N, 1, th, tw), got {low.shape[0]} channels")
-    if not snap:
-        return joint_upsample(low[0], None, image, sigma, scale, valid_max, threads)
     guide = crop_resize(image, [[0.0, 0.0, height, width]], (h, w), threads=threads)[0]
-    return joint_upsample(snap_edges(low[0], guide, snap, threads), guide, image, sigma, scale, valid_max, threads)
+    depth = snap_edges(low[0], guide, snap, threads) if snap else low[0]
+    return joint_upsample(depth, guide, image, sigma, scale, valid_max, threads)
 
 
 def _describe(x: Any) -> str:

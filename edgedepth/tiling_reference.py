@@ -156,7 +156,6 @@ def joint_upsample(depth: np.ndarray, guide: np.ndarray, image: np.ndarray, sigm
     xlo, xhi, fx = crop_axis(0.0, w, width, w)
     rgb = image.astype(np.float64) / 255.0
     g = guide.astype(np.float64)
-    d = depth.astype(np.float64)
     taps = [(ylo, xlo, (1 - fy)[:, None] * (1 - fx)[None, :]), (ylo, xhi, (1 - fy)[:, None] * fx[None, :]),
             (yhi, xlo, fy[:, None] * (1 - fx)[None, :]), (yhi, xhi, fy[:, None] * fx[None, :])]
     dist = [np.sum((rgb - np.moveaxis(g[:, ys][:, :, xs], 0, -1)) ** 2, axis=-1) for ys, xs, _ in taps]
@@ -164,14 +163,13 @@ def joint_upsample(depth: np.ndarray, guide: np.ndarray, image: np.ndarray, sigm
     num = np.zeros((height, width))
     den = np.zeros((height, width))
     bilinear = np.zeros((height, width))
-    values = [d[ys][:, xs] for ys, xs, _ in taps]
-    for (_, _, s), c, v in zip(taps, dist, values):
+    values32 = [depth[ys][:, xs] for ys, xs, _ in taps]
+    for (_, _, s), c, v in zip(taps, dist, (v.astype(np.float64) for v in values32)):
         wk = s * range_weight((c - least) / (2.0 * sigma * sigma))
         num += wk * v
         den += wk
         bilinear += s * v
     # The test in float32, as the native loop makes it, so that both pick the same pixels.
-    values32 = [depth[ys][:, xs] for ys, xs, _ in taps]
     lo, hi = np.minimum.reduce(values32), np.maximum.reduce(values32)
     with np.errstate(invalid="ignore", over="ignore"):
         flat = hi - lo <= np.float32(JOINT_FLAT) * lo

@@ -236,8 +236,9 @@ class JointWeights:
         joint = sum(wk.to(depth.dtype) * v for (_, _, _, wk), v in zip(self.taps, values)) / self.total.to(depth.dtype)
         bilinear = sum(s.to(depth.dtype) * v for (_, _, s, _), v in zip(self.taps, values))
         with torch.no_grad():
-            least = torch.stack(values).amin(0)
-            flat = torch.stack(values).amax(0) - least <= JOINT_FLAT * least
+            stacked = torch.stack(values)
+            least = stacked.amin(0)
+            flat = stacked.amax(0) - least <= JOINT_FLAT * least
         return torch.where(flat, bilinear, joint)
 
 

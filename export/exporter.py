@@ -173,6 +173,7 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
 
     with BundleWriter(out, overwrite=cfg.overwrite) as w:
         log(f"preparing {len(calib)} calibration and {len(heldout)} held-out frames")
+        # how the runtime will feed the coarse model: as training did (coarse_fit.fit_for_training)
         fit = fit_for_training(meta.get("train", {}).get("frame_size"), tuple(coarse.input_size))
         calib_frames = prepare_frames(coarse, refiner, calib, cfg.tiling, reference=False, fit=fit) if int8 else []
         # The coarse model calibrates on whole frames: images only, no depth needed.
@@ -282,8 +283,8 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             files["refiner"]["torch"] = {"fp32": "torch/model.safetensors"}
 
         check_drift(rows, baselines, cfg.int8_bound)
-        pipeline = _pipeline(coarse, refiner, meta, cfg, w, log) if cfg.pipeline_size else None
-        manifest = _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline)
+        pipeline = _pipeline(coarse, refiner, meta, cfg, fit, w, log) if cfg.pipeline_size else None
+        manifest = _manifest(coarse, refiner, meta, cfg, fit, files, rows, baselines, pipeline)
         report = "# Parity report\n\n" + markdown([baselines["coarse"], baselines["refiner"], *rows], skipped)
         w.file("parity.md").write_text(report, encoding="utf-8")
         path = w.commit(manifest)
@@ -304,13 +305,12 @@ def _tensorrt_notes(onnx_files: dict[str, dict[str, Path]], cfg: ExportConfig, w
         log("tensorrt is not installed here: engines are built on the device from the bundle's ONNX")
 
 
-def _pipeline(coarse, refiner, meta: dict, cfg: ExportConfig, w: BundleWriter, log) -> dict:
+def _pipeline(coarse, refiner, meta: dict, cfg: ExportConfig, fit: str, w: BundleWriter, log) -> dict:
     from .pipeline import FusedPipeline, export_pipeline_coreml, export_pipeline_onnx
 
     h, wd = cfg.pipeline_size
     log(f"building the fused {wd}x{h} pipeline")
-    pipe = FusedPipeline(coarse, refiner, h, wd, cfg.tiling,
-                         fit=fit_for_training(meta.get("train", {}).get("frame_size"), tuple(coarse.input_size)))
+    pipe = FusedPipeline(coarse, refiner, h, wd, cfg.tiling, fit=fit)
     out: dict[str, Any] = {"input_size": [h, wd]}
     if {"onnx", "tensorrt", "openvino"} & set(cfg.targets):
         path = export_pipeline_onnx(pipe, w.file(f"pipeline_{wd}x{h}.onnx"))
@@ -324,7 +324,7 @@ def _pipeline(coarse, refiner, meta: dict, cfg: ExportConfig, w: BundleWriter, l
     return out
 
 
-def _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline) -> dict:
+def _manifest(coarse, refiner, meta, cfg, fit: str, files, rows, baselines, pipeline) -> dict:
     ch, cw = coarse.input_size
     th, tw = refiner.tile_size
     feat_out = [{"name": f"feat{k}", "channels": int(c), "stride": int(s)}
@@ -336,7 +336,7 @@ def _manifest(coarse, refiner, meta, cfg, files, rows, baselines, pipeline) -> d
             "name": meta.get("coarse", {}).get("name", type(coarse).__name__),
             "input_size": [ch, cw], "mean": list(map(float, coarse.mean)), "std": list(map(float, coarse.std)),
             "metric": bool(coarse.metric),
-            "fit": fit_for_training(meta.get("train", {}).get("frame_size"), (ch, cw)),  # as the frames above
+            "fit": fit,  # how export's own frames were fed
             "inputs": [{"name": "image", "shape": [1, 3, ch, cw]}],
             "outputs": [{"name": "depth", "channels": 1, "stride": 1}, *feat_out],
             "files": files["coarse"],

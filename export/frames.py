@@ -46,14 +46,13 @@ class FrameTiles:
     reference: np.ndarray | None = None
     fit: CoarseFit | None = None  # where the frame sits in the coarse input (None: it fills it)
 
-    def frame_depth(self, depth: np.ndarray) -> np.ndarray:
-        """A (…, ch, cw) coarse map or an (H, W) stitched one -> the frame's metres (its part of a
-        coarse map; times ``CoarseFit.width_share`` as the runtime scales it)."""
-        if self.fit is None or not self.fit.padded:
-            return depth
-        if depth.shape[-2:] == (self.fit.ch, self.fit.cw):
-            depth = self.fit.content(depth)
-        return depth * np.float32(self.fit.width_share)
+    def metres(self, depth: np.ndarray) -> np.ndarray:
+        """The model's depth of the frame in the runtime's metres: times ``CoarseFit.width_share``."""
+        return depth if self.fit is None or not self.fit.padded else depth * np.float32(self.fit.width_share)
+
+    def coarse_metres(self, depth: np.ndarray) -> np.ndarray:
+        """A (..., ch, cw) coarse map -> the frame's part of it in metres (what the runtime returns)."""
+        return depth if self.fit is None or not self.fit.padded else self.metres(self.fit.content(depth))
 
 
 def load_frames(source: str | Path | Sequence[Any], *, count: int = 8, size: tuple[int, int] = (96, 128),
@@ -191,8 +190,8 @@ def prepare_frames(coarse: nn.Module, refiner: nn.Module, samples: Sequence[Any]
 def stitch_frame(tiles: np.ndarray, frame: FrameTiles, window: str) -> np.ndarray:
     """(H, W) float32 depth (m) from (N, 1, th, tw) refined tiles of ``frame``."""
     height, width = frame.image.shape[:2]
-    return frame.frame_depth(tiling.stitch(np.asarray(tiles, dtype=np.float32), frame.boxes, height, width,
-                                           window=window)[0])
+    return frame.metres(tiling.stitch(np.asarray(tiles, dtype=np.float32), frame.boxes, height, width,
+                                      window=window)[0])
 
 
 def calibration_batches(frames: Sequence[FrameTiles]) -> list[dict[str, np.ndarray]]:

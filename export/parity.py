@@ -65,9 +65,9 @@ def score_coarse(variant: str, run: Callable[[np.ndarray], np.ndarray], inputs: 
         whole = np.array([[0.0, 0.0, *d.shape[-2:]]])
         return tiling.crop_resize(np.asarray(d, np.float32).reshape(1, *d.shape[-2:]), whole, tuple(shape))[0, 0]
 
-    preds = [to_frame(f.frame_depth(np.asarray(run(x)).reshape(f.coarse.shape)), f.gt.shape)
+    preds = [to_frame(f.coarse_metres(np.asarray(run(x)).reshape(f.coarse.shape)), f.gt.shape)
              for x, f in zip(inputs, frames)]
-    refs = [to_frame(f.frame_depth(f.coarse), f.gt.shape) for f in frames]
+    refs = [to_frame(f.coarse_metres(f.coarse), f.gt.shape) for f in frames]
     return _row(variant, preds, refs, frames, size_bytes)
 
 
@@ -88,7 +88,7 @@ def reference_row(role: str, frames: Sequence[FrameTiles]) -> ParityRow:
     if role == "refiner":
         preds = [f.reference for f in frames]
     else:
-        maps = [np.ascontiguousarray(f.frame_depth(f.coarse), dtype=np.float32) for f in frames]
+        maps = [np.ascontiguousarray(f.coarse_metres(f.coarse), dtype=np.float32) for f in frames]
         preds = [tiling.crop_resize(m[None], np.array([[0.0, 0.0, *m.shape]]), tuple(f.gt.shape))[0, 0]
                  for m, f in zip(maps, frames)]
     return _row(f"{role}/torch/fp32", preds, preds, frames, 0)

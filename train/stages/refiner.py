@@ -156,6 +156,7 @@ class _RefinerStageBase(Stage):
         """A whole frame through the runtime's pipeline (every tile refined once and stitched), scored
         against the ground truth next to the coarse depth alone, plus the tiles' consistency error."""
         image, gt, reliable = frame_arrays(batch)
+        fit = self.coarse_fit(self.coarse)
         oracle = None
         if self.cfg.data.oracle_coarse:
             from ..data import log_area_reduce
@@ -163,9 +164,8 @@ class _RefinerStageBase(Stage):
             oracle = log_area_reduce(gt, tuple(self.coarse.input_size))
             coarse_map = oracle
         else:
-            coarse_map = coarse_depth(self.coarse, image, self.coarse_fit(self.coarse))
-        out = refine_frame(self.coarse, self.refiner, image, self.cfg.tiling, coarse_depth=oracle,
-                           fit=self.coarse_fit(self.coarse))
+            coarse_map = coarse_depth(self.coarse, image, fit)
+        out = refine_frame(self.coarse, self.refiner, image, self.cfg.tiling, coarse_depth=oracle, fit=fit)
         vmax = self.cfg.data.valid_max
         scores = frame_metrics(out.depth, gt, reliable, vmax, edges=True)
         scores.update(frame_metrics(coarse_map, gt, reliable, vmax, prefix="coarse_", edges=True))
