@@ -47,7 +47,7 @@ from edgedepth import Runtime, metrics  # noqa: E402
 from edgedepth.bundle import open_bundle  # noqa: E402
 from edgedepth.tiling import Tiling  # noqa: E402
 
-# name -> (held-out resolution key, Runtime keyword arguments)
+# name -> (held-out resolution key, Runtime keyword arguments; "tiling": fields of the bundle's tiling replaced)
 POINTS = {
     "coarse-only 1080p": ("1080p", {"refine": False}),
     "coarse-only 1080p, bilinear": ("1080p", {"refine": False, "upsample": "bilinear"}),
@@ -59,9 +59,9 @@ POINTS = {
     "default 640x480": ("640x480", {}),
     "coarse-only 640x480": ("640x480", {"refine": False}),
     "default 4K": ("4K", {}),
-    "4K, grid not capped": ("4K", {"max_side": 0}),  # the bundle's tiling with a field replaced
-    "default 1080p, snapped": ("1080p", {"snap": 0.1}),
-    "default 4K, snapped": ("4K", {"snap": 0.1}),
+    "4K, grid not capped": ("4K", {"tiling": {"max_side": 0}}),
+    "default 1080p, snapped": ("1080p", {"tiling": {"snap": 0.1}}),
+    "default 4K, snapped": ("4K", {"tiling": {"snap": 0.1}}),
 }
 
 
@@ -77,9 +77,9 @@ def run(bundle: str | None, frames: dict[str, list[dict]], threads: int, repeat:
     """Accuracy (one prediction per frame and point, also the warm-up) then interleaved latency."""
     runtimes, rows = {}, {}
     for name, (res, kwargs) in POINTS.items():
-        if "max_side" in kwargs or "snap" in kwargs:
-            tiling = Tiling.from_json(open_bundle(bundle).tiling)
-            kwargs = {"tiling": dataclasses.replace(tiling, **kwargs)}
+        if "tiling" in kwargs:
+            kwargs = {**kwargs, "tiling": dataclasses.replace(Tiling.from_json(open_bundle(bundle).tiling),
+                                                              **kwargs["tiling"])}
         with warnings.catch_warnings(record=True) as caught:  # coarser/finer tiles than trained: recorded
             warnings.simplefilter("always")
             rt = Runtime(bundle, backend="onnxruntime", precision="fp32", threads=threads, **kwargs)
