@@ -210,6 +210,40 @@ def test_crop_property(H, W, C, oh, ow, fy, fx, fh, fw, half_in) -> None:
 
 
 @needs_native
+def test_half_precision_conversions_are_exact() -> None:
+    # An identity crop passes values through unchanged, so what comes out is the engine's conversion
+    # alone (F16C where the CPU has it, integer code elsewhere): every finite binary16 to float32,
+    # and float32 values to binary16 rounded to nearest even as numpy rounds them, ties, overflow and
+    # subnormals included. A NaN becomes 0x7e00 with its sign, whatever its payload.
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    halves = halves[np.isfinite(halves)][:63 * 1000].reshape(1, 63, 1000)
+    box = np.array([[0.0, 0.0, 63.0, 1000.0]])
+    np.testing.assert_array_equal(tiling.crop_resize(halves, box, (63, 1000), threads=2)[0].view(np.uint32),
+                                  halves.astype(np.float32).view(np.uint32))
+    rng = np.random.default_rng(5)
+    exact = halves.astype(np.float32).ravel()
+    with np.errstate(over="ignore"):  # the spacing above 65504 is inf: those values drop out below
+        steps = np.abs(np.spacing(halves.ravel()).astype(np.float32))
+    values = np.concatenate([
+        exact + steps / 2,  # ties: round to the even neighbour
+        exact + steps * rng.uniform(0.01, 0.99, exact.size).astype(np.float32),
+        np.float32(2.0) ** rng.uniform(-30, 18, 20000).astype(np.float32) * rng.choice([-1, 1], 20000),
+        [65504.0, 65519.996, 65520.0, 70000.0, -1e30, 1e-45, -6e-8, 3e-8, 0.0, -0.0]]).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        values = values[np.isfinite(values)]
+    n = values.size // 1000 * 1000
+    src = values[:n].reshape(1, n // 1000, 1000)
+    box = np.array([[0.0, 0.0, n // 1000, 1000.0]])
+    with np.errstate(over="ignore"):
+        want = src.astype(np.float16)
+    got = tiling.crop_resize(src, box, src.shape[1:], dtype=np.float16, threads=2)[0]
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    nans = np.array([0x7FC12345, 0xFFC00001, 0x7FFFFFFF, 0x7FC00000] * 4, np.uint32).view(np.float32).reshape(1, 2, 8)
+    got = tiling.crop_resize(nans, np.array([[0.0, 0.0, 2.0, 8.0]]), (2, 8), dtype=np.float16)[0].view(np.uint16)
+    assert set((got & 0x7FFF).ravel().tolist()) == {0x7E00}
+
+
+@needs_native
 def test_crop_extreme_aspect_and_one_pixel_boxes() -> None:
     rng = np.random.default_rng(3)
     src = rng.random((2, 5, 400)).astype(np.float32)
