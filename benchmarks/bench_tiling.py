@@ -300,8 +300,23 @@ def cpu_cases(x: dict, grid: TileGrid, threads: int) -> dict[str, Case]:
     extra = {"stitch:monai": monai_stitch_case(x, grid), "stitch:patchfusion_m2": patchfusion_m2_case(x, grid),
              "crop_rgb:opencv": opencv_crop_case(x, grid)}
     cases.update({k: fn for k, fn in extra.items() if fn is not None})
+    cases.update(half_precision_cases(x, grid))
     cases.update({f"copy:{k}": fn for k, fn in copy_cases(threads).items()})
     return cases
+
+
+def half_precision_cases(x: dict, grid: TileGrid) -> dict[str, Case]:
+    """The engine on float16: RGB crops written as float16 (a float16 model's input) and float16 tiles
+    stitched (its output), listed beside the engine's float32 rows as "engine_fp16" (ratio ~1: the
+    conversions are F16C instructions, not the integer code that made them 1.5-1.8x slower)."""
+    H, W = FRAME
+    rgb_out = np.empty((len(grid.boxes), 3, *TILE), np.float16)
+    tiles = x["tiles"].astype(np.float16)
+    return {
+        "crop_rgb:engine_fp16": lambda: tiling.crop_resize(x["rgb"], grid.boxes, TILE, mean=MEAN, std=STD,
+                                                           dtype=np.float16, out=rgb_out),
+        "stitch:engine_fp16": lambda: tiling.stitch(tiles, grid.boxes, H, W, "cosine"),
+    }
 
 
 def check_same_result(x: dict, grid: TileGrid) -> dict[str, float]:
