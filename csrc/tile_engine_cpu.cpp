@@ -279,6 +279,7 @@ HBlendAffineFn pick_hblend_affine() {
 #endif
     return static_cast<HBlendAffineFn>(hblend);
 }
+
 // The vertical blend of a source type: float32 rows as the compiler vectorises them, binary16 rows
 // through F16C where the CPU has it.
 template <typename In>
@@ -301,6 +302,7 @@ StoreRowFn pick_store_row() {
 #endif
     return store_row;
 }
+
 // Add: accumulate into acc (haccumulate); else overwrite it (hstore).
 template <bool Add>
 HAccumulateFn pick_hweighted() {
@@ -309,8 +311,6 @@ HAccumulateFn pick_hweighted() {
 #endif
     return hweighted<Add>;
 }
-
-
 
 }  // namespace
 
@@ -776,7 +776,7 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
                     for (int ch = 0; ch < c; ++ch) {
                         const In* tile = tiles + (static_cast<int64_t>(b) * c + ch) * tile_plane;
                         vblend_rows(tile + static_cast<int64_t>(ty.lo) * tw, tile + static_cast<int64_t>(ty.hi) * tw,
-                               ty.frac, trow.data(), tw);
+                                    ty.frac, trow.data(), tw);
                         float* o = out + ch * plane + y64 * width + first;
                         haccumulate_row(trow.data(), lo, hi, f, w.data(), o, add);
                         hstore_row(trow.data(), lo + add, hi + add, f + add, w.data() + add, o + add, count - add);
