@@ -201,10 +201,13 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             rows.append(row)
             log(f"  {variant}: AbsRel vs fp32 {row.absrel_vs_fp32:.2e}, vs GT {row.absrel_vs_gt:.4f}")
 
-        # ONNX: the source of every other format (and what TensorRT builds engines from on the device).
-        log("exporting ONNX")
-        onnx_files = {"coarse": {"fp32": onnx_export.export_coarse(coarse, w.file("coarse.onnx"))},
-                      "refiner": {"fp32": onnx_export.export_refiner(refiner, w.file("refiner.onnx"))}}
+        # ONNX: the source of the ONNX Runtime, TensorRT and OpenVINO files; CoreML and torch bundles
+        # convert from the modules (a GPU machine may lack onnxsim, and a DA-V2 export costs minutes).
+        onnx_files: dict[str, dict[str, Path]] = {"coarse": {}, "refiner": {}}
+        if {"onnx", "tensorrt", "openvino"} & set(cfg.targets):
+            log("exporting ONNX")
+            onnx_files = {"coarse": {"fp32": onnx_export.export_coarse(coarse, w.file("coarse.onnx"))},
+                          "refiner": {"fp32": onnx_export.export_refiner(refiner, w.file("refiner.onnx"))}}
         want_onnx = {"onnx", "tensorrt"} & set(cfg.targets)
         if "fp16" in cfg.precisions and want_onnx:
             for role in ("coarse", "refiner"):

@@ -12,6 +12,9 @@
 # checkpoint.tar (coarse + refiner, what the bundle was exported from), curves.png, curves.json,
 # summary.json and train.log.
 # EDGEDEPTH_TINY=1 shrinks every count and budget so the CPU path runs in a minute or two (tested).
+# EDGEDEPTH_RENDER_ONLY=1 renders into $EDGEDEPTH_DATA and stops (log: OUT_DIR/render.log), so a
+# caller can render on spare cores while other work runs; the full run then finds the frames there
+# (a finished or interrupted render resumes) and goes straight to training.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 OUT_DIR [BUDGET_MINUTES]" >&2; exit 2; }
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +22,9 @@ out=$(mkdir -p "$1" && cd "$1" && pwd)
 budget=${2:-8}
 data=${EDGEDEPTH_DATA:-$(mktemp -d)}
 work=$(mktemp -d)
+render_only=${EDGEDEPTH_RENDER_ONLY:-0}
 log="$out/train.log"
+[ "$render_only" = 1 ] && log="$out/render.log"
 : > "$log"
 say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$log" >&2; }
 
@@ -55,6 +60,10 @@ say "rendering $n1080 frames of $size1080, $n4k of $size4k and $n512 of $size512
 edgedepth train-data "$data/train1080" --count "$n1080" --size "$size1080" --seed 0 >> "$log" 2>&1
 edgedepth train-data "$data/train2160" --count "$n4k" --size "$size4k" --seed 2 --shard-size 4 >> "$log" 2>&1
 edgedepth train-data "$data/coarse512" --count "$n512" --size "$size512" --seed 7 --shard-size 32 >> "$log" 2>&1
+if [ "$render_only" = 1 ]; then
+    say "rendered into $data (EDGEDEPTH_RENDER_ONLY=1: no training)"
+    exit 0
+fi
 
 common=(--resume never --set train.steps=1000000 --set train.progress=false --set train.tensorboard=false
         --set train.val_every=1000000 --set train.ckpt_every=200 --set train.log_every=20

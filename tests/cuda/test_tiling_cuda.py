@@ -121,7 +121,7 @@ def test_runtime_stitches_half_tiles_without_a_float_copy() -> None:
     tiles = np.random.default_rng(3).random((len(g), 1, 40, 40)).astype(np.float16)
     ops = _TorchOps("cuda")
     assert ops.impl is tiling  # the native CUDA engine, which reads float16 itself
-    got = ops.stitch(torch.from_numpy(tiles).to(DEV), g.boxes, 97, 131, "cosine")
+    got = ops._stitch(torch.from_numpy(tiles).to(DEV), g.boxes, 97, 131, "cosine")
     assert got.dtype == torch.float32
     np.testing.assert_allclose(got.cpu().numpy(), ref.stitch(tiles, g.boxes, 97, 131, "cosine")[0], rtol=0, atol=1e-5)
 
@@ -142,3 +142,21 @@ def test_arrays_on_a_device_that_is_not_current() -> None:
         assert got.device.id == 1 and cupy.cuda.Device().id == 0
     np.testing.assert_allclose(cupy.asnumpy(got), ref.crop_resize(np.ascontiguousarray(src[:, :, ::-1]),
                                                                    np.array([[2.0, 3, 20, 30]]), (7, 9)), atol=1e-5)
+
+
+def test_ranking_loss_on_device_tensors_with_a_cpu_generator() -> None:
+    # Training seeds its samplers with CPU generators; the loss must run on CUDA tensors and draw the
+    # same pairs as on the CPU.
+    from edgedepth.train import losses as L
+
+    rng = torch.Generator().manual_seed(5)
+    target = 1.0 + torch.rand(2, 1, 48, 64, generator=rng).cumsum(-1)
+    pred, image = target * (1 + 0.2 * torch.rand(target.shape, generator=rng)), torch.rand(2, 3, 48, 64, generator=rng)
+
+    def loss(dev):
+        return L.edge_guided_ranking_loss(pred.to(dev), target.to(dev), image=image.to(dev),
+                                          generator=torch.Generator().manual_seed(0))
+
+    got = loss(DEV)
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.cpu(), loss("cpu"), rtol=1e-5, atol=1e-6)

@@ -24,7 +24,8 @@ def _sample_pairs(guide: torch.Tensor, valid: torch.Tensor, num_edge: int, num_r
     edges = flat_valid & (mag >= edge_threshold * mag.max().clamp_min(1e-12)) & (mag > 0)
     idx = []
     if num_edge and edges.any():
-        anchors = torch.multinomial(edges.float(), num_edge, replacement=True, generator=generator).to(guide.device)
+        # Sampled on the CPU: the generator is a CPU one, and multinomial refuses to mix devices.
+        anchors = torch.multinomial(edges.float().cpu(), num_edge, replacement=True, generator=generator).to(guide.device)
         ay, ax = (anchors // w).float(), (anchors % w).float()
         norm = torch.sqrt(gx[anchors] ** 2 + gy[anchors] ** 2).clamp_min(1e-12)
         dy, dx = gy[anchors] / norm, gx[anchors] / norm
