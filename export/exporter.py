@@ -7,6 +7,7 @@ publish the bundle. See :func:`export_bundle` and :func:`export_checkpoint`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -76,8 +77,6 @@ class ExportConfig:
 
     def resolved(self, meta: dict) -> "ExportConfig":
         """A copy whose ``frame_size`` and ``tiling`` default to the checkpoint's training ones."""
-        import dataclasses
-
         train = meta.get("train", {})
         tiling = self.tiling or (Tiling.from_json(train["tiling"]) if "tiling" in train else Tiling())
         size = self.frame_size or tuple(train.get("frame_size", (384, 512)))
@@ -312,9 +311,13 @@ def _pipeline(coarse, refiner, meta: dict, cfg: ExportConfig, fit: str, w: Bundl
     from .pipeline import FusedPipeline, export_pipeline_coreml, export_pipeline_onnx
 
     h, wd = cfg.pipeline_size
-    log(f"building the fused {wd}x{h} pipeline")
-    pipe = FusedPipeline(coarse, refiner, h, wd, cfg.tiling, fit=fit)
-    out: dict[str, Any] = {"input_size": [h, wd]}
+    log(f"building the fused {wd}x{h} pipeline ({cfg.tiling.upsample} upsampling)")
+    tiling_cfg = cfg.tiling
+    if tiling_cfg.snap:
+        log("  the fused pipeline does not snap depth steps (tiling.snap): built without")
+        tiling_cfg = dataclasses.replace(tiling_cfg, snap=0.0)
+    pipe = FusedPipeline(coarse, refiner, h, wd, tiling_cfg, fit=fit)
+    out: dict[str, Any] = {"input_size": [h, wd], "upsample": tiling_cfg.upsample}
     if {"onnx", "tensorrt", "openvino"} & set(cfg.targets):
         path = export_pipeline_onnx(pipe, w.file(f"pipeline_{wd}x{h}.onnx"))
         out["onnx"] = {"fp32": w.rel(path)}
