@@ -282,6 +282,7 @@ def export_pipeline_coreml(pipeline: FusedPipeline, path: str | Path, variant: s
     from .coreml_export import image_input, model_info, to_coreml
 
     info = model_info("pipeline", meta or {}, ["image"], ["depth"], size=(pipeline.height, pipeline.width))
+    info.user["com.edgedepth.upsample"] = pipeline.upsample  # how its tiles become the frame (Tiling.upsample)
     return to_coreml(pipeline, {"image": pipeline.example()}, ["depth"], path, variant,
                      image=image_input("image"), info=info)
 

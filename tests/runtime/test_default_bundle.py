@@ -2,6 +2,7 @@
 renders, and Runtime() with no arguments gives metric depth on it."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,9 @@ def test_fused_coreml_default_is_made_for_apps():
     assert "metres" in spec.description.output[0].shortDescription
     assert spec.description.metadata.userDefined["com.edgedepth.depth_unit"] == "m"
     assert "1920x1080" in spec.description.metadata.shortDescription
+    # it assembles the frame as the bundle's runtime does
+    tiling = json.loads((DEFAULT_BUNDLE / "manifest.json").read_text())["tiling"]
+    assert spec.description.metadata.userDefined["com.edgedepth.upsample"] == tiling["upsample"] == "joint_bilateral"
     assert not list(COREML_PIPELINE.rglob("*debug*"))
     main = spec.mlProgram.functions["main"]
     ops = {op.type for op in main.block_specializations[main.opset].operations}
