@@ -60,18 +60,24 @@ def plot_runs(runs: Sequence[str | Path], png: str | Path, json_path: str | Path
                 continue
             xs = [x for s in lines for x, _ in s]
             ys = [y for s in lines for _, y in s]
-            x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-            y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1e-9
+            # A lone step or value sits mid-panel (a run validated once, at its end, has one point).
+            x0, x1 = (min(xs), max(xs)) if max(xs) > min(xs) else (min(xs) - 1, min(xs) + 1)
+            margin = 0.05 * (max(ys) - min(ys)) or 0.05 * abs(ys[0]) or 1e-9
+            y0, y1 = min(ys) - margin, max(ys) + margin
             px = lambda x: left + 4 + (panel_w - 8) * (x - x0) / (x1 - x0)
             py = lambda y: top + panel_h - 4 - (panel_h - 8) * (y - y0) / (y1 - y0)
             for k, series in enumerate(lines):
                 pts = [(px(x), py(y)) for x, y in series]
-                if k == 0:
-                    draw.line(pts, fill=_COLOURS[0], width=2) if len(pts) > 1 else draw.point(pts, fill=_COLOURS[0])
-                else:
+                if k == 0 and len(pts) > 1:
+                    draw.line(pts, fill=_COLOURS[0], width=2)
+                elif k:  # the reference dashed
                     for a, b in zip(pts[::2], pts[1::2]):
                         draw.line([a, b], fill=_COLOURS[1], width=2)
-            draw.text((left + 4, top + panel_h + 4), f"step {x0:g}..{x1:g}   {y0:.4g}..{y1:.4g}", fill="black")
+                if len(pts) <= 12:  # few points (validation): each one visible
+                    for x, y in pts:
+                        draw.ellipse([x - 3, y - 3, x + 3, y + 3], outline=_COLOURS[k > 0], width=2)
+            draw.text((left + 4, top + panel_h + 4), f"step {min(xs):g}..{max(xs):g}   {min(ys):.4g}..{max(ys):.4g}",
+                      fill="black")
     png = Path(png)
     with atomic_path(png) as tmp:
         img.save(tmp, format="PNG")
