@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from edgedepth import tiling
 from edgedepth.tiling import TileGrid
 
-from .augment import shade
+from .augment import draw_shapes, shaded_crops
 from .config import Config
 from .distributed import DistInfo
 
@@ -225,8 +225,9 @@ class TileItems(Dataset):
     ``oracle`` (1, hc, wc) ground truth reduced to the coarse input size when ``oracle``;
     ``image_gt`` (G, 3, gh, gw) the tiles' colours in [0, 1] at ``gt_size`` when ``gt_image``; ``index``.
     A flipped item is the flipped frame's (boxes included). ``shade``: the share of items whose frame
-    gets random shadow and paint shapes (``augment.shade``) before anything is cut from it; with
-    ``shade_coarse`` False the coarse model's input is cut from the frame without them.
+    gets random shadow and paint shapes (``augment.shade``) before anything is cut from it (computed
+    only at the pixels the crops read: ``augment.shaded_crops``); with ``shade_coarse`` False the
+    coarse model's input is cut from the frame without them.
     """
 
     def __init__(self, source, coarse_size: tuple[int, int], tile_sizes: Sequence[tuple[int, int]],
@@ -258,17 +259,21 @@ class TileItems(Dataset):
         boxes = np.asarray(grid.boxes)[ids]  # in the (possibly flipped) frame the model sees
         src = mirror_boxes(boxes, w) if flip else boxes
         image = f["image"]
-        if self.shade and rng.random() < self.shade:  # drawn last: items without it are as before
-            image = shade(image, rng)
-        item = {"coarse_image": tiling.crop_resize(image if self.shade_coarse else f["image"], whole_box(h, w),
-                                                   self.coarse_size,
-                                                   mean=self.mean, std=self.std, threads=1)[0]}
+        # drawn last: items without shapes are as before
+        shapes = draw_shapes(rng, h, w) if self.shade and rng.random() < self.shade else None
+
+        def crop(boxes, size, mean, std, shaded=True):
+            if shapes is not None and shaded:
+                return shaded_crops(image, shapes, boxes, size, mean=mean, std=std)
+            return tiling.crop_resize(image, boxes, size, mean=mean, std=std, threads=1)
+
+        item = {"coarse_image": crop(whole_box(h, w), self.coarse_size, self.mean, self.std, self.shade_coarse)[0]}
         for k, size in enumerate(self.tile_sizes):
-            item[f"rgb{k}"] = tiling.crop_resize(image, src, size, mean=self.mean, std=self.std, threads=1)
+            item[f"rgb{k}"] = crop(src, size, self.mean, self.std)
         item["gt"], item["valid"] = crop_valid(f["depth"], src, self.gt_size)
         item["reliable"] = crop_mask(f["reliable"], src, self.gt_size)
         if self.gt_image:
-            item["image_gt"] = tiling.crop_resize(image, src, self.gt_size, mean=0.0, std=1.0, threads=1)
+            item["image_gt"] = crop(src, self.gt_size, 0.0, 1.0)
         if self.oracle:
             item["oracle"] = log_area_reduce(f["depth"], self.coarse_size)[None]
         if flip:

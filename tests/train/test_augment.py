@@ -57,3 +57,19 @@ def test_refiner_items_shade_the_image_and_never_the_depth(tmp_path):
     for i in range(4):
         np.testing.assert_array_equal(clean_coarse[i]["coarse_image"].numpy(), plain[i]["coarse_image"].numpy())
         np.testing.assert_array_equal(clean_coarse[i]["rgb0"].numpy(), shaded[i]["rgb0"].numpy())
+
+
+def test_shaded_crops_equal_crops_of_the_shaded_frame():
+    # What refiner items cut: the frame shaded only where the crops sample it, as if shaded whole.
+    from edgedepth import tiling
+    from edgedepth.train.augment import draw_shapes, shaded_crops
+
+    image = _frame(135, 240)
+    boxes = np.array([[0.0, 0.0, 135.0, 240.0], [10.3, 20.7, 60.2, 100.9], [70.0, 130.0, 65.0, 110.0]])
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    for seed in range(8):
+        whole = shade(image, np.random.default_rng(seed))
+        shapes = draw_shapes(np.random.default_rng(seed), *image.shape[:2])
+        for size, m, s in (((32, 56), mean, std), ((128, 224), mean, std), ((48, 80), 0.0, 1.0)):
+            want = tiling.crop_resize(whole, boxes, size, mean=m, std=s, threads=1)
+            np.testing.assert_allclose(shaded_crops(image, shapes, boxes, size, mean=m, std=s), want, atol=2e-6, rtol=0)
