@@ -185,6 +185,10 @@ class Trainer:
 
         self.elapsed = 0.0  # seconds spent in the training loop (resumes carry it on)
         self.stage = build_stage(cfg, self.device)
+        if t.channels_last:
+            for module in self.stage.export_models()[:2]:
+                if module is not None:
+                    module.to(memory_format=torch.channels_last)
         self.model = distributed.wrap(self.stage.trainable, self.dist, self.device)
         o = cfg.optim
         fused = {"fused": True} if self.device.type == "cuda" else {}

@@ -273,3 +273,24 @@ def test_loss_through_the_joint_upsampling(tmp_path):
 def test_loss_upsample_is_checked(tmp_path):
     with pytest.raises(ValueError, match="loss.upsample"):
         cfg_for("refiner", tmp_path, **{"loss.upsample": "bicubic"})
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_trains_in_nhwc_and_saves_plain_tensors(tmp_path, channels_last):
+    cfg = cfg_for("refiner", tmp_path, **{"train.channels_last": str(channels_last).lower(), "train.steps": 2,
+                                          "train.val_every": 2, "train.ckpt_every": 2})
+    trainer = Trainer(cfg, resume="never")
+    convs = [m for m in trainer.stage.refiner.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+             and m.in_channels // m.groups > 1]
+    coarse_convs = [m for m in trainer.stage.coarse.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+                    and m.in_channels // m.groups > 1]
+    assert convs and coarse_convs
+    for m in convs + coarse_convs:
+        assert m.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert m.weight.is_contiguous() == (not channels_last)
+    trainer.fit()
+    coarse, refiner, _ = load_models(tmp_path / "refiner" / "final")
+    assert all(p.is_contiguous() for p in refiner.parameters())
+    trained = dict(trainer.stage.refiner.named_parameters())
+    for name, p in refiner.named_parameters():
+        torch.testing.assert_close(p, trained[name].detach(), rtol=0, atol=0)
