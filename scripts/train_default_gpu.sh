@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One run on a GPU machine makes the default model from nothing: render the training scenes on every
-# core, train the coarse model, Noisy Pretraining and the refiner for a fixed wall-clock budget,
+# core (the refiner's while the first two stages train), train the coarse model, Noisy Pretraining
+# and the refiner for a fixed wall-clock budget,
 # export the bundle, and leave it with the training curves in OUT_DIR.
 #
 #   scripts/train_default_gpu.sh OUT_DIR [BUDGET_MINUTES]      (default budget: 8 minutes of training)
@@ -56,28 +57,46 @@ PY
 read -r m_coarse m_noisy m_refiner < "$work/minutes"
 say "device $device, $cores cores, training budget $budget min, data in $data"
 
-say "rendering $n1080 frames of $size1080, $n4k of $size4k and $n512 of $size512 on $cores cores"
-edgedepth train-data "$data/train1080" --count "$n1080" --size "$size1080" --seed 0 >> "$log" 2>&1
-edgedepth train-data "$data/train2160" --count "$n4k" --size "$size4k" --seed 2 --shard-size 4 >> "$log" 2>&1
+render_tiles() {  # the refiner's frames, on $1 render processes
+    edgedepth train-data "$data/train1080" --count "$n1080" --size "$size1080" --seed 0 --workers "$1" &&
+    edgedepth train-data "$data/train2160" --count "$n4k" --size "$size4k" --seed 2 --shard-size 4 --workers "$1"
+}
+say "rendering $n512 frames of $size512 on $cores cores"
 edgedepth train-data "$data/coarse512" --count "$n512" --size "$size512" --seed 7 --shard-size 32 >> "$log" 2>&1
 if [ "$render_only" = 1 ]; then
+    say "rendering $n1080 frames of $size1080 and $n4k of $size4k on $cores cores"
+    render_tiles "$cores" >> "$log" 2>&1
     say "rendered into $data (EDGEDEPTH_RENDER_ONLY=1: no training)"
     exit 0
 fi
+# The refiner's frames (two thirds of the rendering) render on half the cores while the coarse model
+# and Noisy Pretraining train on the other half; the refiner waits for them.
+half=$(( cores > 1 ? cores / 2 : 1 ))
+say "rendering $n1080 frames of $size1080 and $n4k of $size4k on $half cores, beside the first two stages"
+render_tiles "$half" > "$work/render_tiles.log" 2>&1 &
+render_pid=$!
+trap 'kill "$render_pid" 2>/dev/null || true' EXIT  # a failed stage leaves no renderer behind
+early_workers=$(( workers > half ? half : workers ))
 
 common=(--resume never --set train.steps=1000000 --set train.progress=false --set train.tensorboard=false
         --set train.val_every=1000000 --set train.ckpt_every=200 --set train.log_every=20
-        --set data.num_workers="$workers" --set data.val_samples="$val")
+        --set data.val_samples="$val")
 say "coarse model: $m_coarse min"
-edgedepth train configs/default-coarse.yaml "${common[@]}" --out "$work/coarse" \
+edgedepth train configs/default-coarse.yaml "${common[@]}" --set data.num_workers="$early_workers" --out "$work/coarse" \
     --set data.shards="[$data/coarse512]" --set train.batch_size="$cb" --set train.max_minutes="$m_coarse" \
     --set "model.coarse_kwargs.input_size=$cin" >> "$log" 2>&1
 say "Noisy Pretraining: $m_noisy min"
-edgedepth train configs/default-noisy.yaml "${common[@]}" --out "$work/noisy" \
+edgedepth train configs/default-noisy.yaml "${common[@]}" --set data.num_workers="$early_workers" --out "$work/noisy" \
     --set data.shards="[$data/coarse512]" --set model.coarse_checkpoint="$work/coarse/final" \
     --set train.batch_size="$nb" --set train.max_minutes="$m_noisy" --set "model.tile_size=$tile" >> "$log" 2>&1
+if ! wait "$render_pid"; then
+    cat "$work/render_tiles.log" >> "$log"
+    say "rendering the refiner's frames failed: see $log"
+    exit 1
+fi
+cat "$work/render_tiles.log" >> "$log"
 say "refiner: $m_refiner min"
-edgedepth train configs/default-refiner.yaml "${common[@]}" --out "$work/refiner" \
+edgedepth train configs/default-refiner.yaml "${common[@]}" --set data.num_workers="$workers" --out "$work/refiner" \
     --set data.shards="[$data/train1080, $data/train2160]" --set model.coarse_checkpoint="$work/coarse/final" \
     --set model.init_refiner="$work/noisy/final" --set train.batch_size="$rb" --set train.max_minutes="$m_refiner" \
     --set "model.tile_size=$tile" --set tiling.shrink="$shrink" >> "$log" 2>&1
