@@ -25,6 +25,11 @@ from .config import Config, save_config, validate_config
 from .data import build_loaders
 
 
+# Item fields read on the host (crop tables, GPCT's tile pairs): on a GPU they would come back to the
+# host with a synchronisation per crop and per frame, every step.
+HOST_KEYS = frozenset({"boxes", "frame_hw"})
+
+
 def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for ``train.precision`` on ``device``; None means full fp32."""
     if precision == "auto":
@@ -262,7 +267,8 @@ class Trainer:
 
     def _micro_batches(self, loader) -> Iterator[dict]:
         for batch in loader:
-            yield {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            yield {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) and k not in HOST_KEYS else v)
+                   for k, v in batch.items()}
 
     def fit(self) -> dict[str, float]:
         """Train to ``train.steps``; returns the last validation metrics."""

@@ -294,3 +294,15 @@ def test_channels_last_trains_in_nhwc_and_saves_plain_tensors(tmp_path, channels
     trained = dict(trainer.stage.refiner.named_parameters())
     for name, p in refiner.named_parameters():
         torch.testing.assert_close(p, trained[name].detach(), rtol=0, atol=0)
+
+
+def test_tile_boxes_stay_on_the_host(tmp_path):
+    # Boxes and frame sizes feed host-side crop tables and GPCT's pairs: moved to an accelerator
+    # they would cost a synchronisation per crop and per frame. ("meta" stands in for the device.)
+    trainer = Trainer(cfg_for("refiner", tmp_path), resume="never")
+    trainer.device = torch.device("meta")
+    batch = {"gt": torch.zeros(2, 4, 1, 8, 8), "boxes": torch.zeros(2, 4, 4, dtype=torch.float64),
+             "frame_hw": torch.ones(2, 2, dtype=torch.float64), "name": "x"}
+    (moved,) = list(trainer._micro_batches([batch]))
+    assert moved["gt"].device.type == "meta" and moved["name"] == "x"
+    assert moved["boxes"].device.type == "cpu" and moved["frame_hw"].device.type == "cpu"
