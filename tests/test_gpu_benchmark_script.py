@@ -1,6 +1,7 @@
 """benchmarks/gpu/run.sh where no GPU is: valid bash, and a clear refusal (exit 2, one line on
 stderr, summary.json saying why) whether the driver or torch's CUDA is what is missing. Its
-whole-frame half (benchmarks/gpu/frame.py) runs for real on the CPU at a tiny size."""
+whole-frame and training-step parts (benchmarks/gpu/frame.py, train_step.py) run for real on the CPU
+at a tiny size."""
 from __future__ import annotations
 
 import json
@@ -58,3 +59,16 @@ def test_frame_benchmark_runs_on_cpu_at_a_tiny_size(tmp_path):
     tiny = figures["sizes"]["tiny"]
     assert tiny["frame"] == [144, 256] and tiny["ms_min"] > 0 and figures["info"]["backend"] == "torch"
     assert [p.name for p in tmp_path.iterdir()] == ["frame.json"]  # the bundle went to a temporary folder
+
+
+def test_training_step_benchmark_runs_on_cpu_at_a_tiny_size(tmp_path):
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "train_step.py"), str(tmp_path), "--device",
+                           "cpu", "--size", "tiny", "--batch", "2", "--workers", "0", "--steps", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads((tmp_path / "train_step.json").read_text())
+    assert figures["tiles_per_step"] == 8 and figures["batch_frames"] == 2  # a 2x2 tile group per frame
+    assert figures["loader_frames_per_s"] > 0 and 0 < figures["step_ms_min"] <= figures["step_ms_median"]
+    assert figures["syncs_per_step"] is None  # counted on CUDA only
+    assert [p.name for p in tmp_path.iterdir()] == ["train_step.json"]  # frames and models went to a temporary folder
