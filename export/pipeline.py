@@ -70,22 +70,24 @@ class _MapCrop(nn.Module):
                             for k, (r0, r1, c0, c1) in enumerate(self.slices)])
 
 
-def _blend_weights(boxes: list[tuple[int, int, int, int]], tile: tuple[int, int], height: int, width: int,
-                   window: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per tile, the (h,) and (w,) window weights over its box divided by the grid's normaliser, which
-    is separable for a regular grid (every row band crossed with every column band once)."""
-    axes = [(stitch_axis(y0, h, tile[0], height, window)[4], stitch_axis(x0, w, tile[1], width, window)[4])
+def _blend_axes(boxes: list[tuple[float, float, float, float]], tile: tuple[int, int], height: int, width: int,
+                window: str) -> list[tuple[tuple, tuple]]:
+    """Per tile, the stitch tables of its two axes (``stitch_axis``: first, lo, hi, frac, weight) on a
+    ``height`` x ``width`` map, the weights divided by the grid's normaliser, which is separable for a
+    regular grid (every row band crossed with every column band once)."""
+    axes = [(stitch_axis(y0, h, tile[0], height, window), stitch_axis(x0, w, tile[1], width, window))
             for y0, x0, h, w in boxes]
-    row_bands = {(y0, h): wy for (y0, _, h, _), (wy, _) in zip(boxes, axes)}
-    col_bands = {(x0, w): wx for (_, x0, _, w), (_, wx) in zip(boxes, axes)}
+    row_bands = {(y0, h): ay for (y0, _, h, _), (ay, _) in zip(boxes, axes)}
+    col_bands = {(x0, w): ax for (_, x0, _, w), (_, ax) in zip(boxes, axes)}
     if len(set(boxes)) != len(boxes) or len(boxes) != len(row_bands) * len(col_bands):
         raise ValueError("the fused pipeline needs a regular tile grid (rows x cols)")
     rows, cols = np.zeros(height), np.zeros(width)
-    for (y0, h), wy in row_bands.items():
-        rows[y0:y0 + h] += wy
-    for (x0, w), wx in col_bands.items():
-        cols[x0:x0 + w] += wx
-    return [(wy / rows[y0:y0 + h], wx / cols[x0:x0 + w]) for (y0, x0, h, w), (wy, wx) in zip(boxes, axes)]
+    for first, *_, wy in row_bands.values():
+        rows[first:first + len(wy)] += wy
+    for first, *_, wx in col_bands.values():
+        cols[first:first + len(wx)] += wx
+    return [((fy0, *ty, wy / rows[fy0:fy0 + len(wy)]), (fx0, *tx, wx / cols[fx0:fx0 + len(wx)]))
+            for (fy0, *ty, wy), (fx0, *tx, wx) in axes]
 
 
 class _Select(nn.Module):
@@ -123,22 +125,11 @@ class _LowStitch(nn.Module):
         super().__init__()
         (h, w), (height, width) = low, frame
         sy, sx = h / height, w / width
-        axes = [(stitch_axis(y0 * sy, bh * sy, tile[0], h, window), stitch_axis(x0 * sx, bw * sx, tile[1], w, window))
-                for y0, x0, bh, bw in boxes]
-        # A regular grid's normaliser is separable: every row band meets every column band once.
-        rows, cols = np.zeros(h), np.zeros(w)
-        row_bands = {(b[0], b[2]): ay for b, (ay, _) in zip(boxes, axes)}
-        col_bands = {(b[1], b[3]): ax for b, (_, ax) in zip(boxes, axes)}
-        if len(set(boxes)) != len(boxes) or len(boxes) != len(row_bands) * len(col_bands):
-            raise ValueError("the fused pipeline needs a regular tile grid (rows x cols)")
-        for first, *_, wy in row_bands.values():
-            rows[first:first + len(wy)] += wy
-        for first, *_, wx in col_bands.values():
-            cols[first:first + len(wx)] += wx
+        axes = _blend_axes([(y0 * sy, x0 * sx, bh * sy, bw * sx) for y0, x0, bh, bw in boxes], tile, h, w, window)
         self.placed = []
         for k, ((fy0, ylo, yhi, fy, wy), (fx0, xlo, xhi, fx, wx)) in enumerate(axes):
-            ry = _taps(ylo, yhi, fy, 0, tile[0]) * (wy / rows[fy0:fy0 + len(wy)])[:, None]
-            cx = (_taps(xlo, xhi, fx, 0, tile[1]) * (wx / cols[fx0:fx0 + len(wx)])[:, None]).T
+            ry = _taps(ylo, yhi, fy, 0, tile[0]) * wy[:, None]
+            cx = (_taps(xlo, xhi, fx, 0, tile[1]) * wx[:, None]).T
             self.register_buffer(f"ry{k}", torch.tensor(ry, dtype=torch.float32), persistent=False)
             self.register_buffer(f"cx{k}", torch.tensor(cx, dtype=torch.float32), persistent=False)
             self.placed.append((fy0, len(wy), fx0, len(wx)))
@@ -228,7 +219,8 @@ class FusedPipeline(nn.Module):
             self.low_stitch = _LowStitch(self.boxes, (th, tw), low, (self.height, self.width), self.window)
             self.joint = _JointUpsample(low, (self.height, self.width), tiling_cfg.joint_sigma)
         else:
-            for k, (wy, wx) in enumerate(_blend_weights(self.boxes, (th, tw), self.height, self.width, self.window)):
+            for k, (ay, ax) in enumerate(_blend_axes(self.boxes, (th, tw), self.height, self.width, self.window)):
+                wy, wx = ay[-1], ax[-1]
                 self.register_buffer(f"blend_y{k}", torch.tensor(wy, dtype=torch.float32).view(-1, 1), persistent=False)
                 self.register_buffer(f"blend_x{k}", torch.tensor(wx, dtype=torch.float32).view(1, -1), persistent=False)
         self.register_buffer("mean", torch.tensor(coarse.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
