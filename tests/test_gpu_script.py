@@ -51,3 +51,25 @@ def test_gpu_training_script_cpu_path(tmp_path):
     result = Runtime(tmp_path / "default.edgedepth", backend="onnxruntime").predict(
         np.random.default_rng(0).integers(0, 256, (288, 512, 3), dtype=np.uint8))
     assert result.depth.shape == (288, 512) and np.isfinite(result.depth).all()
+
+
+@pytest.mark.slow
+def test_gpu_session_script_cpu_path(tmp_path):
+    # scripts/gpu_session.sh where no GPU is: run.sh refuses, the frames render, training takes what
+    # the deadline leaves, and two files come back.
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxsim")
+    out = tmp_path / "out"
+    env = {**os.environ, "EDGEDEPTH_TINY": "1", "PYTHON": sys.executable,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_session.sh"), str(out), "150"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.tar", "results.tgz"]
+    with tarfile.open(out / "results.tgz") as tar:
+        names = set(tar.getnames())
+        summary = json.loads(tar.extractfile("./bench/summary.json").read())
+    assert summary["gpu"] is False  # the refusal is recorded, not an error
+    assert {"./session.log", "./render/render.log", "./train/curves.png", "./train/summary.json"} <= names
+    assert not any(n.startswith("./data") for n in names)  # frames are not shipped back
+    assert "training for" in proc.stderr
