@@ -23,8 +23,11 @@ log="$work/session.log"
 say() { echo "[$(( $(date +%s) - start ))s] $*" | tee -a "$log" >&2; }
 cd "$repo" || exit 2
 export PYTHON=${PYTHON:-python3}
-# CUDA code for this machine's GPU only (CMake detects it): the default list builds six architectures.
-export EDGEDEPTH_CUDA_ARCHS=${EDGEDEPTH_CUDA_ARCHS:-native}
+# CUDA code for this machine's GPU only (e.g. 90 on an H200): the default list builds six architectures.
+if [ -z "${EDGEDEPTH_CUDA_ARCHS:-}" ]; then
+    cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2> /dev/null | head -n 1 | tr -d ' .')
+    [ -n "$cap" ] && export EDGEDEPTH_CUDA_ARCHS=$cap
+fi
 
 cores=$(nproc)
 bench_cpus="" render_cpus=""
