@@ -73,8 +73,8 @@ def stitch_axis(start: float, length: float, tile_len: int, frame_len: int, kind
     return first, lo, hi, pos - lo, window_profile(u, kind)
 
 
-def _bilinear(src: np.ndarray, ty, tx) -> np.ndarray:
-    """src (..., Hs, Ws) float64 sampled at the outer product of two axis tables."""
+def sample_tables(src: np.ndarray, ty, tx) -> np.ndarray:
+    """src (..., Hs, Ws) float64 sampled at the outer product of two axis tables (lo, hi, frac)."""
     (ylo, yhi, fy), (xlo, xhi, fx) = ty, tx
     fy = fy[:, None]
     top = src[..., ylo, :]
@@ -96,7 +96,7 @@ def crop_resize(src: np.ndarray, boxes: np.ndarray, out_size: tuple[int, int], *
     _, src_h, src_w = chw.shape
     out = np.empty((len(boxes), chw.shape[0], out_h, out_w), dtype=dtype)
     for n, (y0, x0, h, w) in enumerate(np.asarray(boxes, dtype=np.float64)):
-        v = _bilinear(chw, crop_axis(y0, h, out_h, src_h), crop_axis(x0, w, out_w, src_w))
+        v = sample_tables(chw, crop_axis(y0, h, out_h, src_h), crop_axis(x0, w, out_w, src_w))
         if src.dtype == np.uint8:
             v = (v / 255.0 - mean[:, None, None]) / std[:, None, None]
         out[n] = v
@@ -116,7 +116,7 @@ def stitch(tiles: np.ndarray, boxes: np.ndarray, height: int, width: int,
             continue
         weight = wy[:, None] * wx[None, :]
         ys, xs = slice(fy0, fy0 + len(wy)), slice(fx0, fx0 + len(wx))
-        acc[:, ys, xs] += _bilinear(tile, ty, tx) * weight
+        acc[:, ys, xs] += sample_tables(tile, ty, tx) * weight
         wsum[ys, xs] += weight
     covered = wsum > 0
     out = np.zeros_like(acc)

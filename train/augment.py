@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edgedepth.tiling_reference import crop_axis
+from edgedepth.tiling_reference import crop_axis, sample_tables
 
 SHAPES = ("half_plane", "ellipse", "quad")
 
@@ -117,12 +117,10 @@ def shaded_crops(image: np.ndarray, shapes: Sequence[Shape], boxes: np.ndarray, 
     for n, (y0, x0, bh, bw) in enumerate(np.asarray(boxes, dtype=np.float64)):
         (ylo, yhi, fy), (xlo, xhi, fx) = crop_axis(y0, bh, size[0], src_h), crop_axis(x0, bw, size[1], src_w)
         rows, cols = np.union1d(ylo, yhi), np.union1d(xlo, xhi)
-        taps = _apply(image[rows][:, cols], shade_gain(shapes, rows, cols)).astype(np.float64)
-        iy = [np.searchsorted(rows, t) for t in (ylo, yhi)]
-        ix = [np.searchsorted(cols, t) for t in (xlo, xhi)]
-        top = taps[iy[0]] * (1.0 - fy)[:, None, None] + taps[iy[1]] * fy[:, None, None]
-        v = top[:, ix[0]] * (1.0 - fx)[None, :, None] + top[:, ix[1]] * fx[None, :, None]
-        out[n] = (np.moveaxis(v, -1, 0) / 255.0 - mean) / std
+        taps = _apply(image[rows][:, cols], shade_gain(shapes, rows, cols))  # (rows, cols, 3): all it reads
+        ty = (np.searchsorted(rows, ylo), np.searchsorted(rows, yhi), fy)
+        tx = (np.searchsorted(cols, xlo), np.searchsorted(cols, xhi), fx)
+        out[n] = (sample_tables(np.moveaxis(taps, -1, 0).astype(np.float64), ty, tx) / 255.0 - mean) / std
     return out
 
 
