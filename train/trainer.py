@@ -270,6 +270,28 @@ class Trainer:
             yield {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) and k not in HOST_KEYS else v)
                    for k, v in batch.items()}
 
+    def optimizer_step(self, batches: Iterator[dict]) -> tuple[list[dict], torch.Tensor]:
+        """One optimizer step over ``train.grad_accum`` micro-batches drawn from ``batches`` (already
+        on the device): (each micro-batch's loss parts, the gradient norm before clipping)."""
+        t = self.cfg.train
+        micro_parts = []
+        for a in range(t.grad_accum):
+            batch = next(batches)
+            sync = a == t.grad_accum - 1
+            ctx = self.model.no_sync() if (self.dist.enabled and not sync) else contextlib.nullcontext()
+            with ctx:
+                with self._autocast():
+                    loss, parts = self.stage.train_step(self.model, batch)
+                self.scaler.scale(loss / t.grad_accum).backward()
+            micro_parts.append(parts)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.stage.trainable.parameters(),
+                                                   self.cfg.optim.grad_clip or float("inf"))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return micro_parts, grad_norm
+
     def fit(self) -> dict[str, float]:
         """Train to ``train.steps``; returns the last validation metrics."""
         cfg, t = self.cfg, self.cfg.train
@@ -304,24 +326,11 @@ class Trainer:
         # leave a validated, saved last step.
         done = self.step >= t.steps or self._budget_spent()
         while not done:
-            for a in range(t.grad_accum):
-                batch = next(batches)
-                sync = a == t.grad_accum - 1
-                ctx = self.model.no_sync() if (self.dist.enabled and not sync) else contextlib.nullcontext()
-                with ctx:
-                    with self._autocast():
-                        loss, parts = self.stage.train_step(self.model, batch)
-                    self.scaler.scale(loss / t.grad_accum).backward()
+            micro_parts, grad_norm = self.optimizer_step(batches)
+            for parts in micro_parts:
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 count += 1
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.stage.trainable.parameters(), cfg.optim.grad_clip or float("inf")
-            )
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
             self.elapsed = time.perf_counter() - loop_start
             if t.max_minutes > 0 and self.dist.enabled:  # one clock for all ranks: one learning rate
                 self.elapsed = distributed.all_reduce_mean({"e": self.elapsed}, self.dist, self.device)["e"]

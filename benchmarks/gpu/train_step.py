@@ -13,6 +13,7 @@ min/median (synchronised), tiles/s each side allows, and on CUDA the synchronisa
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -70,17 +71,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     loader_fps = args.steps * args.batch / (time.perf_counter() - t)
 
     (batch,) = list(trainer._micro_batches([first]))
-    stage, model = trainer.stage, trainer.model
-    stage.train_mode()
+    trainer.stage.train_mode()
 
     def step() -> int:
-        with trainer._autocast():
-            loss, parts = stage.train_step(model, batch)
-        trainer.scaler.scale(loss).backward()
-        trainer.scaler.step(trainer.optimizer)
-        trainer.scaler.update()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        return int(parts.get("tiles", 0))
+        micro_parts, _ = trainer.optimizer_step(itertools.repeat(batch))
+        return int(sum(parts.get("tiles", 0) for parts in micro_parts))
 
     for _ in range(3):
         tiles = step()
