@@ -28,6 +28,8 @@ from .optional import available, missing
 from .parity import DEFAULT_INT8_BOUND, ParityRow, check_drift, markdown, reference_row, score_coarse, score_refiner
 
 TARGETS = ("onnx", "openvino", "coreml", "tensorrt", "torch")
+# Targets converted from the ONNX export (CoreML and torch bundles convert from the modules).
+ONNX_BASED = frozenset({"onnx", "tensorrt", "openvino"})
 MIN_COARSE_CALIB_FRAMES = 4
 PRECISIONS = ("fp32", "fp16", "int8")
 # Python packages each target needs on the export host (TensorRT builds on the device).
@@ -200,10 +202,10 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             rows.append(row)
             log(f"  {variant}: AbsRel vs fp32 {row.absrel_vs_fp32:.2e}, vs GT {row.absrel_vs_gt:.4f}")
 
-        # ONNX: the source of the ONNX Runtime, TensorRT and OpenVINO files; CoreML and torch bundles
-        # convert from the modules (a GPU machine may lack onnxsim, and a DA-V2 export costs minutes).
+        # ONNX only where a target is made from it (a GPU machine may lack onnxsim, and a DA-V2 export
+        # costs minutes).
         onnx_files: dict[str, dict[str, Path]] = {"coarse": {}, "refiner": {}}
-        if {"onnx", "tensorrt", "openvino"} & set(cfg.targets):
+        if ONNX_BASED & set(cfg.targets):
             log("exporting ONNX")
             onnx_files = {"coarse": {"fp32": onnx_export.export_coarse(coarse, w.file("coarse.onnx"))},
                           "refiner": {"fp32": onnx_export.export_refiner(refiner, w.file("refiner.onnx"))}}
@@ -318,7 +320,7 @@ def _pipeline(coarse, refiner, meta: dict, cfg: ExportConfig, fit: str, w: Bundl
         tiling_cfg = dataclasses.replace(tiling_cfg, snap=0.0)
     pipe = FusedPipeline(coarse, refiner, h, wd, tiling_cfg, fit=fit)
     out: dict[str, Any] = {"input_size": [h, wd], "upsample": tiling_cfg.upsample}
-    if {"onnx", "tensorrt", "openvino"} & set(cfg.targets):
+    if ONNX_BASED & set(cfg.targets):
         path = export_pipeline_onnx(pipe, w.file(f"pipeline_{wd}x{h}.onnx"))
         out["onnx"] = {"fp32": w.rel(path)}
     if "coreml" in cfg.targets:
