@@ -134,7 +134,7 @@ py::array window(int h, int w, int kind) {
 // Checks the stitch's arguments (before any memory is touched) and runs it into a new (c, height,
 // width) float32 array, finishing each row on the way when `finish` is given.
 py::array run_stitch(const py::array& tiles, const py::array& boxes, int height, int width, int kind, int threads,
-                     Finish* finish, py::array* valid) {
+                     Finish* finish, py::array* valid, const py::object& out_arg = py::none()) {
     check_array("tiles", tiles, 4);
     const DType dt = dtype_of(tiles);
     if (dt != DType::F32 && dt != DType::F16) fail("tiles must be (N, C, th, tw) float32 or float16");
@@ -149,7 +149,7 @@ py::array run_stitch(const py::array& tiles, const py::array& boxes, int height,
     const int n = check_side("number of tiles", tiles.shape(0)), c = check_side("tile channels", tiles.shape(1));
     const int th = check_side("tile height", tiles.shape(2)), tw = check_side("tile width", tiles.shape(3));
     if (finish && c != 1) fail("a finished stitch takes one-channel (depth) tiles, got " + std::to_string(c) + " channels");
-    py::array out = empty_out(false, {c, height, width});
+    py::array out = output_for(out_arg, tiles, false, {c, height, width});
     if (finish) {
         *valid = py::array(py::dtype("bool"), std::vector<py::ssize_t>{height, width});
         finish->valid = static_cast<uint8_t*>(valid->mutable_data());
@@ -166,8 +166,9 @@ py::array run_stitch(const py::array& tiles, const py::array& boxes, int height,
     return out;
 }
 
-py::array stitch(const py::array& tiles, const py::array& boxes, int height, int width, int kind, int threads) {
-    return run_stitch(tiles, boxes, height, width, kind, threads, nullptr, nullptr);
+py::array stitch(const py::array& tiles, const py::array& boxes, int height, int width, int kind, int threads,
+                 const py::object& out) {
+    return run_stitch(tiles, boxes, height, width, kind, threads, nullptr, nullptr, out);
 }
 
 void check_finish_args(double scale, double valid_max) {
@@ -272,7 +273,8 @@ PYBIND11_MODULE(_native, m) {
           "(C, H, W) float32/float16 -> (N, C, out_h, out_w) (into out if given)");
     m.def("window", &window, py::arg("h"), py::arg("w"), py::arg("kind"), "(h, w) float32 window weights");
     m.def("stitch", &stitch, py::arg("tiles"), py::arg("boxes"), py::arg("height"), py::arg("width"),
-          py::arg("kind"), py::arg("threads"), "(N, C, th, tw) tiles -> (C, height, width) float32");
+          py::arg("kind"), py::arg("threads"), py::arg("out") = py::none(),
+          "(N, C, th, tw) tiles -> (C, height, width) float32 (into out when given)");
     m.def("stitch_finish", &stitch_finish, py::arg("tiles"), py::arg("boxes"), py::arg("height"), py::arg("width"),
           py::arg("kind"), py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
           "(N, 1, th, tw) depth tiles -> ((height, width) float32 depth finished, (height, width) bool valid)");

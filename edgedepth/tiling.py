@@ -548,12 +548,15 @@ def _check_stitch(shape: tuple, kind: str, boxes: Any, height: int, width: int,
 
 
 def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosine",
-           threads: Optional[int] = None) -> Any:
+           threads: Optional[int] = None, out: Optional[np.ndarray] = None) -> Any:
     """Blends tiles (N, C, th, tw) float32/float16 placed at boxes into (C, height, width) float32.
 
     Each tile is resized back to its box (DESIGN crop semantics, source = the tile) and weighted
     by the window evaluated at the frame pixel's position in its box; weights are accumulated and
     normalised. The boxes must lie inside the frame and together cover every pixel.
+    out: for numpy tiles, a float32 (C, height, width) C-contiguous writeable array apart from the
+    tiles to write into and return: a caller stitching every frame reuses one (a 4K frame's 33 MB
+    is above the allocator's mmap threshold, so a new one costs fresh pages every call).
     """
     on_device = native.is_device_array(tiles)
     dev = native.DeviceArray.wrap(tiles, "tiles") if on_device else None
@@ -564,15 +567,23 @@ def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosin
     n, c, th, tw = shape
 
     if on_device:
+        if out is not None:
+            raise TypeError("out= takes numpy arrays; GPU tiles get a new array on their device")
         cuda = _need_cuda("tiles")
-        out = dev.empty((c, height, width), "float32")
-        cuda.stitch(dev.ptr, kind == "float16", n, c, th, tw, bx, out.ptr, height, width, k, dev.stream)
-        return out.obj
+        dst = dev.empty((c, height, width), "float32")
+        cuda.stitch(dev.ptr, kind == "float16", n, c, th, tw, bx, dst.ptr, height, width, k, dev.stream)
+        return dst.obj
+    if out is not None:
+        _check_out(out, (c, height, width), np.float32, arr)
     arr = np.ascontiguousarray(arr)
     if native.cpu is None:
         _fallback("stitch")
-        return tiling_reference.stitch(arr, bx, height, width, window)
-    return native.cpu.stitch(arr, bx, height, width, k, nthreads)
+        got = tiling_reference.stitch(arr, bx, height, width, window)
+        if out is None:
+            return got
+        np.copyto(out, got)
+        return out
+    return native.cpu.stitch(arr, bx, height, width, k, nthreads, out)
 
 
 def stitch_finish(tiles: np.ndarray, boxes: Any, height: int, width: int, window: str = "cosine",

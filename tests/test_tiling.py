@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgedepth import native, tiling
+from edgedepth import native, tiling, tiling_torch
 from edgedepth import tiling_reference as ref
 from edgedepth.tiling import TileGrid
 
@@ -637,3 +637,64 @@ def test_crop_refuses_an_out_it_cannot_fill() -> None:
             native.cpu.crop_rgb(img, boxes, 4, 5, scale, mean, False, 1, out)
     with pytest.raises(ValueError, match="overlap"):
         native.cpu.crop_map(plane, boxes, 20, 30, False, 1, plane.reshape(1, 3, 20, 30))
+
+
+@needs_native
+@pytest.mark.parametrize("layout", ["grid", "free"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_stitch_into_out_equals_a_new_array(layout, dtype) -> None:
+    rng = np.random.default_rng(4)
+    if layout == "grid":
+        g = TileGrid(50, 70, 2, 3, 6)
+        boxes, height, width = g.boxes, g.height, g.width
+    else:
+        boxes, height, width = np.array([[0, 0, 30, 50], [20, 0, 30, 60], [0, 40, 50, 30]], np.float64), 50, 70
+    tiles = rng.uniform(0.5, 9, (len(boxes), 2, 12, 17)).astype(dtype)
+    want = tiling.stitch(tiles, boxes, height, width)
+    out = np.full(want.shape, np.nan, np.float32)
+    got = tiling.stitch(tiles, boxes, height, width, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, want)
+
+
+@needs_native
+def test_stitch_refuses_an_out_it_cannot_fill() -> None:
+    tiles = np.ones((1, 1, 4, 4), np.float32)
+    boxes = np.array([[0.0, 0.0, 8.0, 8.0]])
+    for bad, match in ((np.empty((1, 8, 9), np.float32), "shape"), (np.empty((1, 8, 8), np.float16), "float32"),
+                       (np.empty((1, 8, 16), np.float32)[..., ::2], "C-contiguous")):
+        with pytest.raises(ValueError, match=match):
+            tiling.stitch(tiles, boxes, 8, 8, out=bad)
+    # The extension refuses the same on its own, before writing anything, and an out over the tiles.
+    kind = tiling.WINDOWS.index("cosine")
+    for bad in (np.empty((1, 8, 9), np.float32), np.empty((1, 8, 8), np.float16), [1.0]):
+        with pytest.raises(ValueError):
+            native.cpu.stitch(tiles, boxes, 8, 8, kind, 1, bad)
+    flat = np.ones(64, np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        native.cpu.stitch(flat[:16].reshape(1, 1, 4, 4), boxes, 8, 8, kind, 1, flat.reshape(1, 8, 8))
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+def test_frame_sized_stitch_equals_torch(threads) -> None:
+    # Outputs of 16 MiB and more are written with streaming stores from a row buffer (a 4K frame
+    # here); the row buffer, the streamed finishing pass and an output whose rows start off a
+    # 32-byte boundary must give what the torch stitch and the in-place finishing pass give.
+    rng = np.random.default_rng(12)
+    g = TileGrid(2160, 3840, 4, 4, 135)
+    tiles = rng.uniform(0.5, 2.0, (16, 1, 48, 64)).astype(np.float32)
+    want = tiling_torch.stitch(torch.from_numpy(tiles), g.boxes, 2160, 3840, "cosine").numpy()
+    spare = np.empty(2160 * 3840 + 1, np.float32)
+    out = spare[1:].reshape(1, 2160, 3840)  # 4 bytes past an aligned start
+    got = tiling.stitch(tiles, g.boxes, 2160, 3840, threads=threads, out=out)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    # Every special value the finishing pass treats apart, streamed and in place.
+    with np.errstate(over="ignore"):
+        tiles = _finish_inputs(rng, tiles.size).reshape(tiles.shape).astype(np.float32)
+    depth, valid = tiling.stitch_finish(tiles, g.boxes, 2160, 3840, scale=1.5, valid_max=80.0, threads=threads)
+    want = tiling.stitch(tiles, g.boxes, 2160, 3840, threads=threads)[0]
+    want_valid = tiling.finish(want, 1.5, 80.0, threads=threads)
+    np.testing.assert_array_equal(valid, want_valid)
+    np.testing.assert_array_equal(depth, want)
+    assert 0.05 < valid.mean() < 0.95
