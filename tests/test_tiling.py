@@ -698,3 +698,39 @@ def test_frame_sized_stitch_equals_torch(threads) -> None:
     np.testing.assert_array_equal(valid, want_valid)
     np.testing.assert_array_equal(depth, want)
     assert 0.05 < valid.mean() < 0.95
+
+
+@needs_native
+def test_rgb_crop_gives_the_same_bits_with_and_without_avx512(tmp_path) -> None:
+    # On a CPU with AVX-512 (VBMI) the RGB crop runs planar rows and permutes; EDGEDEPTH_NO_AVX512=1
+    # makes a process use the AVX2 gathers (or the scalar code) instead. Shrinks of 0.5x (upsampling),
+    # 2.4x (8 outputs read <= 32 entries), 4.7x (<= 64) and 12x (beyond: gathers) must all agree bit
+    # for bit, float32 and float16.
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(13)
+    frame = rng.integers(0, 256, (700, 1300, 3), dtype=np.uint8)
+    boxes = np.array([[3.5, 7.25, 40, 60], [0, 0, 300, 537.6], [10, 20, 600, 1052.8], [0, 0, 700, 1296]])
+    np.save(tmp_path / "frame.npy", frame)
+    np.save(tmp_path / "boxes.npy", boxes)
+    code = (
+        "import numpy as np, sys\n"
+        "from edgedepth import tiling\n"
+        "d = sys.argv[1]\n"
+        "frame, boxes = np.load(d + '/frame.npy'), np.load(d + '/boxes.npy')\n"
+        "kw = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))\n"
+        "np.savez(d + '/' + sys.argv[2], f32=tiling.crop_resize(frame, boxes, (100, 108), **kw),\n"
+        "         f16=tiling.crop_resize(frame, boxes, (100, 108), dtype=np.float16, **kw))\n")
+    import os
+
+    for name, off in (("with", "0"), ("without", "1")):
+        env = {**os.environ, "EDGEDEPTH_NO_AVX512": off}
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), name], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    a, b = np.load(tmp_path / "with.npz"), np.load(tmp_path / "without.npz")
+    np.testing.assert_array_equal(a["f32"], b["f32"])
+    np.testing.assert_array_equal(a["f16"], b["f16"])
+    want = ref.crop_resize(frame, boxes, (100, 108), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    np.testing.assert_allclose(a["f32"], want, rtol=0, atol=2e-5)
