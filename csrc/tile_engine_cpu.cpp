@@ -262,14 +262,17 @@ __attribute__((target("avx2"))) void hweighted_avx2(const float* row, const int3
 // two-register permute (vpermt2ps) replaces each 8-lane gather. Same arithmetic, op for op, so the
 // same bits as the AVX2 and scalar code.
 
-// True when this CPU runs the AVX-512 crop; EDGEDEPTH_NO_AVX512=1 in the environment says no (how
-// the tests compare it with the AVX2 crop on one machine).
-bool use_avx512_crop() {
-    static_assert(sizeof(long long) == 8, "64-bit masks");
+// AVX-512 paths are taken where the CPU has the features and EDGEDEPTH_NO_AVX512 is unset or 0 (how
+// the tests compare them with the AVX2 code on one machine).
+bool avx512_allowed() {
     const char* off = std::getenv("EDGEDEPTH_NO_AVX512");
-    if (off != nullptr && off[0] != '\0' && off[0] != '0') return false;
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi");
+    return (off == nullptr || off[0] == '\0' || (off[0] == '0' && off[1] == '\0')) && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512vl");
+}
+
+// The AVX-512 RGB crop also needs byte shuffles (BW, VBMI).
+bool use_avx512_crop() {
+    return avx512_allowed() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi");
 }
 
 // Rows a and b of interleaved RGB bytes (span pixels) blended vertically into three float planes
@@ -459,6 +462,27 @@ struct StitchBand {
     std::vector<int32_t> base;
     std::vector<uint64_t> lanes_lo, lanes_hi;
 
+    // With AVX-512, groups of 16 columns whose taps span at most 16 entries (an enlarged band) take
+    // one load and two permutes; base16 -1 marks the others, which go as two groups of 8.
+    std::vector<int32_t> base16;
+    std::vector<std::array<uint8_t, 16>> lanes16_lo, lanes16_hi;
+
+    void build_groups16() {
+        const int groups = count / 16;
+        base16.assign(static_cast<size_t>(groups), -1);
+        lanes16_lo.assign(base16.size(), {});
+        lanes16_hi.assign(base16.size(), {});
+        for (int g = 0; g < groups; ++g) {
+            const int k = 16 * g, b = lo[k];
+            if (hi[k + 15] - b > 15) continue;
+            base16[g] = b;
+            for (int j = 0; j < 16; ++j) {
+                lanes16_lo[g][j] = static_cast<uint8_t>(lo[k + j] - b);
+                lanes16_hi[g][j] = static_cast<uint8_t>(hi[k + j] - b);
+            }
+        }
+    }
+
     void build_groups() {
         const int groups = count / 8;
         base.assign(static_cast<size_t>(groups), -1);
@@ -509,12 +533,39 @@ __attribute__((target("avx2"))) void hband_avx2(const float* row, const StitchBa
 }
 #endif
 
+#ifdef ED_HAVE_AVX2_PATH
+// hband_avx2 with groups of 16 columns in 512-bit registers; row carries 16 readable floats past
+// its last tap.
+template <bool Add>
+__attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512(const float* row, const StitchBand& band, int k0,
+                                                                  int k1, float* out) {
+    int k = std::min(k1, (k0 + 15) / 16 * 16);
+    hband_avx2<Add>(row, band, k0, k, out);
+    for (; k + 16 <= k1; k += 16) {
+        const int32_t b = band.base16[k / 16];
+        if (b < 0) {
+            hband_avx2<Add>(row, band, k, k + 16, out);
+            continue;
+        }
+        const __m512i l = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(band.lanes16_lo[k / 16].data())));
+        const __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(band.lanes16_hi[k / 16].data())));
+        const __m512 v = _mm512_loadu_ps(row + b);
+        const __m512 a = _mm512_permutexvar_ps(l, v), d = _mm512_permutexvar_ps(h, v);
+        const __m512 val = _mm512_add_ps(a, _mm512_mul_ps(_mm512_sub_ps(d, a), _mm512_loadu_ps(band.frac.data() + k)));
+        const __m512 term = _mm512_mul_ps(_mm512_loadu_ps(band.weight.data() + k), val);
+        _mm512_storeu_ps(out + k, Add ? _mm512_add_ps(_mm512_loadu_ps(out + k), term) : term);
+    }
+    hband_avx2<Add>(row, band, k, k1, out);
+}
+#endif
+
 template <bool Add>
 using HBandFn = void (*)(const float*, const StitchBand&, int, int, float*);
 
 template <bool Add>
 HBandFn<Add> pick_hband() {
 #ifdef ED_HAVE_AVX2_PATH
+    if (avx512_allowed()) return hband_avx512<Add>;
     if (__builtin_cpu_supports("avx2")) return hband_avx2<Add>;
 #endif
     return hband<Add>;
@@ -1071,11 +1122,12 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
                 sb.weight[k] = static_cast<float>(window_profile(u, kind) / colsum[sb.first + k]);
             }
             sb.build_groups();
+            sb.build_groups16();
         }
         const VMergeFn<In> vmerge_rows = pick_vmerge<In>();
         const HBandFn<true> hband_add = pick_hband<true>();
         const HBandFn<false> hband_store = pick_hband<false>();
-        const int64_t stride = static_cast<int64_t>(tw) + kPad;
+        const int64_t stride = static_cast<int64_t>(tw) + 16;  // 16 readable floats past a merged row's end
         const RowWriter writer(finish, plane * (static_cast<int64_t>(sizeof(float)) * c + (finish ? 1 : 0)));
         parallel_for(height, threads, [&](int64_t begin, int64_t end) {
             std::vector<float> merged(static_cast<size_t>(cols) * stride);

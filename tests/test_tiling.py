@@ -701,11 +701,12 @@ def test_frame_sized_stitch_equals_torch(threads) -> None:
 
 
 @needs_native
-def test_rgb_crop_gives_the_same_bits_with_and_without_avx512(tmp_path) -> None:
-    # On a CPU with AVX-512 (VBMI) the RGB crop runs planar rows and permutes; EDGEDEPTH_NO_AVX512=1
-    # makes a process use the AVX2 gathers (or the scalar code) instead. Shrinks of 0.5x (upsampling),
-    # 2.4x (8 outputs read <= 32 entries), 4.7x (<= 64) and 12x (beyond: gathers) must all agree bit
-    # for bit, float32 and float16.
+def test_avx512_paths_give_the_same_bits_as_avx2(tmp_path) -> None:
+    # On a CPU with AVX-512 (VBMI) the RGB crop runs planar rows and permutes, and the grid stitch
+    # expands 16 columns per step; EDGEDEPTH_NO_AVX512=1 makes a process use the AVX2 code (or the
+    # scalar code) instead. Crop shrinks of 0.5x (upsampling), 2.4x (8 outputs read <= 32 entries),
+    # 4.7x (<= 64) and 12x (beyond: gathers) and a stitch of enlarged and shrunk tiles must all agree
+    # bit for bit, float32 and float16.
     import subprocess
     import sys
 
@@ -720,8 +721,12 @@ def test_rgb_crop_gives_the_same_bits_with_and_without_avx512(tmp_path) -> None:
         "d = sys.argv[1]\n"
         "frame, boxes = np.load(d + '/frame.npy'), np.load(d + '/boxes.npy')\n"
         "kw = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))\n"
+        "g = tiling.TileGrid(700, 1300, 3, 4, 60)\n"
+        "tiles = np.random.default_rng(1).uniform(0.5, 9, (12, 2, 150, 190)).astype(np.float32)\n"
         "np.savez(d + '/' + sys.argv[2], f32=tiling.crop_resize(frame, boxes, (100, 108), **kw),\n"
-        "         f16=tiling.crop_resize(frame, boxes, (100, 108), dtype=np.float16, **kw))\n")
+        "         f16=tiling.crop_resize(frame, boxes, (100, 108), dtype=np.float16, **kw),\n"
+        "         up=tiling.stitch(tiles, g.boxes, 700, 1300), down=tiling.stitch(np.random.default_rng(2).uniform(1, 3, (12, 1, 150, 800)).astype(np.float32), g.boxes, 700, 1300),\n"
+        "         half=tiling.stitch(tiles.astype(np.float16), g.boxes, 700, 1300))\n")
     import os
 
     for name, off in (("with", "0"), ("without", "1")):
@@ -730,7 +735,7 @@ def test_rgb_crop_gives_the_same_bits_with_and_without_avx512(tmp_path) -> None:
                               timeout=120)
         assert proc.returncode == 0, proc.stderr
     a, b = np.load(tmp_path / "with.npz"), np.load(tmp_path / "without.npz")
-    np.testing.assert_array_equal(a["f32"], b["f32"])
-    np.testing.assert_array_equal(a["f16"], b["f16"])
+    for key in ("f32", "f16", "up", "down", "half"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     want = ref.crop_resize(frame, boxes, (100, 108), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     np.testing.assert_allclose(a["f32"], want, rtol=0, atol=2e-5)
