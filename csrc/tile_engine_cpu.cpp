@@ -531,9 +531,7 @@ __attribute__((target("avx2"))) void hband_avx2(const float* row, const StitchBa
     }
     hband<Add>(row, band, k, k1, out);
 }
-#endif
 
-#ifdef ED_HAVE_AVX2_PATH
 // hband_avx2 with groups of 16 columns in 512-bit registers; row carries 16 readable floats past
 // its last tap.
 template <bool Add>
