@@ -702,9 +702,9 @@ def test_frame_sized_stitch_equals_torch(threads) -> None:
 
 @needs_native
 def test_avx512_paths_give_the_same_bits_as_avx2(tmp_path) -> None:
-    # On a CPU with AVX-512 (VBMI) the RGB crop runs planar rows and permutes, and the grid stitch
-    # expands 16 columns per step; EDGEDEPTH_NO_AVX512=1 makes a process use the AVX2 code (or the
-    # scalar code) instead. Crop shrinks of 0.5x (upsampling), 2.4x (8 outputs read <= 32 entries),
+    # On a CPU with AVX-512 (VBMI) the RGB crop runs planar rows and permutes, the grid stitch
+    # expands 16 columns per step and the joint upsampling takes 16 pixels per step;
+    # EDGEDEPTH_NO_AVX512=1 makes a process use the AVX2 code (or the scalar code) instead. Crop shrinks of 0.5x (upsampling), 2.4x (8 outputs read <= 32 entries),
     # 4.7x (<= 64) and 12x (beyond: gathers) and a stitch of enlarged and shrunk tiles must all agree
     # bit for bit, float32 and float16.
     import subprocess
@@ -726,7 +726,10 @@ def test_avx512_paths_give_the_same_bits_as_avx2(tmp_path) -> None:
         "np.savez(d + '/' + sys.argv[2], f32=tiling.crop_resize(frame, boxes, (100, 108), **kw),\n"
         "         f16=tiling.crop_resize(frame, boxes, (100, 108), dtype=np.float16, **kw),\n"
         "         up=tiling.stitch(tiles, g.boxes, 700, 1300), down=tiling.stitch(np.random.default_rng(2).uniform(1, 3, (12, 1, 150, 800)).astype(np.float32), g.boxes, 700, 1300),\n"
-        "         half=tiling.stitch(tiles.astype(np.float16), g.boxes, 700, 1300))\n")
+        "         half=tiling.stitch(tiles.astype(np.float16), g.boxes, 700, 1300))\n"
+        "blocks = (2 + 6 * (np.add.outer(np.arange(150) // 20, np.arange(190) // 25) % 2)) * (1 + tiles[0, 0] / 2000)\n"
+        "guide = np.ascontiguousarray(tiles[2:5, 0] / 9)\n"
+        "np.savez(d + '/joint_' + sys.argv[2], joint=tiling.joint_upsample(blocks.astype(np.float32), guide, frame[:611, :1277], 0.05)[0])\n")
     import os
 
     for name, off in (("with", "0"), ("without", "1")):
@@ -737,5 +740,7 @@ def test_avx512_paths_give_the_same_bits_as_avx2(tmp_path) -> None:
     a, b = np.load(tmp_path / "with.npz"), np.load(tmp_path / "without.npz")
     for key in ("f32", "f16", "up", "down", "half"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # Step edges between flat blocks: pixels of both the plain bilinear and the colour-weighted path.
+    np.testing.assert_array_equal(np.load(tmp_path / "joint_with.npz")["joint"], np.load(tmp_path / "joint_without.npz")["joint"])
     want = ref.crop_resize(frame, boxes, (100, 108), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     np.testing.assert_allclose(a["f32"], want, rtol=0, atol=2e-5)
