@@ -149,6 +149,28 @@ void hweighted(const float* __restrict row, const int32_t* __restrict lo, const 
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define ED_HAVE_AVX2_PATH 1
+// The widest instructions the CPU paths use: what the CPU has, capped by EDGEDEPTH_MAX_ISA in the
+// environment ("scalar" or "avx2"; anything else, or nothing, is no cap). Every path computes the
+// same bits, and the tests hold each one against the scalar code, which is what ARM boards run.
+enum class Isa { Scalar, Avx2, Avx512 };
+
+Isa isa_cap() {
+    const char* cap = std::getenv("EDGEDEPTH_MAX_ISA");
+    if (cap != nullptr && std::strcmp(cap, "scalar") == 0) return Isa::Scalar;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0) return Isa::Avx2;
+    return Isa::Avx512;
+}
+
+bool has_avx2() { return isa_cap() >= Isa::Avx2 && __builtin_cpu_supports("avx2"); }
+bool has_f16c() { return has_avx2() && __builtin_cpu_supports("f16c"); }
+bool has_avx512() {
+    return isa_cap() >= Isa::Avx512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+}
+// The AVX-512 RGB crop and joint upsampling also need byte permutes (BW, VBMI).
+bool has_avx512_vbmi() {
+    return has_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi");
+}
+
 // Lane indices of the group at k relative to its first low tap, or false when the group's taps
 // span more than 8 entries (downscaling), in which case the caller does the group in scalar code.
 __attribute__((target("avx2"))) inline bool group_lanes(const int32_t* lo, const int32_t* hi, int k, __m256i* l,
@@ -262,19 +284,6 @@ __attribute__((target("avx2"))) void hweighted_avx2(const float* row, const int3
 // two-register permute (vpermt2ps) replaces each 8-lane gather. Same arithmetic, op for op, so the
 // same bits as the AVX2 and scalar code.
 
-// AVX-512 paths are taken where the CPU has the features and EDGEDEPTH_NO_AVX512 is unset or 0 (how
-// the tests compare them with the AVX2 code on one machine).
-bool avx512_allowed() {
-    const char* off = std::getenv("EDGEDEPTH_NO_AVX512");
-    return (off == nullptr || off[0] == '\0' || (off[0] == '0' && off[1] == '\0')) && __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512vl");
-}
-
-// The AVX-512 RGB crop and joint upsampling also need byte permutes (BW, VBMI).
-bool use_avx512_vbmi() {
-    return avx512_allowed() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi");
-}
-
 // Rows a and b of interleaved RGB bytes (span pixels) blended vertically into three float planes
 // out, out + stride, out + 2 * stride: out[c * stride + k] = x + (y - x) * f of channel c, pixel k.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) void vblend_rgb_planar_avx512(
@@ -346,7 +355,7 @@ using HAccumulateFn = void (*)(const float*, const int32_t*, const int32_t*, con
 // The horizontal kernels this CPU runs best, chosen once per call.
 HBlendFn pick_hblend() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2")) return hblend_avx2;
+    if (has_avx2()) return hblend_avx2;
 #endif
     return static_cast<HBlendFn>(hblend);
 }
@@ -354,14 +363,14 @@ using VBlendU8Fn = void (*)(const uint8_t*, const uint8_t*, float, float*, int);
 
 VBlendU8Fn pick_vblend_u8() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2")) return vblend_u8_avx2;
+    if (has_avx2()) return vblend_u8_avx2;
 #endif
     return vblend_u8;
 }
 
 HBlendAffineFn pick_hblend_affine() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2")) return hblend_affine_avx2;
+    if (has_avx2()) return hblend_affine_avx2;
 #endif
     return static_cast<HBlendAffineFn>(hblend);
 }
@@ -375,7 +384,7 @@ template <typename In>
 VBlendFn<In> pick_vblend() {
 #ifdef ED_HAVE_AVX2_PATH
     if constexpr (std::is_same<In, uint16_t>::value)
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) return vblend_f16c;
+        if (has_f16c()) return vblend_f16c;
 #endif
     return static_cast<VBlendFn<In>>(vblend);
 }
@@ -384,7 +393,7 @@ using StoreRowFn = void (*)(const float*, uint16_t*, int);
 
 StoreRowFn pick_store_row() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) return store_row_f16c;
+    if (has_f16c()) return store_row_f16c;
 #endif
     return store_row;
 }
@@ -393,7 +402,7 @@ StoreRowFn pick_store_row() {
 template <bool Add>
 HAccumulateFn pick_hweighted() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2")) return hweighted_avx2<Add>;
+    if (has_avx2()) return hweighted_avx2<Add>;
 #endif
     return hweighted<Add>;
 }
@@ -444,7 +453,7 @@ using VMergeFn = void (*)(const In*, const In*, float, float, bool, float*, int)
 template <typename In>
 VMergeFn<In> pick_vmerge() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2") && (std::is_same<In, float>::value || __builtin_cpu_supports("f16c")))
+    if (std::is_same<In, float>::value ? has_avx2() : has_f16c())
         return vmerge_avx2<In>;
 #endif
     return vmerge<In>;
@@ -563,8 +572,8 @@ using HBandFn = void (*)(const float*, const StitchBand&, int, int, float*);
 template <bool Add>
 HBandFn<Add> pick_hband() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (avx512_allowed()) return hband_avx512<Add>;
-    if (__builtin_cpu_supports("avx2")) return hband_avx2<Add>;
+    if (has_avx512()) return hband_avx512<Add>;
+    if (has_avx2()) return hband_avx2<Add>;
 #endif
     return hband<Add>;
 }
@@ -583,7 +592,7 @@ void crop_rgb_cpu(const uint8_t* src, int src_h, int src_w, const double* boxes,
     const VBlendU8Fn vblend_rows = pick_vblend_u8();
     [[maybe_unused]] const StoreRowFn store_half = pick_store_row();
 #ifdef ED_HAVE_AVX2_PATH
-    const bool planar = use_avx512_vbmi();
+    const bool planar = has_avx512_vbmi();
 #else
     const bool planar = false;
 #endif
@@ -788,7 +797,7 @@ using FinishFn = void (*)(float*, uint8_t*, int64_t, float, float);
 
 FinishFn pick_finish() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2")) return finish_span_avx2;
+    if (has_avx2()) return finish_span_avx2;
 #endif
     return finish_span;
 }
@@ -810,7 +819,7 @@ struct RowWriter {
     // whoever reads it next, and plain stores are faster (a 1080p stitch ran 1.15x slower streamed).
     RowWriter(const Finish* f, int64_t bytes) : finish(f), finish_in_place(pick_finish()) {
 #ifdef ED_HAVE_AVX2_PATH
-        stream = bytes >= kStreamBytes && __builtin_cpu_supports("avx2");
+        stream = bytes >= kStreamBytes && has_avx2();
 #else
         stream = false;
         (void)bytes;
@@ -926,7 +935,7 @@ using ExpandFn = void (*)(const float*, const float*, int64_t, int, int, const i
 
 ExpandFn pick_expand() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2")) return expand_joint_row_avx2;
+    if (has_avx2()) return expand_joint_row_avx2;
 #endif
     return expand_joint_row;
 }
@@ -1133,8 +1142,8 @@ ED_AVX512 void joint_row_avx512(const float* a, const float* b, const uint8_t* i
 
 JointRowFn pick_joint_row() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (use_avx512_vbmi()) return joint_row_avx512;
-    if (__builtin_cpu_supports("avx2")) return joint_row_avx2;
+    if (has_avx512_vbmi()) return joint_row_avx512;
+    if (has_avx2()) return joint_row_avx2;
 #endif
     return joint_row;
 }

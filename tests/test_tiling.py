@@ -701,46 +701,63 @@ def test_frame_sized_stitch_equals_torch(threads) -> None:
 
 
 @needs_native
-def test_avx512_paths_give_the_same_bits_as_avx2(tmp_path) -> None:
-    # On a CPU with AVX-512 (VBMI) the RGB crop runs planar rows and permutes, the grid stitch
-    # expands 16 columns per step and the joint upsampling takes 16 pixels per step;
-    # EDGEDEPTH_NO_AVX512=1 makes a process use the AVX2 code (or the scalar code) instead. Crop shrinks of 0.5x (upsampling), 2.4x (8 outputs read <= 32 entries),
-    # 4.7x (<= 64) and 12x (beyond: gathers) and a stitch of enlarged and shrunk tiles must all agree
-    # bit for bit, float32 and float16.
+def test_every_instruction_set_gives_the_same_bits(tmp_path) -> None:
+    # The CPU engine picks AVX-512, AVX2 or scalar code at run time; ARM boards (Jetson) run the scalar
+    # code. EDGEDEPTH_MAX_ISA caps a process at "scalar" or "avx2", so on one x86 machine every path
+    # runs the same inputs and must give the same bits: crops that enlarge and shrink (0.5x, 2.4x:
+    # 8 outputs within 32 entries, 4.7x: within 64, 12x: gathers), float16 in and out, the grid and
+    # the free-layout stitch of enlarged, shrunk and float16 tiles, the fused finishing pass with
+    # every special value, the joint upsampling of flat blocks and steps, and edge snapping.
+    import os
     import subprocess
     import sys
 
     rng = np.random.default_rng(13)
-    frame = rng.integers(0, 256, (700, 1300, 3), dtype=np.uint8)
-    boxes = np.array([[3.5, 7.25, 40, 60], [0, 0, 300, 537.6], [10, 20, 600, 1052.8], [0, 0, 700, 1296]])
-    np.save(tmp_path / "frame.npy", frame)
-    np.save(tmp_path / "boxes.npy", boxes)
-    code = (
-        "import numpy as np, sys\n"
-        "from edgedepth import tiling\n"
-        "d = sys.argv[1]\n"
-        "frame, boxes = np.load(d + '/frame.npy'), np.load(d + '/boxes.npy')\n"
-        "kw = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))\n"
-        "g = tiling.TileGrid(700, 1300, 3, 4, 60)\n"
-        "tiles = np.random.default_rng(1).uniform(0.5, 9, (12, 2, 150, 190)).astype(np.float32)\n"
-        "np.savez(d + '/' + sys.argv[2], f32=tiling.crop_resize(frame, boxes, (100, 108), **kw),\n"
-        "         f16=tiling.crop_resize(frame, boxes, (100, 108), dtype=np.float16, **kw),\n"
-        "         up=tiling.stitch(tiles, g.boxes, 700, 1300), down=tiling.stitch(np.random.default_rng(2).uniform(1, 3, (12, 1, 150, 800)).astype(np.float32), g.boxes, 700, 1300),\n"
-        "         half=tiling.stitch(tiles.astype(np.float16), g.boxes, 700, 1300))\n"
-        "blocks = (2 + 6 * (np.add.outer(np.arange(150) // 20, np.arange(190) // 25) % 2)) * (1 + tiles[0, 0] / 2000)\n"
-        "guide = np.ascontiguousarray(tiles[2:5, 0] / 9)\n"
-        "np.savez(d + '/joint_' + sys.argv[2], joint=tiling.joint_upsample(blocks.astype(np.float32), guide, frame[:611, :1277], 0.05)[0])\n")
-    import os
-
-    for name, off in (("with", "0"), ("without", "1")):
-        env = {**os.environ, "EDGEDEPTH_NO_AVX512": off}
-        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), name], env=env, capture_output=True, text=True,
-                              timeout=120)
+    np.save(tmp_path / "frame.npy", rng.integers(0, 256, (700, 1300, 3), dtype=np.uint8))
+    np.save(tmp_path / "boxes.npy", np.array([[3.5, 7.25, 40, 60], [0, 0, 300, 537.6], [10, 20, 600, 1052.8],
+                                              [0, 0, 700, 1296]]))
+    np.save(tmp_path / "tiles.npy", rng.uniform(0.5, 9, (12, 2, 150, 190)).astype(np.float32))
+    with np.errstate(over="ignore"):
+        np.save(tmp_path / "special.npy", _finish_inputs(rng, 12 * 40 * 50).reshape(12, 1, 40, 50).astype(np.float32))
+    code = """
+import sys, numpy as np
+from edgedepth import tiling
+d = sys.argv[1]
+frame, boxes, tiles, special = (np.load(f"{d}/{k}.npy") for k in ("frame", "boxes", "tiles", "special"))
+kw = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+g = tiling.TileGrid(700, 1300, 3, 4, 60)
+free = np.array([[0, 0, 400, 700], [300, 0, 400, 800], [0, 600, 700, 700], [100.5, 300.25, 300, 500]] * 3)
+shrunk = np.random.default_rng(2).uniform(1, 3, (12, 1, 150, 800)).astype(np.float32)
+blocks = (2 + 6 * (np.add.outer(np.arange(150) // 20, np.arange(190) // 25) % 2)) * (1 + tiles[0, 0] / 2000)
+blocks = blocks.astype(np.float32)
+guide = np.ascontiguousarray(tiles[2:5, 0] / 9)
+maps = np.ascontiguousarray(tiles[:3, 0])
+out = dict(
+    rgb=tiling.crop_resize(frame, boxes, (100, 108), **kw),
+    rgb16=tiling.crop_resize(frame, boxes, (100, 108), dtype=np.float16, **kw),
+    map=tiling.crop_resize(maps, [[0, 0, 150, 190], [10.5, 3, 40, 50]], (97, 260)),
+    map_down=tiling.crop_resize(maps, [[0, 0, 150, 190], [8.5, 3, 140, 180]], (31, 17)),
+    map16=tiling.crop_resize(maps.astype(np.float16), [[0, 0, 150, 190]], (97, 60), dtype=np.float16),
+    up=tiling.stitch(tiles, g.boxes, 700, 1300),
+    down=tiling.stitch(shrunk, g.boxes, 700, 1300),
+    half=tiling.stitch(tiles.astype(np.float16), g.boxes, 700, 1300),
+    free=tiling.stitch(tiles, free, 700, 1300),
+    finished=np.stack(tiling.stitch_finish(special, g.boxes, 700, 1300, scale=1.5, valid_max=80.0)).astype(np.float32),
+    big=np.stack(tiling.stitch_finish(tiles[:, :1], tiling.TileGrid(2160, 3840, 3, 4, 60).boxes, 2160, 3840, scale=0.7)),
+    joint=tiling.joint_upsample(blocks, guide, frame[:611, :1277], 0.05)[0],
+    snap=tiling.snap_edges(blocks, guide, 0.1),
+)
+np.savez(f"{d}/{sys.argv[2]}.npz", **out)
+"""
+    for cap in ("scalar", "avx2", "best"):
+        env = {**os.environ, "EDGEDEPTH_MAX_ISA": cap}
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), cap], env=env, capture_output=True, text=True,
+                              timeout=300)
         assert proc.returncode == 0, proc.stderr
-    a, b = np.load(tmp_path / "with.npz"), np.load(tmp_path / "without.npz")
-    for key in ("f32", "f16", "up", "down", "half"):
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    # Step edges between flat blocks: pixels of both the plain bilinear and the colour-weighted path.
-    np.testing.assert_array_equal(np.load(tmp_path / "joint_with.npz")["joint"], np.load(tmp_path / "joint_without.npz")["joint"])
-    want = ref.crop_resize(frame, boxes, (100, 108), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    np.testing.assert_allclose(a["f32"], want, rtol=0, atol=2e-5)
+    got = {cap: np.load(tmp_path / f"{cap}.npz") for cap in ("scalar", "avx2", "best")}
+    for key in got["scalar"].files:
+        np.testing.assert_array_equal(got["avx2"][key], got["scalar"][key], err_msg=f"{key}: avx2 vs scalar")
+        np.testing.assert_array_equal(got["best"][key], got["scalar"][key], err_msg=f"{key}: best vs scalar")
+    want = ref.crop_resize(np.load(tmp_path / "frame.npy"), np.load(tmp_path / "boxes.npy"), (100, 108),
+                           mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    np.testing.assert_allclose(got["best"]["rgb"], want, rtol=0, atol=2e-5)
