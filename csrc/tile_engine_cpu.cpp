@@ -871,8 +871,19 @@ bool is_grid(const double* boxes, int n, size_t row_bands, size_t col_bands) {
 // Four multiplies instead of an exp: this loop computes four of them per output pixel, and a
 // vectorised polynomial exp made it three times slower. A NaN t (a non-finite guide colour, which
 // the caller may hand us) takes the floor.
+// Squared colour distance and a four-term weighted sum with fused multiply-adds (one rounding each),
+// the same operations as the vector code's, so every instruction set gives the same bits.
+inline float colour_d2(float r, float g, float b, float pr, float pg, float pb) {
+    const float dr = r - pr, dg = g - pg, db = b - pb;
+    return std::fma(dr, dr, std::fma(dg, dg, db * db));
+}
+
+inline float weighted4(float w0, float w1, float w2, float w3, float v0, float v1, float v2, float v3) {
+    return std::fma(w3, v3, std::fma(w2, v2, std::fma(w1, v1, w0 * v0)));
+}
+
 inline float range_weight(float t) {
-    float u = 1.0f - t * 0.0625f;
+    float u = std::fma(-t, 0.0625f, 1.0f);  // 1 - t/16 in one rounding, as the vector code's fnmadd
     u = u > 0.0f ? u : 0.0f;
     u *= u;
     u *= u;
@@ -953,24 +964,20 @@ __attribute__((always_inline)) inline void joint_row_impl_from(const float* __re
         const float lo = std::min(std::min(a[x], a[W + x]), std::min(b[x], b[W + x]));
         const float hi = std::max(std::max(a[x], a[W + x]), std::max(b[x], b[W + x]));
         if (hi - lo <= kJointFlat * lo) {
-            out[x] = gy * gx * a[x] + gy * ux * a[W + x] + fy * gx * b[x] + fy * ux * b[W + x];
+            out[x] = weighted4(gy * gx, gy * ux, fy * gx, fy * ux, a[x], a[W + x], b[x], b[W + x]);
             continue;
         }
         const float r = img[3 * x] * k255, g = img[3 * x + 1] * k255, bl = img[3 * x + 2] * k255;
-        const float d00 = (r - a[2 * W + x]) * (r - a[2 * W + x]) + (g - a[4 * W + x]) * (g - a[4 * W + x])
-                          + (bl - a[6 * W + x]) * (bl - a[6 * W + x]);
-        const float d01 = (r - a[3 * W + x]) * (r - a[3 * W + x]) + (g - a[5 * W + x]) * (g - a[5 * W + x])
-                          + (bl - a[7 * W + x]) * (bl - a[7 * W + x]);
-        const float d10 = (r - b[2 * W + x]) * (r - b[2 * W + x]) + (g - b[4 * W + x]) * (g - b[4 * W + x])
-                          + (bl - b[6 * W + x]) * (bl - b[6 * W + x]);
-        const float d11 = (r - b[3 * W + x]) * (r - b[3 * W + x]) + (g - b[5 * W + x]) * (g - b[5 * W + x])
-                          + (bl - b[7 * W + x]) * (bl - b[7 * W + x]);
+        const float d00 = colour_d2(r, g, bl, a[2 * W + x], a[4 * W + x], a[6 * W + x]);
+        const float d01 = colour_d2(r, g, bl, a[3 * W + x], a[5 * W + x], a[7 * W + x]);
+        const float d10 = colour_d2(r, g, bl, b[2 * W + x], b[4 * W + x], b[6 * W + x]);
+        const float d11 = colour_d2(r, g, bl, b[3 * W + x], b[5 * W + x], b[7 * W + x]);
         const float m = std::min(std::min(d00, d01), std::min(d10, d11));
         const float w00 = gy * gx * range_weight((d00 - m) * inv2s2);
         const float w01 = gy * ux * range_weight((d01 - m) * inv2s2);
         const float w10 = fy * gx * range_weight((d10 - m) * inv2s2);
         const float w11 = fy * ux * range_weight((d11 - m) * inv2s2);
-        out[x] = (w00 * a[x] + w01 * a[W + x] + w10 * b[x] + w11 * b[W + x]) / (w00 + w01 + w10 + w11);
+        out[x] = weighted4(w00, w01, w10, w11, a[x], a[W + x], b[x], b[W + x]) / (w00 + w01 + w10 + w11);
     }
 }
 
@@ -984,9 +991,8 @@ using JointRowFn = void (*)(const float*, const float*, const uint8_t*, const fl
 #ifdef ED_HAVE_AVX2_PATH
 // range_weight on 8 lanes. max(u, 0) with u first returns 0 for a NaN u, which then takes the floor,
 // as the scalar code does.
-__attribute__((target("avx2"))) inline __m256 range_weight8(__m256 t) {
-    __m256 u = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), _mm256_mul_ps(t, _mm256_set1_ps(0.0625f))),
-                             _mm256_setzero_ps());
+__attribute__((target("avx2,fma"))) inline __m256 range_weight8(__m256 t) {
+    __m256 u = _mm256_max_ps(_mm256_fnmadd_ps(t, _mm256_set1_ps(0.0625f), _mm256_set1_ps(1.0f)), _mm256_setzero_ps());
     u = _mm256_mul_ps(u, u);
     u = _mm256_mul_ps(u, u);
     u = _mm256_mul_ps(u, u);
@@ -995,21 +1001,26 @@ __attribute__((target("avx2"))) inline __m256 range_weight8(__m256 t) {
 }
 
 // Squared colour distance of 8 pixels to 8 taps, summed in the scalar code's order.
-__attribute__((target("avx2"))) inline __m256 colour_d2(__m256 r, __m256 g, __m256 b, const float* pr,
+__attribute__((target("avx2,fma"))) inline __m256 colour_d2(__m256 r, __m256 g, __m256 b, const float* pr,
                                                         const float* pg, const float* pb) {
     const __m256 dr = _mm256_sub_ps(r, _mm256_loadu_ps(pr));
     const __m256 dg = _mm256_sub_ps(g, _mm256_loadu_ps(pg));
     const __m256 db = _mm256_sub_ps(b, _mm256_loadu_ps(pb));
-    return _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(dr, dr), _mm256_mul_ps(dg, dg)), _mm256_mul_ps(db, db));
+    return _mm256_fmadd_ps(dr, dr, _mm256_fmadd_ps(dg, dg, _mm256_mul_ps(db, db)));
 }
 
-// joint_row_impl with intrinsics, 8 pixels per step, op for op the scalar arithmetic (no FMA), so the
-// same bits. The compiler's own vectorisation of that loop unrolls it 32 pixels wide to de-interleave
+__attribute__((target("avx2,fma"))) inline __m256 weighted4_8(__m256 w0, __m256 w1, __m256 w2, __m256 w3, __m256 v0,
+                                                             __m256 v1, __m256 v2, __m256 v3) {
+    return _mm256_fmadd_ps(w3, v3, _mm256_fmadd_ps(w2, v2, _mm256_fmadd_ps(w1, v1, _mm256_mul_ps(w0, v0))));
+}
+
+// joint_row_impl with intrinsics, 8 pixels per step, op for op the scalar arithmetic (its fused
+// multiply-adds where the scalar code calls std::fma), so the same bits. The compiler's own vectorisation of that loop unrolls it 32 pixels wide to de-interleave
 // the RGB bytes and spills; here each 128-bit lane takes 4 pixels (12 bytes) and one byte shuffle per
 // channel widens them to 32-bit integers. The two 16-byte loads reach 4 bytes past the 8 pixels, so
 // the last pixels of the row (and rows narrower than 10) take the scalar loop.
 // Columns [x0, width).
-__attribute__((target("avx2"))) void joint_row_avx2_from(const float* a, const float* b, const uint8_t* img,
+__attribute__((target("avx2,fma"))) void joint_row_avx2_from(const float* a, const float* b, const uint8_t* img,
                                                          const float* fx, float fy, float inv2s2, int width, int x0,
                                                          float* out) {
     const int64_t W = width;
@@ -1026,10 +1037,8 @@ __attribute__((target("avx2"))) void joint_row_avx2_from(const float* a, const f
         const __m256 b0 = _mm256_loadu_ps(b + x), b1 = _mm256_loadu_ps(b + W + x);
         // The scalar loop's bilinear blend, same order. Where a tap is NaN the flat test may differ
         // from std::min's, but either path then gives NaN.
-        const __m256 bil = _mm256_add_ps(
-            _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(vgy, gx), a0), _mm256_mul_ps(_mm256_mul_ps(vgy, ux), a1)),
-                          _mm256_mul_ps(_mm256_mul_ps(vfy, gx), b0)),
-            _mm256_mul_ps(_mm256_mul_ps(vfy, ux), b1));
+        const __m256 bil = weighted4_8(_mm256_mul_ps(vgy, gx), _mm256_mul_ps(vgy, ux), _mm256_mul_ps(vfy, gx),
+                                       _mm256_mul_ps(vfy, ux), a0, a1, b0, b1);
         const __m256 lo = _mm256_min_ps(_mm256_min_ps(a0, a1), _mm256_min_ps(b0, b1));
         const __m256 hi = _mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(b0, b1));
         const __m256 flat = _mm256_cmp_ps(_mm256_sub_ps(hi, lo), _mm256_mul_ps(lo, vflat), _CMP_LE_OQ);
@@ -1054,9 +1063,7 @@ __attribute__((target("avx2"))) void joint_row_avx2_from(const float* a, const f
         const __m256 w01 = _mm256_mul_ps(_mm256_mul_ps(vgy, ux), range_weight8(_mm256_mul_ps(_mm256_sub_ps(d01, m), s2)));
         const __m256 w10 = _mm256_mul_ps(_mm256_mul_ps(vfy, gx), range_weight8(_mm256_mul_ps(_mm256_sub_ps(d10, m), s2)));
         const __m256 w11 = _mm256_mul_ps(_mm256_mul_ps(vfy, ux), range_weight8(_mm256_mul_ps(_mm256_sub_ps(d11, m), s2)));
-        const __m256 num = _mm256_add_ps(
-            _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(w00, a0), _mm256_mul_ps(w01, a1)), _mm256_mul_ps(w10, b0)),
-            _mm256_mul_ps(w11, b1));
+        const __m256 num = weighted4_8(w00, w01, w10, w11, a0, a1, b0, b1);
         const __m256 den = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(w00, w01), w10), w11);
         _mm256_storeu_ps(out + x, _mm256_blendv_ps(_mm256_div_ps(num, den), bil, flat));
     }
@@ -1064,7 +1071,7 @@ __attribute__((target("avx2"))) void joint_row_avx2_from(const float* a, const f
     joint_row_impl_from(a, b, img, fx, fy, inv2s2, width, x, out);
 }
 
-__attribute__((target("avx2"))) void joint_row_avx2(const float* a, const float* b, const uint8_t* img,
+__attribute__((target("avx2,fma"))) void joint_row_avx2(const float* a, const float* b, const uint8_t* img,
                                                     const float* fx, float fy, float inv2s2, int width, float* out) {
     joint_row_avx2_from(a, b, img, fx, fy, inv2s2, width, 0, out);
 }
@@ -1073,8 +1080,7 @@ __attribute__((target("avx2"))) void joint_row_avx2(const float* a, const float*
 #ifdef ED_HAVE_AVX2_PATH
 #define ED_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi")))
 ED_AVX512 inline __m512 range_weight16(__m512 t) {
-    __m512 u = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(t, _mm512_set1_ps(0.0625f))),
-                             _mm512_setzero_ps());
+    __m512 u = _mm512_max_ps(_mm512_fnmadd_ps(t, _mm512_set1_ps(0.0625f), _mm512_set1_ps(1.0f)), _mm512_setzero_ps());
     u = _mm512_mul_ps(u, u);
     u = _mm512_mul_ps(u, u);
     u = _mm512_mul_ps(u, u);
@@ -1086,7 +1092,12 @@ ED_AVX512 inline __m512 colour_d2_16(__m512 r, __m512 g, __m512 b, const float* 
     const __m512 dr = _mm512_sub_ps(r, _mm512_loadu_ps(pr));
     const __m512 dg = _mm512_sub_ps(g, _mm512_loadu_ps(pg));
     const __m512 db = _mm512_sub_ps(b, _mm512_loadu_ps(pb));
-    return _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(dr, dr), _mm512_mul_ps(dg, dg)), _mm512_mul_ps(db, db));
+    return _mm512_fmadd_ps(dr, dr, _mm512_fmadd_ps(dg, dg, _mm512_mul_ps(db, db)));
+}
+
+ED_AVX512 inline __m512 weighted4_16(__m512 w0, __m512 w1, __m512 w2, __m512 w3, __m512 v0, __m512 v1, __m512 v2,
+                                     __m512 v3) {
+    return _mm512_fmadd_ps(w3, v3, _mm512_fmadd_ps(w2, v2, _mm512_fmadd_ps(w1, v1, _mm512_mul_ps(w0, v0))));
 }
 
 // joint_row_avx2 16 pixels per step: the same operations in the same order (the same bits); the RGB
@@ -1104,10 +1115,8 @@ ED_AVX512 void joint_row_avx512(const float* a, const float* b, const uint8_t* i
         const __m512 ux = _mm512_loadu_ps(fx + x), gx = _mm512_sub_ps(one, ux);
         const __m512 a0 = _mm512_loadu_ps(a + x), a1 = _mm512_loadu_ps(a + W + x);
         const __m512 b0 = _mm512_loadu_ps(b + x), b1 = _mm512_loadu_ps(b + W + x);
-        const __m512 bil = _mm512_add_ps(
-            _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(vgy, gx), a0), _mm512_mul_ps(_mm512_mul_ps(vgy, ux), a1)),
-                          _mm512_mul_ps(_mm512_mul_ps(vfy, gx), b0)),
-            _mm512_mul_ps(_mm512_mul_ps(vfy, ux), b1));
+        const __m512 bil = weighted4_16(_mm512_mul_ps(vgy, gx), _mm512_mul_ps(vgy, ux), _mm512_mul_ps(vfy, gx),
+                                        _mm512_mul_ps(vfy, ux), a0, a1, b0, b1);
         const __m512 lo = _mm512_min_ps(_mm512_min_ps(a0, a1), _mm512_min_ps(b0, b1));
         const __m512 hi = _mm512_max_ps(_mm512_max_ps(a0, a1), _mm512_max_ps(b0, b1));
         const __mmask16 flat = _mm512_cmp_ps_mask(_mm512_sub_ps(hi, lo), _mm512_mul_ps(lo, _mm512_set1_ps(kJointFlat)),
@@ -1129,9 +1138,7 @@ ED_AVX512 void joint_row_avx512(const float* a, const float* b, const uint8_t* i
         const __m512 w01 = _mm512_mul_ps(_mm512_mul_ps(vgy, ux), range_weight16(_mm512_mul_ps(_mm512_sub_ps(d01, m), s2)));
         const __m512 w10 = _mm512_mul_ps(_mm512_mul_ps(vfy, gx), range_weight16(_mm512_mul_ps(_mm512_sub_ps(d10, m), s2)));
         const __m512 w11 = _mm512_mul_ps(_mm512_mul_ps(vfy, ux), range_weight16(_mm512_mul_ps(_mm512_sub_ps(d11, m), s2)));
-        const __m512 num = _mm512_add_ps(
-            _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(w00, a0), _mm512_mul_ps(w01, a1)), _mm512_mul_ps(w10, b0)),
-            _mm512_mul_ps(w11, b1));
+        const __m512 num = weighted4_16(w00, w01, w10, w11, a0, a1, b0, b1);
         const __m512 den = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(w00, w01), w10), w11);
         _mm512_storeu_ps(out + x, _mm512_mask_blend_ps(flat, _mm512_div_ps(num, den), bil));
     }
@@ -1143,7 +1150,7 @@ ED_AVX512 void joint_row_avx512(const float* a, const float* b, const uint8_t* i
 JointRowFn pick_joint_row() {
 #ifdef ED_HAVE_AVX2_PATH
     if (has_avx512_vbmi()) return joint_row_avx512;
-    if (has_avx2()) return joint_row_avx2;
+    if (has_avx2() && __builtin_cpu_supports("fma")) return joint_row_avx2;
 #endif
     return joint_row;
 }
