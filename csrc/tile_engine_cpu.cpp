@@ -471,8 +471,9 @@ struct StitchBand {
     std::vector<int32_t> base;
     std::vector<uint64_t> lanes_lo, lanes_hi;
 
-    // With AVX-512, groups of 16 columns whose taps span at most 16 entries (an enlarged band) take
-    // one load and two permutes; base16 -1 marks the others, which go as two groups of 8.
+    // With AVX-512, groups of 16 columns whose taps span at most 32 entries (a band enlarged, or kept
+    // near its size as in the joint upsampling's low-resolution stitch) take two loads and two
+    // two-register permutes; base16 -1 marks the others, which go as two groups of 8.
     std::vector<int32_t> base16;
     std::vector<std::array<uint8_t, 16>> lanes16_lo, lanes16_hi;
 
@@ -483,7 +484,7 @@ struct StitchBand {
         lanes16_hi.assign(base16.size(), {});
         for (int g = 0; g < groups; ++g) {
             const int k = 16 * g, b = lo[k];
-            if (hi[k + 15] - b > 15) continue;
+            if (hi[k + 15] - b > 31) continue;
             base16[g] = b;
             for (int j = 0; j < 16; ++j) {
                 lanes16_lo[g][j] = static_cast<uint8_t>(lo[k + j] - b);
@@ -541,7 +542,7 @@ __attribute__((target("avx2"))) void hband_avx2(const float* row, const StitchBa
     hband<Add>(row, band, k, k1, out);
 }
 
-// hband_avx2 with groups of 16 columns in 512-bit registers; row carries 16 readable floats past
+// hband_avx2 with groups of 16 columns in 512-bit registers; row carries 32 readable floats past
 // its last tap.
 template <bool Add>
 __attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512(const float* row, const StitchBand& band, int k0,
@@ -556,8 +557,8 @@ __attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512(const float* 
         }
         const __m512i l = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(band.lanes16_lo[k / 16].data())));
         const __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(band.lanes16_hi[k / 16].data())));
-        const __m512 v = _mm512_loadu_ps(row + b);
-        const __m512 a = _mm512_permutexvar_ps(l, v), d = _mm512_permutexvar_ps(h, v);
+        const __m512 t0 = _mm512_loadu_ps(row + b), t1 = _mm512_loadu_ps(row + b + 16);
+        const __m512 a = _mm512_permutex2var_ps(t0, l, t1), d = _mm512_permutex2var_ps(t0, h, t1);
         const __m512 val = _mm512_add_ps(a, _mm512_mul_ps(_mm512_sub_ps(d, a), _mm512_loadu_ps(band.frac.data() + k)));
         const __m512 term = _mm512_mul_ps(_mm512_loadu_ps(band.weight.data() + k), val);
         _mm512_storeu_ps(out + k, Add ? _mm512_add_ps(_mm512_loadu_ps(out + k), term) : term);
@@ -1219,7 +1220,7 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
         const VMergeFn<In> vmerge_rows = pick_vmerge<In>();
         const HBandFn<true> hband_add = pick_hband<true>();
         const HBandFn<false> hband_store = pick_hband<false>();
-        const int64_t stride = static_cast<int64_t>(tw) + 16;  // 16 readable floats past a merged row's end
+        const int64_t stride = static_cast<int64_t>(tw) + 32;  // 32 readable floats past a merged row's end
         const RowWriter writer(finish, plane * (static_cast<int64_t>(sizeof(float)) * c + (finish ? 1 : 0)));
         parallel_for(height, threads, [&](int64_t begin, int64_t end) {
             std::vector<float> merged(static_cast<size_t>(cols) * stride);
