@@ -462,13 +462,15 @@ VMergeFn<In> pick_vmerge() {
 // One column band of a grid stitch: for the band's frame columns first..first+count-1, the taps
 // into its tiles' rows and the column window normalised by the column weight sum. With AVX2 each
 // group of 8 columns (counted from `first`) also keeps its first tap and its lanes relative to it,
-// built once per call instead of once per row; base -1 marks a group whose taps span more than 8
-// entries (a band shrunk, not enlarged), which takes the scalar code.
+// built once per call instead of once per row; base -1 marks a group whose taps span more than 16
+// entries (a band shrunk), which takes the scalar code.
 struct StitchBand {
     int first = 0, count = 0;
     std::vector<int32_t> lo, hi;
     std::vector<float> frac, weight;
     std::vector<int32_t> base;
+    std::vector<uint8_t> wide;  // the group's taps reach past 8 entries (at most 16: two registers)
+    bool any_wide = false, any_wide16 = false;  // so that bands without such groups skip the test
     std::vector<uint64_t> lanes_lo, lanes_hi;
 
     // With AVX-512, groups of 16 columns whose taps span at most 16 entries (a band enlarged) take one
@@ -490,6 +492,7 @@ struct StitchBand {
             if (hi[k + 15] - b > 31) continue;
             base16[g] = b;
             wide16[g] = hi[k + 15] - b > 15;
+            any_wide16 = any_wide16 || wide16[g];
             for (int j = 0; j < 16; ++j) {
                 lanes16_lo[g][j] = static_cast<uint8_t>(lo[k + j] - b);
                 lanes16_hi[g][j] = static_cast<uint8_t>(hi[k + j] - b);
@@ -500,12 +503,15 @@ struct StitchBand {
     void build_groups() {
         const int groups = count / 8;
         base.assign(static_cast<size_t>(groups), -1);
+        wide.assign(base.size(), 0);
         lanes_lo.assign(base.size(), 0);
         lanes_hi.assign(base.size(), 0);
         for (int g = 0; g < groups; ++g) {
             const int k = 8 * g, b = lo[k];
-            if (hi[k + 7] - b > 7) continue;
+            if (hi[k + 7] - b > 15) continue;
             base[g] = b;
+            wide[g] = hi[k + 7] - b > 7;
+            any_wide = any_wide || wide[g];
             for (int j = 0; j < 8; ++j) {
                 lanes_lo[g] |= static_cast<uint64_t>(lo[k + j] - b) << (8 * j);
                 lanes_hi[g] |= static_cast<uint64_t>(hi[k + j] - b) << (8 * j);
@@ -524,9 +530,9 @@ void hband(const float* row, const StitchBand& band, int k0, int k1, float* out)
 
 #ifdef ED_HAVE_AVX2_PATH
 // hband with the band's groups: the same arithmetic, op for op, so the same bits.
-template <bool Add>
-__attribute__((target("avx2"))) void hband_avx2(const float* row, const StitchBand& band, int k0, int k1,
-                                                float* out) {
+template <bool Add, bool Wide>
+__attribute__((target("avx2"))) void hband_avx2_groups(const float* row, const StitchBand& band, int k0, int k1,
+                                                       float* out) {
     int k = std::min(k1, (k0 + 7) / 8 * 8);
     hband<Add>(row, band, k0, k, out);
     for (; k + 8 <= k1; k += 8) {
@@ -538,7 +544,13 @@ __attribute__((target("avx2"))) void hband_avx2(const float* row, const StitchBa
         const __m256i l = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&band.lanes_lo[k / 8])));
         const __m256i h = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&band.lanes_hi[k / 8])));
         const __m256 v = _mm256_loadu_ps(row + b);
-        const __m256 a = _mm256_permutevar8x32_ps(v, l), d = _mm256_permutevar8x32_ps(v, h);
+        __m256 a = _mm256_permutevar8x32_ps(v, l), d = _mm256_permutevar8x32_ps(v, h);
+        if (Wide && band.wide[k / 8]) {  // lanes 8-15 from the next register (permutevar reads the low 3 bits)
+            const __m256 v1 = _mm256_loadu_ps(row + b + 8);
+            const __m256i seven = _mm256_set1_epi32(7);
+            a = _mm256_blendv_ps(a, _mm256_permutevar8x32_ps(v1, l), _mm256_castsi256_ps(_mm256_cmpgt_epi32(l, seven)));
+            d = _mm256_blendv_ps(d, _mm256_permutevar8x32_ps(v1, h), _mm256_castsi256_ps(_mm256_cmpgt_epi32(h, seven)));
+        }
         const __m256 val = _mm256_add_ps(a, _mm256_mul_ps(_mm256_sub_ps(d, a), _mm256_loadu_ps(band.frac.data() + k)));
         const __m256 term = _mm256_mul_ps(_mm256_loadu_ps(band.weight.data() + k), val);
         _mm256_storeu_ps(out + k, Add ? _mm256_add_ps(_mm256_loadu_ps(out + k), term) : term);
@@ -546,11 +558,20 @@ __attribute__((target("avx2"))) void hband_avx2(const float* row, const StitchBa
     hband<Add>(row, band, k, k1, out);
 }
 
+template <bool Add>
+__attribute__((target("avx2"))) void hband_avx2(const float* row, const StitchBand& band, int k0, int k1,
+                                                float* out) {
+    if (band.any_wide)
+        hband_avx2_groups<Add, true>(row, band, k0, k1, out);
+    else
+        hband_avx2_groups<Add, false>(row, band, k0, k1, out);
+}
+
 // hband_avx2 with groups of 16 columns in 512-bit registers; row carries 32 readable floats past
 // its last tap.
-template <bool Add>
-__attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512(const float* row, const StitchBand& band, int k0,
-                                                                  int k1, float* out) {
+template <bool Add, bool Wide>
+__attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512_groups(const float* row, const StitchBand& band,
+                                                                         int k0, int k1, float* out) {
     int k = std::min(k1, (k0 + 15) / 16 * 16);
     hband_avx2<Add>(row, band, k0, k, out);
     for (; k + 16 <= k1; k += 16) {
@@ -563,7 +584,7 @@ __attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512(const float* 
         const __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(band.lanes16_hi[k / 16].data())));
         const __m512 t0 = _mm512_loadu_ps(row + b);
         __m512 a, d;
-        if (band.wide16[k / 16]) {
+        if (Wide && band.wide16[k / 16]) {
             const __m512 t1 = _mm512_loadu_ps(row + b + 16);
             a = _mm512_permutex2var_ps(t0, l, t1);
             d = _mm512_permutex2var_ps(t0, h, t1);
@@ -576,6 +597,15 @@ __attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512(const float* 
         _mm512_storeu_ps(out + k, Add ? _mm512_add_ps(_mm512_loadu_ps(out + k), term) : term);
     }
     hband_avx2<Add>(row, band, k, k1, out);
+}
+
+template <bool Add>
+__attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512(const float* row, const StitchBand& band, int k0,
+                                                                  int k1, float* out) {
+    if (band.any_wide16)
+        hband_avx512_groups<Add, true>(row, band, k0, k1, out);
+    else
+        hband_avx512_groups<Add, false>(row, band, k0, k1, out);
 }
 #endif
 
