@@ -706,7 +706,8 @@ def test_every_instruction_set_gives_the_same_bits(tmp_path) -> None:
     # code. EDGEDEPTH_MAX_ISA caps a process at "scalar" or "avx2", so on one x86 machine every path
     # runs the same inputs and must give the same bits: crops that enlarge and shrink (0.5x, 2.4x:
     # 8 outputs within 32 entries, 4.7x: within 64, 12x: gathers), float16 in and out, the grid and
-    # the free-layout stitch of enlarged, shrunk and float16 tiles, the fused finishing pass with
+    # the free-layout stitch of enlarged, shrunk, near-size (groups reaching a second register) and
+    # float16 tiles, the fused finishing pass with
     # every special value, the joint upsampling of flat blocks and steps, and edge snapping.
     import os
     import subprocess
@@ -740,6 +741,7 @@ out = dict(
     map16=tiling.crop_resize(maps.astype(np.float16), [[0, 0, 150, 190]], (97, 60), dtype=np.float16),
     up=tiling.stitch(tiles, g.boxes, 700, 1300),
     down=tiling.stitch(shrunk, g.boxes, 700, 1300),
+    near=tiling.stitch(np.random.default_rng(3).uniform(1, 3, (12, 1, 260, 360)).astype(np.float32), g.boxes, 700, 1300),
     half=tiling.stitch(tiles.astype(np.float16), g.boxes, 700, 1300),
     free=tiling.stitch(tiles, free, 700, 1300),
     finished=np.stack(tiling.stitch_finish(special, g.boxes, 700, 1300, scale=1.5, valid_max=80.0)).astype(np.float32),
