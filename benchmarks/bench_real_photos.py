@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from edgedepth import Runtime, tiling
+    from edgedepth.atomic import atomic_write_text
 
     bundles = dict(b.split("=", 1) for b in args.bundle) or {"default": str(REPO / "edgedepth/assets/default.edgedepth")}
     photos = load_photos(args.photos)
@@ -129,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
              "AbsRel after median scaling; panels in each PNG: frame, ground truth, coarse, then each bundle's "
              "refined map (all median-scaled to the ground truth).", ""]
     table += [f"{b}: refined worse than coarse on {', '.join(w) if w else 'no photo'}" for b, w in worse.items()]
-    (args.out / "table.md").write_text("\n".join(table) + "\n")
-    (args.out / "figures.json").write_text(json.dumps(figures, indent=2))
+    atomic_write_text(args.out / "table.md", "\n".join(table) + "\n")
+    atomic_write_text(args.out / "figures.json", json.dumps(figures, indent=2))
     print("\n".join(table[-len(worse):]))
     return 0
 
