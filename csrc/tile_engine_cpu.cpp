@@ -284,27 +284,34 @@ __attribute__((target("avx2"))) void hweighted_avx2(const float* row, const int3
 // two-register permute (vpermt2ps) replaces each 8-lane gather. Same arithmetic, op for op, so the
 // same bits as the AVX2 and scalar code.
 
+#define ED_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi")))
+
+// The 16 RGB pixels at p (48 bytes, read with a masked load: no byte past them) as three planes of
+// 16 floats 0..255: rgb[0] red, rgb[1] green, rgb[2] blue. One vpermb gathers each channel's bytes.
+ED_AVX512 inline void rgb_planes16(const uint8_t* p, __m512* rgb) {
+    // bytes 0-15 the R of the 16 pixels (source bytes 0, 3, ..., 45), 16-31 their G, 32-47 their B
+    alignas(64) static constexpr uint8_t kOrder[64] = {0,  3,  6,  9,  12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 42, 45,
+                                                       1,  4,  7,  10, 13, 16, 19, 22, 25, 28, 31, 34, 37, 40, 43, 46,
+                                                       2,  5,  8,  11, 14, 17, 20, 23, 26, 29, 32, 35, 38, 41, 44, 47};
+    const __mmask64 bytes48 = (__mmask64{1} << 48) - 1;
+    const __m512i planes = _mm512_permutexvar_epi8(_mm512_load_si512(kOrder), _mm512_maskz_loadu_epi8(bytes48, p));
+    rgb[0] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(planes)));
+    rgb[1] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(planes, 1)));
+    rgb[2] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(planes, 2)));
+}
+
 // Rows a and b of interleaved RGB bytes (span pixels) blended vertically into three float planes
 // out, out + stride, out + 2 * stride: out[c * stride + k] = x + (y - x) * f of channel c, pixel k.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) void vblend_rgb_planar_avx512(
-    const uint8_t* a, const uint8_t* b, float f, float* out, int64_t stride, int span) {
-    // vpermb indices: bytes 0-15 the R of 16 pixels (source bytes 0, 3, ..., 45), 16-31 their G,
-    // 32-47 their B.
-    alignas(64) static constexpr uint8_t kOrder[64] = {0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 42, 45, 1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 34, 37, 40, 43, 46, 2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 32, 35, 38, 41, 44, 47, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-    const __m512i idx = _mm512_load_si512(kOrder);
+ED_AVX512 void vblend_rgb_planar_avx512(const uint8_t* a, const uint8_t* b, float f, float* out, int64_t stride,
+                                        int span) {
     const __m512 vf = _mm512_set1_ps(f);
-    const __mmask64 bytes48 = (__mmask64{1} << 48) - 1;  // a masked load reads only these 48 bytes
     int k = 0;
     for (; k + 16 <= span; k += 16) {
-        const __m512i ra = _mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(bytes48, a + 3 * static_cast<int64_t>(k)));
-        const __m512i rb = _mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(bytes48, b + 3 * static_cast<int64_t>(k)));
-        const __m128i ca[3] = {_mm512_castsi512_si128(ra), _mm512_extracti32x4_epi32(ra, 1), _mm512_extracti32x4_epi32(ra, 2)};
-        const __m128i cb[3] = {_mm512_castsi512_si128(rb), _mm512_extracti32x4_epi32(rb, 1), _mm512_extracti32x4_epi32(rb, 2)};
-        for (int c = 0; c < 3; ++c) {
-            const __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(ca[c]));
-            const __m512 y = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(cb[c]));
-            _mm512_storeu_ps(out + c * stride + k, _mm512_add_ps(x, _mm512_mul_ps(_mm512_sub_ps(y, x), vf)));
-        }
+        __m512 x[3], y[3];
+        rgb_planes16(a + 3 * static_cast<int64_t>(k), x);
+        rgb_planes16(b + 3 * static_cast<int64_t>(k), y);
+        for (int c = 0; c < 3; ++c)
+            _mm512_storeu_ps(out + c * stride + k, _mm512_add_ps(x[c], _mm512_mul_ps(_mm512_sub_ps(y[c], x[c]), vf)));
     }
     for (; k < span; ++k)
         for (int c = 0; c < 3; ++c) {
@@ -459,65 +466,48 @@ VMergeFn<In> pick_vmerge() {
     return vmerge<In>;
 }
 
+// Groups of W consecutive columns of a band (counted from its first column) whose taps span at most
+// 2W entries, for the vector code: each keeps its first tap (base; -1: the group spans more, a band
+// shrunk, and takes narrower code) and its lanes relative to it. Lanes reaching past W entries
+// (wide) need a second register; any_wide says whether any group does, so that bands without such
+// groups (every enlarged one) skip that test.
+template <int W>
+struct LaneGroups {
+    std::vector<int32_t> base;
+    std::vector<uint8_t> wide;
+    std::vector<std::array<uint8_t, W>> lanes_lo, lanes_hi;
+    bool any_wide = false;
+
+    void build(const std::vector<int32_t>& lo, const std::vector<int32_t>& hi, int count) {
+        const int groups = count / W;
+        base.assign(static_cast<size_t>(groups), -1);
+        wide.assign(base.size(), 0);
+        lanes_lo.assign(base.size(), {});
+        lanes_hi.assign(base.size(), {});
+        for (int g = 0; g < groups; ++g) {
+            const int k = W * g, b = lo[k], reach = hi[k + W - 1] - b;
+            if (reach >= 2 * W) continue;
+            base[g] = b;
+            wide[g] = reach >= W;
+            any_wide = any_wide || wide[g];
+            for (int j = 0; j < W; ++j) {
+                lanes_lo[g][j] = static_cast<uint8_t>(lo[k + j] - b);
+                lanes_hi[g][j] = static_cast<uint8_t>(hi[k + j] - b);
+            }
+        }
+    }
+};
+
 // One column band of a grid stitch: for the band's frame columns first..first+count-1, the taps
-// into its tiles' rows and the column window normalised by the column weight sum. With AVX2 each
-// group of 8 columns (counted from `first`) also keeps its first tap and its lanes relative to it,
-// built once per call instead of once per row; base -1 marks a group whose taps span more than 16
-// entries (a band shrunk), which takes the scalar code.
+// into its tiles' rows and the column window normalised by the column weight sum, and their lane
+// groups of 8 (AVX2) and 16 (AVX-512), built once per call instead of once per row. Two-register
+// groups of 16 are 3-7 % slower where one would do, hence the one-register path where it does.
 struct StitchBand {
     int first = 0, count = 0;
     std::vector<int32_t> lo, hi;
     std::vector<float> frac, weight;
-    std::vector<int32_t> base;
-    std::vector<uint8_t> wide;  // the group's taps reach past 8 entries (at most 16: two registers)
-    bool any_wide = false, any_wide16 = false;  // so that bands without such groups skip the test
-    std::vector<uint64_t> lanes_lo, lanes_hi;
-
-    // With AVX-512, groups of 16 columns whose taps span at most 16 entries (a band enlarged) take one
-    // load and two permutes, those within 32 (a band kept near its size, as in the joint upsampling's
-    // low-resolution stitch; wide16) two loads and two two-register permutes, 3-7 % slower where one
-    // would do; base16 -1 marks the others, which go as two groups of 8.
-    std::vector<int32_t> base16;
-    std::vector<uint8_t> wide16;
-    std::vector<std::array<uint8_t, 16>> lanes16_lo, lanes16_hi;
-
-    void build_groups16() {
-        const int groups = count / 16;
-        base16.assign(static_cast<size_t>(groups), -1);
-        wide16.assign(base16.size(), 0);
-        lanes16_lo.assign(base16.size(), {});
-        lanes16_hi.assign(base16.size(), {});
-        for (int g = 0; g < groups; ++g) {
-            const int k = 16 * g, b = lo[k];
-            if (hi[k + 15] - b > 31) continue;
-            base16[g] = b;
-            wide16[g] = hi[k + 15] - b > 15;
-            any_wide16 = any_wide16 || wide16[g];
-            for (int j = 0; j < 16; ++j) {
-                lanes16_lo[g][j] = static_cast<uint8_t>(lo[k + j] - b);
-                lanes16_hi[g][j] = static_cast<uint8_t>(hi[k + j] - b);
-            }
-        }
-    }
-
-    void build_groups() {
-        const int groups = count / 8;
-        base.assign(static_cast<size_t>(groups), -1);
-        wide.assign(base.size(), 0);
-        lanes_lo.assign(base.size(), 0);
-        lanes_hi.assign(base.size(), 0);
-        for (int g = 0; g < groups; ++g) {
-            const int k = 8 * g, b = lo[k];
-            if (hi[k + 7] - b > 15) continue;
-            base[g] = b;
-            wide[g] = hi[k + 7] - b > 7;
-            any_wide = any_wide || wide[g];
-            for (int j = 0; j < 8; ++j) {
-                lanes_lo[g] |= static_cast<uint64_t>(lo[k + j] - b) << (8 * j);
-                lanes_hi[g] |= static_cast<uint64_t>(hi[k + j] - b) << (8 * j);
-            }
-        }
-    }
+    LaneGroups<8> g8;
+    LaneGroups<16> g16;
 };
 
 // out[k] (+)= weight[k] * (row[lo[k]] + (row[hi[k]] - row[lo[k]]) * frac[k]) over the band's columns
@@ -536,16 +526,16 @@ __attribute__((target("avx2"))) void hband_avx2_groups(const float* row, const S
     int k = std::min(k1, (k0 + 7) / 8 * 8);
     hband<Add>(row, band, k0, k, out);
     for (; k + 8 <= k1; k += 8) {
-        const int32_t b = band.base[k / 8];
+        const int32_t b = band.g8.base[k / 8];
         if (b < 0) {
             hband<Add>(row, band, k, k + 8, out);
             continue;
         }
-        const __m256i l = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&band.lanes_lo[k / 8])));
-        const __m256i h = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&band.lanes_hi[k / 8])));
+        const __m256i l = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(band.g8.lanes_lo[k / 8].data())));
+        const __m256i h = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(band.g8.lanes_hi[k / 8].data())));
         const __m256 v = _mm256_loadu_ps(row + b);
         __m256 a = _mm256_permutevar8x32_ps(v, l), d = _mm256_permutevar8x32_ps(v, h);
-        if (Wide && band.wide[k / 8]) {  // lanes 8-15 from the next register (permutevar reads the low 3 bits)
+        if (Wide && band.g8.wide[k / 8]) {  // lanes 8-15 from the next register (permutevar reads the low 3 bits)
             const __m256 v1 = _mm256_loadu_ps(row + b + 8);
             const __m256i seven = _mm256_set1_epi32(7);
             a = _mm256_blendv_ps(a, _mm256_permutevar8x32_ps(v1, l), _mm256_castsi256_ps(_mm256_cmpgt_epi32(l, seven)));
@@ -561,7 +551,7 @@ __attribute__((target("avx2"))) void hband_avx2_groups(const float* row, const S
 template <bool Add>
 __attribute__((target("avx2"))) void hband_avx2(const float* row, const StitchBand& band, int k0, int k1,
                                                 float* out) {
-    if (band.any_wide)
+    if (band.g8.any_wide)
         hband_avx2_groups<Add, true>(row, band, k0, k1, out);
     else
         hband_avx2_groups<Add, false>(row, band, k0, k1, out);
@@ -575,16 +565,16 @@ __attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512_groups(const 
     int k = std::min(k1, (k0 + 15) / 16 * 16);
     hband_avx2<Add>(row, band, k0, k, out);
     for (; k + 16 <= k1; k += 16) {
-        const int32_t b = band.base16[k / 16];
+        const int32_t b = band.g16.base[k / 16];
         if (b < 0) {
             hband_avx2<Add>(row, band, k, k + 16, out);
             continue;
         }
-        const __m512i l = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(band.lanes16_lo[k / 16].data())));
-        const __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(band.lanes16_hi[k / 16].data())));
+        const __m512i l = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(band.g16.lanes_lo[k / 16].data())));
+        const __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(band.g16.lanes_hi[k / 16].data())));
         const __m512 t0 = _mm512_loadu_ps(row + b);
         __m512 a, d;
-        if (Wide && band.wide16[k / 16]) {
+        if (Wide && band.g16.wide[k / 16]) {
             const __m512 t1 = _mm512_loadu_ps(row + b + 16);
             a = _mm512_permutex2var_ps(t0, l, t1);
             d = _mm512_permutex2var_ps(t0, h, t1);
@@ -602,7 +592,7 @@ __attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512_groups(const 
 template <bool Add>
 __attribute__((target("avx512f,avx512vl,avx2"))) void hband_avx512(const float* row, const StitchBand& band, int k0,
                                                                   int k1, float* out) {
-    if (band.any_wide16)
+    if (band.g16.any_wide)
         hband_avx512_groups<Add, true>(row, band, k0, k1, out);
     else
         hband_avx512_groups<Add, false>(row, band, k0, k1, out);
@@ -631,16 +621,20 @@ void crop_rgb_cpu(const uint8_t* src, int src_h, int src_w, const double* boxes,
                   int out_w, const float* scale, const float* bias, Out* out, int threads) {
     const AxisTable ys(boxes, n, 0, out_h, src_h), xs(boxes, n, 1, out_w, src_w);
     const int64_t plane = static_cast<int64_t>(out_h) * out_w;
-    const HBlendAffineFn hblend_row = pick_hblend_affine();
     const VBlendU8Fn vblend_rows = pick_vblend_u8();
     [[maybe_unused]] const StoreRowFn store_half = pick_store_row();
 #ifdef ED_HAVE_AVX2_PATH
     const bool planar = has_avx512_vbmi();
+    const HBlendAffineFn hblend_row = planar ? hblend_affine_avx512 : pick_hblend_affine();
 #else
     const bool planar = false;
+    const HBlendAffineFn hblend_row = pick_hblend_affine();
 #endif
     // Planar rows: three planes of src_w floats and 64 readable ones past each (the permutes' loads).
+    // Row-buffer indices of the taps: pixel k of the span is entry k of each plane (planar) or
+    // entries 3k..3k+2 (interleaved).
     const int64_t stride = static_cast<int64_t>(src_w) + 64;
+    const int step = planar ? 1 : 3;
     parallel_for(static_cast<int64_t>(n) * out_h, threads, [&](int64_t begin, int64_t end) {
         std::vector<float> row(static_cast<size_t>(planar ? 3 * stride : static_cast<int64_t>(src_w) * 3));
         std::vector<int32_t> lo3(static_cast<size_t>(out_w)), hi3(static_cast<size_t>(out_w));
@@ -652,9 +646,6 @@ void crop_rgb_cpu(const uint8_t* src, int src_h, int src_w, const double* boxes,
             const int32_t* xhi = xs.hi.data() + static_cast<size_t>(b) * out_w;
             const float* fx = xs.frac.data() + static_cast<size_t>(b) * out_w;
             const int first = xlo[0], span = xhi[out_w - 1] - first + 1;  // taps grow with j
-            // Row-buffer indices of the taps: pixel k of the span is entry k of each plane (planar)
-            // or entries 3k..3k+2 (interleaved).
-            const int step = planar ? 1 : 3;
             if (b != cached_box) {
                 for (int j = 0; j < out_w; ++j) {
                     lo3[j] = (xlo[j] - first) * step;
@@ -674,12 +665,7 @@ void crop_rgb_cpu(const uint8_t* src, int src_h, int src_w, const double* boxes,
                 Out* o = out + (static_cast<int64_t>(b) * 3 + ch) * plane + static_cast<int64_t>(i) * out_w;
                 const float* buf = planar ? row.data() + ch * stride : row.data() + ch;
                 float* dst = std::is_same<Out, float>::value ? reinterpret_cast<float*>(o) : orow.data();
-#ifdef ED_HAVE_AVX2_PATH
-                if (planar)
-                    hblend_affine_avx512(buf, lo3.data(), hi3.data(), fx, scale[ch], bias[ch], dst, out_w);
-                else
-#endif
-                    hblend_row(buf, lo3.data(), hi3.data(), fx, scale[ch], bias[ch], dst, out_w);
+                hblend_row(buf, lo3.data(), hi3.data(), fx, scale[ch], bias[ch], dst, out_w);
                 if constexpr (!std::is_same<Out, float>::value) store_half(orow.data(), o, out_w);
             }
         }
@@ -909,11 +895,6 @@ bool is_grid(const double* boxes, int n, size_t row_bands, size_t col_bands) {
 
 // ---- joint bilateral upsampling
 
-// The range kernel: max((1 - t/16)^16, kJointFloor) for t = colour distance / (2 sigma^2) >= 0,
-// (1 - t/n)^n being the classic stand-in for exp(-t) (within 4 % of it where exp(-t) > 0.02).
-// Four multiplies instead of an exp: this loop computes four of them per output pixel, and a
-// vectorised polynomial exp made it three times slower. A NaN t (a non-finite guide colour, which
-// the caller may hand us) takes the floor.
 // Squared colour distance and a four-term weighted sum with fused multiply-adds (one rounding each),
 // the same operations as the vector code's, so every instruction set gives the same bits.
 inline float colour_d2(float r, float g, float b, float pr, float pg, float pb) {
@@ -925,6 +906,11 @@ inline float weighted4(float w0, float w1, float w2, float w3, float v0, float v
     return std::fma(w3, v3, std::fma(w2, v2, std::fma(w1, v1, w0 * v0)));
 }
 
+// The range kernel: max((1 - t/16)^16, kJointFloor) for t = colour distance / (2 sigma^2) >= 0,
+// (1 - t/n)^n being the classic stand-in for exp(-t) (within 4 % of it where exp(-t) > 0.02).
+// Four multiplies instead of an exp: this loop computes four of them per output pixel, and a
+// vectorised polynomial exp made it three times slower. A NaN t (a non-finite guide colour, which
+// the caller may hand us) takes the floor.
 inline float range_weight(float t) {
     float u = std::fma(-t, 0.0625f, 1.0f);  // 1 - t/16 in one rounding, as the vector code's fnmadd
     u = u > 0.0f ? u : 0.0f;
@@ -1058,9 +1044,10 @@ __attribute__((target("avx2,fma"))) inline __m256 weighted4_8(__m256 w0, __m256 
 }
 
 // joint_row_impl with intrinsics, 8 pixels per step, op for op the scalar arithmetic (its fused
-// multiply-adds where the scalar code calls std::fma), so the same bits. The compiler's own vectorisation of that loop unrolls it 32 pixels wide to de-interleave
-// the RGB bytes and spills; here each 128-bit lane takes 4 pixels (12 bytes) and one byte shuffle per
-// channel widens them to 32-bit integers. The two 16-byte loads reach 4 bytes past the 8 pixels, so
+// multiply-adds where the scalar code calls std::fma), so the same bits. The compiler's own
+// vectorisation of that loop unrolls it 32 pixels wide to de-interleave the RGB bytes and spills;
+// here each 128-bit lane takes 4 pixels (12 bytes) and one byte shuffle per channel widens them to
+// 32-bit integers. The two 16-byte loads reach 4 bytes past the 8 pixels, so
 // the last pixels of the row (and rows narrower than 10) take the scalar loop.
 // Columns [x0, width).
 __attribute__((target("avx2,fma"))) void joint_row_avx2_from(const float* a, const float* b, const uint8_t* img,
@@ -1121,7 +1108,6 @@ __attribute__((target("avx2,fma"))) void joint_row_avx2(const float* a, const fl
 #endif
 
 #ifdef ED_HAVE_AVX2_PATH
-#define ED_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi")))
 ED_AVX512 inline __m512 range_weight16(__m512 t) {
     __m512 u = _mm512_max_ps(_mm512_fnmadd_ps(t, _mm512_set1_ps(0.0625f), _mm512_set1_ps(1.0f)), _mm512_setzero_ps());
     u = _mm512_mul_ps(u, u);
@@ -1144,13 +1130,10 @@ ED_AVX512 inline __m512 weighted4_16(__m512 w0, __m512 w1, __m512 w2, __m512 w3,
 }
 
 // joint_row_avx2 16 pixels per step: the same operations in the same order (the same bits); the RGB
-// bytes of 16 pixels split into planes by one byte permute.
+// bytes of 16 pixels split into planes by one byte permute (rgb_planes16).
 ED_AVX512 void joint_row_avx512(const float* a, const float* b, const uint8_t* img, const float* fx, float fy,
                                 float inv2s2, int width, float* out) {
     const int64_t W = width;
-    alignas(64) static constexpr uint8_t kOrder[64] = {0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 42, 45, 1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 34, 37, 40, 43, 46, 2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 32, 35, 38, 41, 44, 47, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-    const __m512i order = _mm512_load_si512(kOrder);
-    const __mmask64 bytes48 = (__mmask64{1} << 48) - 1;
     const __m512 k255 = _mm512_set1_ps(1.0f / 255.0f), one = _mm512_set1_ps(1.0f), s2 = _mm512_set1_ps(inv2s2);
     const __m512 vfy = _mm512_set1_ps(fy), vgy = _mm512_set1_ps(1.0f - fy);
     int x = 0;
@@ -1168,10 +1151,9 @@ ED_AVX512 void joint_row_avx512(const float* a, const float* b, const uint8_t* i
             _mm512_storeu_ps(out + x, bil);
             continue;
         }
-        const __m512i planes = _mm512_permutexvar_epi8(order, _mm512_maskz_loadu_epi8(bytes48, img + 3 * static_cast<int64_t>(x)));
-        const __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(planes))), k255);
-        const __m512 g = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(planes, 1))), k255);
-        const __m512 bl = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(planes, 2))), k255);
+        __m512 rgb[3];
+        rgb_planes16(img + 3 * static_cast<int64_t>(x), rgb);
+        const __m512 r = _mm512_mul_ps(rgb[0], k255), g = _mm512_mul_ps(rgb[1], k255), bl = _mm512_mul_ps(rgb[2], k255);
         const __m512 d00 = colour_d2_16(r, g, bl, a + 2 * W + x, a + 4 * W + x, a + 6 * W + x);
         const __m512 d01 = colour_d2_16(r, g, bl, a + 3 * W + x, a + 5 * W + x, a + 7 * W + x);
         const __m512 d10 = colour_d2_16(r, g, bl, b + 2 * W + x, b + 4 * W + x, b + 6 * W + x);
@@ -1256,8 +1238,8 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
                 sb.frac[k] = t.frac;
                 sb.weight[k] = static_cast<float>(window_profile(u, kind) / colsum[sb.first + k]);
             }
-            sb.build_groups();
-            sb.build_groups16();
+            sb.g8.build(sb.lo, sb.hi, sb.count);
+            sb.g16.build(sb.lo, sb.hi, sb.count);
         }
         const VMergeFn<In> vmerge_rows = pick_vmerge<In>();
         const HBandFn<true> hband_add = pick_hband<true>();
