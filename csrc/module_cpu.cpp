@@ -58,7 +58,7 @@ py::array output_for(const py::object& out, const py::array& src, bool half, std
     if (dtype_of(o) != (half ? DType::F16 : DType::F32)) fail(std::string("out must be ") + (half ? "float16" : "float32"));
     const std::vector<py::ssize_t> want(shape);
     if (o.ndim() != static_cast<py::ssize_t>(want.size()) || !std::equal(want.begin(), want.end(), o.shape()))
-        fail("out has the wrong shape for these boxes and out_size");
+        fail("out has the wrong shape for these arguments");
     if (!(o.flags() & py::array::c_style)) fail("out must be C-contiguous");
     if (!o.writeable()) fail("out must be writeable");
     const auto* s0 = static_cast<const char*>(src.data());

@@ -492,15 +492,19 @@ def crop_resize(src: Any, boxes: Any, out_size: Sequence[int], *, mean: Any = No
     arr = np.ascontiguousarray(arr)
     if native.cpu is None:
         _fallback("crop_resize")
-        got = tiling_reference.crop_resize(arr, bx, (out_h, out_w), mean=m if kind == "uint8" else None,
-                                           std=s if kind == "uint8" else None, dtype=out_dt)
-        if out is None:
-            return got
-        np.copyto(out, got)
-        return out
+        return _into(out, tiling_reference.crop_resize(arr, bx, (out_h, out_w), mean=m if kind == "uint8" else None,
+                                                       std=s if kind == "uint8" else None, dtype=out_dt))
     if kind == "uint8":
         return native.cpu.crop_rgb(arr, bx, out_h, out_w, scale, bias, half, nthreads, out)
     return native.cpu.crop_map(arr, bx, out_h, out_w, half, nthreads, out)
+
+
+def _into(out: Optional[np.ndarray], got: np.ndarray) -> np.ndarray:
+    """The reference engine's result, copied into the caller's out= array when one was given."""
+    if out is None:
+        return got
+    np.copyto(out, got)
+    return out
 
 
 def _check_out(out: Any, shape: tuple, dtype: Any, src: np.ndarray) -> None:
@@ -578,11 +582,7 @@ def stitch(tiles: Any, boxes: Any, height: int, width: int, window: str = "cosin
     arr = np.ascontiguousarray(arr)
     if native.cpu is None:
         _fallback("stitch")
-        got = tiling_reference.stitch(arr, bx, height, width, window)
-        if out is None:
-            return got
-        np.copyto(out, got)
-        return out
+        return _into(out, tiling_reference.stitch(arr, bx, height, width, window))
     return native.cpu.stitch(arr, bx, height, width, k, nthreads, out)
 
 
