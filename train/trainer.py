@@ -315,7 +315,7 @@ class Trainer:
         # disable=None: a bar on a terminal, nothing in a log file
         bar = tqdm(total=t.steps, initial=self.step, disable=True if not (main and t.progress) else None,
                    desc=f"{cfg.name} [{t.stage}]", dynamic_ncols=True, leave=True)
-        sums: dict[str, float] = {}
+        sums: dict[str, float | torch.Tensor] = {}  # on the device until a log reads them
         count = 0
         last_val: dict[str, float] = {}
         tick = time.perf_counter()
@@ -329,7 +329,7 @@ class Trainer:
             micro_parts, grad_norm = self.optimizer_step(batches)
             for parts in micro_parts:
                 for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    sums[k] = sums.get(k, 0.0) + v
                 count += 1
             self.elapsed = time.perf_counter() - loop_start
             if t.max_minutes > 0 and self.dist.enabled:  # one clock for all ranks: one learning rate
@@ -340,8 +340,8 @@ class Trainer:
             last_step = self.step == t.steps or self._budget_spent()
 
             if self.step % t.log_every == 0 or last_step:
-                tiles = sums.pop("tiles", 0.0) * self.dist.world_size  # summed, not averaged
-                logs = {f"train/{k}": v / count for k, v in sums.items()}
+                tiles = float(sums.pop("tiles", 0.0)) * self.dist.world_size  # summed, not averaged
+                logs = {f"train/{k}": float(v) / count for k, v in sums.items()}
                 logs = distributed.all_reduce_mean(logs, self.dist, self.device)
                 elapsed = time.perf_counter() - tick
                 steps = max(1, count // t.grad_accum)

@@ -19,7 +19,9 @@ class Stage:
     """One training stage. The trainer optimises ``trainable`` on the items of ``items(source)`` and
     calls, per micro-batch, ``train_step(model, batch) -> (loss, parts)`` where ``model`` is
     ``trainable`` (possibly DDP-wrapped, so forward passes must go through it) and ``parts`` holds
-    floats for logging (``parts["loss"]`` the total; ``parts["tiles"]`` refiner tiles seen, if any).
+    numbers for logging, floats or detached 0-dim tensors (``parts["loss"]`` the total;
+    ``parts["tiles"]`` refiner tiles seen, if any): the trainer reads tensors on the host only when
+    it logs, since a read per part per step would make every step wait for the device.
     ``validate_batch`` gets one whole frame (``image`` (1, H, W, 3) uint8, ``depth``, ``reliable``)."""
 
     name: str = ""

@@ -35,7 +35,7 @@ class CoarseStage(Stage):
         pred = resize_maps(depth.float(), tuple(batch["depth"].shape[-2:]))
         loss = self.cfg.loss.weight * self.depth_term(pred, batch["depth"], self.loss_mask(batch["valid"],
                                                                                            batch["reliable"]))
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": loss.detach()}
 
     def validate_batch(self, batch: dict) -> dict[str, float]:
         image, gt, reliable = frame_arrays(batch)

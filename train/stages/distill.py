@@ -70,5 +70,5 @@ class DistillStage(RefinerStage):
                        detail=lc.detail, **self._detail_kwargs(pred_gt, at_gt(tiles.rgb, tiles), gen))
         cons = gpct_term(pred, tiles)
         loss = lc.weight * dsd + lc.gpct * cons
-        return loss, {"dsd": float(dsd.detach()), "gpct": float(cons.detach()), "loss": float(loss.detach()),
+        return loss, {"dsd": dsd.detach(), "gpct": cons.detach(), "loss": loss.detach(),
                       "tiles": float(pred.shape[0])}

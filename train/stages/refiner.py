@@ -202,7 +202,7 @@ class NoisyPretrainStage(_RefinerStageBase):
         pred = model(batch["image"], prior, *noise).float()
         loss = self.cfg.loss.weight * self.depth_term(pred, batch["depth"], self.loss_mask(batch["valid"],
                                                                                            batch["reliable"]))
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
     def validate_batch(self, batch: dict) -> dict[str, float]:
@@ -241,27 +241,27 @@ class RefinerStage(_RefinerStageBase):
         pred = out["depth"].float()
         mask = self.loss_mask(tiles.valid, tiles.reliable)
         lc = self.cfg.loss
-        parts: dict[str, float] = {}
+        parts: dict[str, float | torch.Tensor] = {}
         if lc.bfm:
             keep = bfm_mask(at_gt(tiles.coarse, tiles), tiles.gt, tiles.valid)
             # How BFM does its job where the source knows the truth: the share of unreliable pixels
             # it drops (it exists for them) and of reliable ones it drops (correct ground truth lost).
             unreliable, reliable = tiles.valid & ~tiles.reliable, tiles.valid & tiles.reliable
             if bool(unreliable.any()):
-                parts["bfm_unreliable_dropped"] = float((~keep & unreliable).sum() / unreliable.sum())
-            parts["bfm_reliable_dropped"] = float((~keep & reliable).sum() / reliable.sum().clamp_min(1))
+                parts["bfm_unreliable_dropped"] = (~keep & unreliable).sum() / unreliable.sum()
+            parts["bfm_reliable_dropped"] = (~keep & reliable).sum() / reliable.sum().clamp_min(1)
             mask = mask & keep
         sup = self.depth_term(at_gt(pred, tiles), tiles.gt, mask)
         loss = lc.weight * sup
-        parts.update(depth=float(sup.detach()), kept=float(mask.float().mean()))
+        parts.update(depth=sup.detach(), kept=mask.float().mean())
         if lc.c2f > 0 and "c2f_depth" in out:
             c2f = self.depth_term(at_gt(out["c2f_depth"].float(), tiles), tiles.gt, mask)
             loss = loss + lc.c2f * c2f
-            parts["c2f"] = float(c2f.detach())
+            parts["c2f"] = c2f.detach()
         if lc.gpct > 0:
             cons = gpct_term(pred, tiles)
             loss = loss + lc.gpct * cons
-            parts["gpct"] = float(cons.detach())
-        parts["loss"] = float(loss.detach())
+            parts["gpct"] = cons.detach()
+        parts["loss"] = loss.detach()
         parts["tiles"] = float(pred.shape[0])
         return loss, parts
