@@ -617,7 +617,7 @@ def joint_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.nda
     (h, w))[0]``), None = made so here; image (H, W, 3) uint8 RGB, the frame. Each output pixel blends its 2x2 bilinear
     taps weighted by how close their guide colour is to its own (``tiling_reference.joint_upsample``;
     sigma: colour distance scale, 0..1 per channel, >= 0.001), so a depth edge lands on the image
-    edge instead of being smeared across the shrink factor; taps whose depths agree within 1 % take
+    edge instead of being smeared across the shrink factor; taps whose depths agree within 2 % take
     the plain bilinear blend. -> (depth (H, W) float32 metres,
     valid (H, W) bool), finished as :func:`finish` does with ``scale`` and ``valid_max``.
     """

@@ -126,7 +126,7 @@ def stitch(tiles: np.ndarray, boxes: np.ndarray, height: int, width: int,
 
 JOINT_FLOOR = 1e-4  # csrc kJointFloor: the least range weight, so that every pixel normalises
 #: csrc kJointFlat: taps whose depths agree within this share of the least take the bilinear blend.
-JOINT_FLAT = 0.01
+JOINT_FLAT = 0.02
 #: Ways tiles become the full-resolution map (``edgedepth.tiling.Tiling.upsample``).
 UPSAMPLING = ("bilinear", "joint_bilateral")
 #: Smallest colour scale of the joint upsampling (below it every range weight is at the floor).
