@@ -1082,6 +1082,8 @@ __attribute__((target("avx2,fma"))) void joint_row_avx2_from(const float* a, con
             continue;
         }
         const uint8_t* p = img + 3 * static_cast<int64_t>(x);
+        _mm_prefetch(reinterpret_cast<const char*>(p + 3 * W), _MM_HINT_T0);  // as joint_row_avx512 does
+        _mm_prefetch(reinterpret_cast<const char*>(p + 3 * W + 23), _MM_HINT_T0);
         const __m256i bytes = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 12)), 1);
