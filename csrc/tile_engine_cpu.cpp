@@ -1,5 +1,7 @@
 #include "tile_engine_cpu.hpp"
 
+#include "grid_layout.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -724,21 +726,6 @@ void window_cpu(int h, int w, Window kind, float* out) {
 
 namespace {
 
-// Sums, per frame pixel along one axis, the window of each distinct band (start, length) of the
-// boxes (coordinate 0 = y, 1 = x); `bands` returns how many distinct bands there are.
-std::vector<double> band_weight_sums(const double* boxes, int n, int coord, int len, Window kind, size_t* bands) {
-    std::vector<std::pair<double, double>> distinct(static_cast<size_t>(n));
-    for (int b = 0; b < n; ++b) distinct[b] = {boxes[4 * b + coord], boxes[4 * b + coord + 2]};
-    std::sort(distinct.begin(), distinct.end());
-    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
-    *bands = distinct.size();
-    std::vector<double> sums(static_cast<size_t>(len), 0.0);
-    for (const auto& band : distinct)
-        for (int p = stitch_first(band.first, len); p < stitch_stop(band.first, band.second, len); ++p)
-            sums[p] += window_profile(stitch_u(band.first, band.second, p), kind);
-    return sums;
-}
-
 // The finishing pass over n values. Branch-free on restrict-qualified pointers so it vectorises (a
 // uint8_t store may alias anything, so through other pointers every store would force reloads);
 // |x| <= FLT_MAX is isfinite in a form that does.
@@ -881,17 +868,6 @@ struct RowWriter {
 #endif
     }
 };
-
-// True when the boxes are a grid: every row band crossed with every column band exactly once.
-// Then the weight sum at (y, x) is rowsum(y) * colsum(x), so each box's weights can be
-// normalised once per axis (the rule tiling_torch.stitch uses).
-bool is_grid(const double* boxes, int n, size_t row_bands, size_t col_bands) {
-    if (static_cast<size_t>(n) != row_bands * col_bands) return false;
-    std::vector<std::array<double, 4>> sorted(static_cast<size_t>(n));
-    for (int b = 0; b < n; ++b) sorted[b] = {boxes[4 * b], boxes[4 * b + 1], boxes[4 * b + 2], boxes[4 * b + 3]};
-    std::sort(sorted.begin(), sorted.end());
-    return std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
-}
 
 // ---- joint bilateral upsampling
 
@@ -1221,10 +1197,7 @@ JointRowFn pick_joint_row() {
 template <typename In>
 void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* boxes, int height,
                 int width, Window kind, float* out, int threads, const Finish* finish) {
-    size_t row_bands = 0, col_bands = 0;
-    const std::vector<double> rowsum = band_weight_sums(boxes, n, 0, height, kind, &row_bands);
-    const std::vector<double> colsum = band_weight_sums(boxes, n, 1, width, kind, &col_bands);
-    const bool grid = is_grid(boxes, n, row_bands, col_bands);
+    const GridLayout layout = grid_layout(boxes, n);
     const int64_t plane = static_cast<int64_t>(height) * width;
     const int64_t tile_plane = static_cast<int64_t>(th) * tw;
     const FinishFn finish_row = pick_finish();
@@ -1236,23 +1209,13 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
     // resolution, their row bands weighted and summed there (one tile row per column band, however
     // many row bands overlap at y), and each column band is then expanded once to the frame: no
     // weight sum, no per-pixel divide, no second pass over the row.
-    if (grid) {
-        auto distinct_bands = [&](int coord) {
-            std::vector<std::pair<double, double>> v(static_cast<size_t>(n));
-            for (int b = 0; b < n; ++b) v[b] = {boxes[4 * b + coord], boxes[4 * b + coord + 2]};
-            std::sort(v.begin(), v.end());
-            v.erase(std::unique(v.begin(), v.end()), v.end());
-            return v;
-        };
-        const auto row_band = distinct_bands(0), col_band = distinct_bands(1);
+    if (layout.is_grid()) {
+        const std::vector<Band>& row_band = layout.rows;
+        const std::vector<Band>& col_band = layout.cols;
+        const std::vector<int>& box_at = layout.box_at;
         const int rows = static_cast<int>(row_band.size()), cols = static_cast<int>(col_band.size());
-        std::vector<int> box_at(static_cast<size_t>(rows) * cols);
-        auto index_of = [](const std::vector<std::pair<double, double>>& v, double start, double len) {
-            return static_cast<int>(std::lower_bound(v.begin(), v.end(), std::make_pair(start, len)) - v.begin());
-        };
-        for (int b = 0; b < n; ++b)
-            box_at[static_cast<size_t>(index_of(row_band, boxes[4 * b], boxes[4 * b + 2])) * cols
-                   + index_of(col_band, boxes[4 * b + 1], boxes[4 * b + 3])] = b;
+        const std::vector<double> rowsum = band_weight_sums(row_band, height, kind);
+        const std::vector<double> colsum = band_weight_sums(col_band, width, kind);
         // Sorted by start, the bands' first columns never decrease: the columns a row holds so far are
         // one prefix [0, written), so a band stores where it is first and adds where it overlaps,
         // and only columns no band covers are zero-filled.

@@ -3,6 +3,7 @@
 #include <mutex>
 #include <vector>
 
+#include "grid_stitch.hpp"
 #include "tile_math.hpp"
 
 namespace edgedepth {
@@ -145,6 +146,29 @@ __global__ void stitch_kernel(const In* __restrict__ tiles, int n, int c, int th
     }
 }
 
+// The grid stitch (grid_stitch.hpp): per-axis tables, then one thread per output pixel. The band and
+// box tables are __grid_constant__ so that the functions can take them by reference without each
+// thread copying them to local memory.
+__global__ void grid_axis_kernel(const __grid_constant__ GridBands bands, int nb, int tile_len, int frame_len, int kind, GridEntry* table) {
+    ED_GRID_STRIDE(idx, frame_len) {
+        grid_axis_entries(bands, nb, tile_len, frame_len, static_cast<Window>(kind), static_cast<int>(idx),
+                          table + idx * kGridCover);
+    }
+}
+
+template <typename In>
+__global__ void grid_stitch_kernel(const In* __restrict__ tiles, int c, int th, int tw,
+                                   const __grid_constant__ GridBoxes boxes, int cols,
+                                   const GridEntry* __restrict__ ytab, const GridEntry* __restrict__ xtab, int height,
+                                   int width, float* __restrict__ out) {
+    const int64_t plane = static_cast<int64_t>(height) * width;
+    ED_GRID_STRIDE(idx, plane) {
+        const GridEntry* ye = ytab + (idx / width) * kGridCover;
+        const GridEntry* xe = xtab + (idx % width) * kGridCover;
+        for (int ch = 0; ch < c; ++ch) out[ch * plane + idx] = grid_stitch_pixel(tiles, c, th, tw, boxes, cols, ye, xe, ch);
+    }
+}
+
 // Boxes travel to the device as kernel arguments, kBoxChunk at a time (2 KiB, inside the 4 KiB
 // every architecture accepts): the driver copies arguments at launch, so no host buffer has to
 // outlive the call and nothing waits, as a cudaMemcpyAsync from pageable memory may.
@@ -189,25 +213,26 @@ cudaError_t module_pool(cudaMemPool_t* pool) {
     return cudaSuccess;
 }
 
-// Stream-ordered scratch: the boxes plus two sample tables, from the module's pool. release()
+// Stream-ordered scratch: the boxes plus two tables of entries E, from the module's pool. release()
 // frees it in stream order and reports the result; the destructor frees on error paths only.
+template <typename E>
 struct Scratch {
     void* base = nullptr;
     cudaStream_t stream;
     double* boxes = nullptr;
-    Entry* ytab = nullptr;
-    Entry* xtab = nullptr;
+    E* ytab = nullptr;
+    E* xtab = nullptr;
 
     cudaError_t init(const double* host_boxes, int n, int64_t y_entries, int64_t x_entries, cudaStream_t s) {
         stream = s;
         const size_t box_bytes = static_cast<size_t>(n) * 4 * sizeof(double);
-        const size_t total = box_bytes + static_cast<size_t>(y_entries + x_entries) * sizeof(Entry);
+        const size_t total = box_bytes + static_cast<size_t>(y_entries + x_entries) * sizeof(E);
         cudaMemPool_t pool;
         cudaError_t err = module_pool(&pool);
         if (err != cudaSuccess) return err;
         if ((err = cudaMallocFromPoolAsync(&base, total, pool, stream)) != cudaSuccess) return err;
         boxes = static_cast<double*>(base);
-        ytab = reinterpret_cast<Entry*>(static_cast<char*>(base) + box_bytes);
+        ytab = reinterpret_cast<E*>(static_cast<char*>(base) + box_bytes);
         xtab = ytab + y_entries;
         for (int first = 0; first < n; first += kBoxChunk) {
             const int count = n - first < kBoxChunk ? n - first : kBoxChunk;
@@ -236,7 +261,7 @@ struct Scratch {
     } while (0)
 
 template <typename Out>
-void launch_crop_rgb(const uint8_t* src, int src_w, const Scratch& s, int n, int out_h, int out_w,
+void launch_crop_rgb(const uint8_t* src, int src_w, const Scratch<Entry>& s, int n, int out_h, int out_w,
                      const Affine3& a, void* out, cudaStream_t stream) {
     const int64_t total = static_cast<int64_t>(n) * out_h * out_w;
     crop_rgb_kernel<Out><<<blocks_for(total), kBlock, 0, stream>>>(src, src_w, s.ytab, s.xtab, n, out_h, out_w, a,
@@ -244,7 +269,7 @@ void launch_crop_rgb(const uint8_t* src, int src_w, const Scratch& s, int n, int
 }
 
 template <typename In, typename Out>
-void launch_crop_map(const void* src, int c, int src_h, int src_w, const Scratch& s, int n, int out_h, int out_w,
+void launch_crop_map(const void* src, int c, int src_h, int src_w, const Scratch<Entry>& s, int n, int out_h, int out_w,
                      void* out, cudaStream_t stream) {
     const int64_t total = static_cast<int64_t>(n) * c * out_h * out_w;
     crop_map_kernel<In, Out><<<blocks_for(total), kBlock, 0, stream>>>(
@@ -256,7 +281,7 @@ void launch_crop_map(const void* src, int c, int src_h, int src_w, const Scratch
 cudaError_t crop_rgb_cuda(const uint8_t* src, int src_h, int src_w, const double* boxes, int n, int out_h,
                           int out_w, const float* scale, const float* bias, void* out, bool half,
                           cudaStream_t stream) {
-    Scratch s;
+    Scratch<Entry> s;
     cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream);
     if (err != cudaSuccess) return err;
     crop_table_kernel<<<blocks_for(int64_t{n} * out_h), kBlock, 0, stream>>>(s.boxes, n, 0, out_h, src_h, s.ytab);
@@ -278,7 +303,7 @@ cudaError_t crop_rgb_cuda(const uint8_t* src, int src_h, int src_w, const double
 
 cudaError_t crop_map_cuda(const void* src, bool src_half, int c, int src_h, int src_w, const double* boxes,
                           int n, int out_h, int out_w, void* out, bool half, cudaStream_t stream) {
-    Scratch s;
+    Scratch<Entry> s;
     cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream);
     if (err != cudaSuccess) return err;
     crop_table_kernel<<<blocks_for(int64_t{n} * out_h), kBlock, 0, stream>>>(s.boxes, n, 0, out_h, src_h, s.ytab);
@@ -302,9 +327,41 @@ cudaError_t window_cuda(int h, int w, int kind, float* out, cudaStream_t stream)
     return cudaGetLastError();
 }
 
+namespace {
+
+// The grid stitch when the layout allows it (*taken false otherwise, nothing launched).
+cudaError_t stitch_grid_cuda(const void* tiles, bool tiles_half, int n, int c, int th, int tw, const double* boxes,
+                             int height, int width, int kind, float* out, cudaStream_t stream, bool* taken) {
+    GridPlan plan;
+    *taken = grid_stitch_plan(boxes, n, height, width, &plan);
+    if (!*taken) return cudaSuccess;
+    Scratch<GridEntry> s;
+    cudaError_t err = s.init(nullptr, 0, int64_t{kGridCover} * height, int64_t{kGridCover} * width, stream);
+    if (err != cudaSuccess) return err;
+    grid_axis_kernel<<<blocks_for(height), kBlock, 0, stream>>>(plan.rows, plan.nrows, th, height, kind, s.ytab);
+    ED_LAUNCHED();
+    grid_axis_kernel<<<blocks_for(width), kBlock, 0, stream>>>(plan.cols, plan.ncols, tw, width, kind, s.xtab);
+    ED_LAUNCHED();
+    const int64_t total = static_cast<int64_t>(height) * width;
+    if (tiles_half)
+        grid_stitch_kernel<uint16_t><<<blocks_for(total), kBlock, 0, stream>>>(
+            static_cast<const uint16_t*>(tiles), c, th, tw, plan.boxes, plan.ncols, s.ytab, s.xtab, height, width, out);
+    else
+        grid_stitch_kernel<float><<<blocks_for(total), kBlock, 0, stream>>>(
+            static_cast<const float*>(tiles), c, th, tw, plan.boxes, plan.ncols, s.ytab, s.xtab, height, width, out);
+    ED_LAUNCHED();
+    return s.release();
+}
+
+}  // namespace
+
 cudaError_t stitch_cuda(const void* tiles, bool tiles_half, int n, int c, int th, int tw, const double* boxes,
                         int height, int width, int kind, float* out, cudaStream_t stream) {
-    Scratch s;
+    bool grid = false;
+    const cudaError_t grid_err =
+        stitch_grid_cuda(tiles, tiles_half, n, c, th, tw, boxes, height, width, kind, out, stream, &grid);
+    if (grid) return grid_err;
+    Scratch<Entry> s;
     cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * height, static_cast<int64_t>(n) * width, stream);
     if (err != cudaSuccess) return err;
     stitch_table_kernel<<<blocks_for(int64_t{n} * height), kBlock, 0, stream>>>(s.boxes, n, 0, th, height, kind, s.ytab);

@@ -78,6 +78,25 @@ def test_window_and_stitch(kind: str) -> None:
     np.testing.assert_array_equal(win.cpu().numpy(), ref.window(13, 17, kind))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_grid_stitch_gives_the_cpu_engines_bits(dtype) -> None:
+    # Grids take the grid kernel (csrc/grid_stitch.hpp), whose arithmetic is the CPU engine's.
+    g = TileGrid(2160 // 4, 3840 // 4, 4, 4, 34)
+    tiles = np.random.default_rng(6).uniform(0.5, 80, (len(g), 2, 128, 224)).astype(dtype)
+    got = _on_stream(lambda: tiling.stitch(torch.from_numpy(tiles).to(DEV), g.boxes, g.height, g.width, "cosine"))
+    np.testing.assert_array_equal(got.cpu().numpy(), tiling.stitch(tiles, g.boxes, g.height, g.width, "cosine"))
+
+
+def test_layouts_that_are_not_grids_take_the_general_kernel() -> None:
+    rng = np.random.default_rng(7)
+    tiles = rng.random((4, 1, 12, 16)).astype(np.float32)
+    scattered = np.array([[0.0, 0, 40, 60], [10, 25, 30, 35], [20, 5, 20, 50], [0, 30, 40, 30]])
+    thick = np.array([[0.0, 0, 25, 60], [8, 0, 25, 60], [15, 0, 25, 60], [0, 0, 40, 60]])  # 4 row bands over y = 20
+    for boxes in (scattered, thick):
+        got = _on_stream(lambda: tiling.stitch(torch.from_numpy(tiles).to(DEV), boxes, 40, 60, "cosine"))
+        np.testing.assert_allclose(got.cpu().numpy(), ref.stitch(tiles, boxes, 40, 60, "cosine"), rtol=0, atol=1e-5)
+
+
 def test_stitching_crops_gives_the_image_back_on_device() -> None:
     g = TileGrid(2160 // 8, 3840 // 8, 4, 4, 17)
     img = torch.rand(1, g.height, g.width, device=DEV)

@@ -1,0 +1,78 @@
+"""The CUDA engine's grid stitch (csrc/grid_stitch.hpp), run on the host: it must give the CPU engine's
+bits on every grid it takes and refuse every layout it does not, so that its kernels' arithmetic is
+checked where no GPU is (tests/cuda runs the kernels themselves on a GPU)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgedepth import native, tiling
+from edgedepth.tiling import TileGrid
+
+ROOT = Path(__file__).resolve().parents[1]
+CXX = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+pytestmark = [pytest.mark.skipif(CXX is None, reason="no C++ compiler"),
+              pytest.mark.skipif(native.cpu is None, reason="native CPU engine not built")]
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory) -> Path:
+    exe = tmp_path_factory.mktemp("grid") / "grid_stitch_host"
+    # -ffp-contract=off: the CUDA module is built with -fmad=false, the CPU one with this flag.
+    subprocess.run([CXX, "-std=c++17", "-O2", "-ffp-contract=off", "-I", str(ROOT / "csrc"),
+                    str(ROOT / "tests/native/grid_stitch_host.cpp"), "-o", str(exe)], check=True)
+    return exe
+
+
+def _run(exe: Path, tmp: Path, tiles: np.ndarray, boxes, height: int, width: int, kind: str) -> np.ndarray | None:
+    boxes = np.ascontiguousarray(boxes, dtype=np.float64)
+    n, c, th, tw = tiles.shape
+    half = tiles.dtype == np.float16
+    head = np.array([n, c, th, tw, height, width, tiling.WINDOWS.index(kind), int(half)], np.int32)
+    (tmp / "in.bin").write_bytes(head.tobytes() + boxes.tobytes() + np.ascontiguousarray(tiles).tobytes())
+    done = subprocess.run([str(exe), str(tmp / "in.bin"), str(tmp / "out.bin")])
+    if done.returncode == 3:
+        return None
+    assert done.returncode == 0
+    return np.fromfile(tmp / "out.bin", np.float32).reshape(c, height, width)
+
+
+@pytest.mark.parametrize("kind", tiling.WINDOWS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_grid_stitch_gives_the_cpu_engines_bits(harness, tmp_path, kind, dtype) -> None:
+    rng = np.random.default_rng(3)
+    for height, width, rows, cols, overlap, th, tw, c in [(270, 480, 4, 4, 17, 56, 96, 1), (97, 131, 3, 3, 11, 40, 40, 2),
+                                                          (64, 200, 1, 5, 9, 30, 33, 1), (33, 21, 2, 1, 0, 9, 60, 3)]:
+        g = TileGrid(height, width, rows, cols, overlap)
+        tiles = rng.uniform(0.5, 80.0, (len(g), c, th, tw)).astype(dtype)
+        got = _run(harness, tmp_path, tiles, g.boxes, height, width, kind)
+        assert got is not None, (height, width, rows, cols)
+        np.testing.assert_array_equal(got, tiling.stitch(tiles, g.boxes, height, width, kind))
+
+
+def test_shuffled_boxes_and_uncovered_pixels(harness, tmp_path) -> None:
+    # Grid order does not matter; pixels outside every box are 0 in both engines (the public stitch
+    # refuses such boxes, the engines below it do not).
+    rng = np.random.default_rng(4)
+    g = TileGrid(60, 90, 2, 3, 8)
+    boxes = np.ascontiguousarray(g.boxes[rng.permutation(len(g))] * 0.8 + 3.0)
+    tiles = rng.standard_normal((len(g), 1, 16, 24)).astype(np.float32)
+    got = _run(harness, tmp_path, tiles, boxes, 60, 90, "cosine")
+    want = native.cpu.stitch(tiles, boxes, 60, 90, tiling.WINDOWS.index("cosine"), 1)
+    assert (want[:, -5:, -5:] == 0).all()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_layouts_it_does_not_take_are_refused(harness, tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    tiles = rng.random((3, 1, 8, 8)).astype(np.float32)
+    scattered = np.array([[0.0, 0, 20, 20], [5, 12, 30, 25], [17, 3, 12, 40]])
+    assert _run(harness, tmp_path, tiles, scattered, 50, 50, "cosine") is None  # not a grid
+    thick = np.array([[0.0, 0, 30, 50], [10, 0, 30, 50], [20, 0, 30, 50]])  # three row bands over y = 25
+    assert _run(harness, tmp_path, tiles, thick, 50, 50, "cosine") is None
+    doubled = np.array([[0.0, 0, 25, 50], [0.0, 0, 25, 50], [25, 0, 25, 50]])  # a box twice, a cell empty
+    assert _run(harness, tmp_path, tiles, doubled, 50, 50, "cosine") is None
