@@ -40,6 +40,17 @@ inline int check_threads(int64_t v) {
     return static_cast<int>(v);
 }
 
+// The finishing pass's arguments (tiling.finish): a positive finite scale, a valid_max that is a number.
+inline void check_finish_args(double scale, double valid_max) {
+    if (!std::isfinite(scale) || !(scale > 0.0)) fail("scale must be finite and > 0");
+    if (std::isnan(valid_max)) fail("valid_max must not be NaN");
+}
+
+// The joint upsampling's colour scale (tiling.MIN_JOINT_SIGMA: below it every range weight is at the floor).
+inline void check_joint_sigma(double sigma) {
+    if (!std::isfinite(sigma) || !(sigma >= 1e-3)) fail("sigma must be finite and >= 0.001");
+}
+
 inline Window check_window(int kind) {
     if (kind < 0 || kind > 3) fail("window kind must be 0..3 (uniform, linear, cosine, gaussian), got " + std::to_string(kind));
     return static_cast<Window>(kind);

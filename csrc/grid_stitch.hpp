@@ -1,5 +1,5 @@
 // The CUDA engine's grid stitch, one frame pixel at a time: tile_engine_cuda.cu runs these functions
-// in its kernels, and tests/test_grid_stitch_host.py runs them on the host against the CPU engine,
+// in its kernels, and tests/test_cuda_code_on_host.py runs them on the host against the CPU engine,
 // so the kernels' arithmetic is checked on machines without a GPU.
 //
 // When the boxes form a grid (grid_layout.hpp) every box's weight is a row weight times a column

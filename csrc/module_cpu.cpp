@@ -171,10 +171,6 @@ py::array stitch(const py::array& tiles, const py::array& boxes, int height, int
     return run_stitch(tiles, boxes, height, width, kind, threads, nullptr, nullptr, out);
 }
 
-void check_finish_args(double scale, double valid_max) {
-    if (!std::isfinite(scale) || !(scale > 0.0)) fail("scale must be finite and > 0");
-    if (std::isnan(valid_max)) fail("valid_max must not be NaN");
-}
 
 // The stitch of one-channel depth tiles with the finishing pass fused: -> ((height, width) float32
 // depth, (height, width) bool validity mask).
@@ -221,7 +217,7 @@ py::tuple joint_upsample(const py::array& depth, const py::array& guide, const p
     if (guide.shape(0) != 3 || guide.shape(1) != h || guide.shape(2) != w)
         fail("guide must have shape (3, " + std::to_string(h) + ", " + std::to_string(w) + ") to match depth");
     const int height = check_side("image height", image.shape(0)), width = check_side("image width", image.shape(1));
-    if (!std::isfinite(sigma) || !(sigma >= 1e-3)) fail("sigma must be finite and >= 0.001");
+    check_joint_sigma(sigma);
     check_finish_args(scale, valid_max);
     check_threads(threads);
     py::array out = empty_out(false, {height, width});

@@ -179,6 +179,26 @@ void stitch(uintptr_t tiles, bool tiles_half, int n, int c, int th, int tw, cons
     });
 }
 
+void joint_upsample(uintptr_t depth, uintptr_t guide, int h, int w, uintptr_t image, int height, int width, double sigma,
+                    double scale, double valid_max, uintptr_t out, uintptr_t valid, uintptr_t stream) {
+    check_side("h", h);
+    check_side("w", w);
+    check_side("height", height);
+    check_side("width", width);
+    check_joint_sigma(sigma);
+    check_finish_args(scale, valid_max);
+    const size_t low = static_cast<size_t>(h) * w, frame = static_cast<size_t>(height) * width;
+    DeviceGuard guard{check_device_ptr("depth", depth, low * 4), check_device_ptr("guide", guide, 3 * low * 4),
+                      check_device_ptr("image", image, frame * 3), check_device_ptr("out", out, frame * 4),
+                      check_device_ptr("valid", valid, frame)};
+    run_released(guard, "joint_upsample", [&] {
+        return joint_upsample_cuda(reinterpret_cast<const float*>(depth), reinterpret_cast<const float*>(guide), h, w,
+                                   reinterpret_cast<const uint8_t*>(image), height, width, static_cast<float>(sigma),
+                                   static_cast<float>(scale), static_cast<float>(valid_max),
+                                   reinterpret_cast<float*>(out), reinterpret_cast<uint8_t*>(valid), as_stream(stream));
+    });
+}
+
 int device_count() {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess) {
@@ -200,6 +220,9 @@ PYBIND11_MODULE(_native_cuda, m) {
     m.def("stitch", &stitch, py::arg("tiles"), py::arg("tiles_half"), py::arg("n"), py::arg("c"), py::arg("th"),
           py::arg("tw"), py::arg("boxes"), py::arg("out"), py::arg("height"), py::arg("width"), py::arg("kind"),
           py::arg("stream"));
+    m.def("joint_upsample", &joint_upsample, py::arg("depth"), py::arg("guide"), py::arg("h"), py::arg("w"),
+          py::arg("image"), py::arg("height"), py::arg("width"), py::arg("sigma"), py::arg("scale"), py::arg("valid_max"),
+          py::arg("out"), py::arg("valid"), py::arg("stream"));
     m.def("device_count", &device_count, "number of CUDA devices the driver reports (0 without a driver or GPU)");
     m.attr("cuda_runtime_version") = CUDART_VERSION;
 }

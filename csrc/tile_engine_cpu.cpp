@@ -730,14 +730,7 @@ namespace {
 // uint8_t store may alias anything, so through other pointers every store would force reloads);
 // |x| <= FLT_MAX is isfinite in a form that does.
 void finish_span(float* __restrict d, uint8_t* __restrict v, int64_t n, float scale, float valid_max) {
-    constexpr float kMax = std::numeric_limits<float>::max();
-    for (int64_t i = 0; i < n; ++i) {
-        const float x = d[i];
-        const float s = x * scale;  // the float32 product numpy forms (no contraction: -ffp-contract=off)
-        const bool good = std::fabs(s) <= kMax && s > 0.0f;
-        v[i] = static_cast<uint8_t>(good && std::fabs(x) <= kMax && x <= valid_max);
-        d[i] = good ? s : 0.0f;
-    }
+    for (int64_t i = 0; i < n; ++i) d[i] = finish_value(d[i], scale, valid_max, v + i);
 }
 
 #ifdef ED_HAVE_AVX2_PATH
@@ -871,32 +864,6 @@ struct RowWriter {
 
 // ---- joint bilateral upsampling
 
-// Squared colour distance and a four-term weighted sum with fused multiply-adds (one rounding each),
-// the same operations as the vector code's, so every instruction set gives the same bits.
-inline float colour_d2(float r, float g, float b, float pr, float pg, float pb) {
-    const float dr = r - pr, dg = g - pg, db = b - pb;
-    return std::fma(dr, dr, std::fma(dg, dg, db * db));
-}
-
-inline float weighted4(float w0, float w1, float w2, float w3, float v0, float v1, float v2, float v3) {
-    return std::fma(w3, v3, std::fma(w2, v2, std::fma(w1, v1, w0 * v0)));
-}
-
-// The range kernel: max((1 - t/16)^16, kJointFloor) for t = colour distance / (2 sigma^2) >= 0,
-// (1 - t/n)^n being the classic stand-in for exp(-t) (within 4 % of it where exp(-t) > 0.02).
-// Four multiplies instead of an exp: this loop computes four of them per output pixel, and a
-// vectorised polynomial exp made it three times slower. A NaN t (a non-finite guide colour, which
-// the caller may hand us) takes the floor.
-inline float range_weight(float t) {
-    float u = std::fma(-t, 0.0625f, 1.0f);  // 1 - t/16 in one rounding, as the vector code's fnmadd
-    u = u > 0.0f ? u : 0.0f;
-    u *= u;
-    u *= u;
-    u *= u;
-    u *= u;
-    return u > kJointFloor ? u : kJointFloor;
-}
-
 // One low-resolution row expanded to the output width: for every output column, the depth and the
 // guide's three channels at its left and right tap, as eight planes of `width` floats
 // (d_lo, d_hi, r_lo, r_hi, g_lo, g_hi, b_lo, b_hi). The row loop then reads only contiguous
@@ -956,33 +923,18 @@ ExpandFn pick_expand() {
     return expand_joint_row;
 }
 
-// One output row from the expanded rows above (a) and below (b) it, with the bilinear weight fy of b.
-// Columns [x0, width).
-__attribute__((always_inline)) inline void joint_row_impl_from(const float* __restrict a, const float* __restrict b,
-                                                               const uint8_t* __restrict img,
-                                                               const float* __restrict fx, float fy, float inv2s2,
-                                                               int width, int x0, float* __restrict out) {
+// One output row from the expanded rows above (a) and below (b) it, with the bilinear weight fy of b:
+// joint_blend (tile_math.hpp, the CUDA kernel's code too) per pixel. Columns [x0, width).
+inline void joint_row_impl_from(const float* __restrict a, const float* __restrict b, const uint8_t* __restrict img,
+                                const float* __restrict fx, float fy, float inv2s2, int width, int x0,
+                                float* __restrict out) {
     const int64_t W = width;
-    const float gy = 1.0f - fy, k255 = 1.0f / 255.0f;
     for (int x = x0; x < width; ++x) {
-        const float ux = fx[x], gx = 1.0f - ux;
-        const float lo = std::min(std::min(a[x], a[W + x]), std::min(b[x], b[W + x]));
-        const float hi = std::max(std::max(a[x], a[W + x]), std::max(b[x], b[W + x]));
-        if (hi - lo <= kJointFlat * lo) {
-            out[x] = weighted4(gy * gx, gy * ux, fy * gx, fy * ux, a[x], a[W + x], b[x], b[W + x]);
-            continue;
-        }
-        const float r = img[3 * x] * k255, g = img[3 * x + 1] * k255, bl = img[3 * x + 2] * k255;
-        const float d00 = colour_d2(r, g, bl, a[2 * W + x], a[4 * W + x], a[6 * W + x]);
-        const float d01 = colour_d2(r, g, bl, a[3 * W + x], a[5 * W + x], a[7 * W + x]);
-        const float d10 = colour_d2(r, g, bl, b[2 * W + x], b[4 * W + x], b[6 * W + x]);
-        const float d11 = colour_d2(r, g, bl, b[3 * W + x], b[5 * W + x], b[7 * W + x]);
-        const float m = std::min(std::min(d00, d01), std::min(d10, d11));
-        const float w00 = gy * gx * range_weight((d00 - m) * inv2s2);
-        const float w01 = gy * ux * range_weight((d01 - m) * inv2s2);
-        const float w10 = fy * gx * range_weight((d10 - m) * inv2s2);
-        const float w11 = fy * ux * range_weight((d11 - m) * inv2s2);
-        out[x] = weighted4(w00, w01, w10, w11, a[x], a[W + x], b[x], b[W + x]) / (w00 + w01 + w10 + w11);
+        const JointTaps t{{a[x], a[W + x], b[x], b[W + x]},
+                          {a[2 * W + x], a[3 * W + x], b[2 * W + x], b[3 * W + x]},
+                          {a[4 * W + x], a[5 * W + x], b[4 * W + x], b[5 * W + x]},
+                          {a[6 * W + x], a[7 * W + x], b[6 * W + x], b[7 * W + x]}};
+        out[x] = joint_blend(t, img + 3 * static_cast<int64_t>(x), fx[x], fy, inv2s2);
     }
 }
 

@@ -44,13 +44,6 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
 // distance (0..1 per channel) between the frame pixel and the tap's guide colour and d2_min the
 // smallest of the four. guide: (3, h, w) planar, the frame resized to (h, w) and divided by 255. NaN propagates as
 // in a bilinear resize. With `finish`, each row is finished as it is written.
-// Where the four tap depths agree within kJointFlat of the least (max - min <= kJointFlat * min), the
-// pixel takes the plain bilinear blend: any weighting of such taps lands within that 2 % of it, and
-// on a smooth surface the colour weights would only copy texture into depth. 84-92 % of the pixels
-// of a refined 4K frame are such (66-79 % at 1 %, which gave the same held-out accuracy to four
-// decimals at 1.2x the time), and the colour work is most of the cost.
-constexpr float kJointFloor = 1e-4f;
-constexpr float kJointFlat = 0.02f;
 void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, const uint8_t* image, int height,
                         int width, float sigma, float* out, int threads, const Finish* finish = nullptr);
 

@@ -169,6 +169,22 @@ __global__ void grid_stitch_kernel(const In* __restrict__ tiles, int c, int th, 
     }
 }
 
+// Joint bilateral upsampling of a (h, w) map to the (height, width) frame, finished: one thread per
+// output pixel gathers its four taps through the crop tables of the whole map (joint_taps) and runs
+// the CPU engine's own per-pixel code (tile_math.hpp: joint_blend, finish_value), so both give the
+// same bits; tests/test_cuda_code_on_host.py runs the same three functions on the host.
+__global__ void joint_kernel(const float* __restrict__ depth, const float* __restrict__ guide, int w, int64_t plane,
+                             const uint8_t* __restrict__ image, const Entry* __restrict__ ytab,
+                             const Entry* __restrict__ xtab, int height, int width, float inv2s2, float scale,
+                             float valid_max, float* __restrict__ out, uint8_t* __restrict__ valid) {
+    ED_GRID_STRIDE(idx, static_cast<int64_t>(height) * width) {
+        const Entry ey = ytab[idx / width], ex = xtab[idx % width];
+        const Tap ty{ey.lo, ey.hi, ey.frac}, tx{ex.lo, ex.hi, ex.frac};
+        const JointTaps t = joint_taps(depth, guide, w, plane, ty, tx);
+        out[idx] = finish_value(joint_blend(t, image + 3 * idx, tx.frac, ty.frac, inv2s2), scale, valid_max, valid + idx);
+    }
+}
+
 // Boxes travel to the device as kernel arguments, kBoxChunk at a time (2 KiB, inside the 4 KiB
 // every architecture accepts): the driver copies arguments at launch, so no host buffer has to
 // outlive the call and nothing waits, as a cudaMemcpyAsync from pageable memory may.
@@ -375,6 +391,26 @@ cudaError_t stitch_cuda(const void* tiles, bool tiles_half, int n, int c, int th
     else
         stitch_kernel<float><<<blocks_for(total), kBlock, 0, stream>>>(static_cast<const float*>(tiles), n, c, th, tw,
                                                                        s.ytab, s.xtab, height, width, out);
+    ED_LAUNCHED();
+    return s.release();
+}
+
+cudaError_t joint_upsample_cuda(const float* depth, const float* guide, int h, int w, const uint8_t* image, int height,
+                                int width, float sigma, float scale, float valid_max, float* out, uint8_t* valid,
+                                cudaStream_t stream) {
+    const double whole[4] = {0.0, 0.0, static_cast<double>(h), static_cast<double>(w)};
+    Scratch<Entry> s;
+    cudaError_t err = s.init(whole, 1, height, width, stream);
+    if (err != cudaSuccess) return err;
+    crop_table_kernel<<<blocks_for(height), kBlock, 0, stream>>>(s.boxes, 1, 0, height, h, s.ytab);
+    ED_LAUNCHED();
+    crop_table_kernel<<<blocks_for(width), kBlock, 0, stream>>>(s.boxes, 1, 1, width, w, s.xtab);
+    ED_LAUNCHED();
+    // The CPU engine's colour scale, computed the same way.
+    const float inv2s2 = static_cast<float>(1.0 / (2.0 * static_cast<double>(sigma) * sigma));
+    joint_kernel<<<blocks_for(static_cast<int64_t>(height) * width), kBlock, 0, stream>>>(
+        depth, guide, w, static_cast<int64_t>(h) * w, image, s.ytab, s.xtab, height, width, inv2s2, scale, valid_max,
+        out, valid);
     ED_LAUNCHED();
     return s.release();
 }

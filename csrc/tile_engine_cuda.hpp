@@ -19,5 +19,11 @@ cudaError_t crop_map_cuda(const void* src, bool src_half, int c, int src_h, int 
 cudaError_t window_cuda(int h, int w, int kind, float* out, cudaStream_t stream);
 cudaError_t stitch_cuda(const void* tiles, bool tiles_half, int n, int c, int th, int tw, const double* boxes,
                         int height, int width, int kind, float* out, cudaStream_t stream);
+// (h, w) float32 depth + (3, h, w) float32 guide + (height, width, 3) uint8 RGB frame -> (height, width)
+// float32 depth, joint-bilaterally upsampled and finished (tile_engine_cpu.hpp: joint_upsample_cpu),
+// and its validity bytes.
+cudaError_t joint_upsample_cuda(const float* depth, const float* guide, int h, int w, const uint8_t* image, int height,
+                                int width, float sigma, float scale, float valid_max, float* out, uint8_t* valid,
+                                cudaStream_t stream);
 
 }  // namespace edgedepth

@@ -209,7 +209,6 @@ class _TorchOps:
 
     def stitch_joint_finish(self, tiles, boxes, frame, low_size, sigma: float, window, scale: float,
                             valid_max: float, snap: float = 0.0):
-        # The snapping and the joint upsampling run in torch ops (no CUDA kernels of their own yet).
         (h, w), (height, width) = low_size, frame.shape[:2]
         bx = np.asarray(boxes, dtype=np.float64) * np.array([h / height, w / width, h / height, w / width])
         return self.joint_finish(self._stitch(tiles, bx, h, w, window), frame, sigma, scale, valid_max, snap)
@@ -218,8 +217,10 @@ class _TorchOps:
         height, width = frame.shape[:2]
         guide = self.impl.crop_resize(frame, np.array([[0.0, 0.0, height, width]]), tuple(depth.shape))[0].float()
         depth = depth.float()
-        if snap:
+        if snap:  # in torch ops: the snapping has no CUDA kernel of its own yet
             depth = self.tiling_torch.snap_edges(depth, guide, snap)
+        if self.impl is not self.tiling_torch:  # the CUDA engine: upsampled and finished in one kernel
+            return self.impl.joint_upsample(depth.contiguous(), guide, frame.contiguous(), sigma, scale, valid_max)
         depth = self.tiling_torch.joint_upsample(depth, guide, frame, sigma)
         return self.finish(depth, scale, owned=True, valid_max=valid_max)
 

@@ -607,9 +607,8 @@ def stitch_finish(tiles: np.ndarray, boxes: Any, height: int, width: int, window
                                     _check_threads(threads))
 
 
-def joint_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.ndarray, sigma: float,
-                   scale: float = 1.0, valid_max: float = math.inf,
-                   threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def joint_upsample(depth: Any, guide: Any, image: Any, sigma: float, scale: float = 1.0, valid_max: float = math.inf,
+                   threads: Optional[int] = None) -> tuple[Any, Any]:
     """Edge-aware upsampling of a depth map to the frame, finished in the same pass.
 
     depth (h, w) float32 metres (e.g. tiles stitched at the refiner's resolution); guide (3, h, w)
@@ -620,7 +619,14 @@ def joint_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.nda
     edge instead of being smeared across the shrink factor; taps whose depths agree within 2 % take
     the plain bilinear blend. -> (depth (H, W) float32 metres,
     valid (H, W) bool), finished as :func:`finish` does with ``scale`` and ``valid_max``.
+    Torch CUDA tensors or CuPy arrays (all three on one device) give the same kind back, computed by
+    the CUDA engine with the CPU engine's arithmetic (the same bits).
     """
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating)) or not math.isfinite(sigma) \
+            or sigma < MIN_JOINT_SIGMA:
+        raise ValueError(f"sigma must be a finite number >= {MIN_JOINT_SIGMA}, got {sigma!r}")
+    if native.is_device_array(depth):
+        return _joint_upsample_device(depth, guide, image, float(sigma), *_check_finish(scale, valid_max))
     if not isinstance(depth, np.ndarray) or depth.ndim != 2 or depth.dtype != np.float32:
         raise TypeError(f"depth must be an (h, w) float32 numpy array, got {_describe(depth)}")
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -634,9 +640,6 @@ def joint_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.nda
     if not isinstance(guide, np.ndarray) or guide.dtype != np.float32 or guide.shape != (3, *depth.shape):
         raise ValueError(f"guide must be a (3, {depth.shape[0]}, {depth.shape[1]}) float32 numpy array, "
                          f"got {_describe(guide)}")
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating)) or not math.isfinite(sigma) \
-            or sigma < MIN_JOINT_SIGMA:
-        raise ValueError(f"sigma must be a finite number >= {MIN_JOINT_SIGMA}, got {sigma!r}")
     scale, valid_max = _check_finish(scale, valid_max)
     nthreads = _check_threads(threads)
     depth, guide, image = (np.ascontiguousarray(a) for a in (depth, guide, image))
@@ -645,6 +648,35 @@ def joint_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.nda
         out = tiling_reference.joint_upsample(depth, guide, image, float(sigma))
         return out, tiling_reference.finish(out, scale, valid_max)
     return native.cpu.joint_upsample(depth, guide, image, float(sigma), scale, valid_max, nthreads)
+
+
+def _joint_upsample_device(depth: Any, guide: Any, image: Any, sigma: float, scale: float,
+                           valid_max: float) -> tuple[Any, Any]:
+    """joint_upsample on CUDA arrays (checked here and again by the CUDA module)."""
+    cuda = _need_cuda("depth")
+    d = native.DeviceArray.wrap(depth, "depth")
+    if len(d.shape) != 2 or d.dtype != "float32":
+        raise TypeError(f"depth must be an (h, w) float32 device array, got {d.dtype} of shape {d.shape}")
+    if not native.is_device_array(image):
+        raise TypeError("image must be on the GPU with depth (an (H, W, 3) uint8 device array)")
+    img = native.DeviceArray.wrap(image, "image")
+    if len(img.shape) != 3 or img.shape[2] != 3 or img.dtype != "uint8":
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB device array, got {img.dtype} of shape {img.shape}")
+    _check_sides("depth", d.shape)
+    _check_sides("image", img.shape[:2])
+    height, width = img.shape[:2]
+    if guide is None:
+        guide = crop_resize(img.obj, [[0.0, 0.0, height, width]], d.shape)[0]
+    if not native.is_device_array(guide):
+        raise TypeError("guide must be on the GPU with depth (a (3, h, w) float32 device array), or None")
+    g = native.DeviceArray.wrap(guide, "guide")
+    if g.shape != (3, *d.shape) or g.dtype != "float32":
+        raise ValueError(f"guide must be a (3, {d.shape[0]}, {d.shape[1]}) float32 device array, "
+                         f"got {g.dtype} of shape {g.shape}")
+    out, valid = d.empty((height, width), "float32"), d.empty((height, width), "bool")
+    cuda.joint_upsample(d.ptr, g.ptr, d.shape[0], d.shape[1], img.ptr, height, width, sigma, scale, valid_max,
+                        out.ptr, valid.ptr, d.stream)
+    return out.obj, valid.obj
 
 
 def snap_edges(depth: np.ndarray, guide: np.ndarray, contrast: float, threads: Optional[int] = None) -> np.ndarray:

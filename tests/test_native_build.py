@@ -52,6 +52,14 @@ def test_cuda_module_rejects_host_pointers() -> None:
                              [1, 1, 1], [0, 0, 0], False, 0)
     with pytest.raises(ValueError, match="boxes"):
         native.cuda.stitch(host.ctypes.data, False, 1, 1, 2, 2, np.array([[0.0, 0, 9, 2]]), out.ctypes.data, 4, 4, 2, 0)
+    depth, guide, valid = np.zeros((2, 2), np.float32), np.zeros((3, 2, 2), np.float32), np.zeros((4, 4), bool)
+    joint = (depth.ctypes.data, guide.ctypes.data, 2, 2, host.ctypes.data, 4, 4)
+    with pytest.raises(ValueError, match="depth"):
+        native.cuda.joint_upsample(*joint, 0.05, 1.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
+    with pytest.raises(ValueError, match="sigma"):  # arguments first, before any pointer is looked at
+        native.cuda.joint_upsample(*joint, float("nan"), 1.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
+    with pytest.raises(ValueError, match="scale"):
+        native.cuda.joint_upsample(*joint, 0.05, 0.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
 
 
 @needs_native

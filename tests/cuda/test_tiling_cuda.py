@@ -97,6 +97,36 @@ def test_layouts_that_are_not_grids_take_the_general_kernel() -> None:
         np.testing.assert_allclose(got.cpu().numpy(), ref.stitch(tiles, boxes, 40, 60, "cosine"), rtol=0, atol=1e-5)
 
 
+def _joint_case(seed: int, h: int, w: int, height: int, width: int):
+    rng = np.random.default_rng(seed)
+    depth = np.exp(rng.uniform(0.0, 4.0, (h, w))).astype(np.float32)
+    depth[h // 3:, : w // 2] *= 3.0  # steps: pixels whose taps disagree take the colour weights
+    depth[0, 0], depth[1, 1] = np.nan, -1.0  # and the finishing pass has something to reject
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return depth, image
+
+
+def test_joint_upsample_gives_the_cpu_engines_bits() -> None:
+    depth, image = _joint_case(8, 54, 96, 216, 384)
+    want, want_valid = tiling.joint_upsample(depth, None, image, 0.05, 1.25, 60.0)
+    got, valid = _on_stream(lambda: tiling.joint_upsample(torch.from_numpy(depth).to(DEV), None,
+                                                          torch.from_numpy(image).to(DEV), 0.05, 1.25, 60.0))
+    assert got.is_cuda and got.dtype == torch.float32 and valid.dtype == torch.bool
+    np.testing.assert_array_equal(got.cpu().numpy().view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(valid.cpu().numpy(), want_valid)
+
+
+def test_runtime_joint_finish_runs_the_cuda_kernel() -> None:
+    from edgedepth.runtime import _TorchOps
+
+    depth, image = _joint_case(9, 45, 80, 270, 480)
+    ops = _TorchOps("cuda")
+    got, valid = ops.joint_finish(torch.from_numpy(depth).to(DEV), torch.from_numpy(image).to(DEV), 0.05, 1.0, 80.0)
+    want, want_valid = tiling.joint_upsample(depth, None, image, 0.05, 1.0, 80.0)
+    np.testing.assert_array_equal(got.cpu().numpy(), want)
+    np.testing.assert_array_equal(valid.cpu().numpy(), want_valid)
+
+
 def test_stitching_crops_gives_the_image_back_on_device() -> None:
     g = TileGrid(2160 // 8, 3840 // 8, 4, 4, 17)
     img = torch.rand(1, g.height, g.width, device=DEV)

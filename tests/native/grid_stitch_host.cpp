@@ -1,5 +1,5 @@
 // Runs the CUDA engine's grid stitch (csrc/grid_stitch.hpp) on the host, as its kernels do on a GPU:
-// the plan, both axis tables, then every output pixel. For tests/test_grid_stitch_host.py.
+// the plan, both axis tables, then every output pixel. For tests/test_cuda_code_on_host.py.
 //
 // Usage: grid_stitch_host IN OUT. IN holds int32 n, c, th, tw, height, width, kind, half; then the
 // (n, 4) float64 boxes; then the (n, c, th, tw) tiles, float32 or (half = 1) binary16. OUT gets the

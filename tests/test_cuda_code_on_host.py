@@ -1,6 +1,7 @@
-"""The CUDA engine's grid stitch (csrc/grid_stitch.hpp), run on the host: it must give the CPU engine's
-bits on every grid it takes and refuse every layout it does not, so that its kernels' arithmetic is
-checked where no GPU is (tests/cuda runs the kernels themselves on a GPU)."""
+"""The CUDA engine's per-pixel code, compiled for the host and held to the CPU engine's bits, so that
+its kernels' arithmetic is checked where no GPU is (tests/cuda runs the kernels themselves on a GPU):
+the grid stitch (csrc/grid_stitch.hpp), which must also refuse every layout it does not take, and
+the joint upsampling's gather, blend and finish (csrc/tile_math.hpp)."""
 from __future__ import annotations
 
 import shutil
@@ -19,13 +20,22 @@ pytestmark = [pytest.mark.skipif(CXX is None, reason="no C++ compiler"),
               pytest.mark.skipif(native.cpu is None, reason="native CPU engine not built")]
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory) -> Path:
-    exe = tmp_path_factory.mktemp("grid") / "grid_stitch_host"
+def _build(tmp_path_factory, name: str) -> Path:
+    exe = tmp_path_factory.mktemp(name) / name
     # -ffp-contract=off: the CUDA module is built with -fmad=false, the CPU one with this flag.
     subprocess.run([CXX, "-std=c++17", "-O2", "-ffp-contract=off", "-I", str(ROOT / "csrc"),
-                    str(ROOT / "tests/native/grid_stitch_host.cpp"), "-o", str(exe)], check=True)
+                    str(ROOT / f"tests/native/{name}.cpp"), "-o", str(exe)], check=True)
     return exe
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, "grid_stitch_host")
+
+
+@pytest.fixture(scope="module")
+def joint_harness(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, "joint_host")
 
 
 def _run(exe: Path, tmp: Path, tiles: np.ndarray, boxes, height: int, width: int, kind: str) -> np.ndarray | None:
@@ -76,3 +86,23 @@ def test_layouts_it_does_not_take_are_refused(harness, tmp_path) -> None:
     assert _run(harness, tmp_path, tiles, thick, 50, 50, "cosine") is None
     doubled = np.array([[0.0, 0, 25, 50], [0.0, 0, 25, 50], [25, 0, 25, 50]])  # a box twice, a cell empty
     assert _run(harness, tmp_path, tiles, doubled, 50, 50, "cosine") is None
+
+
+@pytest.mark.parametrize("sigma, scale, valid_max", [(0.05, 1.0, np.inf), (0.01, 1.25, 60.0), (0.5, 0.8, 20.0)])
+def test_joint_upsampling_gives_the_cpu_engines_bits(joint_harness, tmp_path, sigma, scale, valid_max) -> None:
+    rng = np.random.default_rng(6)
+    for h, w, height, width in [(54, 96, 216, 384), (37, 41, 100, 333), (20, 30, 20, 30)]:
+        depth = np.exp(rng.uniform(0.0, 4.0, (h, w))).astype(np.float32)
+        depth[h // 3:, : w // 2] *= 3.0  # steps, so that both the flat and the colour-weighted blend run
+        depth[0, 0], depth[1, 1], depth[2, 2] = np.nan, -1.0, np.inf  # and the finish rejects something
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        guide = tiling.crop_resize(image, [[0.0, 0.0, height, width]], (h, w))[0]
+        head = np.array([h, w, height, width], np.int32).tobytes() + np.array([sigma, scale, valid_max], np.float32).tobytes()
+        (tmp_path / "in.bin").write_bytes(head + depth.tobytes() + guide.tobytes() + image.tobytes())
+        subprocess.run([str(joint_harness), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
+        raw = (tmp_path / "out.bin").read_bytes()
+        got = np.frombuffer(raw[: 4 * height * width], np.float32).reshape(height, width)
+        got_valid = np.frombuffer(raw[4 * height * width:], np.uint8).reshape(height, width).astype(bool)
+        want, want_valid = tiling.joint_upsample(depth, guide, image, sigma, scale, valid_max)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        np.testing.assert_array_equal(got_valid, want_valid)
