@@ -20,22 +20,13 @@ pytestmark = [pytest.mark.skipif(CXX is None, reason="no C++ compiler"),
               pytest.mark.skipif(native.cpu is None, reason="native CPU engine not built")]
 
 
-def _build(tmp_path_factory, name: str) -> Path:
-    exe = tmp_path_factory.mktemp(name) / name
-    # -ffp-contract=off: the CUDA module is built with -fmad=false, the CPU one with this flag.
-    subprocess.run([CXX, "-std=c++17", "-O2", "-ffp-contract=off", "-I", str(ROOT / "csrc"),
-                    str(ROOT / f"tests/native/{name}.cpp"), "-o", str(exe)], check=True)
-    return exe
-
-
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory) -> Path:
-    return _build(tmp_path_factory, "grid_stitch_host")
-
-
-@pytest.fixture(scope="module")
-def joint_harness(tmp_path_factory) -> Path:
-    return _build(tmp_path_factory, "joint_host")
+    exe = tmp_path_factory.mktemp("host") / "cuda_code_host"
+    # -ffp-contract=off: the CUDA module is built with -fmad=false, the CPU one with this flag.
+    subprocess.run([CXX, "-std=c++17", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-I", str(ROOT / "csrc"),
+                    str(ROOT / "tests/native/cuda_code_host.cpp"), "-o", str(exe)], check=True)
+    return exe
 
 
 def _run(exe: Path, tmp: Path, tiles: np.ndarray, boxes, height: int, width: int, kind: str) -> np.ndarray | None:
@@ -44,7 +35,7 @@ def _run(exe: Path, tmp: Path, tiles: np.ndarray, boxes, height: int, width: int
     half = tiles.dtype == np.float16
     head = np.array([n, c, th, tw, height, width, tiling.WINDOWS.index(kind), int(half)], np.int32)
     (tmp / "in.bin").write_bytes(head.tobytes() + boxes.tobytes() + np.ascontiguousarray(tiles).tobytes())
-    done = subprocess.run([str(exe), str(tmp / "in.bin"), str(tmp / "out.bin")])
+    done = subprocess.run([str(exe), "grid", str(tmp / "in.bin"), str(tmp / "out.bin")])
     if done.returncode == 3:
         return None
     assert done.returncode == 0
@@ -89,7 +80,7 @@ def test_layouts_it_does_not_take_are_refused(harness, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("sigma, scale, valid_max", [(0.05, 1.0, np.inf), (0.01, 1.25, 60.0), (0.5, 0.8, 20.0)])
-def test_joint_upsampling_gives_the_cpu_engines_bits(joint_harness, tmp_path, sigma, scale, valid_max) -> None:
+def test_joint_upsampling_gives_the_cpu_engines_bits(harness, tmp_path, sigma, scale, valid_max) -> None:
     rng = np.random.default_rng(6)
     for h, w, height, width in [(54, 96, 216, 384), (37, 41, 100, 333), (20, 30, 20, 30)]:
         depth = np.exp(rng.uniform(0.0, 4.0, (h, w))).astype(np.float32)
@@ -99,7 +90,7 @@ def test_joint_upsampling_gives_the_cpu_engines_bits(joint_harness, tmp_path, si
         guide = tiling.crop_resize(image, [[0.0, 0.0, height, width]], (h, w))[0]
         head = np.array([h, w, height, width], np.int32).tobytes() + np.array([sigma, scale, valid_max], np.float32).tobytes()
         (tmp_path / "in.bin").write_bytes(head + depth.tobytes() + guide.tobytes() + image.tobytes())
-        subprocess.run([str(joint_harness), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
+        subprocess.run([str(harness), "joint", str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
         raw = (tmp_path / "out.bin").read_bytes()
         got = np.frombuffer(raw[: 4 * height * width], np.float32).reshape(height, width)
         got_valid = np.frombuffer(raw[4 * height * width:], np.uint8).reshape(height, width).astype(bool)

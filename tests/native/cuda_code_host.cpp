@@ -1,0 +1,103 @@
+// Runs the CUDA engine's per-pixel code on the host, as its kernels do on a GPU, for
+// tests/test_cuda_code_on_host.py. Usage: cuda_code_host grid|joint IN OUT.
+//
+// grid: the grid stitch (csrc/grid_stitch.hpp): the plan, both axis tables, then every output pixel.
+//   IN holds int32 n, c, th, tw, height, width, kind, half; then the (n, 4) float64 boxes; then the
+//   (n, c, th, tw) tiles, float32 or (half = 1) binary16. OUT gets the (c, height, width) float32
+//   result. Exit status 3: the plan refused the boxes (not a grid it takes).
+// joint: the joint upsampling (csrc/tile_math.hpp: joint_taps, joint_blend, finish_value). IN holds
+//   int32 h, w, height, width; float32 sigma, scale, valid_max; the (h, w) float32 depth, the
+//   (3, h, w) float32 guide and the (height, width, 3) uint8 image. OUT gets the (height, width)
+//   float32 depth and then the (height, width) validity bytes.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "grid_stitch.hpp"
+#include "tile_math.hpp"
+
+using namespace edgedepth;
+
+namespace {
+
+template <typename T>
+bool read(std::FILE* f, std::vector<T>* v, size_t count) {
+    v->resize(count);
+    return std::fread(v->data(), sizeof(T), count, f) == count;
+}
+
+template <typename T>
+bool write(std::FILE* f, const std::vector<T>& v) {
+    return std::fwrite(v.data(), sizeof(T), v.size(), f) == v.size();
+}
+
+template <typename In>
+std::vector<float> grid_stitch(const std::vector<In>& tiles, int c, int th, int tw, const GridPlan& plan, int height,
+                               int width, Window kind) {
+    std::vector<GridEntry> ytab(static_cast<size_t>(height) * kGridCover), xtab(static_cast<size_t>(width) * kGridCover);
+    for (int y = 0; y < height; ++y) grid_axis_entries(plan.rows, plan.nrows, th, height, kind, y, &ytab[y * kGridCover]);
+    for (int x = 0; x < width; ++x) grid_axis_entries(plan.cols, plan.ncols, tw, width, kind, x, &xtab[x * kGridCover]);
+    const int64_t plane = static_cast<int64_t>(height) * width;
+    std::vector<float> out(static_cast<size_t>(plane) * c);
+    for (int64_t idx = 0; idx < plane; ++idx)
+        for (int ch = 0; ch < c; ++ch)
+            out[ch * plane + idx] = grid_stitch_pixel(tiles.data(), c, th, tw, plan.boxes, plan.ncols,
+                                                      &ytab[(idx / width) * kGridCover], &xtab[(idx % width) * kGridCover], ch);
+    return out;
+}
+
+int grid(std::FILE* in, std::FILE* out) {
+    std::vector<int32_t> h;
+    std::vector<double> boxes;
+    if (!read(in, &h, 8)) return 2;
+    const int n = h[0], c = h[1], th = h[2], tw = h[3], height = h[4], width = h[5];
+    const size_t count = static_cast<size_t>(n) * c * th * tw;
+    if (!read(in, &boxes, static_cast<size_t>(n) * 4)) return 2;
+    GridPlan plan;
+    if (!grid_stitch_plan(boxes.data(), n, height, width, &plan)) return 3;
+    std::vector<float> result;
+    if (h[7]) {
+        std::vector<uint16_t> tiles;
+        if (!read(in, &tiles, count)) return 2;
+        result = grid_stitch(tiles, c, th, tw, plan, height, width, static_cast<Window>(h[6]));
+    } else {
+        std::vector<float> tiles;
+        if (!read(in, &tiles, count)) return 2;
+        result = grid_stitch(tiles, c, th, tw, plan, height, width, static_cast<Window>(h[6]));
+    }
+    return write(out, result) ? 0 : 2;
+}
+
+int joint(std::FILE* in, std::FILE* out) {
+    std::vector<int32_t> size;
+    std::vector<float> args, depth, guide;
+    std::vector<uint8_t> image;
+    if (!read(in, &size, 4) || !read(in, &args, 3)) return 2;
+    const int h = size[0], w = size[1], height = size[2], width = size[3];
+    const int64_t plane = static_cast<int64_t>(h) * w, frame = static_cast<int64_t>(height) * width;
+    if (!read(in, &depth, plane) || !read(in, &guide, 3 * plane) || !read(in, &image, 3 * frame)) return 2;
+    // The CUDA launcher's colour scale and crop tables (crop_table_kernel: crop_tap of the whole map).
+    const float inv2s2 = static_cast<float>(1.0 / (2.0 * static_cast<double>(args[0]) * args[0]));
+    std::vector<float> result(frame);
+    std::vector<uint8_t> valid(frame);
+    for (int64_t idx = 0; idx < frame; ++idx) {
+        const Tap ty = crop_tap(0.0, h, height, static_cast<int>(idx / width), h);
+        const Tap tx = crop_tap(0.0, w, width, static_cast<int>(idx % width), w);
+        const JointTaps t = joint_taps(depth.data(), guide.data(), w, plane, ty, tx);
+        result[idx] = finish_value(joint_blend(t, &image[3 * idx], tx.frac, ty.frac, inv2s2), args[1], args[2], &valid[idx]);
+    }
+    return write(out, result) && write(out, valid) ? 0 : 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 4) return 2;
+    std::FILE* in = std::fopen(argv[2], "rb");
+    std::FILE* out = std::fopen(argv[3], "wb");
+    if (!in || !out) return 2;
+    const int status = std::strcmp(argv[1], "grid") == 0 ? grid(in, out) : std::strcmp(argv[1], "joint") == 0 ? joint(in, out) : 2;
+    std::fclose(in);
+    return std::fclose(out) == 0 ? status : 2;
+}
