@@ -199,6 +199,17 @@ void joint_upsample(uintptr_t depth, uintptr_t guide, int h, int w, uintptr_t im
     });
 }
 
+void finish(uintptr_t depth, int64_t n, double scale, double valid_max, uintptr_t valid, uintptr_t stream) {
+    check_positive("n", n);
+    check_finish_args(scale, valid_max);
+    DeviceGuard guard{check_device_ptr("depth", depth, static_cast<size_t>(n) * 4),
+                      check_device_ptr("valid", valid, static_cast<size_t>(n))};
+    run_released(guard, "finish", [&] {
+        return finish_cuda(reinterpret_cast<float*>(depth), n, static_cast<float>(scale), static_cast<float>(valid_max),
+                           reinterpret_cast<uint8_t*>(valid), as_stream(stream));
+    });
+}
+
 int device_count() {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess) {
@@ -223,6 +234,8 @@ PYBIND11_MODULE(_native_cuda, m) {
     m.def("joint_upsample", &joint_upsample, py::arg("depth"), py::arg("guide"), py::arg("h"), py::arg("w"),
           py::arg("image"), py::arg("height"), py::arg("width"), py::arg("sigma"), py::arg("scale"), py::arg("valid_max"),
           py::arg("out"), py::arg("valid"), py::arg("stream"));
+    m.def("finish", &finish, py::arg("depth"), py::arg("n"), py::arg("scale"), py::arg("valid_max"), py::arg("valid"),
+          py::arg("stream"));
     m.def("device_count", &device_count, "number of CUDA devices the driver reports (0 without a driver or GPU)");
     m.attr("cuda_runtime_version") = CUDART_VERSION;
 }

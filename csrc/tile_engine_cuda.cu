@@ -185,6 +185,12 @@ __global__ void joint_kernel(const float* __restrict__ depth, const float* __res
     }
 }
 
+// The finishing pass in place (tile_math.hpp finish_value, the CPU engine's code).
+__global__ void finish_kernel(float* __restrict__ depth, int64_t n, float scale, float valid_max,
+                              uint8_t* __restrict__ valid) {
+    ED_GRID_STRIDE(idx, n) { depth[idx] = finish_value(depth[idx], scale, valid_max, valid + idx); }
+}
+
 // Boxes travel to the device as kernel arguments, kBoxChunk at a time (2 KiB, inside the 4 KiB
 // every architecture accepts): the driver copies arguments at launch, so no host buffer has to
 // outlive the call and nothing waits, as a cudaMemcpyAsync from pageable memory may.
@@ -413,6 +419,11 @@ cudaError_t joint_upsample_cuda(const float* depth, const float* guide, int h, i
         out, valid);
     ED_LAUNCHED();
     return s.release();
+}
+
+cudaError_t finish_cuda(float* depth, int64_t n, float scale, float valid_max, uint8_t* valid, cudaStream_t stream) {
+    finish_kernel<<<blocks_for(n), kBlock, 0, stream>>>(depth, n, scale, valid_max, valid);
+    return cudaGetLastError();
 }
 
 }  // namespace edgedepth

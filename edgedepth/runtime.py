@@ -225,6 +225,9 @@ class _TorchOps:
         return self.finish(depth, scale, owned=True, valid_max=valid_max)
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
+        if self.impl is not self.tiling_torch:  # the CUDA engine: one pass, in place on our own copy
+            depth = depth.float().contiguous() if owned else depth.float().clone(memory_format=self.torch.contiguous_format)
+            return depth, self.impl.finish(depth, scale, valid_max)
         valid = self.torch.isfinite(depth)
         if math.isfinite(valid_max):
             valid &= depth <= valid_max

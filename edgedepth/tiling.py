@@ -742,14 +742,25 @@ def _check_finish(scale: float, valid_max: float) -> tuple[float, float]:
     return scale, valid_max
 
 
-def finish(depth: np.ndarray, scale: float = 1.0, valid_max: float = math.inf,
-           threads: Optional[int] = None) -> np.ndarray:
+def finish(depth: Any, scale: float = 1.0, valid_max: float = math.inf, threads: Optional[int] = None) -> Any:
     """Finishes a float32 C-contiguous depth map in place, in one pass; returns its bool validity mask.
 
     depth becomes depth * scale where that is finite and > 0, else 0 (metres). valid: finite and
     <= valid_max (metres, before the scale; a non-finite valid_max is no limit), finite after the
-    scale, > 0. scale: finite, > 0 (the focal-length rescale).
+    scale, > 0. scale: finite, > 0 (the focal-length rescale). A torch CUDA tensor or CuPy array is
+    finished on its device by the CUDA engine (the same bits) and gets a mask of its kind.
     """
+    if native.is_device_array(depth):
+        scale, valid_max = _check_finish(scale, valid_max)
+        cuda = _need_cuda("depth")
+        d = native.DeviceArray.wrap(depth, "depth")
+        own = depth.data_ptr() if hasattr(depth, "data_ptr") else depth.__cuda_array_interface__["data"][0]
+        if d.dtype != "float32" or d.ptr != own or 0 in d.shape:  # wrap copied: not contiguous
+            raise TypeError("depth must be a non-empty, C-contiguous float32 device array (finished in place)")
+        n = math.prod(d.shape)
+        valid = d.empty(d.shape, "bool")
+        cuda.finish(d.ptr, n, scale, valid_max, valid.ptr, d.stream)
+        return valid.obj
     if not isinstance(depth, np.ndarray) or depth.dtype != np.float32 or not depth.flags.c_contiguous \
             or not depth.flags.writeable or depth.size == 0:
         raise TypeError("depth must be a non-empty, writeable, C-contiguous float32 numpy array")

@@ -60,6 +60,10 @@ def test_cuda_module_rejects_host_pointers() -> None:
         native.cuda.joint_upsample(*joint, float("nan"), 1.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
     with pytest.raises(ValueError, match="scale"):
         native.cuda.joint_upsample(*joint, 0.05, 0.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
+    with pytest.raises(ValueError, match="depth"):
+        native.cuda.finish(depth.ctypes.data, 4, 1.0, 80.0, valid.ctypes.data, 0)
+    with pytest.raises(ValueError, match="n must"):
+        native.cuda.finish(depth.ctypes.data, 0, 1.0, 80.0, valid.ctypes.data, 0)
 
 
 @needs_native

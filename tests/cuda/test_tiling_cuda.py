@@ -127,6 +127,21 @@ def test_runtime_joint_finish_runs_the_cuda_kernel() -> None:
     np.testing.assert_array_equal(valid.cpu().numpy(), want_valid)
 
 
+def test_finish_in_place_gives_the_cpu_engines_bits() -> None:
+    rng = np.random.default_rng(10)
+    depth = rng.uniform(-5, 100, (123, 457)).astype(np.float32)
+    depth[::7, ::5], depth[1::9, ::4] = np.nan, np.inf
+    want = depth.copy()
+    want_valid = tiling.finish(want, 1.5, 80.0)
+    dev = torch.from_numpy(depth).to(DEV)
+    valid = _on_stream(lambda: tiling.finish(dev, 1.5, 80.0))
+    assert valid.dtype == torch.bool
+    np.testing.assert_array_equal(dev.cpu().numpy().view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(valid.cpu().numpy(), want_valid)
+    with pytest.raises(TypeError, match="contiguous"):
+        tiling.finish(dev.t(), 1.0)
+
+
 def test_stitching_crops_gives_the_image_back_on_device() -> None:
     g = TileGrid(2160 // 8, 3840 // 8, 4, 4, 17)
     img = torch.rand(1, g.height, g.width, device=DEV)
