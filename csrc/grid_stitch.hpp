@@ -6,7 +6,8 @@
 // weight, each normalised once per axis, and a pixel is covered by at most kGridCover bands per axis:
 // per pixel the kernel reads two short table rows and at most four tiles, instead of looping over
 // every box twice. The arithmetic is the CPU engine's grid path op for op (built without
-// contraction: -fmad=false / -ffp-contract=off), so both engines give the same bits.
+// contraction: -fmad=false / -ffp-contract=off), so both engines give the same bits, up to the
+// device libm's cos/exp in the window, which may differ from the host's in the last bit of a double.
 #pragma once
 
 #include "grid_layout.hpp"
