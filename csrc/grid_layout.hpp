@@ -22,14 +22,31 @@ inline std::vector<Band> distinct_bands(const double* boxes, int n, int coord) {
     return bands;
 }
 
-// Per frame pixel along one axis of frame_len pixels, the sum of the bands' windows, band by band in
-// sorted order (the order both engines' per-axis normalisers rely on for the same bits).
-inline std::vector<double> band_weight_sums(const std::vector<Band>& bands, int frame_len, Window kind) {
-    std::vector<double> sums(static_cast<size_t>(frame_len), 0.0);
-    for (const Band& band : bands)
-        for (int p = stitch_first(band.first, frame_len); p < stitch_stop(band.first, band.second, frame_len); ++p)
-            sums[p] += window_profile(stitch_u(band.first, band.second, p), kind);
-    return sums;
+// The window of every frame pixel each band covers along an axis of frame_len pixels
+// (profile[b][p - first[b]] for p in first[b]..first[b] + profile[b].size() - 1), and their sum per
+// frame pixel, band by band in sorted order (the order both engines' per-axis normalisers follow for
+// the same bits). Each window is computed once: a cos or exp per pixel and band is a few percent of
+// a 4K stitch.
+struct BandWindows {
+    std::vector<std::vector<double>> profile;
+    std::vector<int> first;
+    std::vector<double> sum;
+};
+
+inline BandWindows band_windows(const std::vector<Band>& bands, int frame_len, Window kind) {
+    BandWindows bw;
+    bw.sum.assign(static_cast<size_t>(frame_len), 0.0);
+    for (const Band& band : bands) {
+        const int first = stitch_first(band.first, frame_len), stop = stitch_stop(band.first, band.second, frame_len);
+        std::vector<double> profile(static_cast<size_t>(std::max(0, stop - first)));
+        for (int p = first; p < stop; ++p) {
+            profile[p - first] = window_profile(stitch_u(band.first, band.second, p), kind);
+            bw.sum[p] += profile[p - first];
+        }
+        bw.first.push_back(first);
+        bw.profile.push_back(std::move(profile));
+    }
+    return bw;
 }
 
 // The most bands covering one frame pixel along an axis.

@@ -40,7 +40,7 @@ struct GridBoxes {
 // The kGridCover entries of frame pixel p along an axis of frame_len pixels cut into nb bands of
 // tile_len samples: the covering bands in sorted order (the plan guarantees no more) and their
 // windows over the sum of all covering windows, summed in band order in double, as the CPU engine's
-// band_weight_sums does.
+// band_windows does.
 ED_HD void grid_axis_entries(const GridBands& bands, int nb, int tile_len, int frame_len, Window kind, int p,
                              GridEntry* out) {
     GridEntry found[kGridCover];

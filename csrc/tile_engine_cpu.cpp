@@ -1166,8 +1166,7 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
         const std::vector<Band>& col_band = layout.cols;
         const std::vector<int>& box_at = layout.box_at;
         const int rows = static_cast<int>(row_band.size()), cols = static_cast<int>(col_band.size());
-        const std::vector<double> rowsum = band_weight_sums(row_band, height, kind);
-        const std::vector<double> colsum = band_weight_sums(col_band, width, kind);
+        const BandWindows rwin = band_windows(row_band, height, kind), cwin = band_windows(col_band, width, kind);
         // Sorted by start, the bands' first columns never decrease: the columns a row holds so far are
         // one prefix [0, written), so a band stores where it is first and adds where it overlaps,
         // and only columns no band covers are zero-filled.
@@ -1187,7 +1186,7 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
                 sb.lo[k] = t.lo;
                 sb.hi[k] = t.hi;
                 sb.frac[k] = t.frac;
-                sb.weight[k] = static_cast<float>(window_profile(u, kind) / colsum[sb.first + k]);
+                sb.weight[k] = static_cast<float>(cwin.profile[j][k] / cwin.sum[sb.first + k]);
             }
             sb.g8.build(sb.lo, sb.hi, sb.count);
             sb.g16.build(sb.lo, sb.hi, sb.count);
@@ -1209,9 +1208,8 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
                 for (int i = 0; i < rows; ++i) {
                     const double by0 = row_band[i].first, bh = row_band[i].second;
                     if (y < stitch_first(by0, height) || y >= stitch_stop(by0, bh, height)) continue;
-                    const double u = stitch_u(by0, bh, y);
-                    cover.emplace_back(i, tap_at(u * th - 0.5, th));
-                    cover_weight.push_back(static_cast<float>(window_profile(u, kind) / rowsum[y]));
+                    cover.emplace_back(i, tap_at(stitch_u(by0, bh, y) * th - 0.5, th));
+                    cover_weight.push_back(static_cast<float>(rwin.profile[i][y - rwin.first[i]] / rwin.sum[y]));
                 }
                 for (int ch = 0; ch < c; ++ch) {
                     const int64_t at = ch * plane + y64 * width;
