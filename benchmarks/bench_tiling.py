@@ -392,6 +392,7 @@ def run_cuda(x: dict, grid: TileGrid, repeat: int, seed: int) -> dict:
     cases = {f"{op}:engine": fn for op, fn in engine_cases(xd, grid).items()}
     cases.update({f"{op}:torch_loop": fn for op, fn in torch_loop_cases(x, grid, dev).items()})
     cases["copy:d2d"] = lambda: b.copy_(a)
+    cases.update(joint_cases(x, grid, dev))
     res = measure(cases, repeat, seed, sync)
     copy_bps = 2 * COPY_BYTES / (res["copy:d2d"]["wall_ms_min"] / 1e3)
     nbytes = moved_bytes(x, grid)
@@ -399,8 +400,30 @@ def run_cuda(x: dict, grid: TileGrid, repeat: int, seed: int) -> dict:
                 "torch_loop_over_engine_min": res[f"{op}:torch_loop"]["wall_ms_min"] / res[f"{op}:engine"]["wall_ms_min"],
                 "engine_of_copy": nbytes[op] / (res[f"{op}:engine"]["wall_ms_min"] / 1e3) / copy_bps}
            for op in nbytes}
+    joint = {"engine_ms_min": res["joint:engine"]["wall_ms_min"],
+             "torch_ops_over_engine_min": res["joint:torch_ops"]["wall_ms_min"] / res["joint:engine"]["wall_ms_min"]}
     return {"device": torch.cuda.get_device_name(), "repeat": repeat, "cases": res, "copy_GBps": copy_bps / 1e9,
-            "ops": ops, "tile_stage_ms_min": sum(r["engine_ms_min"] for r in ops.values())}
+            "ops": ops, "tile_stage_ms_min": sum(r["engine_ms_min"] for r in ops.values()), "joint": joint}
+
+
+def joint_cases(x: dict, grid: TileGrid, dev: torch.device) -> dict[str, Case]:
+    """The joint bilateral upsampling and finish of a 4K frame from the runtime's 431x810 map on CUDA:
+    the engine's kernel vs the torch ops the GPU backend ran before it (tiling_torch + its finish)."""
+    from edgedepth import tiling_torch
+    from edgedepth.runtime import _TorchOps
+
+    H, W = FRAME
+    low = torch.from_numpy(tiling.stitch(x["tiles"], grid.scaled(431 / H, 810 / W), 431, 810)[0]).to(dev)
+    rgb = torch.from_numpy(x["rgb"]).to(dev)
+    guide = tiling.crop_resize(rgb, [[0.0, 0.0, H, W]], (431, 810))[0]
+    torch_ops = _TorchOps("cuda")
+    torch_ops.impl = tiling_torch  # the GPU backend without its CUDA kernels
+
+    def by_torch_ops():
+        return torch_ops.finish(tiling_torch.joint_upsample(low, guide, rgb, 0.05), 1.0, owned=True, valid_max=80.0)
+
+    return {"joint:engine": lambda: tiling.joint_upsample(low, guide, rgb, 0.05, 1.0, 80.0),
+            "joint:torch_ops": by_torch_ops}
 
 
 def print_cases(title: str, res: dict) -> None:
@@ -461,6 +484,9 @@ def main() -> None:
         results["cuda"] = run_cuda(x, grid, args.repeat, args.seed)
         print_cases(f"CUDA {results['cuda']['device']} (wall only)", results["cuda"]["cases"])
         print(f"CUDA tile stage (all crops + stitch): {results['cuda']['tile_stage_ms_min']:.3f} ms min")
+        joint = results["cuda"]["joint"]
+        print(f"CUDA joint upsampling + finish, 431x810 -> 4K: {joint['engine_ms_min']:.3f} ms min, "
+              f"{joint['torch_ops_over_engine_min']:.1f}x faster than the torch ops")
     else:
         results["cpu"] = run_cpu(x, grid, args.threads, args.repeat, args.seed)
         cpu = results["cpu"]
