@@ -1066,14 +1066,16 @@ ED_AVX512 inline __m512 weighted4_16(__m512 w0, __m512 w1, __m512 w2, __m512 w3,
     return _mm512_fmadd_ps(w3, v3, _mm512_fmadd_ps(w2, v2, _mm512_fmadd_ps(w1, v1, _mm512_mul_ps(w0, v0))));
 }
 
-// finish_span on 16 values (same comparisons and product, so the same bits), stored to d and v.
-ED_AVX512 inline void finish16(__m512 x, const Finish& fin, float* d, uint8_t* v) {
+// finish_span on 16 values (same comparisons and product, so the same bits), stored to d and v;
+// scale and valid_max broadcast once by the caller (read through a pointer in the loop, they were
+// reloaded after every store).
+ED_AVX512 inline void finish16(__m512 x, __m512 scale, __m512 valid_max, float* d, uint8_t* v) {
     const __m512 fmax = _mm512_set1_ps(std::numeric_limits<float>::max());
-    const __m512 s = _mm512_mul_ps(x, _mm512_set1_ps(fin.scale));
+    const __m512 s = _mm512_mul_ps(x, scale);
     const __mmask16 good = _mm512_cmp_ps_mask(_mm512_abs_ps(s), fmax, _CMP_LE_OQ)
                            & _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
     const __mmask16 x_ok = _mm512_cmp_ps_mask(_mm512_abs_ps(x), fmax, _CMP_LE_OQ)
-                           & _mm512_cmp_ps_mask(x, _mm512_set1_ps(fin.valid_max), _CMP_LE_OQ);
+                           & _mm512_cmp_ps_mask(x, valid_max, _CMP_LE_OQ);
     _mm512_storeu_ps(d, _mm512_maskz_mov_ps(good, s));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(v), _mm_maskz_set1_epi8(good & x_ok, 1));
 }
@@ -1086,6 +1088,8 @@ ED_AVX512 int joint_row_avx512(const float* a, const float* b, const uint8_t* im
     const int64_t W = width;
     const __m512 k255 = _mm512_set1_ps(1.0f / 255.0f), one = _mm512_set1_ps(1.0f), s2 = _mm512_set1_ps(inv2s2);
     const __m512 vfy = _mm512_set1_ps(fy), vgy = _mm512_set1_ps(1.0f - fy);
+    const __m512 fin_scale = _mm512_set1_ps(fin ? fin->scale : 1.0f);
+    const __m512 fin_max = _mm512_set1_ps(fin ? fin->valid_max : 0.0f);
     int x = 0;
     for (; x + 16 <= width; x += 16) {
         const __m512 ux = _mm512_loadu_ps(fx + x), gx = _mm512_sub_ps(one, ux);
@@ -1099,7 +1103,7 @@ ED_AVX512 int joint_row_avx512(const float* a, const float* b, const uint8_t* im
                                                   _CMP_LE_OQ);
         if (flat == 0xFFFF) {
             if (fin)
-                finish16(bil, *fin, out + x, valid + x);
+                finish16(bil, fin_scale, fin_max, out + x, valid + x);
             else
                 _mm512_storeu_ps(out + x, bil);
             continue;
@@ -1126,7 +1130,7 @@ ED_AVX512 int joint_row_avx512(const float* a, const float* b, const uint8_t* im
         const __m512 den = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(w00, w01), w10), w11);
         const __m512 res = _mm512_mask_blend_ps(flat, _mm512_div_ps(num, den), bil);
         if (fin)
-            finish16(res, *fin, out + x, valid + x);
+            finish16(res, fin_scale, fin_max, out + x, valid + x);
         else
             _mm512_storeu_ps(out + x, res);
     }
