@@ -54,7 +54,15 @@ def window(h: int, w: int, kind: str = "cosine") -> np.ndarray:
 
 def crop_axis(start: float, length: float, out_len: int, src_len: int):
     """Sample table of one crop axis: (lo, hi, frac) with lo/hi int64 indices into the source."""
-    pos = start + (np.arange(out_len, dtype=np.float64) + 0.5) * (length / out_len) - 0.5
+    lo, hi, frac = crop_axes(np.array([start]), np.array([length]), out_len, src_len)
+    return lo[0], hi[0], frac[0]
+
+
+def crop_axes(starts: np.ndarray, lengths: np.ndarray, out_len: int, src_len: int):
+    """crop_axis of many boxes at once: starts, lengths (M,) -> (lo, hi, frac), each (M, out_len)."""
+    starts = np.asarray(starts, dtype=np.float64)[:, None]
+    lengths = np.asarray(lengths, dtype=np.float64)[:, None]
+    pos = starts + (np.arange(out_len, dtype=np.float64) + 0.5) * (lengths / out_len) - 0.5
     pos = np.clip(pos, 0.0, src_len - 1)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, src_len - 1)
