@@ -31,17 +31,14 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def _lerp_rows(img: torch.Tensor, lo: np.ndarray, hi: np.ndarray, frac: np.ndarray, dim: int,
-               weight: np.ndarray | None = None) -> torch.Tensor:
+               weight: np.ndarray) -> torch.Tensor:
     """Bilinear along one dim of img with a sample table from the reference; ``weight`` (one per
-    output row) is folded into the two interpolation coefficients."""
+    output row) is folded into the two interpolation coefficients (the stitch's window)."""
     dev = img.device
     a = img.index_select(dim, torch.from_numpy(lo).to(dev))
     b = img.index_select(dim, torch.from_numpy(hi).to(dev))
     shape = [1] * img.dim()
     shape[dim] = len(frac)
-    if weight is None:
-        f = torch.from_numpy(frac).to(device=dev, dtype=img.dtype).view(shape)
-        return a * (1.0 - f) + b * f
     ca, cb = (c * weight for c in (1.0 - frac, frac))
     return (a * torch.from_numpy(ca).to(device=dev, dtype=img.dtype).view(shape)
             + b * torch.from_numpy(cb).to(device=dev, dtype=img.dtype).view(shape))
