@@ -37,13 +37,16 @@ def test_shade_scales_colours_inside_shapes_and_leaves_the_rest():
         shade(image.astype(np.float32), np.random.default_rng(0))
 
 
+def _items(tmp_path, *overrides):
+    """Four refiner items of the tiny config with ``overrides`` (``SECTION.FIELD=VALUE``)."""
+    cfg = load_config(CONFIGS / "tiny-refiner.yaml", [f"train.out_dir={tmp_path / 'run'}", *overrides])
+    stage = Trainer(cfg, resume="never").stage
+    return stage.items(ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3, length=4))
+
+
 def test_refiner_items_shade_the_image_and_never_the_depth(tmp_path):
     def items(shade_share, shade_coarse=True):
-        cfg = load_config(CONFIGS / "tiny-refiner.yaml", [f"train.out_dir={tmp_path / 'run'}",
-                                                          f"data.shade={shade_share}",
-                                                          f"data.shade_coarse={str(shade_coarse).lower()}"])
-        stage = Trainer(cfg, resume="never").stage
-        return stage.items(ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3, length=4))
+        return _items(tmp_path, f"data.shade={shade_share}", f"data.shade_coarse={str(shade_coarse).lower()}")
 
     plain, shaded = items(0.0), items(1.0)
     for i in range(4):
@@ -106,13 +109,7 @@ def test_camera_crops_apply_tone_balance_blur_and_noise():
 
 
 def test_refiner_items_with_a_camera_change_every_crop_and_never_the_depth(tmp_path):
-    def items(camera):
-        cfg = load_config(CONFIGS / "tiny-refiner.yaml", [f"train.out_dir={tmp_path / 'run'}", "data.shade=0.5",
-                                                          f"data.camera={camera}"])
-        stage = Trainer(cfg, resume="never").stage
-        return stage.items(ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3, length=4))
-
-    plain, seen = items(0.0), items(1.0)
+    plain, seen = (_items(tmp_path, "data.shade=0.5", f"data.camera={c}") for c in (0.0, 1.0))
     for i in range(4):
         a, b = plain[i], seen[i]
         for key in ("gt", "valid", "reliable", "boxes"):  # the camera is drawn last: same tiles, flip, shapes
