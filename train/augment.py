@@ -5,8 +5,6 @@ object is a texture the model learns to ignore by pattern, and every other one i
 photographs are full of shadow and paint edges on flat surfaces, which a refiner trained only on
 such frames reads as depth. ``shade`` scales the colours inside random soft-edged shapes (straight
 shadow edges, blobs, four-sided patches, some striped) and leaves the depth as it is.
-``camera`` gives the crops of a frame one random camera's look (tone curve, white balance, optics
-blur, sensor noise): procedural frames are noise-free and pixel-sharp, photographs are neither.
 """
 from __future__ import annotations
 
@@ -124,48 +122,6 @@ def shaded_crops(image: np.ndarray, shapes: Sequence[Shape], boxes: np.ndarray, 
         tx = (np.searchsorted(cols, xlo), np.searchsorted(cols, xhi), fx)
         out[n] = (sample_tables(np.moveaxis(taps, -1, 0).astype(np.float64), ty, tx) / 255.0 - mean) / std
     return out
-
-
-@dataclass(frozen=True)
-class Camera:
-    """One camera of :func:`draw_camera`: ``gamma`` (tone curve exponent), ``gain`` (3,) white
-    balance, ``blur`` Gaussian sigma in crop pixels, ``noise`` standard deviation on [0, 1] colours."""
-
-    gamma: float
-    gain: np.ndarray
-    blur: float
-    noise: float
-
-
-def draw_camera(rng: np.random.Generator) -> Camera:
-    """Gamma 0.8-1.25, white balance within 8 % per channel, blur sigma 0-0.8 crop px, noise 0-2 %."""
-    return Camera(float(np.exp(rng.uniform(-0.22, 0.22))), (1.0 + rng.uniform(-0.08, 0.08, 3)).astype(np.float32),
-                  float(rng.uniform(0.0, 0.8)), float(rng.uniform(0.0, 0.02)))
-
-
-def _gauss_taps(sigma: float) -> np.ndarray:
-    x = np.arange(-2, 3, dtype=np.float32)
-    k = np.exp(-0.5 * (x / max(sigma, 1e-3)) ** 2)
-    return k / k.sum()
-
-
-def camera_crops(crops: np.ndarray, camera: Camera, rng: np.random.Generator, *,
-                 mean: float | Sequence[float] = 0.0, std: float | Sequence[float] = 1.0) -> np.ndarray:
-    """Normalised crops (N, 3, h, w) ((colour - mean) / std, colour in [0, 1]) as ``camera`` would
-    have taken them: tone curve and white balance, a separable 5-tap Gaussian blur (edges
-    replicated), then noise drawn from ``rng``. -> a new float32 array, normalised the same way."""
-    m = np.broadcast_to(np.asarray(mean, np.float32), (3,))[:, None, None]
-    s = np.broadcast_to(np.asarray(std, np.float32), (3,))[:, None, None]
-    x = np.clip(crops * s + m, 0.0, 1.0) ** np.float32(camera.gamma) * camera.gain[:, None, None]
-    if camera.blur > 0.05:
-        k = _gauss_taps(camera.blur)
-        p = np.pad(x, ((0, 0), (0, 0), (2, 2), (0, 0)), mode="edge")
-        x = sum(k[i] * p[:, :, i:i + x.shape[2]] for i in range(5))
-        p = np.pad(x, ((0, 0), (0, 0), (0, 0), (2, 2)), mode="edge")
-        x = sum(k[i] * p[:, :, :, i:i + x.shape[3]] for i in range(5))
-    if camera.noise > 0:
-        x = x + rng.normal(0.0, camera.noise, x.shape).astype(np.float32)
-    return ((np.clip(x, 0.0, 1.0) - m) / s).astype(np.float32)
 
 
 def _check_image(image: np.ndarray) -> None:

@@ -74,9 +74,6 @@ class DataConfig:
     # edges without depth edges, which procedural frames lack and photographs are full of).
     shade: float = 0.0
     shade_coarse: bool = True  # the frozen coarse model sees the shapes too (as it sees real shadows)
-    # Refiner stages: the share of training frames whose crops get a random camera's tone curve,
-    # white balance, blur and noise (photographs are neither noise-free nor pixel-sharp).
-    camera: float = 0.0
     hflip: bool = True
     val_samples: int = 8
     val_seed: int = 1_000  # procedural val stream seed; training uses train.seed (keep them apart)
@@ -404,8 +401,6 @@ def check_config(cfg: Config) -> None:
         _fail("data.oracle_coarse", f"applies to the refiner stage only, not {t.stage!r}")
     if not 0 <= d.shade <= 1:
         _fail("data.shade", f"must be a share in [0, 1], got {d.shade}")
-    if not 0 <= d.camera <= 1:
-        _fail("data.camera", f"must be a share in [0, 1], got {d.camera}")
 
 
 def runtime_grid(cfg: Config):

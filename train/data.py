@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from edgedepth import tiling
 from edgedepth.tiling import TileGrid
 
-from .augment import camera_crops, draw_camera, draw_shapes, shaded_crops
+from .augment import draw_shapes, shaded_crops
 from .config import Config
 from .distributed import DistInfo
 
@@ -227,17 +227,16 @@ class TileItems(Dataset):
     A flipped item is the flipped frame's (boxes included). ``shade``: the share of items whose frame
     gets random shadow and paint shapes (``augment.shade``) before anything is cut from it (computed
     only at the pixels the crops read: ``augment.shaded_crops``); with ``shade_coarse`` False the
-    coarse model's input is cut from the frame without them. ``camera``: the share of items whose
-    crops (the coarse input and the tiles) all get one random camera's look (``augment.camera_crops``).
+    coarse model's input is cut from the frame without them.
     """
 
     def __init__(self, source, coarse_size: tuple[int, int], tile_sizes: Sequence[tuple[int, int]],
                  grid_fn: Callable[[int, int], TileGrid], mean: Sequence[float], std: Sequence[float],
                  hflip: bool = False, seed: int = 0, oracle: bool = False,
                  gt_size: Optional[tuple[int, int]] = None, gt_image: bool = False, shade: float = 0.0,
-                 shade_coarse: bool = True, camera: float = 0.0) -> None:
+                 shade_coarse: bool = True) -> None:
         self.source, self.coarse_size = source, tuple(coarse_size)
-        self.shade, self.shade_coarse, self.camera = float(shade), bool(shade_coarse), float(camera)
+        self.shade, self.shade_coarse = float(shade), bool(shade_coarse)
         self.gt_image = gt_image
         self.tile_sizes = [tuple(t) for t in tile_sizes]
         self.gt_size = tuple(gt_size) if gt_size is not None else self.tile_sizes[0]
@@ -262,20 +261,15 @@ class TileItems(Dataset):
         image = f["image"]
         # drawn last: items without shapes are as before
         shapes = draw_shapes(rng, h, w) if self.shade and rng.random() < self.shade else None
-        camera = draw_camera(rng) if self.camera and rng.random() < self.camera else None
 
         def crop(boxes, size, mean, std, shaded=True):
             if shapes is not None and shaded:
                 return shaded_crops(image, shapes, boxes, size, mean=mean, std=std)
             return tiling.crop_resize(image, boxes, size, mean=mean, std=std, threads=1)
 
-        def seen(boxes, size, shaded=True):
-            x = crop(boxes, size, self.mean, self.std, shaded)
-            return x if camera is None else camera_crops(x, camera, rng, mean=self.mean, std=self.std)
-
-        item = {"coarse_image": seen(whole_box(h, w), self.coarse_size, self.shade_coarse)[0]}
+        item = {"coarse_image": crop(whole_box(h, w), self.coarse_size, self.mean, self.std, self.shade_coarse)[0]}
         for k, size in enumerate(self.tile_sizes):
-            item[f"rgb{k}"] = seen(src, size)
+            item[f"rgb{k}"] = crop(src, size, self.mean, self.std)
         item["gt"], item["valid"] = crop_valid(f["depth"], src, self.gt_size)
         item["reliable"] = crop_mask(f["reliable"], src, self.gt_size)
         if self.gt_image:

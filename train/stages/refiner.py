@@ -117,7 +117,7 @@ class _RefinerStageBase(Stage):
                          self.coarse.std, hflip=self.cfg.data.hflip, seed=self.cfg.train.seed,
                          oracle=self.cfg.data.oracle_coarse, gt_size=(k * tile_sizes[0][0], k * tile_sizes[0][1]),
                          gt_image=self.joint_loss, shade=self.cfg.data.shade,
-                         shade_coarse=self.cfg.data.shade_coarse, camera=self.cfg.data.camera)
+                         shade_coarse=self.cfg.data.shade_coarse)
 
     @property
     def joint_loss(self) -> bool:
