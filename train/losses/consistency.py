@@ -35,7 +35,7 @@ def gpct_consistency_loss(depths: torch.Tensor, boxes: torch.Tensor, mask: torch
     """
     if depths.ndim != 5:
         raise ValueError(f"depths must be (B, G, C, th, tw), got {tuple(depths.shape)}")
-    bsz, g, _, th, tw = depths.shape
+    bsz, g, c, th, tw = depths.shape
     if boxes.ndim == 2:
         boxes = boxes.unsqueeze(0).expand(bsz, -1, -1)
     if boxes.shape != (bsz, g, 4):
@@ -44,9 +44,11 @@ def gpct_consistency_loss(depths: torch.Tensor, boxes: torch.Tensor, mask: torch
         raise ValueError(f"mask must be shaped like depths {tuple(depths.shape)}, got {tuple(mask.shape)}")
     # Every overlap of every group in one batched crop per overlap size (a regular grid has three:
     # side by side, one above the other, diagonal) instead of two crops per pair: on a GPU each crop
-    # was a dozen small kernels and its sample tables a copy that waits for the device.
+    # was a dozen small kernels and its sample tables a copy that waits for the device. The mask
+    # rides along as extra channels, so one crop serves both.
     flat = depths.reshape(bsz * g, *depths.shape[2:])
-    flat_mask = None if mask is None else mask.reshape(bsz * g, *mask.shape[2:]).to(depths.dtype)
+    if mask is not None:
+        flat = torch.cat([flat, mask.reshape(bsz * g, *mask.shape[2:]).to(depths.dtype)], 1)
     by_size: dict[tuple[int, int], list[tuple[tuple[int, tuple], tuple[int, tuple]]]] = {}
     for n in range(bsz):
         bx = boxes[n].detach().double().cpu()
@@ -65,9 +67,10 @@ def gpct_consistency_loss(depths: torch.Tensor, boxes: torch.Tensor, mask: torch
         for side in (0, 1):
             index = torch.tensor([p[side][0] for p in pairs], device=depths.device)
             local = np.array([[p[side][1]] for p in pairs], dtype=np.float64)  # (P, 1, 4)
-            vals.append(crop_resize(flat.index_select(0, index), local, out_hw)[:, 0])
-            if flat_mask is not None:
-                valid.append(crop_resize(flat_mask.index_select(0, index), local, out_hw)[:, 0] > 0.999)
+            crops = crop_resize(flat.index_select(0, index), local, out_hw)[:, 0]
+            vals.append(crops[:, :c])
+            if mask is not None:
+                valid.append(crops[:, c:] > 0.999)
         sq = (vals[0] - vals[1]) ** 2
         if mask is None:
             total = total + sq.mean(dim=(1, 2, 3)).sum()
