@@ -421,10 +421,10 @@ inline float as_float(uint16_t v) { return half_to_float(v); }
 
 // One row band's share of a grid stitch's merged tile row: the blend t0 + (t1 - t0) * f of two
 // tile rows, times the row band's weight a, stored into m (first) or added to it. a == 1 skips
-// the product (the same bits).
+// the product (the same bits). next: a tile row wanted soon, which the vector code prefetches.
 template <typename In>
 void vmerge(const In* __restrict t0, const In* __restrict t1, float f, float a, bool first, float* __restrict m,
-            int n) {
+            int n, const In* /*next*/ = nullptr) {
     for (int k = 0; k < n; ++k) {
         const float x = as_float(t0[k]), y = as_float(t1[k]);
         const float v = x + (y - x) * f;
@@ -441,11 +441,12 @@ __attribute__((target("avx2,f16c"))) inline __m256 load8(const uint16_t* p) {
 // vmerge 8 wide (the compiler vectorises the scalar loop with SSE2 only), same ops, same bits.
 template <typename In>
 __attribute__((target("avx2,f16c"))) void vmerge_avx2(const In* t0, const In* t1, float f, float a, bool first,
-                                                      float* m, int n) {
+                                                      float* m, int n, const In* next) {
     const __m256 vf = _mm256_set1_ps(f), va = _mm256_set1_ps(a);
     const bool scale = a != 1.0f;
     int k = 0;
     for (; k + 8 <= n; k += 8) {
+        if ((k * sizeof(In)) % 64 == 0) _mm_prefetch(reinterpret_cast<const char*>(next + k), _MM_HINT_T0);  // a line
         const __m256 x = load8(t0 + k), y = load8(t1 + k);
         const __m256 v = _mm256_add_ps(x, _mm256_mul_ps(_mm256_sub_ps(y, x), vf));
         const __m256 r = first ? (scale ? _mm256_mul_ps(v, va) : v)
@@ -457,7 +458,7 @@ __attribute__((target("avx2,f16c"))) void vmerge_avx2(const In* t0, const In* t1
 #endif
 
 template <typename In>
-using VMergeFn = void (*)(const In*, const In*, float, float, bool, float*, int);
+using VMergeFn = void (*)(const In*, const In*, float, float, bool, float*, int, const In*);
 
 template <typename In>
 VMergeFn<In> pick_vmerge() {
@@ -1203,17 +1204,27 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
         parallel_for(height, threads, [&](int64_t begin, int64_t end) {
             std::vector<float> merged(static_cast<size_t>(cols) * stride);
             std::vector<float> row(static_cast<size_t>(width));
-            std::vector<std::pair<int, Tap>> cover;
-            std::vector<float> cover_weight;
+            // The row bands covering an output row: the tile rows they blend, their normalised row
+            // weight, and the lower tile row of the output row two below. Tile rows are read from
+            // memory (the tiles are far larger than the caches) as the row is merged, and across a
+            // row band's tile rows the hardware prefetcher fell behind; fetching that row now made the
+            // 4K stitch 1.1x faster on one thread.
+            struct Cover {
+                int band;
+                Tap tap;
+                float weight;
+                int ahead;
+            };
+            std::vector<Cover> cover;
             for (int64_t y64 = begin; y64 < end; ++y64) {
                 const int y = static_cast<int>(y64);
                 cover.clear();
-                cover_weight.clear();
                 for (int i = 0; i < rows; ++i) {
                     const double by0 = row_band[i].first, bh = row_band[i].second;
                     if (y < stitch_first(by0, height) || y >= stitch_stop(by0, bh, height)) continue;
-                    cover.emplace_back(i, tap_at(stitch_u(by0, bh, y) * th - 0.5, th));
-                    cover_weight.push_back(static_cast<float>(rwin.profile[i][y - rwin.first[i]] / rwin.sum[y]));
+                    cover.push_back({i, tap_at(stitch_u(by0, bh, y) * th - 0.5, th),
+                                     static_cast<float>(rwin.profile[i][y - rwin.first[i]] / rwin.sum[y]),
+                                     tap_at(stitch_u(by0, bh, y + 2) * th - 0.5, th).hi});
                 }
                 for (int ch = 0; ch < c; ++ch) {
                     const int64_t at = ch * plane + y64 * width;
@@ -1224,11 +1235,11 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
                         if (sb.count == 0) continue;
                         float* m = merged.data() + j * stride;
                         for (size_t r = 0; r < cover.size(); ++r) {
-                            const int b = box_at[static_cast<size_t>(cover[r].first) * cols + j];
+                            const Cover& cv = cover[r];
+                            const int b = box_at[static_cast<size_t>(cv.band) * cols + j];
                             const In* tile = tiles + (static_cast<int64_t>(b) * c + ch) * tile_plane;
-                            const Tap& ty = cover[r].second;
-                            vmerge_rows(tile + static_cast<int64_t>(ty.lo) * tw, tile + static_cast<int64_t>(ty.hi) * tw,
-                                        ty.frac, cover_weight[r], r == 0, m, tw);
+                            vmerge_rows(tile + static_cast<int64_t>(cv.tap.lo) * tw, tile + static_cast<int64_t>(cv.tap.hi) * tw,
+                                        cv.tap.frac, cv.weight, r == 0, m, tw, tile + static_cast<int64_t>(cv.ahead) * tw);
                         }
                         if (sb.first > written) std::fill(o + written, o + sb.first, 0.0f);  // no band covers these
                         written = std::max(written, sb.first);
