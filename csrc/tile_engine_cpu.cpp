@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -21,14 +22,20 @@
 namespace edgedepth {
 namespace {
 
-// Runs fn(begin, end) over [0, total) split into `threads` contiguous chunks; the calling thread
-// takes the first chunk. Threads are spawned per call (no global pool): an op costs milliseconds,
-// a spawn microseconds, and the module keeps no hidden state.
+// Runs fn(begin, end) over [0, total) on up to `threads` threads (the calling thread is one). The
+// range is cut into kBlocksPerThread blocks per thread, which the threads take in order as they
+// come free: a thread that starts late or loses its core for a while (spawning one took 20-45 us
+// on this project's VM, more under load) leaves its blocks to the others, where equal halves made
+// every call wait for the slowest half. Threads are spawned per call (no global pool): an op costs
+// milliseconds, a spawn microseconds, and the module keeps no hidden state.
 //
 // Never terminates the process: a thread the system refuses to create (std::system_error, e.g.
-// under an address-space limit) leaves its chunks to the calling thread, and an exception thrown
-// by any chunk (std::bad_alloc of a row buffer) is carried out of its thread, every started thread
-// is joined, and the first one is rethrown here (pybind11 turns bad_alloc into MemoryError).
+// under an address-space limit) leaves its blocks to the others, and an exception thrown by any
+// block (std::bad_alloc of a row buffer) is carried out of its thread, stops the handing out of
+// blocks, every started thread is joined, and the first one is rethrown here (pybind11 turns
+// bad_alloc into MemoryError).
+constexpr int64_t kBlocksPerThread = 8;
+
 template <typename F>
 void parallel_for(int64_t total, int threads, F fn) {
     const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, total));
@@ -36,36 +43,27 @@ void parallel_for(int64_t total, int threads, F fn) {
         if (total > 0) fn(int64_t{0}, total);
         return;
     }
-    const int64_t chunk = (total + workers - 1) / workers;
+    const int64_t blocks = std::min(total, workers * kBlocksPerThread);
+    const int64_t size = (total + blocks - 1) / blocks;
+    std::atomic<int64_t> next{0};
     std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
+    auto work = [&](size_t w) {
+        try {
+            for (int64_t b = next.fetch_add(1); b * size < total; b = next.fetch_add(1))
+                fn(b * size, std::min(total, (b + 1) * size));
+        } catch (...) {
+            errors[w] = std::current_exception();
+            next.store(total);  // hand out no more blocks
+        }
+    };
     std::vector<std::thread> pool;
-    int64_t spawned = 1;  // chunks [1, spawned) run on their own threads
     try {
         pool.reserve(static_cast<size_t>(workers - 1));
-        for (; spawned < workers; ++spawned) {
-            const int64_t begin = spawned * chunk, end = std::min(total, begin + chunk);
-            if (begin >= end) continue;
-            std::exception_ptr* error = &errors[static_cast<size_t>(spawned)];
-            pool.emplace_back([=] {
-                try {
-                    fn(begin, end);
-                } catch (...) {
-                    *error = std::current_exception();
-                }
-            });
-        }
+        for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work, static_cast<size_t>(w));
     } catch (const std::exception&) {
-        // No (more) threads or no memory to track them: the calling thread runs what is left.
+        // No (more) threads or no memory to track them: those running take every block.
     }
-    try {
-        fn(int64_t{0}, std::min(total, chunk));
-        for (int64_t w = spawned; w < workers; ++w) {
-            const int64_t begin = w * chunk, end = std::min(total, begin + chunk);
-            if (begin < end) fn(begin, end);
-        }
-    } catch (...) {
-        errors[0] = std::current_exception();
-    }
+    work(0);
     for (auto& t : pool) t.join();
     for (const auto& e : errors)
         if (e) std::rethrow_exception(e);
