@@ -422,7 +422,7 @@ inline float as_float(uint16_t v) { return half_to_float(v); }
 // the product (the same bits). next: a tile row wanted soon, which the vector code prefetches.
 template <typename In>
 void vmerge(const In* __restrict t0, const In* __restrict t1, float f, float a, bool first, float* __restrict m,
-            int n, const In* /*next*/ = nullptr) {
+            int n, const In* /*next*/) {
     for (int k = 0; k < n; ++k) {
         const float x = as_float(t0[k]), y = as_float(t1[k]);
         const float v = x + (y - x) * f;
@@ -451,7 +451,7 @@ __attribute__((target("avx2,f16c"))) void vmerge_avx2(const In* t0, const In* t1
                                : _mm256_add_ps(_mm256_loadu_ps(m + k), _mm256_mul_ps(va, v));
         _mm256_storeu_ps(m + k, r);
     }
-    vmerge(t0 + k, t1 + k, f, a, first, m + k, n - k);
+    vmerge(t0 + k, t1 + k, f, a, first, m + k, n - k, next + k);
 }
 #endif
 
