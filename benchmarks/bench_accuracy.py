@@ -173,7 +173,7 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
         tiling_cfg = dataclasses.replace(tiling_cfg, upsample=upsample)
     if max_side is not None:
         tiling_cfg = dataclasses.replace(tiling_cfg, max_side=max_side)
-    if snap is not None and tiling_cfg.upsample == "joint_bilateral":
+    if snap is not None and tiling_cfg.low_res:
         tiling_cfg = dataclasses.replace(tiling_cfg, snap=snap)
     # frames fill the coarse input as in a bundle exported from this checkpoint
     fit = fit_for_training(meta.get("train", {}).get("frame_size"), tuple(coarse.input_size))
@@ -193,6 +193,10 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
     info = {"checkpoint": str(checkpoint), "upsample": tiling_cfg.upsample, **_run_info(Path(checkpoint))}
     if tiling_cfg.upsample == "joint_bilateral":
         info["joint_sigma"] = tiling_cfg.joint_sigma
+    if tiling_cfg.upsample == "guided":
+        info.update(guided_step=tiling_cfg.guided_step, guided_radius=tiling_cfg.guided_radius,
+                    guided_eps=tiling_cfg.guided_eps)
+    if tiling_cfg.low_res:
         info["snap"] = tiling_cfg.snap
     return Method(name, "oracle" if oracle else "refiner", predict, info), (coarse, refiner, tiling_cfg)
 
@@ -399,13 +403,13 @@ def main(argv: list[str] | None = None) -> int:
                                                    "(default: the first --refiner's, else the first --bundle's)")
     ap.add_argument("--upsample", default="checkpoint",
                     help="comma list of how --refiner/--oracle tiles become the frame, one row each: checkpoint "
-                         "(its training tiling), bilinear, joint_bilateral (default checkpoint); with "
+                         "(its training tiling), bilinear, joint_bilateral, guided (default checkpoint); with "
                          "joint_bilateral the tile-resolution ceiling gets a joint row too")
     ap.add_argument("--max-side", type=int, default=None, metavar="PX",
                     help="--refiner/--oracle checkpoints: cap the adaptive grid at frames of this longer side "
                          "(Tiling.max_side; 0 = none; default: the checkpoint's)")
     ap.add_argument("--snap", type=float, default=None, metavar="CONTRAST",
-                    help="--refiner/--oracle checkpoints with joint_bilateral: snap depth steps (Tiling.snap; "
+                    help="--refiner/--oracle checkpoints with joint_bilateral or guided: snap depth steps (Tiling.snap; "
                          "0 = off; default: the checkpoint's)")
     ap.add_argument("--frames", default="1080p:8,4K:4", help="held-out frames per resolution (default 1080p:8,4K:4)")
     ap.add_argument("--data", default="out/bench_data", help="where held-out frames are rendered once")
@@ -427,10 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     out, data = Path(args.out), Path(args.data)
     frames = heldout_frames(data, counts)
 
+    from edgedepth.tiling import UPSAMPLING
+
     modes = [m.strip() for m in args.upsample.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("checkpoint", "bilinear", "joint_bilateral")]
+    bad = [m for m in modes if m not in ("checkpoint", *UPSAMPLING)]
     if bad or not modes:
-        raise SystemExit(f"--upsample: expected a comma list of checkpoint, bilinear, joint_bilateral, got {args.upsample!r}")
+        raise SystemExit(f"--upsample: expected a comma list of checkpoint, {', '.join(UPSAMPLING)}, got {args.upsample!r}")
 
     def variants(name: str, path: str, oracle: bool):
         for mode in modes:

@@ -47,6 +47,16 @@ inline void check_finish_args(double scale, double valid_max) {
 }
 
 // The joint upsampling's colour scale (tiling.MIN_JOINT_SIGMA: below it every range weight is at the floor).
+// The guided upsampling's pooling step, window radius (pooled pixels) and regulariser (colour variance).
+constexpr int kMaxGuidedStep = 16, kMaxGuidedRadius = 64;
+inline void check_guided(int step, int radius, double eps) {
+    if (step < 1 || step > kMaxGuidedStep)
+        fail("step must be 1.." + std::to_string(kMaxGuidedStep) + ", got " + std::to_string(step));
+    if (radius < 0 || radius > kMaxGuidedRadius)
+        fail("radius must be 0.." + std::to_string(kMaxGuidedRadius) + ", got " + std::to_string(radius));
+    if (!std::isfinite(eps) || !(eps >= 1e-8) || eps > 1.0) fail("eps must be in [1e-8, 1]");
+}
+
 inline void check_joint_sigma(double sigma) {
     if (!std::isfinite(sigma) || !(sigma >= 1e-3)) fail("sigma must be finite and >= 0.001");
 }

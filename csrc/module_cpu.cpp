@@ -234,6 +234,38 @@ py::tuple joint_upsample(const py::array& depth, const py::array& guide, const p
     return py::make_tuple(out, valid);
 }
 
+// Guided-filter upsampling of a (h, w) depth map to the (height, width) frame, finished on the way:
+// -> ((height, width) float32 depth, (height, width) bool valid).
+py::tuple guided_upsample(const py::array& depth, const py::array& guide, const py::array& image, int step,
+                          int radius, double eps, double scale, double valid_max, int threads) {
+    check_array("depth", depth, 2);
+    if (dtype_of(depth) != DType::F32) fail("depth must be an (h, w) float32 map");
+    check_array("guide", guide, 3);
+    if (dtype_of(guide) != DType::F32) fail("guide must be a (3, h, w) float32 image");
+    check_array("image", image, 3);
+    if (dtype_of(image) != DType::U8 || image.shape(2) != 3) fail("image must be an (H, W, 3) uint8 RGB image");
+    const int h = check_side("depth height", depth.shape(0)), w = check_side("depth width", depth.shape(1));
+    if (guide.shape(0) != 3 || guide.shape(1) != h || guide.shape(2) != w)
+        fail("guide must have shape (3, " + std::to_string(h) + ", " + std::to_string(w) + ") to match depth");
+    const int height = check_side("image height", image.shape(0)), width = check_side("image width", image.shape(1));
+    check_guided(step, radius, eps);
+    check_finish_args(scale, valid_max);
+    check_threads(threads);
+    py::array out = empty_out(false, {height, width});
+    py::array valid(py::dtype("bool"), std::vector<py::ssize_t>{height, width});
+    auto* v = static_cast<uint8_t*>(valid.mutable_data());
+    const auto* d = static_cast<const float*>(depth.data());
+    const auto* g = static_cast<const float*>(guide.data());
+    const auto* im = static_cast<const uint8_t*>(image.data());
+    auto* o = static_cast<float*>(out.mutable_data());
+    {
+        py::gil_scoped_release nogil;
+        guided_upsample_cpu(d, g, h, w, step, im, height, width, radius, eps, static_cast<float>(scale),
+                            static_cast<float>(valid_max), o, v, threads);
+    }
+    return py::make_tuple(out, valid);
+}
+
 // Edge snapping of a (h, w) float32 depth map guided by its (3, h, w) float32 guide -> new (h, w) map.
 py::array snap_edges(const py::array& depth, const py::array& guide, double contrast, int threads) {
     check_array("depth", depth, 2);
@@ -278,6 +310,10 @@ PYBIND11_MODULE(_native, m) {
           py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
           "(h, w) float32 depth + (3, h, w) guide + (H, W, 3) uint8 image -> ((H, W) float32 depth finished, "
           "(H, W) bool valid)");
+    m.def("guided_upsample", &guided_upsample, py::arg("depth"), py::arg("guide"), py::arg("image"),
+          py::arg("step"), py::arg("radius"), py::arg("eps"), py::arg("scale"), py::arg("valid_max"), py::arg("threads"),
+          "(h, w) float32 depth + (3, h, w) guide + (H, W, 3) uint8 image -> ((H, W) float32 depth finished, "
+          "(H, W) bool valid), by the fast guided filter");
     m.def("snap_edges", &snap_edges, py::arg("depth"), py::arg("guide"), py::arg("contrast"), py::arg("threads"),
           "(h, w) float32 depth + (3, h, w) float32 guide -> (h, w) float32 depth, steps snapped");
     m.def("finish", &finish, py::arg("depth"), py::arg("scale"), py::arg("valid_max"), py::arg("threads"),

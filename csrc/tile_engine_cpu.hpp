@@ -47,6 +47,19 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
 void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, const uint8_t* image, int height,
                         int width, float sigma, float* out, int threads, const Finish* finish = nullptr);
 
+// Guided-filter upsampling (He, Sun: Fast Guided Filter, 2015) of a (h, w) depth map to (height,
+// width). The map and its guide are pooled step x step (ln depth and colour means); per pooled
+// pixel, ln depth is fitted as a . rgb + b by least squares over its clipped (2 radius + 1)^2 window
+// (pooled pixels whose depths are all finite and > 0; eps regularises a); a and b are averaged over
+// each window, resized bilinearly (crop semantics) to the frame, and the output is
+// exp(A . rgb + B) with the frame's own colours (0..1), so a depth step lands where the colour step
+// is, to the frame pixel. guide as for joint_upsample_cpu. An output pixel with a tap on an invalid
+// pooled pixel is NaN before the finish, which every output row gets as it is written (scale,
+// valid_max and the validity bytes as in Finish).
+void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, int step, const uint8_t* image,
+                         int height, int width, int radius, double eps, float scale, float valid_max, float* out,
+                         uint8_t* valid, int threads);
+
 // Edge snapping of a (h, w) depth map with its (3, h, w) planar guide (tiling_reference.snap_edges):
 // where the 3x3 depth ratio max/min exceeds `ratio` (> 1) and the 5x5 one stays below its 1.75th
 // power, a pixel takes the 3x3 minimum or maximum, whichever is closer in guide colour. `out` must

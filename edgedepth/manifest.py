@@ -207,8 +207,13 @@ def check_manifest(manifest: Any) -> None:
         _number("tiling.joint_sigma", t["joint_sigma"], MIN_JOINT_SIGMA, 10.0)
     if t.get("snap"):
         _number("tiling.snap", t["snap"], 0.0, 10.0, low_open=True)
-        if t.get("upsample") != "joint_bilateral":
-            raise ManifestError("tiling.snap needs tiling.upsample 'joint_bilateral'")
+        if t.get("upsample", "bilinear") == "bilinear":
+            raise ManifestError("tiling.snap needs tiling.upsample 'joint_bilateral' or 'guided'")
+    for key, (low, high) in {"guided_step": (1, 16), "guided_radius": (0, 64)}.items():
+        if key in t:
+            _int(f"tiling.{key}", t[key], low, high)
+    if "guided_eps" in t:
+        _number("tiling.guided_eps", t["guided_eps"], 1e-8, 1.0)
     _number("camera.fx_norm", manifest["camera"]["fx_norm"], *FX_RATIO_RANGE)
     depth = _dict("depth", manifest.get("depth", {}))
     if depth.get("valid_max") is not None:

@@ -132,17 +132,16 @@ class _HostOps:
         return self.tiling.stitch_finish(tiles, boxes, height, width, window=window, scale=scale,
                                          valid_max=valid_max, threads=self.threads)
 
-    def stitch_joint_finish(self, tiles, boxes, frame, low_size, sigma: float, window, scale: float,
-                            valid_max: float, snap: float = 0.0):
-        """Tiles blended at ``low_size``, steps snapped (``snap`` > 0), joint-bilaterally upsampled to
-        the frame and finished."""
-        return self.tiling.stitch_joint(tiles, boxes, frame, low_size, sigma, window=window, scale=scale,
-                                        valid_max=valid_max, threads=self.threads, snap=snap)
+    def stitch_low_finish(self, tiles, boxes, frame, low_size, policy, scale: float, valid_max: float):
+        """Tiles blended at ``low_size``, steps snapped (``policy.snap`` > 0), upsampled to the frame as
+        ``policy.upsample`` says and finished (``tiling.stitch_low``)."""
+        return self.tiling.stitch_low(tiles, boxes, frame, low_size, policy, scale=scale, valid_max=valid_max,
+                                      threads=self.threads)
 
-    def joint_finish(self, depth, frame, sigma: float, scale: float, valid_max: float):
-        """A (h, w) depth map joint-bilaterally upsampled to the frame and finished."""
-        return self.tiling.joint_upsample(np.ascontiguousarray(depth, dtype=np.float32), None, frame, sigma,
-                                          scale, valid_max, self.threads)
+    def low_finish(self, depth, frame, policy, scale: float, valid_max: float):
+        """A (h, w) depth map upsampled to the frame as ``policy.upsample`` says and finished."""
+        return self.tiling.upsample(np.ascontiguousarray(depth, dtype=np.float32), None, frame, policy, scale,
+                                    valid_max, self.threads)
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
         """(depth scaled, then made finite and >= 0; valid mask): see DepthResult.
@@ -207,21 +206,25 @@ class _TorchOps:
     def stitch_finish(self, tiles, boxes, height, width, window, scale: float, valid_max: float):
         return self.finish(self._stitch(tiles, boxes, height, width, window), scale, owned=True, valid_max=valid_max)
 
-    def stitch_joint_finish(self, tiles, boxes, frame, low_size, sigma: float, window, scale: float,
-                            valid_max: float, snap: float = 0.0):
+    def stitch_low_finish(self, tiles, boxes, frame, low_size, policy, scale: float, valid_max: float):
         (h, w), (height, width) = low_size, frame.shape[:2]
         bx = np.asarray(boxes, dtype=np.float64) * np.array([h / height, w / width, h / height, w / width])
-        return self.joint_finish(self._stitch(tiles, bx, h, w, window), frame, sigma, scale, valid_max, snap)
+        return self.low_finish(self._stitch(tiles, bx, h, w, policy.window), frame, policy, scale, valid_max)
 
-    def joint_finish(self, depth, frame, sigma: float, scale: float, valid_max: float, snap: float = 0.0):
+    def low_finish(self, depth, frame, policy, scale: float, valid_max: float):
         height, width = frame.shape[:2]
         guide = self.impl.crop_resize(frame, np.array([[0.0, 0.0, height, width]]), tuple(depth.shape))[0].float()
         depth = depth.float()
-        if snap:  # in torch ops: the snapping has no CUDA kernel of its own yet
-            depth = self.tiling_torch.snap_edges(depth, guide, snap)
+        if policy.snap:  # in torch ops: the snapping has no CUDA kernel of its own yet
+            depth = self.tiling_torch.snap_edges(depth, guide, policy.snap)
+        if policy.upsample == "guided":  # in torch ops on the frame's device (no CUDA kernel of its own yet)
+            depth = self.tiling_torch.guided_upsample(depth, guide, frame, policy.guided_step, policy.guided_radius,
+                                                      policy.guided_eps)
+            return self.finish(depth, scale, owned=True, valid_max=valid_max)
         if self.impl is not self.tiling_torch:  # the CUDA engine: upsampled and finished in one kernel
-            return self.impl.joint_upsample(depth.contiguous(), guide, frame.contiguous(), sigma, scale, valid_max)
-        depth = self.tiling_torch.joint_upsample(depth, guide, frame, sigma)
+            return self.impl.joint_upsample(depth.contiguous(), guide, frame.contiguous(), policy.joint_sigma, scale,
+                                            valid_max)
+        depth = self.tiling_torch.joint_upsample(depth, guide, frame, policy.joint_sigma)
         return self.finish(depth, scale, owned=True, valid_max=valid_max)
 
     def finish(self, depth, scale: float, owned: bool = False, valid_max: float = math.inf):
@@ -267,9 +270,11 @@ class Runtime:
             of ``edgedepth build-engines --print-trtexec``) to load instead of building; their I/O is
             checked against the manifest.
         upsample: how refined tiles become the full-resolution map, replacing the bundle's
-            ``tiling.upsample``: "bilinear" (each tile resized into its box as it is blended) or
+            ``tiling.upsample``: "bilinear" (each tile resized into its box as it is blended),
             "joint_bilateral" (tiles blended at the refiner's resolution, then upsampled guided by
-            the frame's colours: depth edges follow image edges); None = the bundle's.
+            the frame's colours: depth edges follow image edges) or "guided" (blended the same way,
+            then upsampled by the fast guided filter: edges placed to the frame pixel; the default
+            bundle's); None = the bundle's.
         refine: False = coarse-only operating point: the coarse depth upsampled to the frame (as
             ``upsample`` says: bilinear, or guided by the frame) and finished like a refined one
             (finite, valid mask, valid range, focal rescale); no tile is cut or refined. Several
@@ -326,9 +331,9 @@ class Runtime:
         # A (rows, cols) override fixes the grid; else the bundle's policy (possibly adaptive).
         self.tiling = tiling or (bundle_tiling if self.tiles is None else dataclasses.replace(
             bundle_tiling, rows=self.tiles[0], cols=self.tiles[1], shrink=0.0, max_side=0))
-        if upsample is not None:  # checked by Tiling; snapping acts only before a joint upsampling
+        if upsample is not None:  # checked by Tiling; snapping acts only before an upsampling from low resolution
             self.tiling = dataclasses.replace(self.tiling, upsample=upsample,
-                                              snap=self.tiling.snap if upsample == "joint_bilateral" else 0.0)
+                                              snap=self.tiling.snap if upsample != "bilinear" else 0.0)
         self.rows, self.cols = self.tiling.rows, self.tiling.cols
         # A compressed refiner (int8, palette6) may come with a coarse model at one float precision only.
         coarse_precision = next((p for p in (self.precision, "fp32", cls.default_precision(self.device))
@@ -577,10 +582,13 @@ class Runtime:
         step = int(self.refiner_batch) if self.refiner_batch else min(tiles, self.max_tile_batch)
         convert = 2 * pixels * 3 * itemsize + pixels * 3 if itemsize > 1 else 0  # two float temporaries + a mask
         joint = 0
-        if self.tiling.upsample == "joint_bilateral" and grid is not None:
-            # tiles blended at the refiner's resolution: accumulators, the blend and its RGB guide
+        if self.tiling.low_res and grid is not None:
+            # tiles blended at the refiner's resolution: accumulators, the blend and its RGB guide;
+            # the guided filter's pooled planes, fits and coefficients (csrc guided_upsample_cpu)
             lh, lw = grid.tile_resolution(th, tw)
             joint = lh * lw * (16 + 4 + 12)
+            if self.tiling.upsample == "guided":
+                joint += -(-lh // self.tiling.guided_step) * -(-lw // self.tiling.guided_step) * (5 * 8 + 5 * 4 + 4 * 4)
         return (pixels * _BYTES_PER_PIXEL + convert + coarse + tiles * per_tile + 2 * step * per_tile
                 + 2 * tiles * th * tw * 4 + joint)
 
@@ -650,10 +658,9 @@ class Runtime:
         t1 = time.perf_counter()
         tiles = ops.concat(self._refine(feeds, len(grid.boxes)))
         t2 = time.perf_counter()
-        if self.tiling.upsample == "joint_bilateral":
-            depth, valid = ops.stitch_joint_finish(tiles, grid.boxes, f.frame,
-                                                   grid.tile_resolution(*self.tile_size), self.tiling.joint_sigma,
-                                                   self.window, f.fx_scale, self.valid_max_depth, self.tiling.snap)
+        if self.tiling.low_res:
+            depth, valid = ops.stitch_low_finish(tiles, grid.boxes, f.frame, grid.tile_resolution(*self.tile_size),
+                                                 self.tiling, f.fx_scale, self.valid_max_depth)
         else:
             depth, valid = ops.stitch_finish(tiles, grid.boxes, f.height, f.width, self.window, f.fx_scale,
                                              self.valid_max_depth)
@@ -671,10 +678,10 @@ class Runtime:
         ops = self.ops
         t0 = time.perf_counter()
         content = ops.content(f.depth[0, 0], f.fit)  # the frame's part of the map
-        if self.tiling.upsample == "joint_bilateral":
+        if self.tiling.low_res:
             t1 = time.perf_counter()
-            depth, valid = ops.joint_finish(content, f.frame, self.tiling.joint_sigma, f.fx_scale,
-                                            self.valid_max_depth)
+            depth, valid = ops.low_finish(content, f.frame, dataclasses.replace(self.tiling, snap=0.0), f.fx_scale,
+                                          self.valid_max_depth)
         else:
             up = ops.crop_map(content[None], np.array([[0.0, 0.0, *content.shape[-2:]]]), (f.height, f.width))[0, 0]
             t1 = time.perf_counter()

@@ -25,9 +25,9 @@ from . import native, tiling_reference
 from .tiling_reference import MIN_JOINT_SIGMA, UPSAMPLING, WINDOWS
 
 __all__ = [
-    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "joint_upsample", "snap_edges",
-    "stitch_joint", "WINDOWS", "UPSAMPLING", "get_num_threads", "set_num_threads", "native_status", "MAX_THREADS",
-    "MAX_SIDE",
+    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "joint_upsample",
+    "guided_upsample", "upsample", "snap_edges", "stitch_joint", "stitch_low", "WINDOWS", "UPSAMPLING",
+    "get_num_threads", "set_num_threads", "native_status", "MAX_THREADS", "MAX_SIDE",
 ]
 
 
@@ -243,14 +243,18 @@ class Tiling:
     to its box as it is blended (:func:`stitch`). "joint_bilateral": tiles are blended at the
     refiner's resolution (``TileGrid.tile_resolution``), then upsampled once guided by the frame's
     colours (:func:`joint_upsample`, colour scale ``joint_sigma``, 0..1 per channel), so depth edges
-    land on image edges instead of spreading over the shrink factor.
+    land on image edges instead of spreading over the shrink factor. "guided": blended the same way,
+    then upsampled by the fast guided filter (:func:`guided_upsample`: ln depth fitted as an affine
+    function of colour over windows of ``guided_radius`` px of the map pooled ``guided_step`` x
+    ``guided_step``, regularised by ``guided_eps``; the frame's own colours place each step to the
+    pixel, where the joint upsampling can only choose among its 2x2 low-resolution taps).
 
     ``max_side`` (adaptive tilings only; 0 = no limit): a frame whose longer side exceeds it gets the
     rows x cols of that frame shrunk to ``max_side``, with tiles grown to cover it. Past that size the
     refiner's work stops growing with the frame; with the joint upsampling the full-resolution image
     still places the edges.
 
-    ``snap`` (joint_bilateral only; 0 = off): before the joint upsampling, depth steps at the
+    ``snap`` (joint_bilateral and guided only; 0 = off): before the upsampling, depth steps at the
     refiner's resolution are kept as steps (:func:`snap_edges`): a pixel whose 3x3 neighbourhood
     spans a depth ratio above exp(``snap``) takes the near or the far side's depth, whichever is
     closer in colour, so no pixel hangs between two surfaces (flying points in a point cloud).
@@ -265,6 +269,15 @@ class Tiling:
     joint_sigma: float = 0.05
     max_side: int = 0
     snap: float = 0.0
+    guided_step: int = 2
+    guided_radius: int = 3
+    guided_eps: float = 1e-5
+
+    @property
+    def low_res(self) -> bool:
+        """Whether tiles are blended at the refiner's resolution and upsampled to the frame once
+        (every ``upsample`` but "bilinear")."""
+        return self.upsample != "bilinear"
 
     def __post_init__(self) -> None:
         _check_int("rows", self.rows, 1)
@@ -285,9 +298,10 @@ class Tiling:
                              "already caps the number of tiles")
         if isinstance(self.snap, bool) or not isinstance(self.snap, (int, float)) or self.snap != 0:
             _check_contrast(self.snap)
-            if self.upsample != "joint_bilateral":
-                raise ValueError(f"snap={self.snap} needs upsample='joint_bilateral': it acts on the map at the "
-                                 "refiner's resolution, which bilinear stitching never forms")
+            if not self.low_res:
+                raise ValueError(f"snap={self.snap} needs upsample 'joint_bilateral' or 'guided': it acts on the map "
+                                 "at the refiner's resolution, which bilinear stitching never forms")
+        _check_guided(self.guided_step, self.guided_radius, self.guided_eps)
 
     def capped(self, height: int, width: int) -> bool:
         """Whether ``max_side`` applies to a (height, width) frame: its grid is then that of the frame
@@ -319,7 +333,9 @@ class Tiling:
         ``upsample`` = bilinear)."""
         return cls(int(data["rows"]), int(data["cols"]), float(data["overlap_ratio"]), str(data["window"]),
                    float(data.get("shrink", 0.0) or 0.0), str(data.get("upsample", "bilinear")),
-                   float(data.get("joint_sigma", 0.05)), int(data.get("max_side", 0)), float(data.get("snap", 0.0)))
+                   float(data.get("joint_sigma", 0.05)), int(data.get("max_side", 0)), float(data.get("snap", 0.0)),
+                   int(data.get("guided_step", 2)), int(data.get("guided_radius", 3)),
+                   float(data.get("guided_eps", 1e-5)))
 
 
 # ---------------------------------------------------------------- argument checks
@@ -679,6 +695,72 @@ def _joint_upsample_device(depth: Any, guide: Any, image: Any, sigma: float, sca
     return out.obj, valid.obj
 
 
+MAX_GUIDED_STEP, MAX_GUIDED_RADIUS = 16, 64  # csrc/checks.hpp
+
+
+def _check_guided(step: Any, radius: Any, eps: Any) -> None:
+    _check_int("guided_step", step, 1, MAX_GUIDED_STEP)
+    _check_int("guided_radius", radius, 0, MAX_GUIDED_RADIUS)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 1e-8 <= eps <= 1:
+        raise ValueError(f"guided_eps must be a number in [1e-8, 1] (a colour variance), got {eps!r}")
+
+
+def guided_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.ndarray, step: int = 2,
+                    radius: int = 3, eps: float = 1e-5, scale: float = 1.0, valid_max: float = math.inf,
+                    threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Edge-aware upsampling of a depth map to the frame by the fast guided filter (He and Sun,
+    2015), finished in the same pass.
+
+    depth (h, w) float32 metres (tiles stitched at the refiner's resolution); guide (3, h, w)
+    float32, the frame resized to (h, w) / 255 (None = made so here); image (H, W, 3) uint8 RGB.
+    Depth and guide are pooled ``step`` x ``step``; per pooled pixel ln depth is fitted as
+    a . rgb + b over its (2 ``radius`` + 1)^2 window (``eps``: the colour variance below which a
+    window's colours are not trusted to explain its depth); the averaged a, b are resized to the
+    frame and each pixel takes exp(a . rgb + b) with its own colour, so a depth step lands on the
+    frame's colour step to the pixel. Output pixels next to a non-finite or non-positive depth are
+    invalid. -> (depth (H, W) float32 metres, valid (H, W) bool), finished as :func:`finish`
+    does with ``scale`` and ``valid_max``. ``edgedepth.guided_filter.fast_guided_upsample`` is the
+    reference (within 2e-6 relative)."""
+    if not isinstance(depth, np.ndarray) or depth.ndim != 2 or depth.dtype != np.float32 or depth.size == 0:
+        raise TypeError(f"depth must be a non-empty (h, w) float32 numpy array, got {_describe(depth)}")
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
+            or image.size == 0:
+        raise ValueError(f"image must be a non-empty (H, W, 3) uint8 RGB numpy array, got {_describe(image)}")
+    _check_sides("depth", depth.shape)
+    _check_sides("image", image.shape[:2])
+    _check_guided(step, radius, eps)
+    scale, valid_max = _check_finish(scale, valid_max)
+    nthreads = _check_threads(threads)
+    if guide is None:
+        guide = crop_resize(image, [[0.0, 0.0, *image.shape[:2]]], depth.shape, threads=threads)[0]
+    if not isinstance(guide, np.ndarray) or guide.dtype != np.float32 or guide.shape != (3, *depth.shape):
+        raise ValueError(f"guide must be a (3, {depth.shape[0]}, {depth.shape[1]}) float32 numpy array, "
+                         f"got {_describe(guide)}")
+    depth, guide, image = (np.ascontiguousarray(a) for a in (depth, guide, image))
+    if native.cpu is None:
+        from .guided_filter import fast_guided_upsample
+
+        _fallback("guided_upsample")
+        out = fast_guided_upsample(depth, guide, image, int(step), int(radius), float(eps))
+        return out, tiling_reference.finish(out, scale, valid_max)
+    return native.cpu.guided_upsample(depth, guide, image, int(step), int(radius), float(eps), scale, valid_max,
+                                      nthreads)
+
+
+def upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.ndarray, policy: "Tiling",
+             scale: float = 1.0, valid_max: float = math.inf,
+             threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """A (h, w) depth map brought to the (H, W, 3) uint8 frame ``image`` as ``policy.upsample``
+    says ("joint_bilateral": :func:`joint_upsample`; "guided": :func:`guided_upsample`), finished.
+    -> (depth (H, W) float32 metres, valid (H, W) bool)."""
+    if policy.upsample == "guided":
+        return guided_upsample(depth, guide, image, policy.guided_step, policy.guided_radius, policy.guided_eps,
+                               scale, valid_max, threads)
+    if policy.upsample == "joint_bilateral":
+        return joint_upsample(depth, guide, image, policy.joint_sigma, scale, valid_max, threads)
+    raise ValueError(f"upsample needs a policy that upsamples from low resolution, got {policy.upsample!r}")
+
+
 def snap_edges(depth: np.ndarray, guide: np.ndarray, contrast: float, threads: Optional[int] = None) -> np.ndarray:
     """Depth steps kept as steps (``Tiling.snap``): depth (h, w) float32 metres and guide (3, h, w)
     float32 (the frame resized to (h, w), / 255) -> new (h, w) float32. Where a pixel's 3x3
@@ -706,25 +788,35 @@ def _check_contrast(contrast: Any) -> float:
     return float(contrast)
 
 
-def stitch_joint(tiles: np.ndarray, boxes: Any, image: np.ndarray, low_size: Sequence[int], sigma: float,
-                 window: str = "cosine", scale: float = 1.0, valid_max: float = math.inf,
-                 threads: Optional[int] = None, snap: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """``Tiling.upsample == "joint_bilateral"``: one-channel depth tiles (N, 1, th, tw) blended at
-    ``low_size`` (h, w) (the frame at the refiner's resolution, ``TileGrid.tile_resolution``; boxes
-    in frame pixels), steps snapped there when ``snap`` > 0 (:func:`snap_edges`), then
-    :func:`joint_upsample`-ed to the (H, W) frame ``image`` (uint8 RGB) and finished.
-    -> (depth (H, W) float32 metres, valid (H, W) bool)."""
+def stitch_low(tiles: np.ndarray, boxes: Any, image: np.ndarray, low_size: Sequence[int], policy: "Tiling",
+               scale: float = 1.0, valid_max: float = math.inf,
+               threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """A low-resolution ``policy`` (``Tiling.low_res``): one-channel depth tiles (N, 1, th, tw)
+    blended at ``low_size`` (h, w) (the frame at the refiner's resolution,
+    ``TileGrid.tile_resolution``; boxes in frame pixels) with ``policy.window``, steps snapped there
+    when ``policy.snap`` > 0 (:func:`snap_edges`), then :func:`upsample`-d to the (H, W) frame
+    ``image`` (uint8 RGB) and finished. -> (depth (H, W) float32 metres, valid (H, W) bool)."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be an (H, W, 3) uint8 RGB numpy array, got {_describe(image)}")
+    if not policy.low_res:
+        raise ValueError(f"stitch_low needs a policy that upsamples from low resolution, got {policy.upsample!r}")
     height, width = image.shape[:2]
     h, w = (_check_int("low_size[0]", low_size[0], 1, height), _check_int("low_size[1]", low_size[1], 1, width))
     bx = _check_boxes(boxes, height, width) * np.array([h / height, w / width, h / height, w / width])
-    low = stitch(tiles, bx, h, w, window, threads)
+    low = stitch(tiles, bx, h, w, policy.window, threads)
     if low.shape[0] != 1:
-        raise ValueError(f"stitch_joint takes one-channel depth tiles (N, 1, th, tw), got {low.shape[0]} channels")
+        raise ValueError(f"stitch_low takes one-channel depth tiles (N, 1, th, tw), got {low.shape[0]} channels")
     guide = crop_resize(image, [[0.0, 0.0, height, width]], (h, w), threads=threads)[0]
-    depth = snap_edges(low[0], guide, snap, threads) if snap else low[0]
-    return joint_upsample(depth, guide, image, sigma, scale, valid_max, threads)
+    depth = snap_edges(low[0], guide, policy.snap, threads) if policy.snap else low[0]
+    return upsample(depth, guide, image, policy, scale, valid_max, threads)
+
+
+def stitch_joint(tiles: np.ndarray, boxes: Any, image: np.ndarray, low_size: Sequence[int], sigma: float,
+                 window: str = "cosine", scale: float = 1.0, valid_max: float = math.inf,
+                 threads: Optional[int] = None, snap: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`stitch_low` with the joint bilateral upsampling (colour scale ``sigma``)."""
+    policy = Tiling(window=window, upsample="joint_bilateral", joint_sigma=sigma, snap=snap)
+    return stitch_low(tiles, boxes, image, low_size, policy, scale, valid_max, threads)
 
 
 def _describe(x: Any) -> str:

@@ -136,7 +136,7 @@ JOINT_FLOOR = 1e-4  # csrc kJointFloor: the least range weight, so that every pi
 #: csrc kJointFlat: taps whose depths agree within this share of the least take the bilinear blend.
 JOINT_FLAT = 0.02
 #: Ways tiles become the full-resolution map (``edgedepth.tiling.Tiling.upsample``).
-UPSAMPLING = ("bilinear", "joint_bilateral")
+UPSAMPLING = ("bilinear", "joint_bilateral", "guided")
 #: Smallest colour scale of the joint upsampling (below it every range weight is at the floor).
 MIN_JOINT_SIGMA = 1e-3
 

@@ -13,11 +13,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .tiling import _check_boxes, _check_int, _check_window, _uncovered_pixel
 from .tiling_reference import crop_axes, crop_axis, stitch_axis
 
-__all__ = ["crop_resize", "stitch", "snap_edges", "joint_upsample", "joint_upsample_batch", "joint_weights", "JointWeights"]
+__all__ = ["crop_resize", "stitch", "snap_edges", "joint_upsample", "joint_upsample_batch", "joint_weights", "JointWeights",
+           "guided_upsample"]
 
 
 def _boxes_np(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
@@ -286,3 +288,47 @@ def joint_weights(guide: torch.Tensor, image: torch.Tensor, sigma: float) -> Joi
         # One division per output pixel when applied, not one per tap here (the runtime's device path
         # applies them once per frame).
         return JointWeights([(ys, xs, s, wk) for (ys, xs, s), wk in zip(spatial, weights)], sum(weights), (h, w))
+
+
+def guided_upsample(depth: torch.Tensor, guide: torch.Tensor, image: torch.Tensor, step: int, radius: int,
+                    eps: float) -> torch.Tensor:
+    """`edgedepth.tiling.guided_upsample` without the finishing pass, on any device: depth (h, w),
+    guide (3, h, w) in [0, 1], image (H, W, 3) uint8 -> (H, W) float32
+    (`edgedepth.guided_filter.fast_guided_upsample`; the fit in float64)."""
+    d = depth.double()
+    good = torch.isfinite(d) & (d > 0)
+    lnd = torch.where(good, torch.log(torch.where(good, d, torch.ones_like(d))), torch.zeros_like(d))
+    pool = (lambda x: F.avg_pool2d(x, step, step, ceil_mode=True)) if step > 1 else (lambda x: x)
+    m = (pool(good.double()[None, None]) == 1.0).double()
+    p = torch.where(m > 0, pool(lnd[None, None]), torch.zeros_like(m))
+    g = pool(guide.double()[None])
+    k = 2 * radius + 1
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, k, 1, radius, count_include_pad=False)
+
+    def wmean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return box(weight * x) / box(weight)
+
+    has = box(m) > 0
+    mi = [wmean(g[:, c:c + 1], m) for c in range(3)]
+    mp = wmean(p, m)
+    cov = [wmean(g[:, c:c + 1] * p, m) - mi[c] * mp for c in range(3)]
+    s = [[wmean(g[:, i:i + 1] * g[:, j:j + 1], m) - mi[i] * mi[j] + (eps if i == j else 0.0) for j in range(3)]
+         for i in range(3)]
+    # the symmetric 3x3 solve by cofactors, as the native code
+    i00, i01, i02 = s[1][1] * s[2][2] - s[1][2] ** 2, s[0][2] * s[1][2] - s[0][1] * s[2][2], s[0][1] * s[1][2] - s[0][2] * s[1][1]
+    i11, i12, i22 = s[0][0] * s[2][2] - s[0][2] ** 2, s[0][1] * s[0][2] - s[0][0] * s[1][2], s[0][0] * s[1][1] - s[0][1] ** 2
+    inv = 1.0 / (s[0][0] * i00 + s[0][1] * i01 + s[0][2] * i02)
+    a = [(i00 * cov[0] + i01 * cov[1] + i02 * cov[2]) * inv, (i01 * cov[0] + i11 * cov[1] + i12 * cov[2]) * inv,
+         (i02 * cov[0] + i12 * cov[1] + i22 * cov[2]) * inv]
+    zero = torch.zeros_like(mp)
+    a = [torch.where(has, c, zero) for c in a]
+    b = torch.where(has, mp - a[0] * mi[0] - a[1] * mi[1] - a[2] * mi[2], zero)
+    fit = has.double()
+    coef = torch.cat([wmean(c, fit) for c in a] + [torch.where(m > 0, wmean(b, fit), torch.full_like(b, math.nan))], 1)
+    height, width = image.shape[:2]
+    coef = F.interpolate(coef.float(), size=(height, width), mode="bilinear", align_corners=False)[0]
+    rgb = image.permute(2, 0, 1).float()
+    q = (coef[0] * rgb[0] + coef[1] * rgb[1] + coef[2] * rgb[2]) / 255.0 + coef[3]
+    return torch.exp(q)

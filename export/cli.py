@@ -42,11 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shrunk to PX, with larger tiles (0: no limit; default: the checkpoint's)")
     parser.add_argument("--upsample", choices=UPSAMPLING, default=None,
                         help="how the runtime turns refined tiles into the full-resolution map (default: the "
-                             "checkpoint's tiling.upsample; joint_bilateral: guided by the frame's colours)")
+                             "checkpoint's tiling.upsample; joint_bilateral: guided by the frame's colours; guided: "
+                             "the fast guided filter, steps placed to the frame pixel)")
     parser.add_argument("--joint-sigma", type=float, default=None,
                         help="colour scale of the joint bilateral upsampling (0..1 per channel; default 0.05)")
     parser.add_argument("--snap", type=float, default=None, metavar="CONTRAST",
-                        help="with joint_bilateral: keep depth steps steep at the refiner's resolution where a 3x3 "
+                        help="with joint_bilateral or guided: keep depth steps steep at the refiner's resolution where a 3x3 "
                              "neighbourhood spans a depth ratio above exp(CONTRAST) (0: off; default: the "
                              "checkpoint's)")
     parser.add_argument("--calib-tiles", type=int, default=64, help="minimum INT8 calibration tiles (64)")

@@ -319,7 +319,9 @@ def _pipeline(coarse, refiner, meta: dict, cfg: ExportConfig, fit: str, w: Bundl
         log("  the fused pipeline does not snap depth steps (tiling.snap): built without")
         tiling_cfg = dataclasses.replace(tiling_cfg, snap=0.0)
     pipe = FusedPipeline(coarse, refiner, h, wd, tiling_cfg, fit=fit)
-    out: dict[str, Any] = {"input_size": [h, wd], "upsample": tiling_cfg.upsample}
+    if pipe.upsample != tiling_cfg.upsample:
+        log(f"  the fused pipeline upsamples with {pipe.upsample} (float16 cannot hold {tiling_cfg.upsample})")
+    out: dict[str, Any] = {"input_size": [h, wd], "upsample": pipe.upsample}
     if ONNX_BASED & set(cfg.targets):
         path = export_pipeline_onnx(pipe, w.file(f"pipeline_{wd}x{h}.onnx"))
         out["onnx"] = {"fp32": w.rel(path)}

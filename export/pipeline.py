@@ -21,6 +21,9 @@ modular runtime on the same frame (tested in ONNX Runtime against :class:`edgede
   (``tiling_reference.joint_upsample``). Each output pixel's four taps are picked by one-hot
   matrices over static slices of a few dozen rows or columns at a time (about 2 GFLOP at 1080p),
   not by an index table.
+* "guided" (the fast guided filter, ``edgedepth.tiling.guided_upsample``) is built as
+  "joint_bilateral": its least-squares fit subtracts squared colour means that agree to 1e-5, which
+  float16 (the Neural Engine's precision) cannot resolve. The model's metadata says which it has.
 
 Input ``image``: (1, 3, H, W) float32 RGB in 0…255. Output ``depth``: (1, 1, H, W) float32 metres.
 """
@@ -211,7 +214,8 @@ class FusedPipeline(nn.Module):
         self.depth_crop = _MapCrop(self.fit.map_boxes(grid.boxes, (ch, cw)), (th, tw), (ch, cw))
         self.feat_crops = nn.ModuleList(_MapCrop(self.fit.map_boxes(grid.boxes, (fh, fw)), (h, w), (fh, fw))
                                         for (fh, fw), (_, h, w) in zip(feat_sizes, refiner.guidance))
-        self.upsample = tiling_cfg.upsample
+        # float16 graphs cannot hold the guided filter's fit (module docstring)
+        self.upsample = "joint_bilateral" if tiling_cfg.upsample == "guided" else tiling_cfg.upsample
         if self.upsample == "joint_bilateral":
             if tiling_cfg.snap:
                 raise ValueError("the fused pipeline does not snap depth steps: build it with tiling.snap 0")

@@ -708,7 +708,7 @@ def test_every_instruction_set_gives_the_same_bits(tmp_path) -> None:
     # 8 outputs within 32 entries, 4.7x: within 64, 12x: gathers), float16 in and out, the grid and
     # the free-layout stitch of enlarged, shrunk, near-size (groups reaching a second register) and
     # float16 tiles, the fused finishing pass with
-    # every special value, the joint upsampling of flat blocks and steps, and edge snapping.
+    # every special value, the joint and guided upsampling of flat blocks and steps, and edge snapping.
     import os
     import subprocess
     import sys
@@ -747,6 +747,7 @@ out = dict(
     finished=np.stack(tiling.stitch_finish(special, g.boxes, 700, 1300, scale=1.5, valid_max=80.0)).astype(np.float32),
     big=np.stack(tiling.stitch_finish(tiles[:, :1], tiling.TileGrid(2160, 3840, 3, 4, 60).boxes, 2160, 3840, scale=0.7)),
     joint=tiling.joint_upsample(blocks, guide, frame[:611, :1277], 0.05)[0],
+    guided=tiling.guided_upsample(blocks, guide, frame[:611, :1277], 2, 3, 1e-5)[0],
     snap=tiling.snap_edges(blocks, guide, 0.1),
 )
 np.savez(f"{d}/{sys.argv[2]}.npz", **out)

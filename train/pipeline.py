@@ -140,9 +140,8 @@ def refine_frame(coarse: nn.Module, refiner: nn.Module, image: np.ndarray, tilin
     grid = grid if grid is not None else tiling_cfg.grid(height, width, refiner.tile_size)
     feeds, depth, where = frame_feeds(coarse, refiner, image, grid, coarse_depth, fit)
     tiles = run_refiner(refiner, feeds, max_batch)
-    if tiling_cfg.upsample == "joint_bilateral":
-        stitched = tiling.stitch_joint(tiles, grid.boxes, image, grid.tile_resolution(*refiner.tile_size),
-                                       tiling_cfg.joint_sigma, window=tiling_cfg.window, snap=tiling_cfg.snap)[0]
+    if tiling_cfg.low_res:
+        stitched = tiling.stitch_low(tiles, grid.boxes, image, grid.tile_resolution(*refiner.tile_size), tiling_cfg)[0]
     else:
         stitched = tiling.stitch(tiles, grid.boxes, height, width, window=tiling_cfg.window)[0]
     share = np.float32(where.width_share)

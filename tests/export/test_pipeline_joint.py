@@ -66,3 +66,26 @@ def test_pipeline_is_built_without_snapping(tiny_models, tmp_path):
     m = open_bundle(path).manifest
     assert m["tiling"]["snap"] == 0.1 and m["pipeline"]["upsample"] == "joint_bilateral"
     assert any("does not snap" in line for line in lines)
+
+
+def test_guided_bundle_gets_a_joint_pipeline_and_says_so(tiny_models, tmp_path):
+    # float16 graphs cannot hold the guided filter's fit: the pipeline upsamples as the joint
+    # bilateral runtime does, its metadata and the export log say so, the bundle keeps "guided"
+    coarse, refiner = tiny_models
+    import dataclasses
+
+    from edgedepth.runtime import Runtime
+
+    guided = dataclasses.replace(JOINT, upsample="guided")
+    lines = []
+    cfg = ExportConfig(targets=("onnx",), precisions=("fp32",), calib="procedural:2", heldout="procedural:1",
+                       frame_size=SIZE, tiling=guided, pipeline_size=SIZE)
+    path = export_bundle(coarse, refiner, {}, tmp_path / "guided.edgedepth", cfg, log=lines.append)
+    m = open_bundle(path).manifest
+    assert m["tiling"]["upsample"] == "guided" and m["pipeline"]["upsample"] == "joint_bilateral"
+    assert any("float16 cannot hold guided" in line for line in lines)
+    sess = ort.InferenceSession(str(path / m["pipeline"]["onnx"]["fp32"]), providers=["CPUExecutionProvider"])
+    image = render_scene(11, *SIZE, "street")["image"]
+    fused = sess.run(None, {"image": image_tensor(image)})[0][0, 0]
+    joint = Runtime(path, backend="onnxruntime", precision="fp32", upsample="joint_bilateral").predict(image).depth
+    np.testing.assert_allclose(fused, joint, rtol=1e-4, atol=1e-4)

@@ -86,9 +86,11 @@ def test_fused_coreml_default_is_made_for_apps():
     assert "metres" in spec.description.output[0].shortDescription
     assert spec.description.metadata.userDefined["com.edgedepth.depth_unit"] == "m"
     assert "1920x1080" in spec.description.metadata.shortDescription
-    # it assembles the frame as the bundle's runtime does
+    # it assembles the frame as the bundle's runtime does, with the joint upsampling where the bundle
+    # has the guided filter (float16 cannot hold its fit: export/pipeline.py)
     tiling = json.loads((DEFAULT_BUNDLE / "manifest.json").read_text())["tiling"]
-    assert spec.description.metadata.userDefined["com.edgedepth.upsample"] == tiling["upsample"] == "joint_bilateral"
+    assert tiling["upsample"] == "guided"
+    assert spec.description.metadata.userDefined["com.edgedepth.upsample"] == "joint_bilateral"
     assert not list(COREML_PIPELINE.rglob("*debug*"))
     main = spec.mlProgram.functions["main"]
     ops = {op.type for op in main.block_specializations[main.opset].operations}
@@ -119,14 +121,15 @@ def test_openvino_int8_runs_nncfs_ir_within_two_percent_of_fp32(scene):
 
 
 def test_default_bundle_upsamples_guided_by_the_image(scene, fp32_depth):
-    # The shipped manifest asks for the joint bilateral upsampling; on the sample it puts depth edges
-    # on the image's edges, which the edge band of the ground truth measures (bilinear: the same
-    # refined tiles, each resized into its box).
+    # The shipped manifest asks for the guided-filter upsampling; on the sample it puts depth edges
+    # on the image's edges, which the edge band of the ground truth measures, better than the joint
+    # bilateral upsampling and bilinear stitching of the same refined tiles.
     from edgedepth import metrics as M
 
     rt = Runtime(backend="onnxruntime", precision="fp32")
-    assert rt.tiling.upsample == "joint_bilateral"
+    assert rt.tiling.upsample == "guided"
     bilinear = Runtime(backend="onnxruntime", precision="fp32", upsample="bilinear").predict(SAMPLE).depth
+    joint = Runtime(backend="onnxruntime", precision="fp32", upsample="joint_bilateral").predict(SAMPLE).depth
     gt = scene["depth"]
     valid = (gt > 0) & (gt <= 80)
     band = M.dilate(M.depth_edges(gt, valid), 2) & valid
@@ -134,5 +137,5 @@ def test_default_bundle_upsamples_guided_by_the_image(scene, fp32_depth):
     def edge_absrel(depth):
         return float(np.mean(np.abs(depth[band] - gt[band]) / gt[band]))
 
-    joint, flat = edge_absrel(fp32_depth), edge_absrel(bilinear)
-    assert joint < 0.99 * flat, (joint, flat)  # measured: 0.212 vs 0.218
+    guided, by_joint, flat = edge_absrel(fp32_depth), edge_absrel(joint), edge_absrel(bilinear)
+    assert guided < 0.97 * by_joint and by_joint < 0.99 * flat, (guided, by_joint, flat)  # 0.205, 0.220, 0.225

@@ -31,18 +31,20 @@ def test_coarse_only_is_the_upsampled_coarse_depth(frame):
     assert np.abs(refined.depth - result.depth).mean() > 1e-3  # the refiner was skipped, not run
 
 
-def test_coarse_only_follows_the_joint_upsampling(frame):
-    # The default bundle assembles frames with the joint bilateral upsampling; coarse-only does too.
-    rt = Runtime(backend="onnxruntime", threads=1, refine=False)
-    assert rt.tiling.upsample == "joint_bilateral"
+@pytest.mark.parametrize("upsample", [None, "joint_bilateral"])
+def test_coarse_only_follows_the_low_resolution_upsampling(frame, upsample):
+    # The default bundle assembles frames with the guided-filter upsampling; coarse-only does too,
+    # and with the joint bilateral one when asked for it.
+    rt = Runtime(backend="onnxruntime", threads=1, refine=False, upsample=upsample)
+    assert rt.tiling.upsample == (upsample or "guided")
     result = rt.predict(frame)
     guide = tiling.crop_resize(frame, [[0, 0, 240, 320]], result.coarse.shape)[0]
     # The 4:3 frame keeps its aspect in the coarse input (coarse.fit "pad"), so its depth carries a
     # scale (fx_scale, the share of the input's width it fills); the range check precedes the scale.
     assert result.fx_scale == pytest.approx(round(128 * 320 / 240) / 224)
     raw = np.ascontiguousarray(result.coarse / np.float32(result.fx_scale), dtype=np.float32)
-    want, want_valid = tiling.joint_upsample(raw, guide, frame, rt.tiling.joint_sigma, scale=result.fx_scale,
-                                             valid_max=rt.valid_max_depth)
+    want, want_valid = tiling.upsample(raw, guide, frame, rt.tiling, scale=result.fx_scale,
+                                       valid_max=rt.valid_max_depth)
     np.testing.assert_allclose(result.depth, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(result.valid, want_valid)
     assert np.abs(result.depth - _upsampled(result.coarse, 240, 320)).max() > 0.1  # not the bilinear resize

@@ -2,6 +2,7 @@
 backends, any frame size, stream == predict, concurrent predict, intrinsics, every error path."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -357,22 +358,24 @@ def test_snap_from_the_manifest_changes_only_steps_and_is_checked(tiny_bundle_co
     snapped = Runtime(tiny_bundle_copy, backend="onnxruntime", threads=1)
     assert snapped.tiling.snap == 0.05 and plain.tiling.snap == 0.0
     # what the runtime does is the documented composition of the tile-engine calls
-    tiles = []
-    orig = tiling.stitch_joint
+    calls = []
+    orig = tiling.stitch_low
 
     def spy(*args, **kwargs):
-        tiles.append((args, kwargs))
+        calls.append((args, kwargs))
         return orig(*args, **kwargs)
 
-    tiling.stitch_joint = spy
+    tiling.stitch_low = spy
     try:
         got = snapped.predict(image)
     finally:
-        tiling.stitch_joint = orig
-    (args, kwargs), = tiles
-    assert kwargs["snap"] == 0.05
-    np.testing.assert_array_equal(got.depth, orig(*args, **{**kwargs, "snap": 0.05})[0])
-    assert not np.array_equal(got.depth, orig(*args, **{**kwargs, "snap": 0.0})[0])
+        tiling.stitch_low = orig
+    (args, kwargs), = calls
+    tiles, boxes, frame, low_size, policy = args
+    assert policy.snap == 0.05 and policy.upsample == "joint_bilateral"
+    np.testing.assert_array_equal(got.depth, orig(*args, **kwargs)[0])
+    unsnapped = dataclasses.replace(policy, snap=0.0)
+    assert not np.array_equal(got.depth, orig(tiles, boxes, frame, low_size, unsnapped, **kwargs)[0])
     # bilinear stitching has no map to snap: the override drops it
     assert Runtime(tiny_bundle_copy, backend="onnxruntime", upsample="bilinear").tiling.snap == 0.0
     data["tiling"].update(snap=0.1, upsample="bilinear")
