@@ -1376,268 +1376,58 @@ void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, co
 
 namespace {
 
-// Window sums of a (h, w) map's planes over clipped (2r+1) x (2r+1) windows, one output row at a
-// time: `planes(y, v)` writes row y's values, K per pixel (plane-interleaved, v[K * x + k], K a
-// multiple of 8 so that the loops below vectorise), and `emit(y, sums)` receives row y's window
-// sums in the same layout. Columns are summed as rows enter and leave the window (double, so the
-// running sums lose nothing that matters), then each row's windows come from a prefix over them.
-// Rows [y0, y1).
-template <int K, typename Planes, typename Emit>
-inline __attribute__((always_inline)) void box_rows(int h, int w, int r, int64_t y0, int64_t y1, Planes planes, Emit emit) {
-    const size_t n = static_cast<size_t>(K) * w;
-    std::vector<double> col(n, 0.0), row(n), pre(n + K, 0.0), sums(n);
-    auto add_row = [&](int64_t y, bool add) {
-        planes(y, row.data());
-        if (add)
-            for (size_t i = 0; i < n; ++i) col[i] += row[i];
-        else
-            for (size_t i = 0; i < n; ++i) col[i] -= row[i];
-    };
-    // The window of row y0 - 1: each row then adds the row entering its window and drops the one leaving.
-    for (int64_t y = std::max<int64_t>(0, y0 - r - 1); y < std::min<int64_t>(h, y0 + r); ++y) add_row(y, true);
-    for (int64_t y = y0; y < y1; ++y) {
-        if (y + r < h) add_row(y + r, true);
-        if (y - r - 1 >= 0) add_row(y - r - 1, false);
-        for (int x = 0; x < w; ++x) {
-            const double* c = col.data() + static_cast<size_t>(K) * x;
-            const double* p = pre.data() + static_cast<size_t>(K) * x;
-            double* q = pre.data() + static_cast<size_t>(K) * (x + 1);
-            for (int k = 0; k < K; ++k) q[k] = p[k] + c[k];
-        }
-        for (int x = 0; x < w; ++x) {
-            const double* hi = pre.data() + static_cast<size_t>(K) * std::min(w, x + r + 1);
-            const double* lo = pre.data() + static_cast<size_t>(K) * std::max(0, x - r);
-            double* o = sums.data() + static_cast<size_t>(K) * x;
-            for (int k = 0; k < K; ++k) o[k] = hi[k] - lo[k];
-        }
-        emit(y, sums.data());
-    }
-}
-
-// ln x for finite x > 0 (as std::log, within a few ulp): x = m 2^e with m in [sqrt(1/2), sqrt(2)),
-// ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, from its series to s^15. Plain
-// arithmetic on the bits so that loops over it vectorise.
-inline double log_series(double x) {
-    uint64_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    int64_t e = static_cast<int64_t>(bits >> 52) - 1023;
-    uint64_t mb = (bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull;
-    double m;
-    std::memcpy(&m, &mb, sizeof m);
-    const bool big = m > 1.4142135623730951;
-    m = big ? 0.5 * m : m;
-    e += big ? 1 : 0;
-    const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
-    double t = 1.0 / 15;
-    t = t * s2 + 1.0 / 13;
-    t = t * s2 + 1.0 / 11;
-    t = t * s2 + 1.0 / 9;
-    t = t * s2 + 1.0 / 7;
-    t = t * s2 + 1.0 / 5;
-    t = t * s2 + 1.0 / 3;
-    t = t * s2 + 1.0;
-    return static_cast<double>(e) * 0.69314718055994531 + 2.0 * s * t;
-}
-
-// exp(x) for float, within 2 ulp on [-87, 88]: 2^(x log2 e) split into an integer power (exponent
-// bits) and 2^f, f in [-0.5, 0.5], from a degree-6 polynomial. Plain arithmetic so the row loops
-// vectorise; NaN stays NaN, large x gives inf and small x 0, as std::exp.
-inline float exp_poly(float x) {
-    const float t = std::min(std::max(x * 1.44269504088896341f, -127.0f), 128.0f);
-    const float n = std::nearbyint(t);
-    const float f = t - n;
-    float p = 1.53527664e-4f;
-    p = p * f + 1.33903394e-3f;
-    p = p * f + 9.61812883e-3f;
-    p = p * f + 5.55041086e-2f;
-    p = p * f + 2.40226507e-1f;
-    p = p * f + 6.93147182e-1f;
-    p = p * f + 1.0f;
-    // 2^n in two halves so that n = 128 (inf) and n = -127 (0 after the multiply) need no branch
-    const int32_t e = static_cast<int32_t>(n);
-    const int32_t e1 = e >> 1, e2 = e - e1;
-    uint32_t b1 = static_cast<uint32_t>(e1 + 127) << 23, b2 = static_cast<uint32_t>(e2 + 127) << 23;
-    float s1, s2;
-    std::memcpy(&s1, &b1, sizeof s1);
-    std::memcpy(&s2, &b2, sizeof s2);
-    const float y = p * s1 * s2;
-    return x != x ? x : y;
-}
-
-// One output row of the guided upsampling: q = A . rgb / 255 + B with A, B the vertical blend (fy)
-// of the expanded rows above (ea) and below (eb) (4 planes of `width`: A0, A1, A2, B),
-// out = exp(q) finished as finish_span does (same comparisons and product), valid its bytes.
-inline __attribute__((always_inline)) void guided_row_body(const float* __restrict ea, const float* __restrict eb,
-                                                            const uint8_t* __restrict img, float fy, int width,
-                                                            float scale, float valid_max, float* __restrict out,
-                                                            uint8_t* __restrict valid) {
-    const int64_t W = width;
-    const float gy = 1.0f - fy, fmax = std::numeric_limits<float>::max();
-    for (int64_t x = 0; x < W; ++x) {
-        const float a0 = gy * ea[x] + fy * eb[x];
-        const float a1 = gy * ea[W + x] + fy * eb[W + x];
-        const float a2 = gy * ea[2 * W + x] + fy * eb[2 * W + x];
-        const float b = gy * ea[3 * W + x] + fy * eb[3 * W + x];
-        const float q = (a0 * img[3 * x] + a1 * img[3 * x + 1] + a2 * img[3 * x + 2]) * (1.0f / 255.0f) + b;
-        const float d = exp_poly(q), sd = d * scale;
-        const bool good = std::fabs(sd) <= fmax && sd > 0.0f;
-        out[x] = good ? sd : 0.0f;
-        valid[x] = good && std::fabs(d) <= fmax && d <= valid_max;
-    }
-}
-
-void guided_row(const float* ea, const float* eb, const uint8_t* img, float fy, int width, float scale,
-                float valid_max, float* out, uint8_t* valid) {
-    guided_row_body(ea, eb, img, fy, width, scale, valid_max, out, valid);
-}
+namespace guided_generic {
+#include "guided_kernels.inc"
+}  // namespace guided_generic
 
 #ifdef ED_HAVE_AVX2_PATH
-__attribute__((target("avx2"))) void guided_row_avx2(const float* ea, const float* eb, const uint8_t* img, float fy,
-                                                     int width, float scale, float valid_max, float* out,
-                                                     uint8_t* valid) {
-    guided_row_body(ea, eb, img, fy, width, scale, valid_max, out, valid);
-}
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) void guided_row_avx512(
-    const float* ea, const float* eb, const uint8_t* img, float fy, int width, float scale, float valid_max,
-    float* out, uint8_t* valid) {
-    guided_row_body(ea, eb, img, fy, width, scale, valid_max, out, valid);
-}
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+namespace guided_avx2 {
+#include "guided_kernels.inc"
+}  // namespace guided_avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")
+#endif
+namespace guided_avx512 {
+#include "guided_kernels.inc"
+}  // namespace guided_avx512
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
 #endif
 
-using GuidedRowFn = void (*)(const float*, const float*, const uint8_t*, float, int, float, float, float*, uint8_t*);
+// One instruction set's loops, picked once per call (EDGEDEPTH_MAX_ISA caps it, as everywhere).
+struct GuidedKernels {
+    decltype(&guided_generic::guided_pool_rows) pool;
+    decltype(&guided_generic::guided_fit_rows) fit;
+    decltype(&guided_generic::guided_mean_rows) mean;
+    decltype(&guided_generic::guided_expand_row) expand;
+    decltype(&guided_generic::guided_row) row;
+};
 
-GuidedRowFn pick_guided_row() {
+GuidedKernels pick_guided() {
 #ifdef ED_HAVE_AVX2_PATH
-    if (has_avx512_vbmi()) return guided_row_avx512;
-    if (has_avx2()) return guided_row_avx2;
+    if (has_avx512())
+        return {guided_avx512::guided_pool_rows, guided_avx512::guided_fit_rows, guided_avx512::guided_mean_rows,
+                guided_avx512::guided_expand_row, guided_avx512::guided_row};
+    if (has_avx2())
+        return {guided_avx2::guided_pool_rows, guided_avx2::guided_fit_rows, guided_avx2::guided_mean_rows,
+                guided_avx2::guided_expand_row, guided_avx2::guided_row};
 #endif
-    return guided_row;
-}
-
-// The map at the fit's resolution, pooled `step` x `step` (blocks clipped to the map): planes m (1
-// where every depth of the block is finite and > 0, else 0), mean red, green, blue of the guide,
-// mean ln depth (0 where m is 0); (hp, wp) = (ceil(h / step), ceil(w / step)). Rows [y0, y1).
-void guided_pool_rows(const float* depth, const float* guide, int h, int w, int step, int64_t y0,
-                                int64_t y1, double* pooled) {
-    const int64_t plane = static_cast<int64_t>(h) * w;
-    const int hp = (h + step - 1) / step, wp = (w + step - 1) / step;
-    const int64_t pplane = static_cast<int64_t>(hp) * wp;
-    const float fmax = std::numeric_limits<float>::max();
-    std::vector<double> acc(static_cast<size_t>(5) * wp), lnd(static_cast<size_t>(w));
-    std::vector<uint8_t> ok(static_cast<size_t>(w));
-    for (int64_t Y = y0; Y < y1; ++Y) {
-        std::fill(acc.begin(), acc.end(), 0.0);
-        const int64_t ya = Y * step, yb = std::min<int64_t>(h, ya + step);
-        for (int64_t y = ya; y < yb; ++y) {
-            const float* d = depth + y * w;
-            for (int x = 0; x < w; ++x) {
-                ok[x] = d[x] > 0.0f && d[x] <= fmax;
-                lnd[x] = log_series(ok[x] ? static_cast<double>(d[x]) : 1.0);
-            }
-            for (int x = 0; x < w; ++x) {
-                const int64_t i = y * w + x;
-                double* a = acc.data() + 5 * static_cast<int64_t>(x / step);
-                a[0] += ok[x] ? 0.0 : 1.0;  // bad depths in the block
-                a[1] += guide[i];
-                a[2] += guide[plane + i];
-                a[3] += guide[2 * plane + i];
-                a[4] += lnd[x];
-            }
-        }
-        for (int X = 0; X < wp; ++X) {
-            const double* a = acc.data() + 5 * static_cast<int64_t>(X);
-            const int64_t n = (yb - ya) * (std::min(w, (X + 1) * step) - X * step);
-            const int64_t i = Y * wp + X;
-            const bool good = a[0] == 0.0;
-            pooled[i] = good ? 1.0 : 0.0;
-            for (int k = 1; k < 4; ++k) pooled[k * pplane + i] = a[k] / static_cast<double>(n);
-            pooled[4 * pplane + i] = good ? a[4] / static_cast<double>(n) : 0.0;
-        }
-    }
-}
-
-// The least-squares fit ln d ~ a . rgb + b over each pooled pixel's window, among pooled pixels
-// with m = 1 (eps regularises a), in double: fit = a0, a1, a2, b, has-a-fit. Rows [y0, y1).
-void guided_fit_rows(const double* pooled, int hp, int wp, int radius, double eps, int64_t y0,
-                               int64_t y1, float* fit) {
-    const int64_t pp = static_cast<int64_t>(hp) * wp;
-    auto planes = [&](int64_t y, double* v) {
-        for (int x = 0; x < wp; ++x, v += 16) {
-            const int64_t i = y * wp + x;
-            const double m = pooled[i], r = pooled[pp + i], g = pooled[2 * pp + i], b = pooled[3 * pp + i];
-            const double p = pooled[4 * pp + i], mr = m * r, mg = m * g, mb = m * b;
-            v[0] = m;
-            v[1] = mr; v[2] = mg; v[3] = mb;
-            v[4] = m * p;
-            v[5] = mr * p; v[6] = mg * p; v[7] = mb * p;
-            v[8] = mr * r; v[9] = mr * g; v[10] = mr * b;
-            v[11] = mg * g; v[12] = mg * b; v[13] = mb * b;
-            v[14] = 0.0; v[15] = 0.0;
-        }
-    };
-    auto emit = [&](int64_t y, const double* s) {
-        for (int x = 0; x < wp; ++x, s += 16) {
-            const int64_t i = y * wp + x;
-            if (!(s[0] > 0.5)) {
-                for (int k = 0; k < 5; ++k) fit[k * pp + i] = 0.0f;
-                continue;
-            }
-            const double n = 1.0 / s[0];
-            const double mr = s[1] * n, mg = s[2] * n, mb = s[3] * n, mp = s[4] * n;
-            const double cr = s[5] * n - mr * mp, cg = s[6] * n - mg * mp, cb = s[7] * n - mb * mp;
-            const double srr = s[8] * n - mr * mr + eps, srg = s[9] * n - mr * mg, srb = s[10] * n - mr * mb;
-            const double sgg = s[11] * n - mg * mg + eps, sgb = s[12] * n - mg * mb;
-            const double sbb = s[13] * n - mb * mb + eps;
-            // The symmetric 3x3 solve by cofactors (positive definite: eps > 0).
-            const double i00 = sgg * sbb - sgb * sgb, i01 = srb * sgb - srg * sbb, i02 = srg * sgb - srb * sgg;
-            const double i11 = srr * sbb - srb * srb, i12 = srg * srb - srr * sgb, i22 = srr * sgg - srg * srg;
-            const double inv = 1.0 / (srr * i00 + srg * i01 + srb * i02);
-            const double a0 = (i00 * cr + i01 * cg + i02 * cb) * inv;
-            const double a1 = (i01 * cr + i11 * cg + i12 * cb) * inv;
-            const double a2 = (i02 * cr + i12 * cg + i22 * cb) * inv;
-            fit[i] = static_cast<float>(a0);
-            fit[pp + i] = static_cast<float>(a1);
-            fit[2 * pp + i] = static_cast<float>(a2);
-            fit[3 * pp + i] = static_cast<float>(mp - a0 * mr - a1 * mg - a2 * mb);
-            fit[4 * pp + i] = 1.0f;
-        }
-    };
-    box_rows<16>(hp, wp, radius, y0, y1, planes, emit);
-}
-
-// One pooled row of the four coefficient planes (src, plane stride pp) resized to the frame's width
-// (horizontal bilinear blend) into dst (4 planes of `width`).
-void guided_expand_row(const float* src, int64_t pp, const int32_t* xlo, const int32_t* xhi,
-                                 const float* fx, int width, float* dst) {
-    for (int p = 0; p < 4; ++p, src += pp, dst += width)
-        for (int x = 0; x < width; ++x) dst[x] = (1.0f - fx[x]) * src[xlo[x]] + fx[x] * src[xhi[x]];
-}
-
-// a and b averaged over the fits in each window: coef = A0, A1, A2, B, with B = NaN where the
-// pooled pixel has m = 0, so that every output pixel it is a tap of is invalid (as a bilinear
-// resize propagates NaN). Rows [y0, y1).
-void guided_mean_rows(const double* pooled, int hp, int wp, int radius, int64_t y0, int64_t y1,
-                                const float* fit, float* coef) {
-    const int64_t pp = static_cast<int64_t>(hp) * wp;
-    auto planes = [&](int64_t y, double* v) {
-        for (int x = 0; x < wp; ++x, v += 8) {
-            const int64_t i = y * wp + x;
-            const double m = fit[4 * pp + i];
-            v[0] = m;
-            for (int k = 0; k < 4; ++k) v[k + 1] = m * fit[k * pp + i];
-            v[5] = 0.0; v[6] = 0.0; v[7] = 0.0;
-        }
-    };
-    auto emit = [&](int64_t y, const double* s) {
-        for (int x = 0; x < wp; ++x, s += 8) {
-            const int64_t i = y * wp + x;
-            // s[0] >= 1 wherever m = 1 (the pixel's own window holds its fit); elsewhere B is NaN anyway
-            const double n = s[0] > 0.5 ? 1.0 / s[0] : 0.0;
-            for (int k = 0; k < 3; ++k) coef[k * pp + i] = static_cast<float>(s[k + 1] * n);
-            coef[3 * pp + i] = pooled[i] > 0.5 ? static_cast<float>(s[4] * n) : std::numeric_limits<float>::quiet_NaN();
-        }
-    };
-    box_rows<8>(hp, wp, radius, y0, y1, planes, emit);
+    return {guided_generic::guided_pool_rows, guided_generic::guided_fit_rows, guided_generic::guided_mean_rows,
+            guided_generic::guided_expand_row, guided_generic::guided_row};
 }
 
 }  // namespace
@@ -1645,6 +1435,7 @@ void guided_mean_rows(const double* pooled, int hp, int wp, int radius, int64_t 
 void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, int step, const uint8_t* image,
                          int height, int width, int radius, double eps, float scale, float valid_max, float* out,
                          uint8_t* valid, int threads) {
+    const GuidedKernels kern = pick_guided();
     const int hp = (h + step - 1) / step, wp = (w + step - 1) / step;
     const int64_t pp = static_cast<int64_t>(hp) * wp;
     // One contiguous row range per thread: each range first sums the 2 radius rows above it.
@@ -1652,16 +1443,15 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
     const int64_t per = (hp + chunks - 1) / chunks;
     std::vector<double> pooled(static_cast<size_t>(5) * pp);
     parallel_for(chunks, threads, [&](int64_t c0, int64_t c1) {
-        guided_pool_rows(depth, guide, h, w, step, c0 * per, std::min<int64_t>(hp, c1 * per), pooled.data());
+        kern.pool(depth, guide, h, w, step, c0 * per, std::min<int64_t>(hp, c1 * per), pooled.data());
     });
     std::vector<float> fit(static_cast<size_t>(5) * pp);
     parallel_for(chunks, threads, [&](int64_t c0, int64_t c1) {
-        guided_fit_rows(pooled.data(), hp, wp, radius, eps, c0 * per, std::min<int64_t>(hp, c1 * per), fit.data());
+        kern.fit(pooled.data(), hp, wp, radius, eps, c0 * per, std::min<int64_t>(hp, c1 * per), fit.data());
     });
     std::vector<float> coef(static_cast<size_t>(4) * pp);
     parallel_for(chunks, threads, [&](int64_t c0, int64_t c1) {
-        guided_mean_rows(pooled.data(), hp, wp, radius, c0 * per, std::min<int64_t>(hp, c1 * per), fit.data(),
-                         coef.data());
+        kern.mean(pooled.data(), hp, wp, radius, c0 * per, std::min<int64_t>(hp, c1 * per), fit.data(), coef.data());
     });
     // At full resolution: A and B resized bilinearly from (hp, wp) (crop semantics, as
     // joint_upsample_cpu), q = A . rgb / 255 + B, depth = exp(q). Each pooled row is expanded to the
@@ -1674,7 +1464,6 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
         xhi[x] = t.hi;
         fx[x] = t.frac;
     }
-    const GuidedRowFn row_fn = pick_guided_row();
     const int64_t out_chunks = std::max<int64_t>(1, std::min<int64_t>(threads * kBlocksPerThread, height / 8));
     const int64_t out_per = (height + out_chunks - 1) / out_chunks;
     parallel_for(out_chunks, threads, [&](int64_t c0, int64_t c1) {
@@ -1685,8 +1474,8 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
             for (int k = 0; k < 2; ++k)
                 if (held[k] == y) return rows[k];
             const int k = held[0] == -1 || (held[1] != -1 && held[0] < held[1]) ? 0 : 1;  // drop the upper row
-            guided_expand_row(coef.data() + static_cast<int64_t>(y) * wp, pp, xlo.data(), xhi.data(), fx.data(), width,
-                              rows[k]);
+            kern.expand(coef.data() + static_cast<int64_t>(y) * wp, pp, xlo.data(), xhi.data(), fx.data(), width,
+                        rows[k]);
             held[k] = y;
             return rows[k];
         };
@@ -1695,7 +1484,7 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
             const float* a = expanded(t.lo);
             const float* b = expanded(t.hi);
             float* dst = out + y * width;
-            row_fn(a, b, image + y * width * 3, t.frac, width, scale, valid_max, dst, valid + y * width);
+            kern.row(a, b, image + y * width * 3, t.frac, width, scale, valid_max, dst, valid + y * width);
         }
     });
 }
