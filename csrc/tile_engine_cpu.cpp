@@ -1445,6 +1445,16 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
     parallel_for(chunks, threads, [&](int64_t c0, int64_t c1) {
         kern.pool(depth, guide, h, w, step, c0 * per, std::min<int64_t>(hp, c1 * per), pooled.data());
     });
+    // The output stays within the pooled map's ln depth range: where a frame pixel's colour lies
+    // far outside its window's (a thin wire the pooled guide averaged away), the fit would
+    // extrapolate, and a depth nearer than anything the refiner saw is the error a robot pays for.
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    for (int64_t i = 0; i < pp; ++i)
+        if (pooled[i] > 0.5) {
+            lo = std::min(lo, pooled[4 * pp + i]);
+            hi = std::max(hi, pooled[4 * pp + i]);
+        }
+    const float qlo = lo <= hi ? static_cast<float>(lo) : 0.0f, qhi = lo <= hi ? static_cast<float>(hi) : 0.0f;
     std::vector<float> fit(static_cast<size_t>(5) * pp);
     parallel_for(chunks, threads, [&](int64_t c0, int64_t c1) {
         kern.fit(pooled.data(), hp, wp, radius, eps, c0 * per, std::min<int64_t>(hp, c1 * per), fit.data());
@@ -1484,7 +1494,7 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
             const float* a = expanded(t.lo);
             const float* b = expanded(t.hi);
             float* dst = out + y * width;
-            kern.row(a, b, image + y * width * 3, t.frac, width, scale, valid_max, dst, valid + y * width);
+            kern.row(a, b, image + y * width * 3, t.frac, width, qlo, qhi, scale, valid_max, dst, valid + y * width);
         }
     });
 }

@@ -90,7 +90,8 @@ def fast_guided_upsample(depth: np.ndarray, guide: np.ndarray, image: np.ndarray
        covariance's diagonal (no fit where the window has none).
     3. A, B = the mean of a and b over the fits in each window; B is NaN at invalid pooled pixels.
     4. A and B are resized to (H, W) with the crop semantics (horizontal blend first), and the
-       output is exp(A . rgb / 255 + B) with the frame's own colours.
+       output is exp(A . rgb / 255 + B) with the frame's own colours, the exponent clamped to the
+       range of the valid pooled ln depths (no extrapolation past the nearest or farthest).
     Float64 throughout (the native code: float32 after the fit). Not finished."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return _fast_guided_upsample(np.asarray(depth, np.float64), np.asarray(guide, np.float64), image, step,
@@ -134,4 +135,5 @@ def _fast_guided_upsample(d: np.ndarray, guide: np.ndarray, image: np.ndarray, s
 
     rgb = np.asarray(image, np.float64)
     q = sum(resize(coef[c]) * rgb[..., c] for c in range(3)) / 255.0 + resize(coef[3])
-    return np.exp(q).astype(np.float32)
+    lo, hi = (float(p[m > 0].min()), float(p[m > 0].max())) if (m > 0).any() else (0.0, 0.0)
+    return np.exp(np.where(np.isnan(q), q, np.clip(q, lo, hi))).astype(np.float32)

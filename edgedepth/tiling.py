@@ -717,8 +717,9 @@ def guided_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.nd
     a . rgb + b over its (2 ``radius`` + 1)^2 window (``eps``: the colour variance below which a
     window's colours are not trusted to explain its depth); the averaged a, b are resized to the
     frame and each pixel takes exp(a . rgb + b) with its own colour, so a depth step lands on the
-    frame's colour step to the pixel. Output pixels next to a non-finite or non-positive depth are
-    invalid. -> (depth (H, W) float32 metres, valid (H, W) bool), finished as :func:`finish`
+    frame's colour step to the pixel (never beyond the nearest and farthest pooled depth: a colour
+    the windows never saw does not extrapolate). Output pixels next to a non-finite or non-positive
+    depth are invalid. -> (depth (H, W) float32 metres, valid (H, W) bool), finished as :func:`finish`
     does with ``scale`` and ``valid_max``. ``edgedepth.guided_filter.fast_guided_upsample`` is the
     reference (within 2e-6 relative)."""
     if not isinstance(depth, np.ndarray) or depth.ndim != 2 or depth.dtype != np.float32 or depth.size == 0:

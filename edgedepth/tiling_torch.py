@@ -331,4 +331,6 @@ def guided_upsample(depth: torch.Tensor, guide: torch.Tensor, image: torch.Tenso
     coef = F.interpolate(coef.float(), size=(height, width), mode="bilinear", align_corners=False)[0]
     rgb = image.permute(2, 0, 1).float()
     q = (coef[0] * rgb[0] + coef[1] * rgb[1] + coef[2] * rgb[2]) / 255.0 + coef[3]
-    return torch.exp(q)
+    valid = p[m > 0]
+    lo, hi = (float(valid.min()), float(valid.max())) if valid.numel() else (0.0, 0.0)
+    return torch.exp(q.clamp(lo, hi))  # NaN stays NaN

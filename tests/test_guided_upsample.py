@@ -179,3 +179,20 @@ def test_stitch_low_is_a_low_resolution_stitch_then_the_upsampling() -> None:
     np.testing.assert_array_equal(valid, want_valid)
     with pytest.raises(ValueError, match="low resolution"):
         tiling.stitch_low(tiles, grid.boxes, image, low_size, dataclasses.replace(policy, upsample="bilinear"))
+
+
+def test_a_colour_the_windows_never_saw_does_not_extrapolate() -> None:
+    # A smooth colour ramp whose depth follows it (so the fit's slope is steep), and single bright
+    # frame pixels the pooled guide averages away: the fit, evaluated at their colour, would put
+    # them far beyond any depth in the map. They stay within the map's range.
+    height, width, h, w = 120, 160, 30, 40
+    ramp = np.linspace(0.3, 0.5, width)[None, :] * np.ones((height, 1))
+    image = np.repeat((255 * ramp)[..., None], 3, axis=2).astype(np.uint8)
+    image[::17, ::13] = 255
+    depth = np.exp(tiling.crop_resize(ramp.astype(np.float32)[None] * 10, [[0, 0, height, width]], (h, w))[0, 0])
+    depth = np.ascontiguousarray(depth, dtype=np.float32)
+    for got, _ in (tiling.guided_upsample(depth, None, image, 2, 3, 1e-5),
+                   (fast_guided_upsample(depth, tiling.crop_resize(image, [[0, 0, height, width]], (h, w))[0],
+                                         image, 2, 3, 1e-5), None)):
+        assert depth.min() * 0.999 <= got.min() and got.max() <= depth.max() * 1.001
+        assert got[::17, ::13].max() >= 0.99 * got.max()  # the dots sit at the range's far end
