@@ -37,5 +37,6 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export PYTHONPATH="$work/src" EDGEDEPTH_REQUIRE_NATIVE=1
 cd "$work/src"
 python -c "import edgedepth._native as n, sys; sys.exit(0 if n.sanitized else 'the sanitized module did not load')"
-python -m pytest -q -p no:cacheprovider tests/test_tiling.py tests/test_tiling_torch.py tests/test_joint_upsample.py tests/test_native_build.py \
+python -m pytest -q -p no:cacheprovider tests/test_tiling.py tests/test_tiling_torch.py tests/test_joint_upsample.py \
+  tests/test_guided_upsample.py tests/test_native_build.py \
   tests/test_tiling_safety.py tests/test_snap_edges.py tests/fuzz/test_fuzz_tiling.py "$@"

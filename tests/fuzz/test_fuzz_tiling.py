@@ -227,3 +227,39 @@ def test_snap_edges_is_an_error_or_the_reference(args, threads):
         assert guide.shape != (3, *depth.shape) or not 0 < contrast <= 10
         return
     np.testing.assert_array_equal(got, tiling_reference.snap_edges(depth, guide, contrast))
+
+
+@st.composite
+def guided_args(draw):
+    """A depth map with any float32 values (NaN, inf, zero, negative among them), a guide that
+    usually matches it, a frame of any size, and a step, radius and eps that are usually valid."""
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    depth = draw(hnp.arrays(np.float32, (h, w), elements=st.one_of(
+        st.floats(0.5, 60.0, width=32), st.floats(allow_nan=True, allow_infinity=True, width=32))))
+    gh, gw = (h, w) if draw(st.integers(0, 9)) else (draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    guide = draw(hnp.arrays(np.float32, (3, gh, gw), elements=st.floats(0, 1, width=32)))
+    image = draw(hnp.arrays(np.uint8, (draw(st.integers(1, 30)), draw(st.integers(1, 30)), 3)))
+    step = draw(st.one_of(st.integers(1, 4), st.sampled_from([0, 17, -1])))
+    radius = draw(st.one_of(st.integers(0, 5), st.sampled_from([-1, 65])))
+    eps = draw(st.one_of(st.floats(1e-6, 1e-2), st.sampled_from([0.0, float("nan"), 2.0])))
+    return depth, guide, image, step, radius, eps
+
+
+@needs_native
+@fuzz(300)
+@given(args=guided_args(), threads=st.integers(1, 4))
+def test_guided_upsample_is_an_error_or_the_reference(args, threads):
+    from edgedepth.guided_filter import fast_guided_upsample
+
+    depth, guide, image, step, radius, eps = args
+    try:
+        got, valid = tiling.guided_upsample(depth, guide, image, step, radius, eps, threads=threads)
+    except ERRORS as err:
+        event(f"refused: {type(err).__name__}")
+        assert guide.shape != (3, *depth.shape) or not 1 <= step <= 16 or not 0 <= radius <= 64 or not 1e-8 <= eps <= 1
+        return
+    want = fast_guided_upsample(depth, guide, image, step, radius, eps)
+    ok = np.isfinite(want)
+    np.testing.assert_array_equal(valid, ok)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-4)
+    assert (got[~ok] == 0).all()
