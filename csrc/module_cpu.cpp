@@ -203,10 +203,9 @@ py::array finish(py::array& depth, double scale, double valid_max, int threads) 
     return valid;
 }
 
-// Joint bilateral upsampling of a (h, w) depth map to the (height, width) frame, finished on the way:
-// -> ((height, width) float32 depth, (height, width) bool valid).
-py::tuple joint_upsample(const py::array& depth, const py::array& guide, const py::array& image, double sigma,
-                         double scale, double valid_max, int threads) {
+// The arguments every upsampling takes: an (h, w) float32 depth map, its (3, h, w) float32 guide
+// and the (height, width, 3) uint8 frame -> {h, w, height, width}.
+std::array<int, 4> check_upsample_args(const py::array& depth, const py::array& guide, const py::array& image) {
     check_array("depth", depth, 2);
     if (dtype_of(depth) != DType::F32) fail("depth must be an (h, w) float32 map");
     check_array("guide", guide, 3);
@@ -216,7 +215,14 @@ py::tuple joint_upsample(const py::array& depth, const py::array& guide, const p
     const int h = check_side("depth height", depth.shape(0)), w = check_side("depth width", depth.shape(1));
     if (guide.shape(0) != 3 || guide.shape(1) != h || guide.shape(2) != w)
         fail("guide must have shape (3, " + std::to_string(h) + ", " + std::to_string(w) + ") to match depth");
-    const int height = check_side("image height", image.shape(0)), width = check_side("image width", image.shape(1));
+    return {h, w, check_side("image height", image.shape(0)), check_side("image width", image.shape(1))};
+}
+
+// Joint bilateral upsampling of a (h, w) depth map to the (height, width) frame, finished on the way:
+// -> ((height, width) float32 depth, (height, width) bool valid).
+py::tuple joint_upsample(const py::array& depth, const py::array& guide, const py::array& image, double sigma,
+                         double scale, double valid_max, int threads) {
+    const auto [h, w, height, width] = check_upsample_args(depth, guide, image);
     check_joint_sigma(sigma);
     check_finish_args(scale, valid_max);
     check_threads(threads);
@@ -238,16 +244,7 @@ py::tuple joint_upsample(const py::array& depth, const py::array& guide, const p
 // -> ((height, width) float32 depth, (height, width) bool valid).
 py::tuple guided_upsample(const py::array& depth, const py::array& guide, const py::array& image, int step,
                           int radius, double eps, double scale, double valid_max, int threads) {
-    check_array("depth", depth, 2);
-    if (dtype_of(depth) != DType::F32) fail("depth must be an (h, w) float32 map");
-    check_array("guide", guide, 3);
-    if (dtype_of(guide) != DType::F32) fail("guide must be a (3, h, w) float32 image");
-    check_array("image", image, 3);
-    if (dtype_of(image) != DType::U8 || image.shape(2) != 3) fail("image must be an (H, W, 3) uint8 RGB image");
-    const int h = check_side("depth height", depth.shape(0)), w = check_side("depth width", depth.shape(1));
-    if (guide.shape(0) != 3 || guide.shape(1) != h || guide.shape(2) != w)
-        fail("guide must have shape (3, " + std::to_string(h) + ", " + std::to_string(w) + ") to match depth");
-    const int height = check_side("image height", image.shape(0)), width = check_side("image width", image.shape(1));
+    const auto [h, w, height, width] = check_upsample_args(depth, guide, image);
     check_guided(step, radius, eps);
     check_finish_args(scale, valid_max);
     check_threads(threads);

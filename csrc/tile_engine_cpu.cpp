@@ -89,6 +89,35 @@ struct AxisTable {
     }
 };
 
+// The crop-semantics column taps of a whole (.., w) map resized to `width` columns.
+AxisTable whole_map_columns(int w, int width) {
+    const double box[4] = {0.0, 0.0, 1.0, static_cast<double>(w)};
+    return AxisTable(box, 1, 1, width, w);
+}
+
+// The two low-resolution rows an upsampling's output row blends, each expanded once to the
+// output's width (`floats` per row) and kept while the following output rows use it: expand(y,
+// dst) fills a row; get(y) returns it, expanding it into the slot of the upper row held.
+class ExpandedRows {
+  public:
+    explicit ExpandedRows(size_t floats) : buf_(2 * floats), rows_{buf_.data(), buf_.data() + floats} {}
+
+    template <typename Expand>
+    const float* get(int y, Expand expand) {
+        for (int k = 0; k < 2; ++k)
+            if (held_[k] == y) return rows_[k];
+        const int k = held_[0] == -1 || (held_[1] != -1 && held_[0] < held_[1]) ? 0 : 1;
+        expand(y, rows_[k]);
+        held_[k] = y;
+        return rows_[k];
+    }
+
+  private:
+    std::vector<float> buf_;
+    float* rows_[2];
+    int held_[2] = {-1, -1};
+};
+
 // Hot inner loops, plain code the compiler vectorises where it can (the vertical blends). The
 // horizontal passes gather; for upsampling, 8 consecutive outputs read at most 8 consecutive
 // buffer entries, so on x86-64 with AVX2 one unaligned load + two lane permutes replace 16 scalar
@@ -1330,14 +1359,7 @@ void stitch_cpu(const In* tiles, int n, int c, int th, int tw, const double* box
 
 void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, const uint8_t* image, int height,
                         int width, float sigma, float* out, int threads, const Finish* finish) {
-    std::vector<int32_t> xlo(static_cast<size_t>(width)), xhi(xlo.size());
-    std::vector<float> fx(xlo.size());
-    for (int x = 0; x < width; ++x) {
-        const Tap t = crop_tap(0.0, w, width, x, w);
-        xlo[x] = t.lo;
-        xhi[x] = t.hi;
-        fx[x] = t.frac;
-    }
+    const AxisTable cols = whole_map_columns(w, width);
     const float inv2s2 = static_cast<float>(1.0 / (2.0 * static_cast<double>(sigma) * sigma));
     const int64_t plane = static_cast<int64_t>(h) * w;
     const JointRowFn row_fn = pick_joint_row();
@@ -1349,24 +1371,18 @@ void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, co
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(threads * kBlocksPerThread, height / 8));
     const int64_t per = (height + chunks - 1) / chunks;
     parallel_for(chunks, threads, [&](int64_t c0, int64_t c1) {
-        std::vector<float> buf(static_cast<size_t>(16) * width);
-        float* rows[2] = {buf.data(), buf.data() + static_cast<int64_t>(8) * width};
-        int held[2] = {-1, -1};
-        auto expanded = [&](int y) -> const float* {
-            for (int k = 0; k < 2; ++k)
-                if (held[k] == y) return rows[k];
-            const int k = held[0] == -1 || (held[1] != -1 && held[0] < held[1]) ? 0 : 1;  // drop the upper row
-            expand(depth, guide, plane, w, y, xlo.data(), xhi.data(), width, rows[k]);
-            held[k] = y;
-            return rows[k];
+        ExpandedRows rows(static_cast<size_t>(8) * width);
+        auto expand_row = [&](int y, float* dst) {
+            expand(depth, guide, plane, w, y, cols.lo.data(), cols.hi.data(), width, dst);
         };
         for (int64_t y = c0 * per; y < std::min<int64_t>(height, c1 * per); ++y) {
             const Tap t = crop_tap(0.0, h, height, static_cast<int>(y), h);
-            const float* a = expanded(t.lo);
-            const float* b = expanded(t.hi);
+            const float* a = rows.get(t.lo, expand_row);
+            const float* b = rows.get(t.hi, expand_row);
             float* dst = out + y * width;
             uint8_t* valid = finish ? finish->valid + y * width : nullptr;
-            const int done = row_fn(a, b, image + y * width * 3, fx.data(), t.frac, inv2s2, width, dst, finish, valid);
+            const int done = row_fn(a, b, image + y * width * 3, cols.frac.data(), t.frac, inv2s2, width, dst, finish,
+                                    valid);
             if (finish) finish_row(dst + done, valid + done, width - done, finish->scale, finish->valid_max);
         }
     });
@@ -1466,33 +1482,19 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
     // At full resolution: A and B resized bilinearly from (hp, wp) (crop semantics, as
     // joint_upsample_cpu), q = A . rgb / 255 + B, depth = exp(q). Each pooled row is expanded to the
     // frame's width once per chunk for the output rows that use it.
-    std::vector<int32_t> xlo(static_cast<size_t>(width)), xhi(xlo.size());
-    std::vector<float> fx(xlo.size());
-    for (int x = 0; x < width; ++x) {
-        const Tap t = crop_tap(0.0, wp, width, x, wp);
-        xlo[x] = t.lo;
-        xhi[x] = t.hi;
-        fx[x] = t.frac;
-    }
+    const AxisTable cols = whole_map_columns(wp, width);
     const int64_t out_chunks = std::max<int64_t>(1, std::min<int64_t>(threads * kBlocksPerThread, height / 8));
     const int64_t out_per = (height + out_chunks - 1) / out_chunks;
     parallel_for(out_chunks, threads, [&](int64_t c0, int64_t c1) {
-        std::vector<float> buf(static_cast<size_t>(8) * width);
-        float* rows[2] = {buf.data(), buf.data() + static_cast<int64_t>(4) * width};
-        int held[2] = {-1, -1};
-        auto expanded = [&](int y) -> const float* {
-            for (int k = 0; k < 2; ++k)
-                if (held[k] == y) return rows[k];
-            const int k = held[0] == -1 || (held[1] != -1 && held[0] < held[1]) ? 0 : 1;  // drop the upper row
-            kern.expand(coef.data() + static_cast<int64_t>(y) * wp, pp, xlo.data(), xhi.data(), fx.data(), width,
-                        rows[k]);
-            held[k] = y;
-            return rows[k];
+        ExpandedRows rows(static_cast<size_t>(4) * width);
+        auto expand_row = [&](int y, float* dst) {
+            kern.expand(coef.data() + static_cast<int64_t>(y) * wp, pp, cols.lo.data(), cols.hi.data(), cols.frac.data(),
+                        width, dst);
         };
         for (int64_t y = c0 * out_per; y < std::min<int64_t>(height, c1 * out_per); ++y) {
             const Tap t = crop_tap(0.0, hp, height, static_cast<int>(y), hp);
-            const float* a = expanded(t.lo);
-            const float* b = expanded(t.hi);
+            const float* a = rows.get(t.lo, expand_row);
+            const float* b = rows.get(t.hi, expand_row);
             float* dst = out + y * width;
             kern.row(a, b, image + y * width * 3, t.frac, width, qlo, qhi, scale, valid_max, dst, valid + y * width);
         }
