@@ -1412,7 +1412,7 @@ namespace guided_avx2 {
 #else
 #pragma GCC pop_options
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")
+#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")
 #endif
 namespace guided_avx512 {
 #include "guided_kernels.inc"
