@@ -242,7 +242,9 @@ def bundle_method(name: str, spec: str) -> Method:
 
 
 def ceiling_methods(coarse_size: tuple[int, int], tile_size: tuple[int, int], tiling_cfg,
-                    joint: bool = False) -> list[Method]:
+                    joint: bool = False, guided: bool = False) -> list[Method]:
+    import dataclasses
+
     from edgedepth import tiling
     from edgedepth.metrics import resize_bilinear
     from edgedepth.train.data import log_area_reduce
@@ -256,15 +258,21 @@ def ceiling_methods(coarse_size: tuple[int, int], tile_size: tuple[int, int], ti
     def tile_res(shape):
         return tiling_cfg.grid(shape[0], shape[1], tile_size).tile_resolution(*tile_size)
 
-    def tile_res_joint(f):
-        gt, image = f["depth"], f["image"]
-        low = np.ascontiguousarray(log_area_reduce(gt, tile_res(gt.shape)), dtype=np.float32)
-        return Prediction(tiling.joint_upsample(low, None, image, tiling_cfg.joint_sigma)[0])
+    def tile_res_upsampled(upsample: str):
+        policy = dataclasses.replace(tiling_cfg, upsample=upsample, snap=0.0)
+
+        def predict(f):
+            gt, image = f["depth"], f["image"]
+            low = np.ascontiguousarray(log_area_reduce(gt, tile_res(gt.shape)), dtype=np.float32)
+            return Prediction(tiling.upsample(low, None, image, policy)[0])
+        return predict
 
     rows = [Method("GT @ coarse res (coarse ceiling)", "ceiling", at(lambda s: coarse_size)),
             Method("GT @ tile res (refiner ceiling)", "ceiling", at(tile_res))]
     if joint:
-        rows.append(Method("GT @ tile res + joint upsampling", "ceiling", tile_res_joint))
+        rows.append(Method("GT @ tile res + joint upsampling", "ceiling", tile_res_upsampled("joint_bilateral")))
+    if guided:
+        rows.append(Method("GT @ tile res + guided upsampling", "ceiling", tile_res_upsampled("guided")))
     return rows
 
 
@@ -404,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--upsample", default="checkpoint",
                     help="comma list of how --refiner/--oracle tiles become the frame, one row each: checkpoint "
                          "(its training tiling), bilinear, joint_bilateral, guided (default checkpoint); with "
-                         "joint_bilateral the tile-resolution ceiling gets a joint row too")
+                         "joint_bilateral or guided the tile-resolution ceiling gets a row so upsampled too")
     ap.add_argument("--max-side", type=int, default=None, metavar="PX",
                     help="--refiner/--oracle checkpoints: cap the adaptive grid at frames of this longer side "
                          "(Tiling.max_side; 0 = none; default: the checkpoint's)")
@@ -475,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     ceilings = []
     if ref_refiner is not None:
         ceilings = ceiling_methods(tuple(coarse.input_size), tuple(ref_refiner.tile_size), ref_tiling,
-                                   joint="joint_bilateral" in modes)
+                                   joint="joint_bilateral" in modes, guided="guided" in modes)
     ordered = base + methods + ceilings[:1] + oracles + ceilings[1:]
 
     per_frame: dict[str, dict[str, list]] = {}
