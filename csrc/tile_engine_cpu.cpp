@@ -118,6 +118,18 @@ class ExpandedRows {
     int held_[2] = {-1, -1};
 };
 
+// Output rows per chunk of an upsampling: chunks of at least 8 rows, as many per thread as
+// parallel_for's blocks so that a late thread's share moves to the other (4K on 2 threads:
+// 1.03-1.10x); each chunk expands its first low-resolution rows afresh (two of the ~29 a 4K chunk
+// uses). Chunk c is rows [c * per, (c + 1) * per) of the `height`.
+struct RowChunks {
+    int64_t count, per;
+};
+RowChunks upsample_chunks(int threads, int height) {
+    const int64_t count = std::max<int64_t>(1, std::min<int64_t>(threads * kBlocksPerThread, height / 8));
+    return {count, (height + count - 1) / count};
+}
+
 // Hot inner loops, plain code the compiler vectorises where it can (the vertical blends). The
 // horizontal passes gather; for upsampling, 8 consecutive outputs read at most 8 consecutive
 // buffer entries, so on x86-64 with AVX2 one unaligned load + two lane permutes replace 16 scalar
@@ -1365,17 +1377,13 @@ void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, co
     const JointRowFn row_fn = pick_joint_row();
     const ExpandFn expand = pick_expand();
     const FinishFn finish_row = pick_finish();
-    // Row chunks of at least 8 rows, as many per thread as parallel_for's blocks so that a late
-    // thread's share moves to the other (4K on 2 threads: 1.03-1.10x); each chunk expands its first
-    // low-resolution rows afresh (two of the ~29 a 4K chunk uses).
-    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(threads * kBlocksPerThread, height / 8));
-    const int64_t per = (height + chunks - 1) / chunks;
-    parallel_for(chunks, threads, [&](int64_t c0, int64_t c1) {
+    const RowChunks chunks = upsample_chunks(threads, height);
+    parallel_for(chunks.count, threads, [&](int64_t c0, int64_t c1) {
         ExpandedRows rows(static_cast<size_t>(8) * width);
         auto expand_row = [&](int y, float* dst) {
             expand(depth, guide, plane, w, y, cols.lo.data(), cols.hi.data(), width, dst);
         };
-        for (int64_t y = c0 * per; y < std::min<int64_t>(height, c1 * per); ++y) {
+        for (int64_t y = c0 * chunks.per; y < std::min<int64_t>(height, c1 * chunks.per); ++y) {
             const Tap t = crop_tap(0.0, h, height, static_cast<int>(y), h);
             const float* a = rows.get(t.lo, expand_row);
             const float* b = rows.get(t.hi, expand_row);
@@ -1483,15 +1491,14 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
     // joint_upsample_cpu), q = A . rgb / 255 + B, depth = exp(q). Each pooled row is expanded to the
     // frame's width once per chunk for the output rows that use it.
     const AxisTable cols = whole_map_columns(wp, width);
-    const int64_t out_chunks = std::max<int64_t>(1, std::min<int64_t>(threads * kBlocksPerThread, height / 8));
-    const int64_t out_per = (height + out_chunks - 1) / out_chunks;
-    parallel_for(out_chunks, threads, [&](int64_t c0, int64_t c1) {
+    const RowChunks out_chunks = upsample_chunks(threads, height);
+    parallel_for(out_chunks.count, threads, [&](int64_t c0, int64_t c1) {
         ExpandedRows rows(static_cast<size_t>(4) * width);
         auto expand_row = [&](int y, float* dst) {
             kern.expand(coef.data() + static_cast<int64_t>(y) * wp, pp, cols.lo.data(), cols.hi.data(), cols.frac.data(),
                         width, dst);
         };
-        for (int64_t y = c0 * out_per; y < std::min<int64_t>(height, c1 * out_per); ++y) {
+        for (int64_t y = c0 * out_chunks.per; y < std::min<int64_t>(height, c1 * out_chunks.per); ++y) {
             const Tap t = crop_tap(0.0, hp, height, static_cast<int>(y), hp);
             const float* a = rows.get(t.lo, expand_row);
             const float* b = rows.get(t.hi, expand_row);

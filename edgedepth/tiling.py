@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from . import native, tiling_reference
+from .guided_filter import fast_guided_upsample
 from .tiling_reference import MIN_JOINT_SIGMA, UPSAMPLING, WINDOWS
 
 __all__ = [
@@ -643,6 +644,21 @@ def joint_upsample(depth: Any, guide: Any, image: Any, sigma: float, scale: floa
         raise ValueError(f"sigma must be a finite number >= {MIN_JOINT_SIGMA}, got {sigma!r}")
     if native.is_device_array(depth):
         return _joint_upsample_device(depth, guide, image, float(sigma), *_check_finish(scale, valid_max))
+    depth, guide, image = _host_upsample_args(depth, guide, image, threads)
+    scale, valid_max = _check_finish(scale, valid_max)
+    nthreads = _check_threads(threads)
+    if native.cpu is None:
+        _fallback("joint_upsample")
+        out = tiling_reference.joint_upsample(depth, guide, image, float(sigma))
+        return out, tiling_reference.finish(out, scale, valid_max)
+    return native.cpu.joint_upsample(depth, guide, image, float(sigma), scale, valid_max, nthreads)
+
+
+def _host_upsample_args(depth: Any, guide: Any, image: Any,
+                        threads: Optional[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An upsampling's numpy arguments checked: (h, w) float32 depth, (H, W, 3) uint8 image, both
+    non-empty, and the (3, h, w) float32 guide (None: the image resized to (h, w), / 255)
+    -> C-contiguous (depth, guide, image)."""
     if not isinstance(depth, np.ndarray) or depth.ndim != 2 or depth.dtype != np.float32:
         raise TypeError(f"depth must be an (h, w) float32 numpy array, got {_describe(depth)}")
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -656,14 +672,7 @@ def joint_upsample(depth: Any, guide: Any, image: Any, sigma: float, scale: floa
     if not isinstance(guide, np.ndarray) or guide.dtype != np.float32 or guide.shape != (3, *depth.shape):
         raise ValueError(f"guide must be a (3, {depth.shape[0]}, {depth.shape[1]}) float32 numpy array, "
                          f"got {_describe(guide)}")
-    scale, valid_max = _check_finish(scale, valid_max)
-    nthreads = _check_threads(threads)
-    depth, guide, image = (np.ascontiguousarray(a) for a in (depth, guide, image))
-    if native.cpu is None:
-        _fallback("joint_upsample")
-        out = tiling_reference.joint_upsample(depth, guide, image, float(sigma))
-        return out, tiling_reference.finish(out, scale, valid_max)
-    return native.cpu.joint_upsample(depth, guide, image, float(sigma), scale, valid_max, nthreads)
+    return tuple(np.ascontiguousarray(a) for a in (depth, guide, image))
 
 
 def _joint_upsample_device(depth: Any, guide: Any, image: Any, sigma: float, scale: float,
@@ -722,25 +731,11 @@ def guided_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.nd
     depth are invalid. -> (depth (H, W) float32 metres, valid (H, W) bool), finished as :func:`finish`
     does with ``scale`` and ``valid_max``. ``edgedepth.guided_filter.fast_guided_upsample`` is the
     reference (within 2e-6 relative)."""
-    if not isinstance(depth, np.ndarray) or depth.ndim != 2 or depth.dtype != np.float32 or depth.size == 0:
-        raise TypeError(f"depth must be a non-empty (h, w) float32 numpy array, got {_describe(depth)}")
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
-            or image.size == 0:
-        raise ValueError(f"image must be a non-empty (H, W, 3) uint8 RGB numpy array, got {_describe(image)}")
-    _check_sides("depth", depth.shape)
-    _check_sides("image", image.shape[:2])
     _check_guided(step, radius, eps)
+    depth, guide, image = _host_upsample_args(depth, guide, image, threads)
     scale, valid_max = _check_finish(scale, valid_max)
     nthreads = _check_threads(threads)
-    if guide is None:
-        guide = crop_resize(image, [[0.0, 0.0, *image.shape[:2]]], depth.shape, threads=threads)[0]
-    if not isinstance(guide, np.ndarray) or guide.dtype != np.float32 or guide.shape != (3, *depth.shape):
-        raise ValueError(f"guide must be a (3, {depth.shape[0]}, {depth.shape[1]}) float32 numpy array, "
-                         f"got {_describe(guide)}")
-    depth, guide, image = (np.ascontiguousarray(a) for a in (depth, guide, image))
     if native.cpu is None:
-        from .guided_filter import fast_guided_upsample
-
         _fallback("guided_upsample")
         out = fast_guided_upsample(depth, guide, image, int(step), int(radius), float(eps))
         return out, tiling_reference.finish(out, scale, valid_max)
