@@ -199,6 +199,27 @@ void joint_upsample(uintptr_t depth, uintptr_t guide, int h, int w, uintptr_t im
     });
 }
 
+void guided_upsample(uintptr_t depth, uintptr_t guide, int h, int w, int step, uintptr_t image, int height, int width,
+                     int radius, double eps, double scale, double valid_max, uintptr_t out, uintptr_t valid,
+                     uintptr_t stream) {
+    check_side("h", h);
+    check_side("w", w);
+    check_side("height", height);
+    check_side("width", width);
+    check_guided(step, radius, eps);
+    check_finish_args(scale, valid_max);
+    const size_t low = static_cast<size_t>(h) * w, frame = static_cast<size_t>(height) * width;
+    DeviceGuard guard{check_device_ptr("depth", depth, low * 4), check_device_ptr("guide", guide, 3 * low * 4),
+                      check_device_ptr("image", image, frame * 3), check_device_ptr("out", out, frame * 4),
+                      check_device_ptr("valid", valid, frame)};
+    run_released(guard, "guided_upsample", [&] {
+        return guided_upsample_cuda(reinterpret_cast<const float*>(depth), reinterpret_cast<const float*>(guide), h, w,
+                                    step, reinterpret_cast<const uint8_t*>(image), height, width, radius, eps,
+                                    static_cast<float>(scale), static_cast<float>(valid_max),
+                                    reinterpret_cast<float*>(out), reinterpret_cast<uint8_t*>(valid), as_stream(stream));
+    });
+}
+
 void finish(uintptr_t depth, int64_t n, double scale, double valid_max, uintptr_t valid, uintptr_t stream) {
     check_positive("n", n);
     check_finish_args(scale, valid_max);
@@ -234,6 +255,9 @@ PYBIND11_MODULE(_native_cuda, m) {
     m.def("joint_upsample", &joint_upsample, py::arg("depth"), py::arg("guide"), py::arg("h"), py::arg("w"),
           py::arg("image"), py::arg("height"), py::arg("width"), py::arg("sigma"), py::arg("scale"), py::arg("valid_max"),
           py::arg("out"), py::arg("valid"), py::arg("stream"));
+    m.def("guided_upsample", &guided_upsample, py::arg("depth"), py::arg("guide"), py::arg("h"), py::arg("w"),
+          py::arg("step"), py::arg("image"), py::arg("height"), py::arg("width"), py::arg("radius"), py::arg("eps"),
+          py::arg("scale"), py::arg("valid_max"), py::arg("out"), py::arg("valid"), py::arg("stream"));
     m.def("finish", &finish, py::arg("depth"), py::arg("n"), py::arg("scale"), py::arg("valid_max"), py::arg("valid"),
           py::arg("stream"));
     m.def("device_count", &device_count, "number of CUDA devices the driver reports (0 without a driver or GPU)");

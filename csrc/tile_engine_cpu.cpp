@@ -1,6 +1,7 @@
 #include "tile_engine_cpu.hpp"
 
 #include "grid_layout.hpp"
+#include "guided_math.hpp"
 
 #include <algorithm>
 #include <array>

@@ -1,9 +1,12 @@
 #include "tile_engine_cuda.hpp"
 
+#include <math_constants.h>
+
 #include <mutex>
 #include <vector>
 
 #include "grid_stitch.hpp"
+#include "guided_math.hpp"
 #include "tile_math.hpp"
 
 namespace edgedepth {
@@ -191,6 +194,94 @@ __global__ void finish_kernel(float* __restrict__ depth, int64_t n, float scale,
     ED_GRID_STRIDE(idx, n) { depth[idx] = finish_value(depth[idx], scale, valid_max, valid + idx); }
 }
 
+// ---- the guided-filter upsampling (tile_engine_cpu.hpp guided_upsample_cpu): each kernel runs one
+// pooled or frame pixel of csrc/guided_math.hpp per thread, in the CPU engine's summation order, so
+// both give the same bits (tests/test_cuda_code_on_host.py runs the same functions on the host).
+__global__ void guided_pool_kernel(const float* __restrict__ depth, const float* __restrict__ guide, int h, int w,
+                                   int step, int hp, int wp, double* __restrict__ pooled) {
+    const int64_t pp = static_cast<int64_t>(hp) * wp;
+    ED_GRID_STRIDE(idx, pp) {
+        double v[5];
+        guided_pool_pixel(depth, guide, h, w, step, static_cast<int>(idx / wp), static_cast<int>(idx % wp), v);
+        for (int k = 0; k < 5; ++k) pooled[k * pp + idx] = v[k];
+    }
+}
+
+// The clamp range of the output's exponent: the least and greatest valid pooled ln depth (0, 0 where
+// none is), as float; one block (minima and maxima are exact in any order).
+__global__ void guided_range_kernel(const double* __restrict__ pooled, int64_t pp, float* __restrict__ range) {
+    __shared__ double lo[kBlock], hi[kBlock];
+    double l = CUDART_INF, u = -CUDART_INF;
+    for (int64_t i = threadIdx.x; i < pp; i += blockDim.x)
+        if (pooled[i] > 0.5) {
+            l = fmin(l, pooled[4 * pp + i]);
+            u = fmax(u, pooled[4 * pp + i]);
+        }
+    lo[threadIdx.x] = l;
+    hi[threadIdx.x] = u;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            lo[threadIdx.x] = fmin(lo[threadIdx.x], lo[threadIdx.x + half]);
+            hi[threadIdx.x] = fmax(hi[threadIdx.x], hi[threadIdx.x + half]);
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        const bool any = lo[0] <= hi[0];
+        range[0] = any ? static_cast<float>(lo[0]) : 0.0f;
+        range[1] = any ? static_cast<float>(hi[0]) : 0.0f;
+    }
+}
+
+template <int K, typename Values>
+__global__ void guided_hsum_kernel(const Values values, int hp, int wp, int r, double* __restrict__ hs) {
+    const int64_t pp = static_cast<int64_t>(hp) * wp;
+    ED_GRID_STRIDE(idx, pp) {
+        double out[K];
+        guided_hsum_at<K>(values, wp, r, idx / wp, static_cast<int>(idx % wp), out);
+        for (int k = 0; k < K; ++k) hs[k * pp + idx] = out[k];
+    }
+}
+
+__global__ void guided_fit_kernel(const double* __restrict__ hs, int hp, int wp, int r, double eps,
+                                  float* __restrict__ fit) {
+    const int64_t pp = static_cast<int64_t>(hp) * wp;
+    ED_GRID_STRIDE(idx, pp) {
+        double s[kGuidedPlanes];
+        guided_vsum_at<kGuidedPlanes>(hs, hp, wp, r, idx / wp, static_cast<int>(idx % wp), s);
+        const GuidedFit f = guided_solve(s, eps);
+        fit[idx] = f.a0;
+        fit[pp + idx] = f.a1;
+        fit[2 * pp + idx] = f.a2;
+        fit[3 * pp + idx] = f.b;
+        fit[4 * pp + idx] = f.has;
+    }
+}
+
+__global__ void guided_mean_kernel(const double* __restrict__ hs, const double* __restrict__ pooled, int hp, int wp,
+                                   int r, float* __restrict__ coef) {
+    const int64_t pp = static_cast<int64_t>(hp) * wp;
+    ED_GRID_STRIDE(idx, pp) {
+        double s[kMeanPlanes];
+        guided_vsum_at<kMeanPlanes>(hs, hp, wp, r, idx / wp, static_cast<int>(idx % wp), s);
+        for (int k = 0; k < 4; ++k) coef[k * pp + idx] = guided_coefficient(s[0], s[k + 1], k, pooled[idx]);
+    }
+}
+
+__global__ void guided_frame_kernel(const float* __restrict__ coef, int hp, int wp, const uint8_t* __restrict__ image,
+                                    const Entry* __restrict__ ytab, const Entry* __restrict__ xtab, int height,
+                                    int width, const float* __restrict__ range, float scale, float valid_max,
+                                    float* __restrict__ out, uint8_t* __restrict__ valid) {
+    const int64_t pp = static_cast<int64_t>(hp) * wp;
+    const float qlo = range[0], qhi = range[1];
+    ED_GRID_STRIDE(idx, static_cast<int64_t>(height) * width) {
+        const Entry ey = ytab[idx / width], ex = xtab[idx % width];
+        out[idx] = guided_frame_pixel(coef, pp, wp, Tap{ey.lo, ey.hi, ey.frac}, Tap{ex.lo, ex.hi, ex.frac},
+                                      image + 3 * idx, qlo, qhi, scale, valid_max, valid + idx);
+    }
+}
+
 // Boxes travel to the device as kernel arguments, kBoxChunk at a time (2 KiB, inside the 4 KiB
 // every architecture accepts): the driver copies arguments at launch, so no host buffer has to
 // outlive the call and nothing waits, as a cudaMemcpyAsync from pageable memory may.
@@ -244,11 +335,14 @@ struct Scratch {
     double* boxes = nullptr;
     E* ytab = nullptr;
     E* xtab = nullptr;
+    void* extra = nullptr;  // extra_bytes after the tables, 16-byte aligned
 
-    cudaError_t init(const double* host_boxes, int n, int64_t y_entries, int64_t x_entries, cudaStream_t s) {
+    cudaError_t init(const double* host_boxes, int n, int64_t y_entries, int64_t x_entries, cudaStream_t s,
+                     size_t extra_bytes = 0) {
         stream = s;
         const size_t box_bytes = static_cast<size_t>(n) * 4 * sizeof(double);
-        const size_t total = box_bytes + static_cast<size_t>(y_entries + x_entries) * sizeof(E);
+        const size_t tables = (box_bytes + static_cast<size_t>(y_entries + x_entries) * sizeof(E) + 15) / 16 * 16;
+        const size_t total = tables + extra_bytes;
         cudaMemPool_t pool;
         cudaError_t err = module_pool(&pool);
         if (err != cudaSuccess) return err;
@@ -256,6 +350,7 @@ struct Scratch {
         boxes = static_cast<double*>(base);
         ytab = reinterpret_cast<E*>(static_cast<char*>(base) + box_bytes);
         xtab = ytab + y_entries;
+        extra = static_cast<char*>(base) + tables;
         for (int first = 0; first < n; first += kBoxChunk) {
             const int count = n - first < kBoxChunk ? n - first : kBoxChunk;
             BoxChunk chunk;
@@ -417,6 +512,45 @@ cudaError_t joint_upsample_cuda(const float* depth, const float* guide, int h, i
     joint_kernel<<<blocks_for(static_cast<int64_t>(height) * width), kBlock, 0, stream>>>(
         depth, guide, w, static_cast<int64_t>(h) * w, image, s.ytab, s.xtab, height, width, inv2s2, scale, valid_max,
         out, valid);
+    ED_LAUNCHED();
+    return s.release();
+}
+
+cudaError_t guided_upsample_cuda(const float* depth, const float* guide, int h, int w, int step, const uint8_t* image,
+                                 int height, int width, int radius, double eps, float scale, float valid_max, float* out,
+                                 uint8_t* valid, cudaStream_t stream) {
+    const int hp = (h + step - 1) / step, wp = (w + step - 1) / step;
+    const int64_t pp = static_cast<int64_t>(hp) * wp;
+    // pooled planes (5 double), horizontal sums (14 double, then the mean's 5), the fit (5 float),
+    // the coefficients (4 float) and the clamp range (2 float), after the crop tables
+    const size_t extra = static_cast<size_t>(pp) * (8 * (5 + kGuidedPlanes) + 4 * (5 + 4)) + 16;
+    const double whole[4] = {0.0, 0.0, static_cast<double>(hp), static_cast<double>(wp)};
+    Scratch<Entry> s;
+    cudaError_t err = s.init(whole, 1, height, width, stream, extra);
+    if (err != cudaSuccess) return err;
+    double* pooled = static_cast<double*>(s.extra);
+    double* hs = pooled + 5 * pp;
+    float* fit = reinterpret_cast<float*>(hs + kGuidedPlanes * pp);
+    float* coef = fit + 5 * pp;
+    float* range = coef + 4 * pp;
+    crop_table_kernel<<<blocks_for(height), kBlock, 0, stream>>>(s.boxes, 1, 0, height, hp, s.ytab);
+    ED_LAUNCHED();
+    crop_table_kernel<<<blocks_for(width), kBlock, 0, stream>>>(s.boxes, 1, 1, width, wp, s.xtab);
+    ED_LAUNCHED();
+    guided_pool_kernel<<<blocks_for(pp), kBlock, 0, stream>>>(depth, guide, h, w, step, hp, wp, pooled);
+    ED_LAUNCHED();
+    guided_range_kernel<<<1, kBlock, 0, stream>>>(pooled, pp, range);
+    ED_LAUNCHED();
+    guided_hsum_kernel<kGuidedPlanes><<<blocks_for(pp), kBlock, 0, stream>>>(FitValues{pooled, pp}, hp, wp, radius, hs);
+    ED_LAUNCHED();
+    guided_fit_kernel<<<blocks_for(pp), kBlock, 0, stream>>>(hs, hp, wp, radius, eps, fit);
+    ED_LAUNCHED();
+    guided_hsum_kernel<kMeanPlanes><<<blocks_for(pp), kBlock, 0, stream>>>(MeanValues{fit, pp}, hp, wp, radius, hs);
+    ED_LAUNCHED();
+    guided_mean_kernel<<<blocks_for(pp), kBlock, 0, stream>>>(hs, pooled, hp, wp, radius, coef);
+    ED_LAUNCHED();
+    guided_frame_kernel<<<blocks_for(static_cast<int64_t>(height) * width), kBlock, 0, stream>>>(
+        coef, hp, wp, image, s.ytab, s.xtab, height, width, range, scale, valid_max, out, valid);
     ED_LAUNCHED();
     return s.release();
 }

@@ -217,13 +217,12 @@ class _TorchOps:
         depth = depth.float()
         if policy.snap:  # in torch ops: the snapping has no CUDA kernel of its own yet
             depth = self.tiling_torch.snap_edges(depth, guide, policy.snap)
-        if policy.upsample == "guided":  # in torch ops on the frame's device (no CUDA kernel of its own yet)
+        if self.impl is not self.tiling_torch:  # the CUDA engine: upsampled and finished in one pass
+            return self.impl.upsample(depth.contiguous(), guide, frame.contiguous(), policy, scale, valid_max)
+        if policy.upsample == "guided":
             depth = self.tiling_torch.guided_upsample(depth, guide, frame, policy.guided_step, policy.guided_radius,
                                                       policy.guided_eps)
             return self.finish(depth, scale, owned=True, valid_max=valid_max)
-        if self.impl is not self.tiling_torch:  # the CUDA engine: upsampled and finished in one kernel
-            return self.impl.joint_upsample(depth.contiguous(), guide, frame.contiguous(), policy.joint_sigma, scale,
-                                            valid_max)
         depth = self.tiling_torch.joint_upsample(depth, guide, frame, policy.joint_sigma)
         return self.finish(depth, scale, owned=True, valid_max=valid_max)
 

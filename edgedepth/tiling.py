@@ -678,6 +678,25 @@ def _host_upsample_args(depth: Any, guide: Any, image: Any,
 def _joint_upsample_device(depth: Any, guide: Any, image: Any, sigma: float, scale: float,
                            valid_max: float) -> tuple[Any, Any]:
     """joint_upsample on CUDA arrays (checked here and again by the CUDA module)."""
+    cuda, d, g, img, out, valid = _device_upsample_args(depth, guide, image)
+    cuda.joint_upsample(d.ptr, g.ptr, d.shape[0], d.shape[1], img.ptr, img.shape[0], img.shape[1], sigma, scale,
+                        valid_max, out.ptr, valid.ptr, d.stream)
+    return out.obj, valid.obj
+
+
+def _guided_upsample_device(depth: Any, guide: Any, image: Any, step: int, radius: int, eps: float, scale: float,
+                            valid_max: float) -> tuple[Any, Any]:
+    """guided_upsample on CUDA arrays (checked here and again by the CUDA module)."""
+    cuda, d, g, img, out, valid = _device_upsample_args(depth, guide, image)
+    cuda.guided_upsample(d.ptr, g.ptr, d.shape[0], d.shape[1], int(step), img.ptr, img.shape[0], img.shape[1],
+                         int(radius), float(eps), scale, valid_max, out.ptr, valid.ptr, d.stream)
+    return out.obj, valid.obj
+
+
+def _device_upsample_args(depth: Any, guide: Any, image: Any) -> tuple:
+    """An upsampling's CUDA arguments checked: (h, w) float32 depth, (H, W, 3) uint8 image and the
+    (3, h, w) float32 guide (None: made from the image), all on one device -> (the CUDA module,
+    depth, guide, image, out, valid) with out (H, W) float32 and valid (H, W) bool made for it."""
     cuda = _need_cuda("depth")
     d = native.DeviceArray.wrap(depth, "depth")
     if len(d.shape) != 2 or d.dtype != "float32":
@@ -698,10 +717,7 @@ def _joint_upsample_device(depth: Any, guide: Any, image: Any, sigma: float, sca
     if g.shape != (3, *d.shape) or g.dtype != "float32":
         raise ValueError(f"guide must be a (3, {d.shape[0]}, {d.shape[1]}) float32 device array, "
                          f"got {g.dtype} of shape {g.shape}")
-    out, valid = d.empty((height, width), "float32"), d.empty((height, width), "bool")
-    cuda.joint_upsample(d.ptr, g.ptr, d.shape[0], d.shape[1], img.ptr, height, width, sigma, scale, valid_max,
-                        out.ptr, valid.ptr, d.stream)
-    return out.obj, valid.obj
+    return cuda, d, g, img, d.empty((height, width), "float32"), d.empty((height, width), "bool")
 
 
 MAX_GUIDED_STEP, MAX_GUIDED_RADIUS = 16, 64  # csrc/checks.hpp
@@ -714,9 +730,9 @@ def _check_guided(step: Any, radius: Any, eps: Any) -> None:
         raise ValueError(f"guided_eps must be a number in [1e-8, 1] (a colour variance), got {eps!r}")
 
 
-def guided_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.ndarray, step: int = 2,
-                    radius: int = 3, eps: float = 1e-5, scale: float = 1.0, valid_max: float = math.inf,
-                    threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def guided_upsample(depth: Any, guide: Any, image: Any, step: int = 2, radius: int = 3, eps: float = 1e-5,
+                    scale: float = 1.0, valid_max: float = math.inf,
+                    threads: Optional[int] = None) -> tuple[Any, Any]:
     """Edge-aware upsampling of a depth map to the frame by the fast guided filter (He and Sun,
     2015), finished in the same pass.
 
@@ -730,8 +746,12 @@ def guided_upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.nd
     the windows never saw does not extrapolate). Output pixels next to a non-finite or non-positive
     depth are invalid. -> (depth (H, W) float32 metres, valid (H, W) bool), finished as :func:`finish`
     does with ``scale`` and ``valid_max``. ``edgedepth.guided_filter.fast_guided_upsample`` is the
-    reference (within 2e-6 relative)."""
+    reference (within 2e-6 relative). Torch CUDA tensors or CuPy arrays (all three on one device)
+    give the same kind back, computed by the CUDA engine with the CPU engine's arithmetic (the same
+    bits, for any number of threads)."""
     _check_guided(step, radius, eps)
+    if native.is_device_array(depth):
+        return _guided_upsample_device(depth, guide, image, step, radius, eps, *_check_finish(scale, valid_max))
     depth, guide, image = _host_upsample_args(depth, guide, image, threads)
     scale, valid_max = _check_finish(scale, valid_max)
     nthreads = _check_threads(threads)

@@ -102,3 +102,33 @@ def test_joint_upsampling_gives_the_cpu_engines_bits(harness, tmp_path, sigma, s
         want, want_valid = tiling.joint_upsample(depth, guide, image, sigma, scale, valid_max)
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
         np.testing.assert_array_equal(got_valid, want_valid)
+
+
+@pytest.mark.parametrize("step, radius, eps, scale, valid_max",
+                         [(2, 3, 1e-5, 1.0, np.inf), (1, 2, 1e-3, 1.25, 60.0), (3, 1, 1e-8, 0.8, 20.0), (2, 0, 1e-5, 1.0, 80.0)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_guided_upsampling_gives_the_cpu_engines_bits(harness, tmp_path, step, radius, eps, scale, valid_max,
+                                                      threads) -> None:
+    # The CPU engine splits the rows among its threads and the CUDA engine works one pooled pixel at
+    # a time: both form every sum in the one order of csrc/guided_math.hpp, so any split gives these bits.
+    rng = np.random.default_rng(7)
+    seen = np.zeros(2, bool)  # valid and invalid output pixels, so that the finish is exercised both ways
+    for h, w, height, width in [(54, 96, 216, 384), (37, 41, 100, 333), (20, 31, 20, 31), (5, 3, 40, 17)]:
+        depth = np.exp(rng.uniform(0.0, 4.0, (h, w))).astype(np.float32)
+        depth[h // 3:, : w // 2] *= 3.0
+        depth[0, 0], depth[1, min(1, w - 1)], depth[h - 1, w - 1] = np.nan, -1.0, np.inf  # pooled pixels without depth
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        guide = tiling.crop_resize(image, [[0.0, 0.0, height, width]], (h, w))[0]
+        head = (np.array([h, w, height, width, step, radius], np.int32).tobytes() + np.array([eps]).tobytes()
+                + np.array([scale, valid_max], np.float32).tobytes())
+        (tmp_path / "in.bin").write_bytes(head + depth.tobytes() + guide.tobytes() + image.tobytes())
+        subprocess.run([str(harness), "guided", str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
+        raw = (tmp_path / "out.bin").read_bytes()
+        got = np.frombuffer(raw[: 4 * height * width], np.float32).reshape(height, width)
+        got_valid = np.frombuffer(raw[4 * height * width:], np.uint8).reshape(height, width).astype(bool)
+        want, want_valid = tiling.guided_upsample(depth, guide, image, step, radius, eps, scale, valid_max,
+                                                  threads=threads)
+        seen |= [want_valid.any(), not want_valid.all()]
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        np.testing.assert_array_equal(got_valid, want_valid)
+    assert seen.all()

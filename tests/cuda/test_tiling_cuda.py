@@ -123,13 +123,28 @@ def test_joint_upsample_gives_the_cpu_engines_bits() -> None:
     np.testing.assert_array_equal(valid.cpu().numpy(), want_valid)
 
 
-def test_runtime_joint_finish_runs_the_cuda_kernel() -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_guided_upsample_gives_the_cpu_engines_bits(threads: int) -> None:
+    depth, image = _joint_case(11, 54, 96, 216, 384)
+    for step, radius, eps in [(2, 3, 1e-5), (1, 2, 1e-3), (3, 0, 1e-8)]:
+        want, want_valid = tiling.guided_upsample(depth, None, image, step, radius, eps, 1.25, 60.0, threads=threads)
+        got, valid = _on_stream(lambda: tiling.guided_upsample(torch.from_numpy(depth).to(DEV), None,
+                                                               torch.from_numpy(image).to(DEV), step, radius, eps,
+                                                               1.25, 60.0))
+        assert got.is_cuda and got.dtype == torch.float32 and valid.dtype == torch.bool
+        np.testing.assert_array_equal(got.cpu().numpy().view(np.uint32), want.view(np.uint32))
+        np.testing.assert_array_equal(valid.cpu().numpy(), want_valid)
+
+
+@pytest.mark.parametrize("upsample", ["joint_bilateral", "guided"])
+def test_runtime_low_finish_runs_the_cuda_kernel(upsample: str) -> None:
     from edgedepth.runtime import _TorchOps
 
     depth, image = _joint_case(9, 45, 80, 270, 480)
-    ops = _TorchOps("cuda")
-    got, valid = ops.joint_finish(torch.from_numpy(depth).to(DEV), torch.from_numpy(image).to(DEV), 0.05, 1.0, 80.0)
-    want, want_valid = tiling.joint_upsample(depth, None, image, 0.05, 1.0, 80.0)
+    policy = tiling.Tiling(upsample=upsample)
+    got, valid = _TorchOps("cuda").low_finish(torch.from_numpy(depth).to(DEV), torch.from_numpy(image).to(DEV),
+                                              policy, 1.0, 80.0)
+    want, want_valid = tiling.upsample(depth, None, image, policy, 1.0, 80.0)
     np.testing.assert_array_equal(got.cpu().numpy(), want)
     np.testing.assert_array_equal(valid.cpu().numpy(), want_valid)
 

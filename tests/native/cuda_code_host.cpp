@@ -1,5 +1,5 @@
 // Runs the CUDA engine's per-pixel code on the host, as its kernels do on a GPU, for
-// tests/test_cuda_code_on_host.py. Usage: cuda_code_host grid|joint IN OUT.
+// tests/test_cuda_code_on_host.py. Usage: cuda_code_host grid|joint|guided IN OUT.
 //
 // grid: the grid stitch (csrc/grid_stitch.hpp): the plan, both axis tables, then every output pixel.
 //   IN holds int32 n, c, th, tw, height, width, kind, half; then the (n, 4) float64 boxes; then the
@@ -9,12 +9,18 @@
 //   int32 h, w, height, width; float32 sigma, scale, valid_max; the (h, w) float32 depth, the
 //   (3, h, w) float32 guide and the (height, width, 3) uint8 image. OUT gets the (height, width)
 //   float32 depth and then the (height, width) validity bytes.
+// guided: the guided-filter upsampling (csrc/guided_math.hpp), kernel by kernel as
+//   tile_engine_cuda.cu guided_upsample_cuda launches them. IN holds int32 h, w, height, width, step,
+//   radius; float64 eps; float32 scale, valid_max; then depth, guide and image as for joint. OUT as
+//   for joint.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "grid_stitch.hpp"
+#include "guided_math.hpp"
 #include "tile_math.hpp"
 
 using namespace edgedepth;
@@ -90,6 +96,60 @@ int joint(std::FILE* in, std::FILE* out) {
     return write(out, result) && write(out, valid) ? 0 : 2;
 }
 
+int guided(std::FILE* in, std::FILE* out) {
+    std::vector<int32_t> size;
+    std::vector<double> eps;
+    std::vector<float> args, depth, guide;
+    std::vector<uint8_t> image;
+    if (!read(in, &size, 6) || !read(in, &eps, 1) || !read(in, &args, 2)) return 2;
+    const int h = size[0], w = size[1], height = size[2], width = size[3], step = size[4], r = size[5];
+    const int64_t plane = static_cast<int64_t>(h) * w, frame = static_cast<int64_t>(height) * width;
+    if (!read(in, &depth, plane) || !read(in, &guide, 3 * plane) || !read(in, &image, 3 * frame)) return 2;
+    const int hp = (h + step - 1) / step, wp = (w + step - 1) / step;
+    const int64_t pp = static_cast<int64_t>(hp) * wp;
+    std::vector<double> pooled(5 * pp), hs(kGuidedPlanes * pp), v(kGuidedPlanes);
+    std::vector<float> fit(5 * pp), coef(4 * pp);
+    for (int64_t idx = 0; idx < pp; ++idx) {  // guided_pool_kernel
+        guided_pool_pixel(depth.data(), guide.data(), h, w, step, static_cast<int>(idx / wp), static_cast<int>(idx % wp),
+                          v.data());
+        for (int k = 0; k < 5; ++k) pooled[k * pp + idx] = v[k];
+    }
+    double lo = 1.0 / 0.0, hi = -lo;  // guided_range_kernel
+    for (int64_t i = 0; i < pp; ++i)
+        if (pooled[i] > 0.5) {
+            lo = std::min(lo, pooled[4 * pp + i]);
+            hi = std::max(hi, pooled[4 * pp + i]);
+        }
+    const float qlo = lo <= hi ? static_cast<float>(lo) : 0.0f, qhi = lo <= hi ? static_cast<float>(hi) : 0.0f;
+    for (int64_t idx = 0; idx < pp; ++idx) {  // guided_hsum_kernel<kGuidedPlanes>
+        guided_hsum_at<kGuidedPlanes>(FitValues{pooled.data(), pp}, wp, r, idx / wp, static_cast<int>(idx % wp), v.data());
+        for (int k = 0; k < kGuidedPlanes; ++k) hs[k * pp + idx] = v[k];
+    }
+    for (int64_t idx = 0; idx < pp; ++idx) {  // guided_fit_kernel
+        guided_vsum_at<kGuidedPlanes>(hs.data(), hp, wp, r, idx / wp, static_cast<int>(idx % wp), v.data());
+        const GuidedFit f = guided_solve(v.data(), eps[0]);
+        const float values[5] = {f.a0, f.a1, f.a2, f.b, f.has};
+        for (int k = 0; k < 5; ++k) fit[k * pp + idx] = values[k];
+    }
+    for (int64_t idx = 0; idx < pp; ++idx) {  // guided_hsum_kernel<kMeanPlanes>
+        guided_hsum_at<kMeanPlanes>(MeanValues{fit.data(), pp}, wp, r, idx / wp, static_cast<int>(idx % wp), v.data());
+        for (int k = 0; k < kMeanPlanes; ++k) hs[k * pp + idx] = v[k];
+    }
+    for (int64_t idx = 0; idx < pp; ++idx) {  // guided_mean_kernel
+        guided_vsum_at<kMeanPlanes>(hs.data(), hp, wp, r, idx / wp, static_cast<int>(idx % wp), v.data());
+        for (int k = 0; k < 4; ++k) coef[k * pp + idx] = guided_coefficient(v[0], v[k + 1], k, pooled[idx]);
+    }
+    std::vector<float> result(frame);
+    std::vector<uint8_t> valid(frame);
+    for (int64_t idx = 0; idx < frame; ++idx) {  // guided_frame_kernel with crop_table_kernel's taps
+        const Tap ty = crop_tap(0.0, hp, height, static_cast<int>(idx / width), hp);
+        const Tap tx = crop_tap(0.0, wp, width, static_cast<int>(idx % width), wp);
+        result[idx] = guided_frame_pixel(coef.data(), pp, wp, ty, tx, &image[3 * idx], qlo, qhi, args[0], args[1],
+                                         &valid[idx]);
+    }
+    return write(out, result) && write(out, valid) ? 0 : 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,7 +157,10 @@ int main(int argc, char** argv) {
     std::FILE* in = std::fopen(argv[2], "rb");
     std::FILE* out = std::fopen(argv[3], "wb");
     if (!in || !out) return 2;
-    const int status = std::strcmp(argv[1], "grid") == 0 ? grid(in, out) : std::strcmp(argv[1], "joint") == 0 ? joint(in, out) : 2;
+    const int status = std::strcmp(argv[1], "grid") == 0    ? grid(in, out)
+                       : std::strcmp(argv[1], "joint") == 0 ? joint(in, out)
+                       : std::strcmp(argv[1], "guided") == 0 ? guided(in, out)
+                                                             : 2;
     std::fclose(in);
     return std::fclose(out) == 0 ? status : 2;
 }
