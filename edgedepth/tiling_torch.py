@@ -19,7 +19,7 @@ from .tiling import _check_boxes, _check_int, _check_window, _uncovered_pixel
 from .tiling_reference import crop_axes, crop_axis, stitch_axis
 
 __all__ = ["crop_resize", "stitch", "snap_edges", "joint_upsample", "joint_upsample_batch", "joint_weights", "JointWeights",
-           "guided_upsample"]
+           "guided_upsample", "GuidedFit"]
 
 
 def _boxes_np(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
@@ -290,6 +290,64 @@ def joint_weights(guide: torch.Tensor, image: torch.Tensor, sigma: float) -> Joi
         return JointWeights([(ys, xs, s, wk) for (ys, xs, s), wk in zip(spatial, weights)], sum(weights), (h, w))
 
 
+def _inverse3(s: list[list[torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    """The symmetric 3x3 matrices ``s`` (per pixel) inverted by cofactors, as the native code does:
+    (i00, i01, i02, i11, i12, i22, 1 / det)."""
+    i00, i01, i02 = s[1][1] * s[2][2] - s[1][2] ** 2, s[0][2] * s[1][2] - s[0][1] * s[2][2], s[0][1] * s[1][2] - s[0][2] * s[1][1]
+    i11, i12, i22 = s[0][0] * s[2][2] - s[0][2] ** 2, s[0][1] * s[0][2] - s[0][0] * s[1][2], s[0][0] * s[1][1] - s[0][1] ** 2
+    return i00, i01, i02, i11, i12, i22, 1.0 / (s[0][0] * i00 + s[0][1] * i01 + s[0][2] * i02)
+
+
+def _solve3(inverse: tuple[torch.Tensor, ...], v: list[torch.Tensor]) -> list[torch.Tensor]:
+    i00, i01, i02, i11, i12, i22, inv = inverse
+    return [(i00 * v[0] + i01 * v[1] + i02 * v[2]) * inv, (i01 * v[0] + i11 * v[1] + i12 * v[2]) * inv,
+            (i02 * v[0] + i12 * v[1] + i22 * v[2]) * inv]
+
+
+class GuidedFit:
+    """The colour-dependent part of the fast guided upsampling for tiles whose colours do not change
+    (a refiner's loss sees its prediction through it, ``loss.upsample: guided``): the pooled guide's
+    window means and inverse covariances, computed once. ``apply`` is differentiable in depth. Unlike
+    `guided_upsample` it expects positive depth everywhere (a refiner's output) and clamps each map
+    to its own pooled range."""
+
+    def __init__(self, guide: torch.Tensor, image: torch.Tensor, step: int, radius: int, eps: float) -> None:
+        if guide.dim() != 4 or guide.shape[1] != 3 or image.dim() != 4 or tuple(image.shape[:2]) != tuple(guide.shape[:2]):
+            raise ValueError(f"guide (N, 3, h, w) and image (N, 3, H, W) expected, got {tuple(guide.shape)} and "
+                             f"{tuple(image.shape)}")
+        self.step, self.radius, self.low = int(step), int(radius), tuple(guide.shape[-2:])
+        self.size = tuple(image.shape[-2:])
+        with torch.no_grad():
+            g = self._pool(guide.double())
+            self.guide = [g[:, c:c + 1] for c in range(3)]
+            self.means = [self._box(c) for c in self.guide]
+            s = [[self._box(self.guide[i] * self.guide[j]) - self.means[i] * self.means[j] + (eps if i == j else 0.0)
+                  for j in range(3)] for i in range(3)]
+            self.inverse = _inverse3(s)
+            self.image = image.double()
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.step, self.step, ceil_mode=True) if self.step > 1 else x
+
+    def _box(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 2 * self.radius + 1, 1, self.radius, count_include_pad=False)
+
+    def apply(self, depth: torch.Tensor) -> torch.Tensor:
+        """depth (N, C, h, w) metres, > 0 -> (N, C, H, W) metres."""
+        if depth.dim() != 4 or tuple(depth.shape[-2:]) != self.low:
+            raise ValueError(f"depth (N, C, {self.low[0]}, {self.low[1]}) expected, got {tuple(depth.shape)}")
+        p = self._pool(torch.log(depth.double().clamp_min(1e-6)))
+        mp = self._box(p)
+        cov = [self._box(g * p) - m * mp for g, m in zip(self.guide, self.means)]
+        a = _solve3(self.inverse, cov)
+        b = mp - a[0] * self.means[0] - a[1] * self.means[1] - a[2] * self.means[2]
+        coef = [F.interpolate(self._box(c), size=self.size, mode="bilinear", align_corners=False) for c in a + [b]]
+        q = coef[0] * self.image[:, 0:1] + coef[1] * self.image[:, 1:2] + coef[2] * self.image[:, 2:3] + coef[3]
+        with torch.no_grad():
+            lo, hi = p.amin((2, 3), keepdim=True), p.amax((2, 3), keepdim=True)
+        return torch.exp(torch.minimum(torch.maximum(q, lo), hi)).to(depth.dtype)
+
+
 def guided_upsample(depth: torch.Tensor, guide: torch.Tensor, image: torch.Tensor, step: int, radius: int,
                     eps: float) -> torch.Tensor:
     """`edgedepth.tiling.guided_upsample` without the finishing pass, on any device: depth (h, w),
@@ -316,12 +374,7 @@ def guided_upsample(depth: torch.Tensor, guide: torch.Tensor, image: torch.Tenso
     cov = [wmean(g[:, c:c + 1] * p, m) - mi[c] * mp for c in range(3)]
     s = [[wmean(g[:, i:i + 1] * g[:, j:j + 1], m) - mi[i] * mi[j] + (eps if i == j else 0.0) for j in range(3)]
          for i in range(3)]
-    # the symmetric 3x3 solve by cofactors, as the native code
-    i00, i01, i02 = s[1][1] * s[2][2] - s[1][2] ** 2, s[0][2] * s[1][2] - s[0][1] * s[2][2], s[0][1] * s[1][2] - s[0][2] * s[1][1]
-    i11, i12, i22 = s[0][0] * s[2][2] - s[0][2] ** 2, s[0][1] * s[0][2] - s[0][0] * s[1][2], s[0][0] * s[1][1] - s[0][1] ** 2
-    inv = 1.0 / (s[0][0] * i00 + s[0][1] * i01 + s[0][2] * i02)
-    a = [(i00 * cov[0] + i01 * cov[1] + i02 * cov[2]) * inv, (i01 * cov[0] + i11 * cov[1] + i12 * cov[2]) * inv,
-         (i02 * cov[0] + i12 * cov[1] + i22 * cov[2]) * inv]
+    a = _solve3(_inverse3(s), cov)
     zero = torch.zeros_like(mp)
     a = [torch.where(has, c, zero) for c in a]
     b = torch.where(has, mp - a[0] * mi[0] - a[1] * mi[1] - a[2] * mi[2], zero)

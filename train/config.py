@@ -111,9 +111,9 @@ class LossConfig:
     # the frame-resolution metrics see, not the point-sampled tile-resolution ones.
     scale: int = 1
     # How the prediction reaches the ground truth's resolution when scale > 1: "bilinear", or
-    # "joint_bilateral" (guided by the tile's colours with tiling.joint_sigma) for a refiner the
-    # runtime upsamples that way: its tile values then only have to be right on each side of an
-    # edge, which the colour weights place, instead of a blend the upsampling smears.
+    # "joint_bilateral" / "guided" (guided by the tile's colours with tiling's joint_sigma or
+    # guided_* fields) for a refiner the runtime upsamples that way: its tile values then only have
+    # to be right where the colour-guided upsampling reads them, instead of a blend it smears.
     upsample: str = "bilinear"
     weight: float = 1.0  # of the depth term
     grad: float = 0.5  # l1_log: weight of the gradient-matching part

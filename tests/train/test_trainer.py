@@ -270,6 +270,35 @@ def test_loss_through_the_joint_upsampling(tmp_path):
     loss.backward()
 
 
+def test_loss_through_the_guided_upsampling(tmp_path):
+    """loss.upsample guided: the prediction reaches the 2x ground truth through the runtime's fast
+    guided filter (tiling.guided_*), guided by the tiles' own colours, and gradients reach it."""
+    from edgedepth.guided_filter import fast_guided_upsample
+    from edgedepth.train.stages.refiner import at_gt
+
+    cfg = cfg_for("refiner", tmp_path, **{"loss.scale": 2, "loss.upsample": "guided", "train.steps": 1})
+    trainer = Trainer(cfg, resume="never")
+    stage = trainer.stage
+    item = stage.items(ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3))[0]
+    batch = {k: v[None] for k, v in item.items()}
+    tiles = stage.cut_tiles(batch)
+    depth = tiles.coarse.clone().requires_grad_()
+    up = at_gt(depth, tiles)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (stage.coarse.mean, stage.coarse.std))
+    t = cfg.tiling
+    for i in (0, 3):
+        guide = (tiles.rgb[i] * std + mean).double().numpy()
+        image = item["image_gt"][i].permute(1, 2, 0).double().numpy() * 255.0
+        want = fast_guided_upsample(tiles.coarse[i, 0].double().numpy(), guide, image, t.guided_step,
+                                    t.guided_radius, t.guided_eps)
+        np.testing.assert_allclose(up[i, 0].detach().numpy(), want, rtol=1e-4)
+    up.sum().backward()
+    assert depth.grad.abs().sum() > 0
+    loss, parts = stage.train_step(trainer.model, batch)
+    assert np.isfinite(float(loss.detach())) and parts["tiles"] == 4.0
+    loss.backward()
+
+
 def test_loss_upsample_is_checked(tmp_path):
     with pytest.raises(ValueError, match="loss.upsample"):
         cfg_for("refiner", tmp_path, **{"loss.upsample": "bicubic"})

@@ -44,13 +44,13 @@ class DistillStage(RefinerStage):
             sizes.append(tuple(self.teacher.tile_size))
         return self.tile_items(source, sizes)
 
-    def _detail_kwargs(self, pred: torch.Tensor, image: torch.Tensor, generator: torch.Generator) -> dict:
+    def _detail_kwargs(self, pred: torch.Tensor, rgb: torch.Tensor, generator: torch.Generator) -> dict:
         lc = self.cfg.loss
         if lc.detail == "local_ssigm":
             return {"window": min(lc.ssigm_window, *pred.shape[-2:]), "num_windows": lc.ssigm_windows,
                     "generator": generator}
-        if lc.detail == "ranking":
-            return {"image": image, "generator": generator}
+        if lc.detail == "ranking":  # the tiles' colours where the loss looks (at_gt is for depth)
+            return {"image": resize_maps(rgb, tuple(pred.shape[-2:])), "generator": generator}
         return {}
 
     def train_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -67,7 +67,7 @@ class DistillStage(RefinerStage):
         lc = self.cfg.loss
         pred_gt = at_gt(pred, tiles)
         dsd = dsd_loss(pred_gt, tiles.gt, pseudo, self.loss_mask(tiles.valid, tiles.reliable), lam=lc.detail_weight,
-                       detail=lc.detail, **self._detail_kwargs(pred_gt, at_gt(tiles.rgb, tiles), gen))
+                       detail=lc.detail, **self._detail_kwargs(pred_gt, tiles.rgb, gen))
         cons = gpct_term(pred, tiles)
         loss = lc.weight * dsd + lc.gpct * cons
         return loss, {"dsd": dsd.detach(), "gpct": cons.detach(), "loss": loss.detach(),

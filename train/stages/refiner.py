@@ -40,9 +40,9 @@ class TileBatch:
     reliable: torch.Tensor  # (N, 1, th, tw) bool (the source's mask)
     boxes: torch.Tensor  # (B, G, 4) frame pixels
     per_frame: int
-    # With loss.upsample joint_bilateral: the runtime's upsampling from the tile size to the ground
-    # truth's, guided by the tiles' colours.
-    joint: Optional[tiling_torch.JointWeights] = None
+    # With loss.upsample joint_bilateral or guided: the runtime's upsampling from the tile size to
+    # the ground truth's, guided by the tiles' colours (``apply`` takes depth in metres).
+    upsample: Optional[tiling_torch.JointWeights | tiling_torch.GuidedFit] = None
 
 
 def build_refiner(cfg: Config, coarse: nn.Module, device: torch.device) -> nn.Module:
@@ -73,12 +73,12 @@ def crop_maps(maps: torch.Tensor, boxes: torch.Tensor, frame_hw: torch.Tensor, s
 def at_gt(maps: torch.Tensor, tiles: TileBatch) -> torch.Tensor:
     """Tile maps (N, C, th, tw) at the ground truth's resolution when ``loss.scale`` > 1: upsampled
     bilinearly (half-pixel centres, the stitch's resize of a tile into its box), or guided by the
-    tiles' colours as the runtime's joint bilateral upsampling does (``loss.upsample``)."""
+    tiles' colours as the runtime's joint bilateral or guided-filter upsampling does (``loss.upsample``)."""
     size = tuple(tiles.gt.shape[-2:])
     if tuple(maps.shape[-2:]) == size:
         return maps
-    if tiles.joint is not None:
-        return tiles.joint.apply(maps)
+    if tiles.upsample is not None:
+        return tiles.upsample.apply(maps)
     return torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
@@ -116,13 +116,13 @@ class _RefinerStageBase(Stage):
         return TileItems(source, tuple(self.coarse.input_size), tile_sizes, self.grid_fn(), self.coarse.mean,
                          self.coarse.std, hflip=self.cfg.data.hflip, seed=self.cfg.train.seed,
                          oracle=self.cfg.data.oracle_coarse, gt_size=(k * tile_sizes[0][0], k * tile_sizes[0][1]),
-                         gt_image=self.joint_loss, shade=self.cfg.data.shade,
+                         gt_image=self.colour_loss, shade=self.cfg.data.shade,
                          shade_coarse=self.cfg.data.shade_coarse)
 
     @property
-    def joint_loss(self) -> bool:
-        """Whether the loss sees the prediction through the runtime's joint bilateral upsampling."""
-        return self.cfg.loss.scale > 1 and self.cfg.loss.upsample == "joint_bilateral"
+    def colour_loss(self) -> bool:
+        """Whether the loss sees the prediction through one of the runtime's colour-guided upsamplings."""
+        return self.cfg.loss.scale > 1 and self.cfg.loss.upsample in ("joint_bilateral", "guided")
 
     def cut_tiles(self, batch: dict, coarse: Optional[nn.Module] = None, refiner: Optional[nn.Module] = None,
                   rgb_key: str = "rgb0") -> TileBatch:
@@ -147,8 +147,11 @@ class _RefinerStageBase(Stage):
         if "image_gt" in batch:
             mean = torch.tensor(self.coarse.mean, device=rgb.device).view(1, 3, 1, 1)
             std = torch.tensor(self.coarse.std, device=rgb.device).view(1, 3, 1, 1)
-            tiles.joint = tiling_torch.joint_weights(tiles.rgb * std + mean, flat(batch["image_gt"]),
-                                                     self.cfg.tiling.joint_sigma)
+            colours, t = tiles.rgb * std + mean, self.cfg.tiling
+            tiles.upsample = (tiling_torch.GuidedFit(colours, flat(batch["image_gt"]), t.guided_step, t.guided_radius,
+                                                     t.guided_eps)
+                              if self.cfg.loss.upsample == "guided" else
+                              tiling_torch.joint_weights(colours, flat(batch["image_gt"]), t.joint_sigma))
         return tiles
 
     @torch.no_grad()
