@@ -400,15 +400,17 @@ def run_cuda(x: dict, grid: TileGrid, repeat: int, seed: int) -> dict:
                 "torch_loop_over_engine_min": res[f"{op}:torch_loop"]["wall_ms_min"] / res[f"{op}:engine"]["wall_ms_min"],
                 "engine_of_copy": nbytes[op] / (res[f"{op}:engine"]["wall_ms_min"] / 1e3) / copy_bps}
            for op in nbytes}
-    joint = {"engine_ms_min": res["joint:engine"]["wall_ms_min"],
-             "torch_ops_over_engine_min": res["joint:torch_ops"]["wall_ms_min"] / res["joint:engine"]["wall_ms_min"]}
+    upsampling = {kind: {"engine_ms_min": res[f"{kind}:engine"]["wall_ms_min"],
+                         "torch_ops_over_engine_min": res[f"{kind}:torch_ops"]["wall_ms_min"]
+                         / res[f"{kind}:engine"]["wall_ms_min"]} for kind in ("joint", "guided")}
     return {"device": torch.cuda.get_device_name(), "repeat": repeat, "cases": res, "copy_GBps": copy_bps / 1e9,
-            "ops": ops, "tile_stage_ms_min": sum(r["engine_ms_min"] for r in ops.values()), "joint": joint}
+            "ops": ops, "tile_stage_ms_min": sum(r["engine_ms_min"] for r in ops.values()), **upsampling}
 
 
 def joint_cases(x: dict, grid: TileGrid, dev: torch.device) -> dict[str, Case]:
-    """The joint bilateral upsampling and finish of a 4K frame from the runtime's 431x810 map on CUDA:
-    the engine's kernel vs the torch ops the GPU backend ran before it (tiling_torch + its finish)."""
+    """The joint bilateral and the guided-filter upsampling, each with its finish, of a 4K frame from
+    the runtime's 431x810 map on CUDA: the engine's kernels vs the torch ops the GPU backend ran
+    before them (tiling_torch + its finish)."""
     from edgedepth import tiling_torch
     from edgedepth.runtime import _TorchOps
 
@@ -422,8 +424,14 @@ def joint_cases(x: dict, grid: TileGrid, dev: torch.device) -> dict[str, Case]:
     def by_torch_ops():
         return torch_ops.finish(tiling_torch.joint_upsample(low, guide, rgb, 0.05), 1.0, owned=True, valid_max=80.0)
 
+    def guided_by_torch_ops():
+        return torch_ops.finish(tiling_torch.guided_upsample(low, guide, rgb, 2, 3, 1e-5), 1.0, owned=True,
+                                valid_max=80.0)
+
     return {"joint:engine": lambda: tiling.joint_upsample(low, guide, rgb, 0.05, 1.0, 80.0),
-            "joint:torch_ops": by_torch_ops}
+            "joint:torch_ops": by_torch_ops,
+            "guided:engine": lambda: tiling.guided_upsample(low, guide, rgb, 2, 3, 1e-5, 1.0, 80.0),
+            "guided:torch_ops": guided_by_torch_ops}
 
 
 def print_cases(title: str, res: dict) -> None:
@@ -484,9 +492,10 @@ def main() -> None:
         results["cuda"] = run_cuda(x, grid, args.repeat, args.seed)
         print_cases(f"CUDA {results['cuda']['device']} (wall only)", results["cuda"]["cases"])
         print(f"CUDA tile stage (all crops + stitch): {results['cuda']['tile_stage_ms_min']:.3f} ms min")
-        joint = results["cuda"]["joint"]
-        print(f"CUDA joint upsampling + finish, 431x810 -> 4K: {joint['engine_ms_min']:.3f} ms min, "
-              f"{joint['torch_ops_over_engine_min']:.1f}x faster than the torch ops")
+        for kind in ("joint", "guided"):
+            up = results["cuda"][kind]
+            print(f"CUDA {kind} upsampling + finish, 431x810 -> 4K: {up['engine_ms_min']:.3f} ms min, "
+                  f"{up['torch_ops_over_engine_min']:.1f}x faster than the torch ops")
     else:
         results["cpu"] = run_cpu(x, grid, args.threads, args.repeat, args.seed)
         cpu = results["cpu"]
