@@ -179,19 +179,28 @@ void stitch(uintptr_t tiles, bool tiles_half, int n, int c, int th, int tw, cons
     });
 }
 
-void joint_upsample(uintptr_t depth, uintptr_t guide, int h, int w, uintptr_t image, int height, int width, double sigma,
-                    double scale, double valid_max, uintptr_t out, uintptr_t valid, uintptr_t stream) {
+// What both upsamplings check and how they launch: the four sides, the finish's arguments and the
+// five device buffers (depth (h, w) and guide (3, h, w) float32, image (height, width, 3) uint8, out
+// float32 and valid bytes of the frame), then `launch` on their device without the GIL.
+template <typename F>
+void run_upsample(const char* what, uintptr_t depth, uintptr_t guide, int h, int w, uintptr_t image, int height,
+                  int width, double scale, double valid_max, uintptr_t out, uintptr_t valid, F launch) {
     check_side("h", h);
     check_side("w", w);
     check_side("height", height);
     check_side("width", width);
-    check_joint_sigma(sigma);
     check_finish_args(scale, valid_max);
     const size_t low = static_cast<size_t>(h) * w, frame = static_cast<size_t>(height) * width;
     DeviceGuard guard{check_device_ptr("depth", depth, low * 4), check_device_ptr("guide", guide, 3 * low * 4),
                       check_device_ptr("image", image, frame * 3), check_device_ptr("out", out, frame * 4),
                       check_device_ptr("valid", valid, frame)};
-    run_released(guard, "joint_upsample", [&] {
+    run_released(guard, what, launch);
+}
+
+void joint_upsample(uintptr_t depth, uintptr_t guide, int h, int w, uintptr_t image, int height, int width, double sigma,
+                    double scale, double valid_max, uintptr_t out, uintptr_t valid, uintptr_t stream) {
+    check_joint_sigma(sigma);
+    run_upsample("joint_upsample", depth, guide, h, w, image, height, width, scale, valid_max, out, valid, [&] {
         return joint_upsample_cuda(reinterpret_cast<const float*>(depth), reinterpret_cast<const float*>(guide), h, w,
                                    reinterpret_cast<const uint8_t*>(image), height, width, static_cast<float>(sigma),
                                    static_cast<float>(scale), static_cast<float>(valid_max),
@@ -202,17 +211,8 @@ void joint_upsample(uintptr_t depth, uintptr_t guide, int h, int w, uintptr_t im
 void guided_upsample(uintptr_t depth, uintptr_t guide, int h, int w, int step, uintptr_t image, int height, int width,
                      int radius, double eps, double scale, double valid_max, uintptr_t out, uintptr_t valid,
                      uintptr_t stream) {
-    check_side("h", h);
-    check_side("w", w);
-    check_side("height", height);
-    check_side("width", width);
     check_guided(step, radius, eps);
-    check_finish_args(scale, valid_max);
-    const size_t low = static_cast<size_t>(h) * w, frame = static_cast<size_t>(height) * width;
-    DeviceGuard guard{check_device_ptr("depth", depth, low * 4), check_device_ptr("guide", guide, 3 * low * 4),
-                      check_device_ptr("image", image, frame * 3), check_device_ptr("out", out, frame * 4),
-                      check_device_ptr("valid", valid, frame)};
-    run_released(guard, "guided_upsample", [&] {
+    run_upsample("guided_upsample", depth, guide, h, w, image, height, width, scale, valid_max, out, valid, [&] {
         return guided_upsample_cuda(reinterpret_cast<const float*>(depth), reinterpret_cast<const float*>(guide), h, w,
                                     step, reinterpret_cast<const uint8_t*>(image), height, width, radius, eps,
                                     static_cast<float>(scale), static_cast<float>(valid_max),

@@ -60,6 +60,18 @@ def test_cuda_module_rejects_host_pointers() -> None:
         native.cuda.joint_upsample(*joint, float("nan"), 1.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
     with pytest.raises(ValueError, match="scale"):
         native.cuda.joint_upsample(*joint, 0.05, 0.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
+    guided = (depth.ctypes.data, guide.ctypes.data, 2, 2, 2, host.ctypes.data, 4, 4)
+    with pytest.raises(ValueError, match="depth"):
+        native.cuda.guided_upsample(*guided, 3, 1e-5, 1.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
+    with pytest.raises(ValueError, match="radius"):
+        native.cuda.guided_upsample(*guided, 65, 1e-5, 1.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
+    with pytest.raises(ValueError, match="eps"):
+        native.cuda.guided_upsample(*guided, 3, 0.0, 1.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
+    with pytest.raises(ValueError, match="step"):
+        native.cuda.guided_upsample(depth.ctypes.data, guide.ctypes.data, 2, 2, 0, host.ctypes.data, 4, 4, 3, 1e-5,
+                                    1.0, 80.0, out.ctypes.data, valid.ctypes.data, 0)
+    with pytest.raises(ValueError, match="valid_max"):
+        native.cuda.guided_upsample(*guided, 3, 1e-5, 1.0, float("nan"), out.ctypes.data, valid.ctypes.data, 0)
     with pytest.raises(ValueError, match="depth"):
         native.cuda.finish(depth.ctypes.data, 4, 1.0, 80.0, valid.ctypes.data, 0)
     with pytest.raises(ValueError, match="n must"):
