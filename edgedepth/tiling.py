@@ -763,12 +763,11 @@ def guided_upsample(depth: Any, guide: Any, image: Any, step: int = 2, radius: i
                                       nthreads)
 
 
-def upsample(depth: np.ndarray, guide: Optional[np.ndarray], image: np.ndarray, policy: "Tiling",
-             scale: float = 1.0, valid_max: float = math.inf,
-             threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def upsample(depth: Any, guide: Any, image: Any, policy: "Tiling", scale: float = 1.0, valid_max: float = math.inf,
+             threads: Optional[int] = None) -> tuple[Any, Any]:
     """A (h, w) depth map brought to the (H, W, 3) uint8 frame ``image`` as ``policy.upsample``
     says ("joint_bilateral": :func:`joint_upsample`; "guided": :func:`guided_upsample`), finished.
-    -> (depth (H, W) float32 metres, valid (H, W) bool)."""
+    -> (depth (H, W) float32 metres, valid (H, W) bool); numpy arrays, or CUDA arrays for CUDA arrays."""
     if policy.upsample == "guided":
         return guided_upsample(depth, guide, image, policy.guided_step, policy.guided_radius, policy.guided_eps,
                                scale, valid_max, threads)
