@@ -48,6 +48,18 @@ def test_native_matches_reference(h, w, height, width, step, radius, threads) ->
     _check_against_reference(got, valid, fast_guided_upsample(depth, guide, image, step, radius, 1e-4))
 
 
+@needs_native
+@pytest.mark.parametrize("step, radius", [(1, 0), (2, 3), (3, 5)])
+def test_native_gives_the_same_bits_for_any_thread_count(step, radius) -> None:
+    # Each thread sums the windows of its own rows, in the one order the CUDA kernels use too.
+    depth, guide, image = _case(97, 130, 290, 400, seed=4, holes=0.02)
+    want, want_valid = tiling.guided_upsample(depth, guide, image, step, radius, 1e-5, threads=1)
+    for threads in (2, 3, 7):
+        got, valid = tiling.guided_upsample(depth, guide, image, step, radius, 1e-5, threads=threads)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        np.testing.assert_array_equal(valid, want_valid)
+
+
 def test_torch_matches_reference() -> None:
     depth, guide, image = _case(21, 33, 50, 70, seed=3, holes=0.03)
     got = tiling_torch.guided_upsample(torch.from_numpy(depth), torch.from_numpy(guide), torch.from_numpy(image),
