@@ -11,9 +11,10 @@ Every side gets the same thread count:
     median, and its ratio to wall time (near 1 when the work ran on the calling thread, as the
     figure needs);
 repetitions interleaved in a shuffled order (benchmarks/timing.py); ratios baseline / run on the
-minima. Runtimes stitch bilinearly, as the baseline does; backends in --joint (default openvino)
-also run as "NAME+joint" with the joint bilateral upsampling the default bundle ships, in the same
-rounds, to price it. The models are the bundle's torch checkpoint (or --checkpoint); a bundle without one runs
+minima. Runtimes stitch bilinearly, as the baseline does; backends in --guided (default openvino)
+also run as "NAME+guided" with the guided-filter upsampling the default bundle ships, and those in
+--joint (default openvino) as "NAME+joint" with the joint bilateral upsampling, in the same rounds,
+to price them. The models are the bundle's torch checkpoint (or --checkpoint); a bundle without one runs
 the baseline's models as its ONNX files in onnxruntime (same threads).
 
 Bundle: the positional argument, else the embedded default (edgedepth/assets/default.edgedepth),
@@ -242,20 +243,22 @@ def backend_names(bundle) -> list[str]:
 
 
 def run_mode(bundle_path: Path, bundle, names: list[str], checkpoint: Path | None, threads: int, image: np.ndarray,
-             repeat: int, seed: int, cache: Path, joint: list[str] = ()) -> tuple[dict[str, dict], dict[str, np.ndarray], str]:
+             repeat: int, seed: int, cache: Path,
+             upsampled: dict[str, list[str]]) -> tuple[dict[str, dict], dict[str, np.ndarray], str]:
     """Every backend and the baseline on ``threads`` threads, interleaved: per run its wall and CPU ms
     lists, stage timings and last depth; and the baseline's model kind. Runtimes stitch bilinearly,
-    as the baseline does (the same job); backends in ``joint`` also run as "NAME+joint" with the
-    joint bilateral upsampling, to price it in the same rounds."""
+    as the baseline does (the same job); ``upsampled`` maps an upsampling ("joint_bilateral",
+    "guided") to the backends also run as "NAME+joint" or "NAME+guided" with it, to price it in the
+    same rounds."""
     import torch
 
     from edgedepth import Runtime, tiling
 
     runtimes = {name: Runtime(bundle_path, backend=name, device="cpu", threads=threads, cache_dir=cache,
                               upsample="bilinear") for name in names}
-    runtimes.update({f"{name}+joint": Runtime(bundle_path, backend=name, device="cpu", threads=threads,
-                                              cache_dir=cache, upsample="joint_bilateral")
-                     for name in joint if name in names})
+    runtimes.update({f"{name}+{up.split('_')[0]}": Runtime(bundle_path, backend=name, device="cpu", threads=threads,
+                                                           cache_dir=cache, upsample=up)
+                     for up, backends in upsampled.items() for name in backends if name in names})
     names = list(runtimes)
     torch.set_num_threads(threads)  # after the runtimes: a torch runtime sets this process-wide too
     height, width = image.shape[:2]
@@ -293,9 +296,11 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5, help="interleaved rounds per mode")
     p.add_argument("--threads", type=int, default=2, help="threads of every side in the wall-time mode")
     p.add_argument("--seed", type=int, default=0, help="the interleaving order")
+    p.add_argument("--guided", default="openvino",
+                   help="comma list of backends also run with the guided-filter upsampling, the default bundle's "
+                        "(default openvino; every other run stitches bilinearly, as the baseline does)")
     p.add_argument("--joint", default="openvino",
-                   help="comma list of backends also run with the joint bilateral upsampling (default openvino; "
-                        "every other run stitches bilinearly, as the baseline does)")
+                   help="comma list of backends also run with the joint bilateral upsampling (default openvino)")
     p.add_argument("--out", type=Path, default=Path("out/bench_runtime"))
     args = p.parse_args()
 
@@ -320,7 +325,9 @@ def main() -> None:
         row: dict[str, Any] = {"frame": [height, width], "runs": {}}
         for i, (mode, n) in enumerate(zip(MODES, (args.threads, 1))):
             times, last, kind = run_mode(bundle_path, bundle, names, args.checkpoint, n, image, args.repeat,
-                                         args.seed + i, cache, [b for b in args.joint.split(",") if b])
+                                         args.seed + i, cache,
+                                         {"guided": [b for b in args.guided.split(",") if b],
+                                          "joint_bilateral": [b for b in args.joint.split(",") if b]})
             results["baseline_models"] = kind
             for name, t in times.items():
                 fig = row["runs"].setdefault(name, {})
