@@ -6,6 +6,9 @@ Rows (each scored on the same frames):
   * coarse + guided filter: the same map upsampled by He et al.'s guided filter on the image's
     luminance (the classical edge-aware answer; radius and eps tuned on validation frames, not on
     the held-out ones);
+  * coarse + the runtime's guided upsampling: the same map brought to the frame by the fast guided
+    filter on RGB that the default bundle applies to its refined map (``tiling.guided_upsample``
+    with the ``Tiling`` defaults): what the upsampling alone buys, without a refiner;
   * every --refiner checkpoint (torch, through the runtime's own tiling: train/pipeline.py; one row
     per --upsample mode) and every --bundle (edgedepth.Runtime, onnxruntime unless the spec names a
     backend; upsampling as its manifest says unless the spec names one);
@@ -114,8 +117,10 @@ def _coarse_depth(coarse, image: np.ndarray) -> np.ndarray:
 
 
 def coarse_methods(coarse, tune: list[dict]) -> list[Method]:
+    from edgedepth import tiling
     from edgedepth.guided_filter import guided_upsample
     from edgedepth.metrics import resize_bilinear
+    from edgedepth.tiling import Tiling
 
     def bilinear(f):
         return Prediction(resize_bilinear(_coarse_depth(coarse, f["image"]), f["image"].shape[:2]))
@@ -127,8 +132,18 @@ def coarse_methods(coarse, tune: list[dict]) -> list[Method]:
         r = max(1, round(radius * h / 1080))
         return Prediction(guided_upsample(_coarse_depth(coarse, f["image"]), f["image"], r, eps))
 
+    policy = Tiling(upsample="guided")
+
+    def runtime_guided(f):
+        depth = np.ascontiguousarray(_coarse_depth(coarse, f["image"]), dtype=np.float32)
+        out, valid = tiling.guided_upsample(depth, None, f["image"], policy.guided_step, policy.guided_radius,
+                                            policy.guided_eps, valid_max=VALID_MAX)
+        return Prediction(out, invalid=~valid)
+
     return [Method("coarse, bilinear", "coarse", bilinear),
-            Method("coarse + guided filter", "classical", guided, {"radius_at_1080p": radius, "eps": eps})]
+            Method("coarse + guided filter", "classical", guided, {"radius_at_1080p": radius, "eps": eps}),
+            Method("coarse + the runtime's guided upsampling", "classical", runtime_guided,
+                   {"step": policy.guided_step, "radius": policy.guided_radius, "eps": policy.guided_eps})]
 
 
 def tune_guided(coarse, frames: list[dict]) -> tuple[int, float]:
