@@ -97,6 +97,17 @@ ED_HD void guided_pool_pixel(const float* depth, const float* guide, int h, int 
     out[4] = good ? acc[4] / n : 0.0;
 }
 
+// The exponent's clamp range from the least and greatest valid pooled ln depth, as float; lo > hi
+// (no valid pooled pixel, so every output pixel is invalid anyway) gives [0, 0].
+struct GuidedRange {
+    float qlo, qhi;
+};
+
+ED_HD GuidedRange guided_range(double lo, double hi) {
+    const bool any = lo <= hi;
+    return GuidedRange{any ? static_cast<float>(lo) : 0.0f, any ? static_cast<float>(hi) : 0.0f};
+}
+
 // Value k of the fit's kGuidedPlanes for one pooled pixel of m, r, g, b, p: m, m r, m g, m b, m p,
 // m r p, m g p, m b p, m r r, m r g, m r b, m g g, m g b, m b b. One plane per instantiation, so
 // that the CPU engine's loop over a row (one plane at a time) vectorises.

@@ -1463,7 +1463,8 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
     const GuidedKernels kern = pick_guided();
     const int hp = (h + step - 1) / step, wp = (w + step - 1) / step;
     const int64_t pp = static_cast<int64_t>(hp) * wp;
-    // One contiguous row range per thread: each range first sums the 2 radius rows above it.
+    // One contiguous row range per thread: each range first makes the horizontal sums of the radius
+    // rows above it.
     const int chunks = std::max(1, std::min(threads, hp));
     const int64_t per = (hp + chunks - 1) / chunks;
     std::vector<double> pooled(static_cast<size_t>(5) * pp);
@@ -1479,7 +1480,7 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
             lo = std::min(lo, pooled[4 * pp + i]);
             hi = std::max(hi, pooled[4 * pp + i]);
         }
-    const float qlo = lo <= hi ? static_cast<float>(lo) : 0.0f, qhi = lo <= hi ? static_cast<float>(hi) : 0.0f;
+    const GuidedRange range = guided_range(lo, hi);
     std::vector<float> fit(static_cast<size_t>(5) * pp);
     parallel_for(chunks, threads, [&](int64_t c0, int64_t c1) {
         kern.fit(pooled.data(), hp, wp, radius, eps, c0 * per, std::min<int64_t>(hp, c1 * per), fit.data());
@@ -1504,7 +1505,8 @@ void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, i
             const float* a = rows.get(t.lo, expand_row);
             const float* b = rows.get(t.hi, expand_row);
             float* dst = out + y * width;
-            kern.row(a, b, image + y * width * 3, t.frac, width, qlo, qhi, scale, valid_max, dst, valid + y * width);
+            kern.row(a, b, image + y * width * 3, t.frac, width, range.qlo, range.qhi, scale, valid_max, dst,
+                     valid + y * width);
         }
     });
 }

@@ -53,9 +53,10 @@ void joint_upsample_cpu(const float* depth, const float* guide, int h, int w, co
 // (pooled pixels whose depths are all finite and > 0; eps regularises a); a and b are averaged over
 // each window, resized bilinearly (crop semantics) to the frame, and the output is
 // exp(A . rgb + B) with the frame's own colours (0..1), A . rgb + B clamped to the range of the
-// valid pooled ln depths, so a depth step lands where the colour step is, to the frame pixel. guide as for joint_upsample_cpu. An output pixel with a tap on an invalid
-// pooled pixel is NaN before the finish, which every output row gets as it is written (scale,
-// valid_max and the validity bytes as in Finish).
+// valid pooled ln depths, so a depth step lands where the colour step is, to the frame pixel. guide
+// as for joint_upsample_cpu. An output pixel with a tap on an invalid pooled pixel is NaN before the
+// finish, which every output row gets as it is written (scale, valid_max and the validity bytes as
+// in Finish).
 void guided_upsample_cpu(const float* depth, const float* guide, int h, int w, int step, const uint8_t* image,
                          int height, int width, int radius, double eps, float scale, float valid_max, float* out,
                          uint8_t* valid, int threads);

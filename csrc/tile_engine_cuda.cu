@@ -228,9 +228,9 @@ __global__ void guided_range_kernel(const double* __restrict__ pooled, int64_t p
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        const bool any = lo[0] <= hi[0];
-        range[0] = any ? static_cast<float>(lo[0]) : 0.0f;
-        range[1] = any ? static_cast<float>(hi[0]) : 0.0f;
+        const GuidedRange r = guided_range(lo[0], hi[0]);
+        range[0] = r.qlo;
+        range[1] = r.qhi;
     }
 }
 

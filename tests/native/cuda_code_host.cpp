@@ -120,7 +120,7 @@ int guided(std::FILE* in, std::FILE* out) {
             lo = std::min(lo, pooled[4 * pp + i]);
             hi = std::max(hi, pooled[4 * pp + i]);
         }
-    const float qlo = lo <= hi ? static_cast<float>(lo) : 0.0f, qhi = lo <= hi ? static_cast<float>(hi) : 0.0f;
+    const GuidedRange range = guided_range(lo, hi);
     for (int64_t idx = 0; idx < pp; ++idx) {  // guided_hsum_kernel<kGuidedPlanes>
         guided_hsum_at<kGuidedPlanes>(FitValues{pooled.data(), pp}, wp, r, idx / wp, static_cast<int>(idx % wp), v.data());
         for (int k = 0; k < kGuidedPlanes; ++k) hs[k * pp + idx] = v[k];
@@ -144,8 +144,8 @@ int guided(std::FILE* in, std::FILE* out) {
     for (int64_t idx = 0; idx < frame; ++idx) {  // guided_frame_kernel with crop_table_kernel's taps
         const Tap ty = crop_tap(0.0, hp, height, static_cast<int>(idx / width), hp);
         const Tap tx = crop_tap(0.0, wp, width, static_cast<int>(idx % width), wp);
-        result[idx] = guided_frame_pixel(coef.data(), pp, wp, ty, tx, &image[3 * idx], qlo, qhi, args[0], args[1],
-                                         &valid[idx]);
+        result[idx] = guided_frame_pixel(coef.data(), pp, wp, ty, tx, &image[3 * idx], range.qlo, range.qhi, args[0],
+                                         args[1], &valid[idx]);
     }
     return write(out, result) && write(out, valid) ? 0 : 2;
 }
