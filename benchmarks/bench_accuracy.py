@@ -104,8 +104,10 @@ def heldout_frames(data: Path, counts: dict[str, int]) -> dict[str, list[dict]]:
 
 
 def _with_layout(frame: dict, stream: int) -> dict:
-    layout = ("street", "indoor")[frame["index"] % 2]
-    return {**frame, "name": f"{layout}_{stream * 1_000_003 + frame['index']}", "layout": layout}
+    from edgedepth.datasets.procedural import LAYOUTS, scene_seed
+
+    layout = LAYOUTS[frame["index"] % len(LAYOUTS)]
+    return {**frame, "name": f"{layout}_{scene_seed(stream, frame['index'])}", "layout": layout}
 
 
 # ---------------------------------------------------------------- methods

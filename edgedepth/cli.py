@@ -87,7 +87,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(prog="edgedepth", description=__doc__.splitlines()[0],
                                      epilog="run `edgedepth COMMAND --help` for a command's options and examples; "

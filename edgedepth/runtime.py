@@ -20,13 +20,13 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from . import __version__
 from .backends import PRECISIONS, WEIGHT_VARIANTS, Backend, select_backend
 from .bundle import Bundle, open_bundle
 from .coarse_fit import CoarseFit
 from .manifest import FX_RATIO_RANGE
 from .stabilizer import Stabilizer, StabilizerConfig
 from .streaming import pipeline
+from .version import __version__
 
 STAGES = ("preprocess", "coarse", "crop", "refine", "stitch")
 #: What an array frame holds: ``color=`` of predict/stream. Never guessed (DESIGN.md, Conventions).

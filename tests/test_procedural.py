@@ -10,7 +10,7 @@ import pytest
 from edgedepth.cli import main as cli_main
 from edgedepth.datasets import (FX_NORM, SensorConfig, degrade, iter_scenes, open_dataset, render_scene,
                                 write_dataset, write_sample)
-from edgedepth.datasets.procedural import Box, Camera, Cylinder, Plane, Scene, Sphere, render, street_scene
+from edgedepth.datasets.procedural import Box, Camera, Cylinder, Plane, Scene, Sphere, render, scene_seed, street_scene
 from edgedepth.datasets.textures import Material
 from edgedepth.depth_io import read_pfm, write_pfm
 
@@ -179,10 +179,15 @@ def test_writer_folder_reader_round_trip(tmp_path, fmt):
 def test_scenes_cli(tmp_path, capsys):
     out = tmp_path / "set"
     assert cli_main(["scenes", str(out), "--count", "3", "--size", "16x12", "--layout", "indoor",
-                     "--depth-format", "npy", "--sensor", "stereo"]) == 0
+                     "--depth-format", "npy", "--sensor", "stereo", "--seed", "5"]) == 0
     assert "wrote 3 frames" in capsys.readouterr().out
     ds = open_dataset("folder", out)
     assert len(ds) == 3 and ds[0]["depth"].shape == (12, 16)
+    # each frame degraded with its own scene's seed, as iter_scenes numbers them
+    for i in range(3):
+        seed = scene_seed(5, i)
+        want = degrade(render_scene(seed, 12, 16, "indoor"), SensorConfig("stereo"), seed=seed)["depth"]
+        np.testing.assert_array_equal(ds[i]["depth"], want)
     with pytest.raises(SystemExit):
         cli_main(["scenes", str(out), "--size", "16by12"])
 

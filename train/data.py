@@ -56,7 +56,7 @@ def sample_to_frame(sample: dict, index: int) -> Frame:
 
 
 class ProceduralFrames:
-    """Procedural scenes rendered on demand; frame ``i`` is scene seed ``seed * 1_000_003 + i``
+    """Procedural scenes rendered on demand; frame ``i`` is scene seed ``scene_seed(seed, i)``
     (``edgedepth.datasets.iter_scenes``' numbering) with layout ``layouts[i % len(layouts)]``.
 
     ``unreliable`` renders transparent panes whose ground truth is the surface behind (the frame's
@@ -77,10 +77,10 @@ class ProceduralFrames:
         return self.length
 
     def frame(self, index: int) -> Frame:
-        from edgedepth.datasets.procedural import render_scene
+        from edgedepth.datasets.procedural import render_scene, scene_seed
 
         h, w = self.frame_size
-        seed = self.seed * 1_000_003 + int(index)
+        seed = scene_seed(self.seed, index)
         sample = render_scene(seed, h, w, self.layouts[index % len(self.layouts)], unreliable=self.unreliable,
                               far_depth=self.far_depth or None)
         if self.degrade:

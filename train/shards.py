@@ -11,7 +11,7 @@ stream of scenes in worker processes into a folder::
     ROOT/shard_00000/reliable.npy  (k, H, W) bool (False on transparent panes)
     ROOT/shard_00000/seed.npy      (k,) int64 scene seeds
 
-Frame i of the folder is scene seed ``seed * 1_000_003 + i`` (``iter_scenes``' numbering) with layout
+Frame i of the folder is scene seed ``scene_seed(seed, i)`` (``iter_scenes``' numbering) with layout
 ``layouts[i % len(layouts)]``, so a folder is reproducible from its meta.json alone. Each shard is
 written under a temporary name and renamed; an interrupted render resumes where it stopped.
 :class:`ShardFrames` reads one or more folders as a frame source (memory-mapped ``.npy``: plain
@@ -41,7 +41,7 @@ def _shard_name(k: int) -> str:
 
 def _render_shard(root: str, k: int, meta: dict) -> int:
     """Render shard ``k`` of the folder described by ``meta`` (in a worker process)."""
-    from edgedepth.datasets.procedural import render_scene
+    from edgedepth.datasets.procedural import render_scene, scene_seed
 
     start = k * meta["shard_size"]
     stop = min(start + meta["shard_size"], meta["count"])
@@ -53,7 +53,7 @@ def _render_shard(root: str, k: int, meta: dict) -> int:
     seeds = np.empty(n, np.int64)
     layouts = meta["layouts"]
     for j, i in enumerate(range(start, stop)):
-        seed = meta["seed"] * 1_000_003 + i
+        seed = scene_seed(meta["seed"], i)
         s = render_scene(seed, h, w, layouts[i % len(layouts)], unreliable=meta["unreliable"],
                          far_depth=meta["far_depth"] or None)
         image[j], depth[j], seeds[j] = s["image"], s["depth"], seed

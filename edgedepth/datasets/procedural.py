@@ -30,6 +30,9 @@ FX_NORM = 0.8
 MIN_DEPTH = 0.5  # metres; nearer hits are marked invalid
 MAX_DEPTH = 80.0  # metres; farther hits (and sky) are marked invalid
 LAYOUTS = ("street", "indoor")
+#: Stream ``seed``'s frame ``i`` is scene seed ``seed * SEED_STRIDE + i``: streams far enough apart
+#: that no two seeds below a million frames share a scene.
+SEED_STRIDE = 1_000_003
 _NEAR = 1e-3
 _STRIP = 96  # rows per strip
 
@@ -704,14 +707,18 @@ def render_scene(seed: int, height: int, width: int, layout: str = "street", *, 
                   name=f"{layout}_{int(seed):08d}")
 
 
+def scene_seed(seed: int, index: int) -> int:
+    """The scene seed of frame ``index`` of stream ``seed`` (``iter_scenes``' numbering)."""
+    return int(seed) * SEED_STRIDE + int(index)
+
+
 def iter_scenes(seed: int, height: int, width: int, layout: str | Sequence[str] = ("street", "indoor"),
                 count: Optional[int] = None, *, start: int = 0, step: int = 1, unreliable: bool = False,
-                fx_norm: float = FX_NORM, degrade=None, far_depth: Optional[float] = None) -> Iterator[Sample]:
+                fx_norm: float = FX_NORM, far_depth: Optional[float] = None) -> Iterator[Sample]:
     """Stream procedural samples: sample i (i = start, start+step, ... ; infinite when ``count``
-    is None, else i < count) uses scene seed ``seed * 1_000_003 + i`` and layout
+    is None, else i < count) uses scene seed ``scene_seed(seed, i)`` and layout
     ``layouts[i % len(layouts)]``. ``start``/``step`` shard the stream across data-loader
-    workers. ``degrade`` (a :class:`~edgedepth.datasets.degrade.SensorConfig`) turns each
-    sample into a real-domain one (see :func:`~edgedepth.datasets.degrade.degrade`)."""
+    workers."""
     layouts = [layout] if isinstance(layout, str) else list(layout)
     if not layouts or any(l not in LAYOUTS for l in layouts):
         raise ValueError(f"layout must be one or more of {LAYOUTS}, got {layout!r}")
@@ -719,11 +726,6 @@ def iter_scenes(seed: int, height: int, width: int, layout: str | Sequence[str] 
         raise ValueError(f"start must be >= 0 and step >= 1, got start={start} step={step}")
     i = start
     while count is None or i < count:
-        sample = render_scene(seed * 1_000_003 + i, height, width, layouts[i % len(layouts)],
-                              unreliable=unreliable, fx_norm=fx_norm, far_depth=far_depth)
-        if degrade is not None:
-            from .degrade import degrade as _degrade
-
-            sample = _degrade(sample, degrade, seed=seed * 1_000_003 + i)
-        yield sample
+        yield render_scene(scene_seed(seed, i), height, width, layouts[i % len(layouts)],
+                           unreliable=unreliable, fx_norm=fx_norm, far_depth=far_depth)
         i += step

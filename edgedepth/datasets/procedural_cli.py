@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..commands.arguments import frame_size
-from .degrade import SENSORS, SensorConfig
-from .procedural import FX_NORM, LAYOUTS, iter_scenes
+from .degrade import SENSORS, SensorConfig, degrade
+from .procedural import FX_NORM, LAYOUTS, iter_scenes, scene_seed
 from .writer import DEPTH_FORMATS, write_dataset
 
 
@@ -35,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise SystemExit("edgedepth scenes: --count must be >= 1")
     h, w = args.size
-    stream = iter_scenes(args.seed, h, w, layouts, count=args.count, unreliable=args.unreliable,
-                         fx_norm=args.fx_norm, degrade=SensorConfig(args.sensor) if args.sensor else None)
+    stream = iter_scenes(args.seed, h, w, layouts, count=args.count, unreliable=args.unreliable, fx_norm=args.fx_norm)
+    if args.sensor:
+        sensor = SensorConfig(args.sensor)
+        stream = (degrade(s, sensor, seed=scene_seed(args.seed, i)) for i, s in enumerate(stream))
     n = write_dataset(args.out, stream, args.depth_format, total=args.count)
     print(f"wrote {n} frames of {h}x{w} to {args.out}")
     return 0

@@ -5,15 +5,10 @@ from __future__ import annotations
 import torch
 
 from .alignment import fit_scale_shift
-from .masks import as_map, masked_mean, valid_mask
+from .gradient import gradient_l1
+from .masks import as_map, masked_mean, per_sample_mean, valid_mask
 
 __all__ = ["log_l1_loss", "silog_loss", "ssi_loss"]
-
-
-def _per_sample_mean(values: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
-    """Mean over samples that had valid pixels; 0 when none had."""
-    h = has.to(values.dtype)
-    return (torch.where(has, values, torch.zeros_like(values)) * h).sum() / h.sum().clamp_min(1.0)
 
 
 def log_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -27,8 +22,6 @@ def log_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     is MegaDepth's scale-invariant gradient matching: it is zero for any scale error and is what
     rewards a boundary in the right place. pred, target (B, 1, H, W) metres; target 0 = invalid.
     """
-    from .gradient import gradient_l1
-
     valid = valid_mask(target, mask, pred)
     pred, target = as_map(pred, "pred"), as_map(target, "target")
     e = torch.log(pred.clamp_min(min_depth)) - torch.log(target.clamp_min(min_depth))
@@ -42,7 +35,7 @@ def log_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     if grad > 0:
         total, count = gradient_l1(e, valid, scales)
         per = per + grad * total / count.clamp_min(1.0)
-    return _per_sample_mean(per, has)
+    return per_sample_mean(per, has)
 
 
 def silog_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -63,7 +56,7 @@ def silog_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     mean_e2 = masked_mean(e * e, valid, dims)
     # clamp keeps sqrt's gradient finite at a perfect prediction.
     per = torch.sqrt((mean_e2 - variance_focus * mean_e * mean_e).clamp_min(1e-12))
-    return scale * _per_sample_mean(per, valid.flatten(1).any(1))
+    return scale * per_sample_mean(per, valid.flatten(1).any(1))
 
 
 def ssi_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,4 +68,4 @@ def ssi_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
     pred, target = as_map(pred, "pred"), as_map(target, "target")
     s, t = fit_scale_shift(pred, target, valid)
     per = masked_mean((s * pred + t - target).abs(), valid, (1, 2, 3))
-    return _per_sample_mean(per, valid.flatten(1).any(1))
+    return per_sample_mean(per, valid.flatten(1).any(1))

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 
 from .alignment import fit_scale_shift
-from .depth import _per_sample_mean
-from .masks import as_map, valid_mask
+from .masks import as_map, per_sample_mean, valid_mask
 
 __all__ = ["gradient_l1", "ssigm_loss", "local_ssigm_loss", "sample_windows"]
 
@@ -40,7 +39,7 @@ def ssigm_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
         raise ValueError(f"scales must be >= 1, got {scales}")
     valid = valid_mask(target, mask, pred)
     per, has = _ssigm(as_map(pred, "pred"), as_map(target, "target"), valid, scales)
-    return _per_sample_mean(per, has)
+    return per_sample_mean(per, has)
 
 
 def sample_windows(batch: int, height: int, width: int, window: int, num_windows: int, *,
@@ -100,4 +99,4 @@ def local_ssigm_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     p, t = _gather_windows(pred, windows, window), _gather_windows(target, windows, window)
     m = _gather_windows(valid, windows, window)
     per, has = _ssigm(p, t, m, scales)
-    return _per_sample_mean(per, has)
+    return per_sample_mean(per, has)

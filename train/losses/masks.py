@@ -37,6 +37,12 @@ def valid_mask(target: torch.Tensor, mask: torch.Tensor | None = None, pred: tor
     return valid
 
 
+def per_sample_mean(values: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+    """Mean over samples that had valid pixels; 0 when none had."""
+    h = has.to(values.dtype)
+    return (torch.where(has, values, torch.zeros_like(values)) * h).sum() / h.sum().clamp_min(1.0)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...] | None = None) -> torch.Tensor:
     """Mean of ``x`` over ``mask``; 0 (still differentiable) where the mask is empty, never NaN."""
     # where(), not a product, so NaN/inf outside the mask cannot leak in.
