@@ -377,6 +377,18 @@ struct Scratch {
         if (launch_err != cudaSuccess) return launch_err;    \
     } while (0)
 
+// A crop's scratch: the n boxes on the device and, made from them there, each axis' sample table.
+cudaError_t crop_tables(Scratch<Entry>& s, const double* boxes, int n, int out_h, int out_w, int src_h, int src_w,
+                        cudaStream_t stream) {
+    cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream);
+    if (err != cudaSuccess) return err;
+    crop_table_kernel<<<blocks_for(int64_t{n} * out_h), kBlock, 0, stream>>>(s.boxes, n, 0, out_h, src_h, s.ytab);
+    ED_LAUNCHED();
+    crop_table_kernel<<<blocks_for(int64_t{n} * out_w), kBlock, 0, stream>>>(s.boxes, n, 1, out_w, src_w, s.xtab);
+    ED_LAUNCHED();
+    return cudaSuccess;
+}
+
 template <typename Out>
 void launch_crop_rgb(const uint8_t* src, int src_w, const Scratch<Entry>& s, int n, int out_h, int out_w,
                      const Affine3& a, void* out, cudaStream_t stream) {
@@ -399,12 +411,8 @@ cudaError_t crop_rgb_cuda(const uint8_t* src, int src_h, int src_w, const double
                           int out_w, const float* scale, const float* bias, void* out, bool half,
                           cudaStream_t stream) {
     Scratch<Entry> s;
-    cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream);
+    cudaError_t err = crop_tables(s, boxes, n, out_h, out_w, src_h, src_w, stream);
     if (err != cudaSuccess) return err;
-    crop_table_kernel<<<blocks_for(int64_t{n} * out_h), kBlock, 0, stream>>>(s.boxes, n, 0, out_h, src_h, s.ytab);
-    ED_LAUNCHED();
-    crop_table_kernel<<<blocks_for(int64_t{n} * out_w), kBlock, 0, stream>>>(s.boxes, n, 1, out_w, src_w, s.xtab);
-    ED_LAUNCHED();
     Affine3 a;
     for (int ch = 0; ch < 3; ++ch) {
         a.scale[ch] = scale[ch];
@@ -421,12 +429,8 @@ cudaError_t crop_rgb_cuda(const uint8_t* src, int src_h, int src_w, const double
 cudaError_t crop_map_cuda(const void* src, bool src_half, int c, int src_h, int src_w, const double* boxes,
                           int n, int out_h, int out_w, void* out, bool half, cudaStream_t stream) {
     Scratch<Entry> s;
-    cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream);
+    cudaError_t err = crop_tables(s, boxes, n, out_h, out_w, src_h, src_w, stream);
     if (err != cudaSuccess) return err;
-    crop_table_kernel<<<blocks_for(int64_t{n} * out_h), kBlock, 0, stream>>>(s.boxes, n, 0, out_h, src_h, s.ytab);
-    ED_LAUNCHED();
-    crop_table_kernel<<<blocks_for(int64_t{n} * out_w), kBlock, 0, stream>>>(s.boxes, n, 1, out_w, src_w, s.xtab);
-    ED_LAUNCHED();
     if (src_half && half)
         launch_crop_map<uint16_t, uint16_t>(src, c, src_h, src_w, s, n, out_h, out_w, out, stream);
     else if (src_half)
