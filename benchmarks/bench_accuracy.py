@@ -26,7 +26,11 @@ edges), boundary F1 (Canny on ln depth, tolerance 4 px at 1080p, scaled with the
 scale-invariant boundary F1, SEE (m; it rewards blur when a low-resolution map is upsampled, so do
 not steer by it), CE (tiles' disagreement on their overlaps, METHODS §5) and seam (extra |d ln depth|
 across tile borders vs 4 px away) for the runtime's overlap blending and for non-overlapping
-uniform tiles of the same grid; border (AbsRel over the frame's outer 4 px / over the 8 px inside
+uniform tiles of the same grid, in the output and (--refiner/--oracle rows that upsample from the
+refiner's resolution) "@ stitch" in the map the tiles are blended into, 2 px away there, by medians
+(an edge-aware upsampling smooths a seam over more than 4 frame px, so only the stitched map says
+what the blending itself does; there a seam is a fraction of a percent, and the medians see it
+behind the scene's own steps, which dominate means); border (AbsRel over the frame's outer 4 px / over the 8 px inside
 them: upsampling clamps at the edge, so a map can repeat one value there); street frames also report
 how much of the sky is output beyond the valid range (or flagged invalid).
 
@@ -61,10 +65,10 @@ from bench_runtime import machine  # noqa: E402
 HELDOUT = {"1080p": (3000, (1080, 1920)), "4K": (3001, (2160, 3840)), "640x480": (3000, (480, 640))}
 TUNE_STREAM = 1001
 COLUMNS = ("abs_rel", "rmse", "delta1", "silog", "edge_absrel", "b_f1", "si_bf1", "see", "ce", "seam", "seam_uniform",
-           "border")
+           "seam_low", "seam_low_uniform", "border")
 HEADERS = {"abs_rel": "AbsRel", "rmse": "RMSE", "delta1": "δ1", "silog": "SILog", "edge_absrel": "edge AbsRel",
            "b_f1": "bF1", "si_bf1": "SI-bF1", "see": "SEE*", "ce": "CE", "seam": "seam", "seam_uniform": "seam (no overlap)",
-           "border": "border"}
+           "seam_low": "seam @ stitch", "seam_low_uniform": "seam @ stitch (no overlap)", "border": "border"}
 VALID_MAX = 80.0
 
 
@@ -76,6 +80,10 @@ class Prediction:
     boxes: Optional[np.ndarray] = None  # (N, 4)
     uniform: Optional[np.ndarray] = None  # the same method on non-overlapping uniform tiles
     uniform_boxes: Optional[np.ndarray] = None
+    # the refined tiles blended at the refiner's resolution, before an upsampling from there: the map
+    # the blending makes, (h, w) model-scale depth, with its boxes; and the same for the uniform tiles
+    stitched: Optional[tuple[np.ndarray, np.ndarray]] = None
+    stitched_uniform: Optional[tuple[np.ndarray, np.ndarray]] = None
 
 
 @dataclass
@@ -205,7 +213,11 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
         flat = dataclasses.replace(tiling_cfg, rows=g.rows, cols=g.cols, overlap_ratio=0.0, window="uniform",
                                    shrink=0.0, max_side=0)
         uni = refine_frame(coarse, refiner, image, flat, coarse_depth=cd, grid=flat.grid(*image.shape[:2]), fit=fit)
-        return Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes, uni.depth, uni.grid.boxes)
+        pred = Prediction(out.depth, out.depth > VALID_MAX, out.tiles, g.boxes, uni.depth, uni.grid.boxes)
+        if tiling_cfg.low_res:
+            pred.stitched = _stitched(out, refiner.tile_size, tiling_cfg.window)
+            pred.stitched_uniform = _stitched(uni, refiner.tile_size, "uniform")
+        return pred
 
     info = {"checkpoint": str(checkpoint), "upsample": tiling_cfg.upsample, **_run_info(Path(checkpoint))}
     if tiling_cfg.upsample == "joint_bilateral":
@@ -216,6 +228,19 @@ def refiner_method(name: str, checkpoint: str, oracle: bool = False, seams: bool
     if tiling_cfg.low_res:
         info["snap"] = tiling_cfg.snap
     return Method(name, "oracle" if oracle else "refiner", predict, info), (coarse, refiner, tiling_cfg)
+
+
+def _stitched(out, tile_size: tuple[int, int], window: str) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's refined tiles blended at the refiner's resolution (as ``tiling.stitch_low`` does
+    before it upsamples) -> (map (h, w), boxes on it, their sides rounded to the pixel borders)."""
+    from edgedepth import tiling
+
+    g = out.grid
+    h, w = g.tile_resolution(*tile_size)
+    boxes = g.scaled(h / g.height, w / g.width)
+    lo = np.round(boxes[:, :2])
+    sides = np.round(boxes[:, :2] + boxes[:, 2:]) - lo
+    return tiling.stitch(out.tiles, boxes, h, w, window)[0], np.concatenate([lo, sides], 1)
 
 
 def _run_info(final: Path) -> dict:
@@ -318,6 +343,10 @@ def score(pred: Prediction, f: dict, gt_edges: np.ndarray, tolerance: int) -> di
         off = max(2, round(4 * gt.shape[0] / 1080))
         out["seam"] = M.seam_error(pred.depth, pred.boxes, off, valid)
         out["seam_uniform"] = M.seam_error(pred.uniform, pred.uniform_boxes, off, valid)
+    for key, stitched in (("seam_low", pred.stitched), ("seam_low_uniform", pred.stitched_uniform)):
+        if stitched is not None:  # 2 px away at the refiner's resolution (about 5 frame px at 1080p)
+            low, boxes = stitched
+            out[key] = M.seam_error(low, boxes, 2, np.isfinite(low) & (low > 0), statistic="median")
     out["border"] = border_ratio(p, gt, valid)
     sky = gt > VALID_MAX  # the generator's far depth: sky and beyond range
     if f["layout"] == "street" and sky.any():
@@ -401,7 +430,8 @@ def table(results: dict, methods: list[Method]) -> str:
                  "the coarse size scores a better SEE than at tile size): reported, not steered by. "
                  "bF1 tolerance: 4 px at 1080p, scaled with the frame height. border: AbsRel over the outer "
                  "4 px of the frame (scaled) / over the 8 px inside them (1 = no worse at the edge). sky far: "
-                 "share of sky pixels (street frames) output beyond the 80 m range or flagged invalid.")
+                 "share of sky pixels (street frames) output beyond the 80 m range or flagged invalid. seam @ stitch: "
+                 "in the map the tiles are blended into at the refiner's resolution, by medians.")
     return "\n".join(lines) + "\n"
 
 

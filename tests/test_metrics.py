@@ -188,6 +188,23 @@ def test_seam_error_sees_tile_disagreement_not_scene_edges():
     edge[:, 34:] *= 2.0
     assert abs(M.seam_error(edge, boxes, offset=4)) < 1e-6
     assert np.isnan(M.seam_error(ramp, np.array([[0, 0, 40, 64]])))
+    with pytest.raises(ValueError, match="statistic"):
+        M.seam_error(ramp, boxes, statistic="max")
+
+
+def test_seam_error_median_sees_a_small_seam_behind_scene_edges():
+    # A 0.5 % seam along a vertical border, and scene steps (x2) crossing the comparison lines in a
+    # quarter of the rows: the means see the steps, the medians the seam.
+    h, w = 64, 64
+    boxes = np.array([[0, 0, h, 32], [0, 32, h, 32]])
+    d = np.tile(np.geomspace(5.0, 6.0, w), (h, 1))
+    d[:, 32:] *= 1.005
+    d[::4, 36:] *= 2.0  # steps 4 px right of the border: on a comparison line
+    assert M.seam_error(d, boxes, offset=4) < 0  # the mean reads "smoother than beside it"
+    assert M.seam_error(d, boxes, offset=4, statistic="median") == pytest.approx(np.log(1.005), rel=0.05)
+    smooth = np.tile(np.geomspace(5.0, 6.0, w), (h, 1))
+    smooth[::4, 36:] *= 2.0
+    assert abs(M.seam_error(smooth, boxes, offset=4, statistic="median")) < 1e-6
 
 
 def test_hysteresis_equals_growing_the_strong_edges_through_weak_ones():
