@@ -24,6 +24,30 @@ def cfg_for(name, tmp_path, **over):
     return load_config(CONFIGS / f"tiny-{name}.yaml", sets)
 
 
+def flipped_batch(items, flip: bool, n: int = 2):
+    """The first ``n`` items whose seeded flip is ``flip``, and their batch: (indices, batch)."""
+    chosen = []
+    for i in range(40):
+        with_flip = items.hflip
+        items.hflip = False
+        plain = items[i]
+        items.hflip = with_flip
+        if (not torch.equal(items[i]["coarse_image"], plain["coarse_image"])) == flip:
+            chosen.append(i)
+        if len(chosen) == n:
+            break
+    return chosen, {k: torch.stack([items[i][k] for i in chosen]) for k in items[0]}
+
+
+def vary_coarse(stage):
+    """An untrained coarse model reads one depth everywhere (its head starts at zero), so crops of
+    its map would all agree whatever box they took: give its weights noise, so its map has steps."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in stage.coarse.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
+
+
 @pytest.fixture(scope="module")
 def coarse_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("coarse")
@@ -71,19 +95,10 @@ def test_training_tiles_equal_the_runtime_crops(tmp_path, flip):
     exactly what it gives for the flipped frame)."""
     cfg = cfg_for("refiner", tmp_path)
     stage = Trainer(cfg, resume="never").stage
+    vary_coarse(stage)
     frames = ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3)
     items = stage.items(frames)
-    chosen = []
-    for i in range(40):  # frames whose seeded flip is what this case tests
-        with_flip = items.hflip
-        items.hflip = False
-        plain = items[i]
-        items.hflip = with_flip
-        if (not torch.equal(items[i]["coarse_image"], plain["coarse_image"])) == flip:
-            chosen.append(i)
-        if len(chosen) == 2:
-            break
-    batch = {k: torch.stack([items[i][k] for i in chosen]) for k in items[0]}
+    chosen, batch = flipped_batch(items, flip)
     tiles = stage.cut_tiles(batch)
     grid = runtime_grid(cfg)
     coarse = stage.coarse
@@ -112,6 +127,35 @@ def test_training_tiles_equal_the_runtime_crops(tmp_path, flip):
                 fy, fx = f.shape[1] / image.shape[0], f.shape[2] / image.shape[1]
                 g = tiling.crop_resize(f, box[None] * [fy, fx, fy, fx], (gh, gw))
                 np.testing.assert_allclose(tiles.guidance[k][n].numpy(), g[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_coarse_guided_training_tiles_equal_the_pipelines(tmp_path, flip):
+    """tiling.coarse_guided: the coarse-depth tiles a refiner trains on are those the frame pipeline
+    (validation, export, the accuracy benchmark) cuts from the guided coarse map, flipped items
+    included; and they differ from the plain crops of the coarse map."""
+    from edgedepth.train.pipeline import frame_feeds, refiner_input_names
+
+    cfg = cfg_for("refiner", tmp_path, **{"tiling.upsample": "guided", "tiling.coarse_guided": "true"})
+    stage = Trainer(cfg, resume="never").stage
+    vary_coarse(stage)
+    frames = ProceduralFrames(cfg.data.frame_size, cfg.data.layouts, seed=3)
+    items = stage.items(frames)
+    chosen, batch = flipped_batch(items, flip)
+    grid = runtime_grid(cfg)
+    assert batch["frame_low"].shape[-2:] == grid.tile_resolution(*cfg.model.tile_size)
+    tiles = stage.cut_tiles(batch)
+    plain_tiles = stage.cut_tiles({k: v for k, v in batch.items() if k != "frame_low"})
+    name = refiner_input_names(stage.refiner)[1]
+    for b, i in enumerate(chosen):
+        image = frames.frame(i)["image"]
+        if flip:
+            image = np.ascontiguousarray(image[:, ::-1])
+        feeds = frame_feeds(stage.coarse, stage.refiner, image, grid, fit="squeeze", policy=cfg.tiling)[0]
+        for j, box in enumerate(batch["boxes"][b].numpy()):
+            k = next(k for k, gb in enumerate(grid.boxes) if np.array_equal(box, gb))
+            np.testing.assert_allclose(tiles.coarse[b * 4 + j].numpy(), feeds[name][k], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(tiles.coarse, plain_tiles.coarse, rtol=1e-3)
 
 
 def test_every_epoch_cuts_each_frame_anew(tmp_path):
