@@ -214,10 +214,6 @@ def check_manifest(manifest: Any) -> None:
             _int(f"tiling.{key}", t[key], low, high)
     if "guided_eps" in t:
         _number("tiling.guided_eps", t["guided_eps"], 1e-8, 1.0)
-    if not isinstance(t.get("coarse_guided", False), bool):
-        raise ManifestError(f"tiling.coarse_guided must be true or false, got {t['coarse_guided']!r}")
-    if t.get("coarse_guided") and t.get("upsample", "bilinear") == "bilinear":
-        raise ManifestError("tiling.coarse_guided needs tiling.upsample 'joint_bilateral' or 'guided'")
     _number("camera.fx_norm", manifest["camera"]["fx_norm"], *FX_RATIO_RANGE)
     depth = _dict("depth", manifest.get("depth", {}))
     if depth.get("valid_max") is not None:

@@ -82,7 +82,6 @@ class _Front:
     timings: dict[str, float] = field(default_factory=dict)
     returns_tensor: bool = False
     intrinsics: Any = None
-    coarse_input: Any = None  # (1, 3, ch, cw) what the coarse model saw, normalised
 
 
 def _is_torch_tensor(x: Any) -> bool:
@@ -127,12 +126,6 @@ class _HostOps:
 
     def concat(self, parts):
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def coarse_to_low(self, depth, x, frame, size, policy, mean, std):
-        """(h, w) coarse depth -> (lh, lw) at ``size`` (``tiling.coarse_to_low``), guided by the
-        coarse input ``x`` (3, h, w), normalised with ``mean``/``std``."""
-        mean, std = (np.asarray(v, np.float32).reshape(3, 1, 1) for v in (mean, std))
-        return self.tiling.coarse_to_low(depth, x * std + mean, frame, size, policy, self.threads)
 
     def stitch_finish(self, tiles, boxes, height, width, window, scale: float, valid_max: float):
         """The stitched depth finished as :meth:`finish` does, in the same pass (rows in cache)."""
@@ -202,19 +195,6 @@ class _TorchOps:
 
     def concat(self, parts):
         return parts[0] if len(parts) == 1 else self.torch.cat(parts)
-
-    def coarse_to_low(self, depth, x, frame, size, policy, mean, std):
-        torch = self.torch
-        mean, std = (torch.tensor(v, dtype=torch.float32, device=x.device).view(3, 1, 1) for v in (mean, std))
-        guide = (x.float() * std + mean).contiguous()
-        height, width = frame.shape[:2]
-        small = self.impl.crop_resize(frame, np.array([[0.0, 0.0, height, width]]), tuple(size))[0].float()
-        image = (small * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
-        if self.impl is not self.tiling_torch:  # the CUDA engine
-            return self.impl.guided_upsample(depth.float().contiguous(), guide, image, policy.guided_step,
-                                             policy.guided_radius, policy.guided_eps)[0]
-        return self.tiling_torch.guided_upsample(depth.float(), guide, image, policy.guided_step, policy.guided_radius,
-                                                 policy.guided_eps)
 
     def _stitch(self, tiles, boxes, height, width, window):
         # The CUDA engine reads float16 tiles itself (no float32 copy first) and writes float32;
@@ -608,8 +588,6 @@ class Runtime:
             joint = lh * lw * (16 + 4 + 12)
             if self.tiling.upsample == "guided":
                 joint += -(-lh // self.tiling.guided_step) * -(-lw // self.tiling.guided_step) * (5 * 8 + 5 * 4 + 4 * 4)
-            if self.tiling.coarse_guided:  # the frame at that size (float, uint8), the coarse map there + mask
-                joint += lh * lw * (12 + 3 + 4 + 1)
         return (pixels * _BYTES_PER_PIXEL + convert + coarse + tiles * per_tile + 2 * step * per_tile
                 + 2 * tiles * th * tw * 4 + joint)
 
@@ -659,7 +637,7 @@ class Runtime:
         self._check_coarse_outputs(out)
         t2 = time.perf_counter()
         return _Front(frame, height, width, out.pop("depth"), out, scale, fit,
-                      {"preprocess": (t1 - t0) * 1e3, "coarse": (t2 - t1) * 1e3}, is_tensor, intrinsics, x)
+                      {"preprocess": (t1 - t0) * 1e3, "coarse": (t2 - t1) * 1e3}, is_tensor, intrinsics)
 
     def _back(self, f: _Front) -> DepthResult:
         if not self.refine:
@@ -668,14 +646,10 @@ class Runtime:
         t0 = time.perf_counter()
         grid = self.grid_for(f.height, f.width)
         ch, cw = f.depth.shape[-2:]
-        feeds = {"rgb": ops.crop_rgb(f.frame, grid.boxes, self.tile_size, self.mean, self.std)}
-        if self.tiling.coarse_guided:  # depth tiles cut from the coarse map brought to the refiner's resolution
-            lh, lw = grid.tile_resolution(*self.tile_size)
-            low = ops.coarse_to_low(ops.content(f.depth[0, 0], f.fit), f.fit.content(f.coarse_input[0]), f.frame,
-                                    (lh, lw), self.tiling, self.mean, self.std)
-            feeds["coarse_depth"] = ops.crop_map(low[None], grid.scaled(lh / f.height, lw / f.width), self.tile_size)
-        else:
-            feeds["coarse_depth"] = ops.crop_map(f.depth[0], f.fit.map_boxes(grid.boxes, (ch, cw)), self.tile_size)
+        feeds = {
+            "rgb": ops.crop_rgb(f.frame, grid.boxes, self.tile_size, self.mean, self.std),
+            "coarse_depth": ops.crop_map(f.depth[0], f.fit.map_boxes(grid.boxes, (ch, cw)), self.tile_size),
+        }
         for name, source, _, size in self.guides:
             feat = f.features[source][0]
             fh, fw = feat.shape[-2:]

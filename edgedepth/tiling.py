@@ -259,12 +259,6 @@ class Tiling:
     refiner's resolution are kept as steps (:func:`snap_edges`): a pixel whose 3x3 neighbourhood
     spans a depth ratio above exp(``snap``) takes the near or the far side's depth, whichever is
     closer in colour, so no pixel hangs between two surfaces (flying points in a point cloud).
-
-    ``coarse_guided`` (joint_bilateral and guided only): the refiner's coarse-depth tiles are cut
-    from the coarse map brought to the refiner's resolution by the guided filter (the coarse input's
-    colours fitting it, the frame at that resolution placing its steps) instead of from the coarse
-    map itself: the refiner starts from steps on the image's edges, not blurred over the coarse
-    model's 8-17x shrink.
     """
 
     rows: int = 2
@@ -279,7 +273,6 @@ class Tiling:
     guided_step: int = 2
     guided_radius: int = 3
     guided_eps: float = 1e-5
-    coarse_guided: bool = False
 
     @property
     def low_res(self) -> bool:
@@ -310,11 +303,6 @@ class Tiling:
                 raise ValueError(f"snap={self.snap} needs upsample 'joint_bilateral' or 'guided': it acts on the map "
                                  "at the refiner's resolution, which bilinear stitching never forms")
         _check_guided(self.guided_step, self.guided_radius, self.guided_eps)
-        if not isinstance(self.coarse_guided, bool):
-            raise ValueError(f"coarse_guided must be true or false, got {self.coarse_guided!r}")
-        if self.coarse_guided and not self.low_res:
-            raise ValueError("coarse_guided needs upsample 'joint_bilateral' or 'guided': the coarse map is brought "
-                             "to the refiner's resolution, which bilinear stitching never forms")
 
     def capped(self, height: int, width: int) -> bool:
         """Whether ``max_side`` applies to a (height, width) frame: its grid is then that of the frame
@@ -343,12 +331,12 @@ class Tiling:
     @classmethod
     def from_json(cls, data: dict) -> "Tiling":
         """From a manifest's ``tiling`` section (absent in older bundles: ``shrink`` = fixed grid,
-        ``upsample`` = bilinear, ``coarse_guided`` = false)."""
+        ``upsample`` = bilinear)."""
         return cls(int(data["rows"]), int(data["cols"]), float(data["overlap_ratio"]), str(data["window"]),
                    float(data.get("shrink", 0.0) or 0.0), str(data.get("upsample", "bilinear")),
                    float(data.get("joint_sigma", 0.05)), int(data.get("max_side", 0)), float(data.get("snap", 0.0)),
                    int(data.get("guided_step", 2)), int(data.get("guided_radius", 3)),
-                   float(data.get("guided_eps", 1e-5)), bool(data.get("coarse_guided", False)))
+                   float(data.get("guided_eps", 1e-5)))
 
 
 # ---------------------------------------------------------------- argument checks
@@ -773,26 +761,6 @@ def guided_upsample(depth: Any, guide: Any, image: Any, step: int = 2, radius: i
         return out, tiling_reference.finish(out, scale, valid_max)
     return native.cpu.guided_upsample(depth, guide, image, int(step), int(radius), float(eps), scale, valid_max,
                                       nthreads)
-
-
-def frame_resized(image: np.ndarray, size: Sequence[int], threads: Optional[int] = None) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB frame resized to ``size`` (h, w) by the whole-frame crop (DESIGN crop
-    semantics), rounded back to (h, w, 3) uint8: the frame a smaller map is upsampled to."""
-    whole = np.array([[0.0, 0.0, image.shape[0], image.shape[1]]])
-    small = crop_resize(image, whole, size, threads=threads)[0]
-    return np.ascontiguousarray(np.clip(np.rint(small.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8))
-
-
-def coarse_to_low(depth: np.ndarray, guide: np.ndarray, image: np.ndarray, size: Sequence[int], policy: "Tiling",
-                  threads: Optional[int] = None) -> np.ndarray:
-    """The coarse map brought to the refiner's resolution (``Tiling.coarse_guided``) by the guided
-    filter with ``policy``'s settings: depth (h, w) float32 metres, the frame's part of the coarse
-    map; guide (3, h, w) float32 in [0, 1], the coarse input's colours there; image (H, W, 3) uint8,
-    the frame, resized to ``size`` (lh, lw) (:func:`frame_resized`) to place the steps.
-    -> (lh, lw) float32 metres."""
-    return guided_upsample(np.ascontiguousarray(depth, np.float32), np.ascontiguousarray(guide, np.float32),
-                           frame_resized(image, size, threads), policy.guided_step, policy.guided_radius,
-                           policy.guided_eps, threads=threads)[0]
 
 
 def upsample(depth: Any, guide: Any, image: Any, policy: "Tiling", scale: float = 1.0, valid_max: float = math.inf,

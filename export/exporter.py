@@ -318,14 +318,10 @@ def _pipeline(coarse, refiner, meta: dict, cfg: ExportConfig, fit: str, w: Bundl
     if tiling_cfg.snap:
         log("  the fused pipeline does not snap depth steps (tiling.snap): built without")
         tiling_cfg = dataclasses.replace(tiling_cfg, snap=0.0)
-    if tiling_cfg.coarse_guided:
-        log("  the fused pipeline cuts its coarse-depth tiles from the coarse map itself "
-            "(float16 cannot hold the guided filter's fit that tiling.coarse_guided asks for)")
-        tiling_cfg = dataclasses.replace(tiling_cfg, coarse_guided=False)
     pipe = FusedPipeline(coarse, refiner, h, wd, tiling_cfg, fit=fit)
     if pipe.upsample != tiling_cfg.upsample:
         log(f"  the fused pipeline upsamples with {pipe.upsample} (float16 cannot hold {tiling_cfg.upsample})")
-    out: dict[str, Any] = {"input_size": [h, wd], "upsample": pipe.upsample, "coarse_guided": False}
+    out: dict[str, Any] = {"input_size": [h, wd], "upsample": pipe.upsample}
     if ONNX_BASED & set(cfg.targets):
         path = export_pipeline_onnx(pipe, w.file(f"pipeline_{wd}x{h}.onnx"))
         out["onnx"] = {"fp32": w.rel(path)}

@@ -172,7 +172,7 @@ def prepare_frames(coarse: nn.Module, refiner: nn.Module, samples: Sequence[Any]
     for s in tqdm(samples, desc="frames", leave=False, disable=len(samples) < 4):
         image = s["image"]
         grid = tiling_cfg.grid(*image.shape[:2], refiner.tile_size)
-        feeds, depth, where = frame_feeds(coarse, refiner, image, grid, fit=fit, policy=tiling_cfg)
+        feeds, depth, where = frame_feeds(coarse, refiner, image, grid, fit=fit)
         gt = valid = None  # unlabeled (calibration) frames: nothing to score against
         if s.get("depth") is not None:
             gt = np.asarray(s["depth"], dtype=np.float32)

@@ -24,8 +24,6 @@ modular runtime on the same frame (tested in ONNX Runtime against :class:`edgede
 * "guided" (the fast guided filter, ``edgedepth.tiling.guided_upsample``) is built as
   "joint_bilateral": its least-squares fit subtracts squared colour means that agree to 1e-5, which
   float16 (the Neural Engine's precision) cannot resolve. The model's metadata says which it has.
-  For the same reason ``tiling.coarse_guided`` (coarse-depth tiles cut from the guided coarse map)
-  is not built: the export makes the pipeline without it and its manifest entry says so.
 
 Input ``image``: (1, 3, H, W) float32 RGB in 0…255. Output ``depth``: (1, 1, H, W) float32 metres.
 """
@@ -197,9 +195,6 @@ class FusedPipeline(nn.Module):
         if height < 1 or width < 1:
             raise ValueError(f"pipeline input size must be positive, got {height}x{width}")
         self.coarse, self.refiner = coarse.eval(), refiner.eval()
-        if tiling_cfg.coarse_guided:
-            raise ValueError("the fused pipeline cuts coarse-depth tiles from the coarse map itself: build it with "
-                             "tiling.coarse_guided false (float16 cannot hold the guided filter's fit)")
         self.height, self.width, self.window = int(height), int(width), tiling_cfg.window
         grid = tiling_cfg.grid(self.height, self.width, refiner.tile_size)
         th, tw = refiner.tile_size

@@ -172,36 +172,6 @@ def test_tiling_policy_and_manifest_keys() -> None:
     for bad in (dict(guided_step=0), dict(guided_radius=100), dict(guided_eps=0.0)):
         with pytest.raises(ValueError, match="guided"):
             Tiling(upsample="guided", **bad)
-    cg = Tiling(upsample="guided", coarse_guided=True)
-    assert Tiling.from_json(json.loads(json.dumps(cg.to_json()))) == cg and not Tiling().coarse_guided
-    with pytest.raises(ValueError, match="coarse_guided needs upsample"):
-        Tiling(coarse_guided=True)
-    with pytest.raises(ValueError, match="true or false"):
-        Tiling(upsample="guided", coarse_guided=1)
-
-
-def test_coarse_to_low_puts_the_coarse_step_on_the_frames_edge() -> None:
-    # The coarse map (24x40) of a frame with a near dark wall left of column 123 and a far bright
-    # one right of it, brought to the refiner's resolution (60x100): every pixel but the one column
-    # the edge splits lands within 10 % of its wall, where the map cropped bilinearly is off by half
-    # over ~5 pixels.
-    height, width, edge, (h, w), low = 180, 300, 123, (24, 40), (60, 100)
-    image = np.full((height, width, 3), 30, np.uint8)
-    image[:, edge:] = 220
-    whole = [[0, 0, height, width]]
-    full = (np.where(np.arange(width)[None, :] < edge, 2.0, 10.0) * np.ones((height, 1))).astype(np.float32)
-    depth = tiling.crop_resize(full[None], whole, (h, w))[0, 0]
-    guide = tiling.crop_resize(image, whole, (h, w))[0]
-    small = tiling.frame_resized(image, low)
-    assert small.dtype == np.uint8 and small.shape == (*low, 3) and set(np.unique(small)) <= {30, 220} | set(
-        np.unique(small[:, 40:42]))  # only the edge column blends
-    got = tiling.coarse_to_low(depth, guide, image, low, Tiling(upsample="guided"))
-    want = tiling.crop_resize(full[None], whole, low)[0, 0]
-    near_wall = np.abs(np.arange(low[1]) - edge * low[1] / width) > 1  # the column the edge splits blends
-    err = np.abs(got[:, near_wall] / want[:, near_wall] - 1)
-    plain = tiling.crop_resize(depth[None], [[0, 0, h, w]], low)[0, 0]
-    plain_err = np.abs(plain[:, near_wall] / want[:, near_wall] - 1)
-    assert err.max() < 0.1 and plain_err.max() > 0.5 and err.mean() < plain_err.mean() / 5
 
 
 @needs_native

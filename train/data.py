@@ -223,9 +223,7 @@ class TileItems(Dataset):
     ``reliable`` (G, 1, gh, gw) at ``gt_size`` (default the first tile size); ``boxes`` (G, 4) frame
     pixels; ``frame_hw`` (2,);
     ``oracle`` (1, hc, wc) ground truth reduced to the coarse input size when ``oracle``;
-    ``image_gt`` (G, 3, gh, gw) the tiles' colours in [0, 1] at ``gt_size`` when ``gt_image``;
-    ``frame_low`` (3, lh, lw) the frame's colours in [0, 1] at the refiner's resolution
-    (``TileGrid.tile_resolution``; ``Tiling.coarse_guided``) when ``frame_low``; ``index``.
+    ``image_gt`` (G, 3, gh, gw) the tiles' colours in [0, 1] at ``gt_size`` when ``gt_image``; ``index``.
     A flipped item is the flipped frame's (boxes included). ``shade``: the share of items whose frame
     gets random shadow and paint shapes (``augment.shade``) before anything is cut from it (computed
     only at the pixels the crops read: ``augment.shaded_crops``); with ``shade_coarse`` False the
@@ -236,9 +234,8 @@ class TileItems(Dataset):
                  grid_fn: Callable[[int, int], TileGrid], mean: Sequence[float], std: Sequence[float],
                  hflip: bool = False, seed: int = 0, oracle: bool = False,
                  gt_size: Optional[tuple[int, int]] = None, gt_image: bool = False, shade: float = 0.0,
-                 shade_coarse: bool = True, frame_low: bool = False) -> None:
+                 shade_coarse: bool = True) -> None:
         self.source, self.coarse_size = source, tuple(coarse_size)
-        self.frame_low = bool(frame_low)
         self.shade, self.shade_coarse = float(shade), bool(shade_coarse)
         self.gt_image = gt_image
         self.tile_sizes = [tuple(t) for t in tile_sizes]
@@ -277,9 +274,6 @@ class TileItems(Dataset):
         item["reliable"] = crop_mask(f["reliable"], src, self.gt_size)
         if self.gt_image:
             item["image_gt"] = crop(src, self.gt_size, 0.0, 1.0)
-        if self.frame_low:
-            item["frame_low"] = crop(whole_box(h, w), grid.tile_resolution(*self.tile_sizes[0]), 0.0, 1.0,
-                                     self.shade_coarse)[0]
         if self.oracle:
             item["oracle"] = log_area_reduce(f["depth"], self.coarse_size)[None]
         if flip:

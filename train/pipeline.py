@@ -49,27 +49,20 @@ def coarse_depth(coarse: nn.Module, image: np.ndarray, fit: str = "pad") -> np.n
 
 def refiner_feeds(image: np.ndarray, depth: np.ndarray, features: Sequence[np.ndarray], refiner: nn.Module,
                   grid: TileGrid, mean: Sequence[float], std: Sequence[float],
-                  fit: CoarseFit | None = None, coarse_low: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+                  fit: CoarseFit | None = None) -> dict[str, np.ndarray]:
     """Refiner inputs for one frame: RGB, coarse-depth and feature crops at the grid's boxes.
 
     ``depth`` (1, h_c, w_c) and ``features[k]`` (C_k, h_k, w_k) are the coarse outputs of the frame,
     which sits in the coarse input as ``fit`` says (None: squeezed to fill it); RGB tiles are
-    normalised with the coarse model's ``mean``/``std`` (interfaces.md). ``coarse_low`` (lh, lw),
-    the coarse depth over the whole frame at the refiner's resolution (``tiling.coarse_to_low``),
-    replaces ``depth`` as what the depth tiles are cut from.
+    normalised with the coarse model's ``mean``/``std`` (interfaces.md).
     """
     height, width = image.shape[:2]
     names = refiner_input_names(refiner)
     feeds = {names[0]: tiling.crop_resize(image, grid.boxes, tuple(refiner.tile_size), mean=mean, std=std)}
     ch, cw = depth.shape[-2:]
     fit = fit or CoarseFit.for_frame(height, width, (ch, cw), "squeeze")
-    if coarse_low is None:
-        feeds[names[1]] = tiling.crop_resize(np.ascontiguousarray(depth, np.float32),
-                                             fit.map_boxes(grid.boxes, (ch, cw)), tuple(refiner.tile_size))
-    else:
-        lh, lw = coarse_low.shape
-        feeds[names[1]] = tiling.crop_resize(np.ascontiguousarray(coarse_low[None], np.float32),
-                                             grid.scaled(lh / height, lw / width), tuple(refiner.tile_size))
+    feeds[names[1]] = tiling.crop_resize(np.ascontiguousarray(depth, np.float32), fit.map_boxes(grid.boxes, (ch, cw)),
+                                         tuple(refiner.tile_size))
     for k, ((c, h, w), src) in enumerate(zip(refiner.guidance, guide_sources(refiner))):
         feat = features[src]
         if feat.shape[0] != c:
@@ -91,14 +84,13 @@ def run_coarse(coarse: nn.Module, image: np.ndarray, fit: str = "pad") -> tuple[
 
 @torch.no_grad()
 def frame_feeds(coarse: nn.Module, refiner: nn.Module, image: np.ndarray, grid: TileGrid,
-                coarse_depth: Optional[np.ndarray] = None, fit: str = "pad",
-                policy: Optional[Tiling] = None) -> tuple[dict[str, np.ndarray], np.ndarray, CoarseFit]:
+                coarse_depth: Optional[np.ndarray] = None,
+                fit: str = "pad") -> tuple[dict[str, np.ndarray], np.ndarray, CoarseFit]:
     """(refiner feeds for every tile of ``grid``, the (h, w) coarse map they were cut from, where the
     frame sits in it).
 
     ``coarse_depth`` (h, w) replaces the coarse model's depth, the whole frame squeezed to that size
-    (the oracle experiment; the refiner must then use no coarse features). ``policy``: the depth
-    tiles are cut as its ``coarse_guided`` says."""
+    (the oracle experiment; the refiner must then use no coarse features)."""
     if coarse_depth is None:
         depth, feats = run_coarse(coarse, image, fit)
         where = coarse_fit(image, coarse, fit)
@@ -107,16 +99,7 @@ def frame_feeds(coarse: nn.Module, refiner: nn.Module, image: np.ndarray, grid: 
             raise ValueError("an oracle coarse depth has no coarse features: use a -dg refiner")
         depth, feats = np.asarray(coarse_depth, np.float32)[None], []
         where = CoarseFit.for_frame(image.shape[0], image.shape[1], depth.shape[-2:], "squeeze")
-    low = None
-    if policy is not None and policy.coarse_guided:
-        if coarse_depth is not None:
-            raise ValueError("coarse_guided takes its guide from the coarse model's input: not with an oracle map")
-        mean, std = (np.asarray(v, np.float32).reshape(3, 1, 1) for v in (coarse.mean, coarse.std))
-        guide = where.content(coarse_input(image, coarse, fit)[0] * std + mean)
-        low = tiling.coarse_to_low(where.content(depth[0]), guide, image, grid.tile_resolution(*refiner.tile_size),
-                                   policy)
-    feeds = refiner_feeds(image, depth, feats, refiner, grid, coarse.mean, coarse.std, where, coarse_low=low)
-    return feeds, depth[0], where
+    return refiner_feeds(image, depth, feats, refiner, grid, coarse.mean, coarse.std, where), depth[0], where
 
 
 @torch.no_grad()
@@ -155,7 +138,7 @@ def refine_frame(coarse: nn.Module, refiner: nn.Module, image: np.ndarray, tilin
     """
     height, width = image.shape[:2]
     grid = grid if grid is not None else tiling_cfg.grid(height, width, refiner.tile_size)
-    feeds, depth, where = frame_feeds(coarse, refiner, image, grid, coarse_depth, fit, tiling_cfg)
+    feeds, depth, where = frame_feeds(coarse, refiner, image, grid, coarse_depth, fit)
     tiles = run_refiner(refiner, feeds, max_batch)
     if tiling_cfg.low_res:
         stitched = tiling.stitch_low(tiles, grid.boxes, image, grid.tile_resolution(*refiner.tile_size), tiling_cfg)[0]

@@ -89,33 +89,3 @@ def test_guided_bundle_gets_a_joint_pipeline_and_says_so(tiny_models, tmp_path):
     fused = sess.run(None, {"image": image_tensor(image)})[0][0, 0]
     joint = Runtime(path, backend="onnxruntime", precision="fp32", upsample="joint_bilateral").predict(image).depth
     np.testing.assert_allclose(fused, joint, rtol=1e-4, atol=1e-4)
-
-
-def test_coarse_guided_bundle_runs_as_torch_does_and_its_pipeline_says_without(tiny_models, tmp_path):
-    """tiling.coarse_guided: the runtime cuts the coarse-depth tiles from the guided coarse map as the
-    torch pipeline (training, validation, export's references) does; the fused pipeline is built
-    without it, and its manifest entry and the export log say so."""
-    import dataclasses
-
-    from edgedepth.runtime import Runtime
-    from edgedepth.train.pipeline import refine_frame
-
-    coarse, refiner = tiny_models
-    cg = dataclasses.replace(JOINT, upsample="guided", coarse_guided=True)
-    lines = []
-    cfg = ExportConfig(targets=("onnx",), precisions=("fp32",), calib="procedural:2", heldout="procedural:1",
-                       frame_size=SIZE, tiling=cg, pipeline_size=SIZE)
-    path = export_bundle(coarse, refiner, {}, tmp_path / "cg.edgedepth", cfg, log=lines.append)
-    m = open_bundle(path).manifest
-    assert m["tiling"]["coarse_guided"] is True and m["pipeline"]["coarse_guided"] is False
-    assert any("coarse map itself" in line for line in lines)
-    with pytest.raises(ValueError, match="coarse_guided"):
-        FusedPipeline(coarse, refiner, *SIZE, cg)
-    for seed, layout in ((11, "street"), (12, "indoor")):
-        image = render_scene(seed, *SIZE, layout)["image"]
-        got = Runtime(path, backend="onnxruntime", precision="fp32").predict(image).depth
-        want = refine_frame(coarse, refiner, image, cg, fit=m["coarse"].get("fit", "squeeze")).depth
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-        plain = Runtime(path, backend="onnxruntime", precision="fp32",
-                        tiling=dataclasses.replace(cg, coarse_guided=False)).predict(image).depth
-        assert np.abs(got - plain).max() > 100 * np.abs(got - want).max()  # the tiles' depth did change

@@ -34,8 +34,6 @@ def _set(manifest: dict, dotted: str, value) -> dict:
     ("tiling.cols", 2.5, r"tiling\.cols must be an integer"),
     ("tiling.overlap_ratio", -0.5, r"tiling\.overlap_ratio must be in \[0, 0\.99\]"),
     ("tiling.window", "bogus", r"tiling\.window must be one of uniform, linear, cosine, gaussian"),
-    ("tiling.coarse_guided", "yes", r"tiling\.coarse_guided must be true or false, got 'yes'"),
-    ("tiling.coarse_guided", True, r"tiling\.coarse_guided needs tiling\.upsample"),
     ("camera.fx_norm", 0, r"camera\.fx_norm must be in \[0\.05, 100\]"),
     ("camera.fx_norm", 1e-300, r"camera\.fx_norm must be in"),
     ("camera.fx_norm", -0.8, r"camera\.fx_norm must be in"),

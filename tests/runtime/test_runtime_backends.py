@@ -97,19 +97,18 @@ def test_device_tensor_path_on_cpu_tensors(exported_bundle, runtimes):
     torch.testing.assert_close(streamed.depth, result.depth, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("upsample, snap, coarse_guided", [
-    ("joint_bilateral", 0.0, False), ("joint_bilateral", 0.05, False), ("guided", 0.0, False), ("guided", 0.05, False),
-    ("guided", 0.0, True)])
-def test_low_resolution_upsampling_on_the_device_path(exported_bundle, upsample, snap, coarse_guided):
-    """The torch tile ops' joint bilateral and guided-filter upsampling, edge snapping and guided
-    coarse-depth tiles (the GPU path, here on CPU tensors) against the native engine's."""
+@pytest.mark.parametrize("upsample, snap", [("joint_bilateral", 0.0), ("joint_bilateral", 0.05), ("guided", 0.0),
+                                           ("guided", 0.05)])
+def test_low_resolution_upsampling_on_the_device_path(exported_bundle, upsample, snap):
+    """The torch tile ops' joint bilateral and guided-filter upsampling and edge snapping (the GPU
+    path, here on CPU tensors) against the native engine's."""
     torch = pytest.importorskip("torch")
     import dataclasses
 
     from edgedepth.runtime import _TorchOps
 
     base = Runtime(exported_bundle, backend="torch", device="cpu", threads=1, upsample=upsample).tiling
-    cfg = dataclasses.replace(base, snap=snap, coarse_guided=coarse_guided)
+    cfg = dataclasses.replace(base, snap=snap)
     host = Runtime(exported_bundle, backend="torch", device="cpu", threads=1, tiling=cfg)
     rt = Runtime(exported_bundle, backend="torch", device="cpu", threads=1, tiling=cfg)
     for backend in (rt.coarse, rt.refiner):

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgedepth import metrics as M
-from edgedepth import tiling, tiling_torch
+from edgedepth import tiling_torch
 
 from ..checkpoint import load_refiner_weights, read_meta
 from ..config import Config
@@ -117,7 +117,7 @@ class _RefinerStageBase(Stage):
                          self.coarse.std, hflip=self.cfg.data.hflip, seed=self.cfg.train.seed,
                          oracle=self.cfg.data.oracle_coarse, gt_size=(k * tile_sizes[0][0], k * tile_sizes[0][1]),
                          gt_image=self.colour_loss, shade=self.cfg.data.shade,
-                         shade_coarse=self.cfg.data.shade_coarse, frame_low=self.cfg.tiling.coarse_guided)
+                         shade_coarse=self.cfg.data.shade_coarse)
 
     @property
     def colour_loss(self) -> bool:
@@ -139,8 +139,6 @@ class _RefinerStageBase(Stage):
             with torch.no_grad():
                 cdepth, feats = coarse(batch["coarse_image"])
                 cdepth, feats = cdepth.float(), [f.float() for f in feats]
-        if "frame_low" in batch:
-            cdepth = self.coarse_low(cdepth, batch["coarse_image"], batch["frame_low"])
         guidance = [crop_maps(feats[i], boxes, frame_hw, (h, w))
                     for (_, h, w), i in zip(refiner.guidance, refiner.guide_indices)]
         flat = lambda t: t.reshape(b * g, *t.shape[2:])
@@ -155,22 +153,6 @@ class _RefinerStageBase(Stage):
                               if self.cfg.loss.upsample == "guided" else
                               tiling_torch.joint_weights(colours, flat(batch["image_gt"]), t.joint_sigma))
         return tiles
-
-    def coarse_low(self, cdepth: torch.Tensor, coarse_image: torch.Tensor, frame_low: torch.Tensor) -> torch.Tensor:
-        """(B, 1, h, w) coarse depth -> (B, 1, lh, lw) at the refiner's resolution as the runtime makes
-        it (``tiling.coarse_to_low``): guided by the (normalised) coarse input's colours and placed by
-        ``frame_low`` (B, 3, lh, lw) in [0, 1], rounded to the uint8 frame the runtime would have
-        (``tiling.frame_resized``)."""
-        mean = torch.tensor(self.coarse.mean, device=coarse_image.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.coarse.std, device=coarse_image.device).view(1, 3, 1, 1)
-        guide = (coarse_image.float() * std + mean).cpu().numpy()
-        frames = (frame_low.float() * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        depth = cdepth.detach().float().cpu().numpy()
-        t = self.cfg.tiling
-        low = [tiling.guided_upsample(np.ascontiguousarray(depth[i, 0]), np.ascontiguousarray(guide[i]),
-                                      np.ascontiguousarray(frames[i]), t.guided_step, t.guided_radius, t.guided_eps)[0]
-               for i in range(len(depth))]
-        return torch.from_numpy(np.stack(low)[:, None]).to(cdepth.device)
 
     @torch.no_grad()
     def validate_batch(self, batch: dict) -> dict[str, float]:
@@ -192,6 +174,8 @@ class _RefinerStageBase(Stage):
         scores.update(frame_metrics(coarse_map, gt, reliable, vmax, prefix="coarse_", edges=True))
         boxes = out.grid.boxes
         if np.all(boxes == np.round(boxes)):
+            from edgedepth import tiling
+
             tiles = [tiling.crop_resize(t, [[0, 0, *t.shape[-2:]]], (int(bh), int(bw)))[0, 0]
                      for t, (_, _, bh, bw) in zip(out.tiles, boxes)]
             scores["consistency"] = M.consistency_error(tiles, boxes)
