@@ -30,9 +30,9 @@ uniform tiles of the same grid, in the output and (--refiner/--oracle rows that 
 refiner's resolution) "@ stitch" in the map the tiles are blended into, 2 px away there, by medians
 (an edge-aware upsampling smooths a seam over more than 4 frame px, so only the stitched map says
 what the blending itself does; there a seam is a fraction of a percent, and the medians see it
-behind the scene's own steps, which dominate means); border (AbsRel over the frame's outer 4 px / over the 8 px inside
-them: upsampling clamps at the edge, so a map can repeat one value there); street frames also report
-how much of the sky is output beyond the valid range (or flagged invalid).
+behind the scene's own steps, which dominate means); border (AbsRel over the frame's outer 4 px /
+over the 8 px inside them: upsampling clamps at the edge, so a map can repeat one value there);
+street frames also report how much of the sky is output beyond the valid range (or flagged invalid).
 
 Held-out frames: procedural stream seeds 3000 (1080p) and 3001 (4K): scene seeds 3000 * 1000003 + i
 and 3001 * 1000003 + i, far from the training streams (0, 2, 7: scene seeds < 8e6), validation
