@@ -377,10 +377,12 @@ struct Scratch {
         if (launch_err != cudaSuccess) return launch_err;    \
     } while (0)
 
-// A crop's scratch: the n boxes on the device and, made from them there, each axis' sample table.
+// A crop's scratch: the n boxes on the device and, made from them there, each axis' sample table
+// (and extra_bytes after them, Scratch::extra).
 cudaError_t crop_tables(Scratch<Entry>& s, const double* boxes, int n, int out_h, int out_w, int src_h, int src_w,
-                        cudaStream_t stream) {
-    cudaError_t err = s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream);
+                        cudaStream_t stream, size_t extra_bytes = 0) {
+    cudaError_t err =
+        s.init(boxes, n, static_cast<int64_t>(n) * out_h, static_cast<int64_t>(n) * out_w, stream, extra_bytes);
     if (err != cudaSuccess) return err;
     crop_table_kernel<<<blocks_for(int64_t{n} * out_h), kBlock, 0, stream>>>(s.boxes, n, 0, out_h, src_h, s.ytab);
     ED_LAUNCHED();
@@ -505,12 +507,8 @@ cudaError_t joint_upsample_cuda(const float* depth, const float* guide, int h, i
                                 cudaStream_t stream) {
     const double whole[4] = {0.0, 0.0, static_cast<double>(h), static_cast<double>(w)};
     Scratch<Entry> s;
-    cudaError_t err = s.init(whole, 1, height, width, stream);
+    cudaError_t err = crop_tables(s, whole, 1, height, width, h, w, stream);
     if (err != cudaSuccess) return err;
-    crop_table_kernel<<<blocks_for(height), kBlock, 0, stream>>>(s.boxes, 1, 0, height, h, s.ytab);
-    ED_LAUNCHED();
-    crop_table_kernel<<<blocks_for(width), kBlock, 0, stream>>>(s.boxes, 1, 1, width, w, s.xtab);
-    ED_LAUNCHED();
     // The CPU engine's colour scale, computed the same way.
     const float inv2s2 = static_cast<float>(1.0 / (2.0 * static_cast<double>(sigma) * sigma));
     joint_kernel<<<blocks_for(static_cast<int64_t>(height) * width), kBlock, 0, stream>>>(
@@ -530,17 +528,13 @@ cudaError_t guided_upsample_cuda(const float* depth, const float* guide, int h, 
     const size_t extra = static_cast<size_t>(pp) * (8 * (5 + kGuidedPlanes) + 4 * (5 + 4)) + 16;
     const double whole[4] = {0.0, 0.0, static_cast<double>(hp), static_cast<double>(wp)};
     Scratch<Entry> s;
-    cudaError_t err = s.init(whole, 1, height, width, stream, extra);
+    cudaError_t err = crop_tables(s, whole, 1, height, width, hp, wp, stream, extra);
     if (err != cudaSuccess) return err;
     double* pooled = static_cast<double*>(s.extra);
     double* hs = pooled + 5 * pp;
     float* fit = reinterpret_cast<float*>(hs + kGuidedPlanes * pp);
     float* coef = fit + 5 * pp;
     float* range = coef + 4 * pp;
-    crop_table_kernel<<<blocks_for(height), kBlock, 0, stream>>>(s.boxes, 1, 0, height, hp, s.ytab);
-    ED_LAUNCHED();
-    crop_table_kernel<<<blocks_for(width), kBlock, 0, stream>>>(s.boxes, 1, 1, width, wp, s.xtab);
-    ED_LAUNCHED();
     guided_pool_kernel<<<blocks_for(pp), kBlock, 0, stream>>>(depth, guide, h, w, step, hp, wp, pooled);
     ED_LAUNCHED();
     guided_range_kernel<<<1, kBlock, 0, stream>>>(pooled, pp, range);

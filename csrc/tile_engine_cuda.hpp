@@ -22,6 +22,9 @@ cudaError_t stitch_cuda(const void* tiles, bool tiles_half, int n, int c, int th
 // (h, w) float32 depth + (3, h, w) float32 guide + (height, width, 3) uint8 RGB frame -> (height, width)
 // float32 depth, joint-bilaterally upsampled and finished (tile_engine_cpu.hpp: joint_upsample_cpu),
 // and its validity bytes.
+cudaError_t joint_upsample_cuda(const float* depth, const float* guide, int h, int w, const uint8_t* image, int height,
+                                int width, float sigma, float scale, float valid_max, float* out, uint8_t* valid,
+                                cudaStream_t stream);
 // (h, w) float32 depth + (3, h, w) float32 guide + (height, width, 3) uint8 RGB frame -> (height, width)
 // float32 depth upsampled by the fast guided filter and finished (tile_engine_cpu.hpp:
 // guided_upsample_cpu, the same bits), and its validity bytes.
@@ -31,8 +34,5 @@ cudaError_t guided_upsample_cuda(const float* depth, const float* guide, int h, 
 // The finishing pass over n float32 depth values in place (tile_engine_cpu.hpp: finish_cpu), and
 // their validity bytes.
 cudaError_t finish_cuda(float* depth, int64_t n, float scale, float valid_max, uint8_t* valid, cudaStream_t stream);
-cudaError_t joint_upsample_cuda(const float* depth, const float* guide, int h, int w, const uint8_t* image, int height,
-                                int width, float sigma, float scale, float valid_max, float* out, uint8_t* valid,
-                                cudaStream_t stream);
 
 }  // namespace edgedepth
