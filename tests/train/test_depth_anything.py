@@ -208,3 +208,21 @@ def test_position_grid_resize_is_dinov2s_bicubic(h, w):
                                            align_corners=False)
     got = torch.tensor(_bicubic_matrix(h, 37, (h + 0.1) / 37)) @ grid @ torch.tensor(_bicubic_matrix(w, 37, (w + 0.1) / 37)).T
     torch.testing.assert_close(got, want, rtol=0, atol=5e-5)
+
+
+def test_position_resize_matrices_are_made_once_and_train_after_inference():
+    """The resize matrices stay with the weights (no host copy per forward: the torch backend
+    captures the forward as a CUDA graph), and a first call under inference_mode must not leave
+    an inference tensor that a later training step cannot save for backward."""
+    model = tiny()
+    x = torch.rand(2, 3, 42, 56)
+    with torch.inference_mode():
+        want = model(x)[0]
+    matrices = dict(model.pretrained._matrices)
+    assert len(matrices) == 2 and not any(m.is_inference() for m in matrices.values())
+    model.train()
+    depth = model(x)[0]
+    depth.mean().backward()
+    assert model.pretrained.pos_embed.grad is not None and model.pretrained.pos_embed.grad.abs().sum() > 0
+    assert all(model.pretrained._matrices[k] is m for k, m in matrices.items())  # reused, not remade
+    torch.testing.assert_close(model.eval()(x)[0].detach(), want)

@@ -164,12 +164,23 @@ class DINOv2(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, dim))  # unused at inference; in every checkpoint
         self.blocks = nn.ModuleList(_Block(dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self._matrices: dict[tuple, torch.Tensor] = {}  # bicubic resize matrices per grid, device, dtype
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
+
+    def _resize_matrix(self, k: int, m: int) -> torch.Tensor:
+        # Kept on the weights' device: a copy from host memory on every forward would wait for the
+        # GPU each frame and cannot be captured in a CUDA graph (the torch backend's way on CUDA).
+        key = (k, m, self.pos_embed.device, self.pos_embed.dtype)
+        if key not in self._matrices:
+            # A plain tensor even when first made under inference_mode: training reuses it.
+            with torch.inference_mode(False):
+                self._matrices[key] = torch.tensor(_bicubic_matrix(k, m, (k + 0.1) / m)).to(self.pos_embed.detach())
+        return self._matrices[key]
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
         n = self.pos_embed.shape[1] - 1
@@ -180,7 +191,7 @@ class DINOv2(nn.Module):
         # offset, which the published weights were evaluated with), written as two constant
         # matrices: the same numbers as F.interpolate to 1e-5, and a MatMul every exporter converts
         # (CoreML has no bicubic resize).
-        rows, cols = (torch.tensor(_bicubic_matrix(k, m, (k + 0.1) / m)).to(self.pos_embed) for k in (h, w))
+        rows, cols = (self._resize_matrix(k, m) for k in (h, w))
         patch = self.pos_embed[:, 1:].reshape(m, m, -1)
         patch = torch.einsum("hi,ijc,wj->hwc", rows, patch, cols).reshape(1, h * w, -1)
         return torch.cat([self.pos_embed[:, :1], patch], 1)
