@@ -54,7 +54,9 @@ class DepthResult:
         input map, or the frame's part of it when the frame kept its aspect (manifest ``coarse.fit``).
     timings: milliseconds per stage: preprocess, coarse, crop, refine, stitch (and total); in
         coarse-only mode "crop" is the upsampling, "refine" 0 and "stitch" the finishing pass (with
-        joint upsampling the two are one pass, counted as "stitch").
+        joint upsampling the two are one pass, counted as "stitch"). Host time: on CUDA a stage
+        returns once its kernels are queued, so the GPU's share shows in the next stage that waits
+        (or in none; time the frame with ``torch.cuda.synchronize()`` around it).
     grid: the TileGrid used for this frame; None in coarse-only mode (``Runtime(refine=False)``).
     fx_scale: the factor the model's depth was multiplied by: your camera's (fx / W) / fx_norm,
         times the share of the coarse input's width the frame filled (``CoarseFit.width_share``).

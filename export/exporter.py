@@ -284,7 +284,9 @@ def export_bundle(coarse: nn.Module, refiner: nn.Module, meta: dict, out: str | 
             from edgedepth.train.checkpoint import write_model_files
 
             write_model_files(w.file("torch/model.safetensors").parent, coarse, refiner, meta)
-            files["refiner"]["torch"] = {"fp32": "torch/model.safetensors"}
+            # One fp32 file: the backend casts it to half on load, on CUDA only (fp16 is its default there).
+            files["refiner"]["torch"] = {p: "torch/model.safetensors" for p in ("fp32", "fp16")
+                                         if p == "fp32" or p in cfg.precisions}
 
         check_drift(rows, baselines, cfg.int8_bound)
         pipeline = _pipeline(coarse, refiner, meta, cfg, fit, w, log) if cfg.pipeline_size else None

@@ -6,6 +6,10 @@ it; docs/interfaces.md, Checkpoints); both roles rebuild their module from it wi
 device (``device_tensors = True``): with CUDA the runtime keeps the whole frame on the GPU and
 tiles it with ``edgedepth.tiling_torch``. torch is imported only when this backend is chosen.
 
+CUDA: fp16 by default (the fp32 weights cast on load), and each input shape's forward is captured
+once as a CUDA graph and replayed. Both models are a few hundred kernels of microseconds each, so
+launches, not the GPU, set their time (eager fp16 is no faster than fp32 on an H200).
+
 CPU threads: torch runs a model as a few hundred small ops, each an OpenMP parallel region whose
 team busy-waits at its closing barrier. When the team is as large as the machine, every region
 stalls for a scheduler slice as soon as anything else wants a core: the other stage of
@@ -24,13 +28,16 @@ import json
 import math
 import tempfile
 import threading
+import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
 from .base import Backend, TensorSpec
 
-_CACHE: dict[tuple[str, str], Any] = {}
+_CACHE: dict[tuple[str, str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
+MAX_CUDA_GRAPHS = 4  # captured input shapes kept per backend
 CHECKPOINT_FILES = ("model.json", "model.safetensors")
 # What a checkpoint's model.json may ask of the model builders: kwargs that name files or folders
 # would load them from anywhere on disk (a checkpoint carries its own weights), and a width or size
@@ -64,20 +71,22 @@ def check_checkpoint_meta(meta: Any, where: str) -> None:
                         raise ValueError(f"{what} = {value!r} is out of range (|value| <= {bound:g})")
 
 
-def _load_checkpoint(files: Mapping[str, bytes], device: str, where: str) -> tuple[Any, Any]:
-    # Coarse and refiner backends share one checkpoint: load it once per (content, device). The
-    # models are built from the verified bytes, written to a private folder for the loader.
+def _load_checkpoint(files: Mapping[str, bytes], device: str, dtype: Any, where: str) -> tuple[Any, Any]:
+    # Coarse and refiner backends share one checkpoint: load it once per (content, device, dtype).
+    # The dtype is part of the key because Module.to casts in place: an fp16 runtime must not turn
+    # the models of an fp32 one on the same bundle to half. The models are built from the verified
+    # bytes, written to a private folder for the loader.
     from edgedepth.train.checkpoint import load_models
 
     check_checkpoint_meta(json.loads(files["model.json"]), f"{where}/model.json")
-    key = ("".join(hashlib.sha256(files[n]).hexdigest() for n in CHECKPOINT_FILES), device)
+    key = ("".join(hashlib.sha256(files[n]).hexdigest() for n in CHECKPOINT_FILES), device, str(dtype))
     with _CACHE_LOCK:
         if key not in _CACHE:
             with tempfile.TemporaryDirectory(prefix="edgedepth-ckpt-") as tmp:
                 for name in CHECKPOINT_FILES:
                     (Path(tmp) / name).write_bytes(files[name])
                 coarse, refiner, _ = load_models(tmp, map_location=device)
-            _CACHE[key] = (coarse, refiner)
+            _CACHE[key] = tuple(m.to(dtype) if m is not None else None for m in (coarse, refiner))
         return _CACHE[key]
 
 
@@ -96,7 +105,7 @@ class TorchBackend(Backend):
     formats = ("torch",)
     supported_precisions = ("fp32", "fp16")
     device_tensors = True  # on CUDA; a CPU instance exchanges numpy (see _load)
-    thread_safe = True  # eval-mode forward under inference_mode holds no shared mutable state
+    thread_safe = True  # eval-mode forward holds no shared mutable state; the CUDA graphs' buffers have their lock
 
     @classmethod
     def devices(cls) -> list[str]:
@@ -127,12 +136,18 @@ class TorchBackend(Backend):
                 torch.set_num_threads(cpu_threads_default())
         folder = self.path if self.path.suffix != ".safetensors" else self.path.parent
         files = {name: self.read(folder / name) for name in CHECKPOINT_FILES}
-        coarse, refiner = _load_checkpoint(files, self.device, str(folder))
+        self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        coarse, refiner = _load_checkpoint(files, self.device, self.dtype, str(folder))
         module = coarse if self.role == "coarse" else refiner
         if module is None:
             raise ValueError(f"torch checkpoint {folder} holds no {self.role} model")
-        self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
-        self.module = module.to(self.dtype) if self.dtype != torch.float32 else module
+        self.module = module
+        # CUDA: the forward runs as a CUDA graph per input shape (_replay); a caller may set
+        # cuda_graphs = False to run eagerly (benchmarks/gpu/frame.py times both).
+        self.cuda_graphs = kind == "cuda"
+        self.graph_error = ""
+        self._graphs: OrderedDict[tuple, tuple[Any, list[Any], dict[str, Any]]] = OrderedDict()
+        self._graph_lock = threading.Lock()
         if self.role == "coarse":
             h, w = module.input_size
             self.inputs = [TensorSpec("image", (1, 3, h, w))]
@@ -147,13 +162,63 @@ class TorchBackend(Backend):
             ]
             self.outputs = [TensorSpec("depth", (None, 1, th, tw))]
 
+    def _forward(self, args: list[Any]) -> dict[str, Any]:
+        if self.role == "coarse":
+            depth, feats = self.module(*args)
+            return {"depth": depth, **{f"feat{k}": f for k, f in enumerate(feats)}}
+        return {"depth": self.module(*args)}
+
     def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         torch = self.torch
         args = [torch.as_tensor(feeds[s.name]).to(self.device, self.dtype) for s in self.inputs]
-        with torch.inference_mode():
-            if self.role == "coarse":
-                depth, feats = self.module(*args)
-                out = {"depth": depth, **{f"feat{k}": f for k, f in enumerate(feats)}}
-            else:
-                out = {"depth": self.module(*args)}
+        if self.cuda_graphs:
+            try:
+                out = self._replay(args)
+            except RuntimeError as e:  # a model whose forward cannot be captured runs eagerly from now on
+                self.cuda_graphs = False
+                self.graph_error = f"{type(e).__name__}: {e}"
+                warnings.warn(f"torch backend ({self.role}): CUDA graph capture failed, running eagerly: {e}",
+                              RuntimeWarning, stacklevel=3)
+        if not self.cuda_graphs:
+            with torch.inference_mode():
+                out = self._forward(args)
         return {k: v.float() if self.device_tensors else v.float().numpy() for k, v in out.items()}
+
+    def _replay(self, args: list[Any]) -> dict[str, Any]:
+        """The forward pass as a CUDA graph, captured once per input shape and replayed: one launch
+        instead of a few hundred small kernels (the prv2-mobile refiner's 16 tiles on an H200: 8.5 ms
+        eager, 3.5 ms replayed, benchmarks/gpu/refiner.py). Outputs are copied out of the graph's
+        buffers (as float32), which the next replay overwrites."""
+        torch = self.torch
+        key = tuple(tuple(a.shape) for a in args)
+        with self._graph_lock, torch.cuda.device(self.device):
+            entry = self._graphs.get(key)
+            if entry is None:
+                entry = self._capture(args)
+                self._graphs[key] = entry
+                if len(self._graphs) > MAX_CUDA_GRAPHS:  # e.g. frames of many sizes: keep the latest few
+                    self._graphs.popitem(last=False)
+            self._graphs.move_to_end(key)
+            graph, static_in, static_out = entry
+            for buffer, a in zip(static_in, args):
+                buffer.copy_(a)
+            graph.replay()
+            return {k: v.to(torch.float32, copy=True) for k, v in static_out.items()}
+
+    def _capture(self, args: list[Any]) -> tuple[Any, list[Any], dict[str, Any]]:
+        torch = self.torch
+        static_in = [a.clone() for a in args]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(2):  # cuDNN and cuBLAS set up their handles and workspaces outside the capture
+                self._forward(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            static_out = self._forward(static_in)
+        return graph, static_in, static_out
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "cuda_graphs": self.cuda_graphs,
+                **({"cuda_graph_error": self.graph_error} if self.graph_error else {})}

@@ -121,6 +121,21 @@ def test_low_resolution_upsampling_on_the_device_path(exported_bundle, upsample,
     np.testing.assert_array_equal(result.valid.numpy(), expected.valid)
 
 
+def test_torch_checkpoint_cache_keeps_precisions_apart(exported_bundle):
+    """Coarse and refiner backends share one loaded checkpoint, but an fp16 runtime (the default on
+    CUDA) must not cast the models of an fp32 runtime on the same bundle: Module.to works in place.
+    Found on an H200, where an fp16 runtime beside an fp32 one failed with mixed-dtype convolutions."""
+    torch = pytest.importorskip("torch")
+    from edgedepth.backends.torch import CHECKPOINT_FILES, _load_checkpoint
+
+    files = {n: (exported_bundle / "torch" / n).read_bytes() for n in CHECKPOINT_FILES}
+    half = _load_checkpoint(files, "cpu", torch.float16, "t")
+    full = _load_checkpoint(files, "cpu", torch.float32, "t")
+    assert {p.dtype for m in half for p in m.parameters()} == {torch.float16}
+    assert {p.dtype for m in full for p in m.parameters()} == {torch.float32}
+    assert _load_checkpoint(files, "cpu", torch.float32, "t")[1] is full[1]  # still loaded once per precision
+
+
 def test_cuda_frame_stays_on_gpu(exported_bundle, runtimes):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
