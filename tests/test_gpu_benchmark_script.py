@@ -57,7 +57,10 @@ def test_frame_benchmark_runs_on_cpu_at_a_tiny_size(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads((tmp_path / "frame.json").read_text())
     tiny = figures["sizes"]["tiny"]
-    assert tiny["frame"] == [144, 256] and tiny["ms_min"] > 0 and figures["info"]["backend"] == "torch"
+    assert tiny["frame"] == [144, 256] and figures["info"]["backend"] == "torch"
+    assert set(tiny["variants"]) == {"bilinear fp32", "guided fp32"}  # both upsamplings by default; fp16 is CUDA's
+    for up in tiny["variants"].values():
+        assert 0 < up["ms_min"] <= up["ms_median"] and up["stages_ms_median"]
     assert [p.name for p in tmp_path.iterdir()] == ["frame.json"]  # the bundle went to a temporary folder
 
 
@@ -72,3 +75,18 @@ def test_training_step_benchmark_runs_on_cpu_at_a_tiny_size(tmp_path):
     assert figures["loader_frames_per_s"] > 0 and 0 < figures["step_ms_min"] <= figures["step_ms_median"]
     assert figures["syncs_per_step"] is None  # counted on CUDA only
     assert [p.name for p in tmp_path.iterdir()] == ["train_step.json"]  # frames and models went to a temporary folder
+
+
+def test_refiner_benchmark_runs_on_cpu_at_a_tiny_size(tmp_path):
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "refiner.py"), str(tmp_path), "--device",
+                           "cpu", "--batches", "2", "--repeat", "2", "--tiny"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads((tmp_path / "refiner.json").read_text())
+    assert list(figures["batches"]["2"]) == ["fp32"]  # half precision, graphs and cuDNN need the GPU
+    row = figures["batches"]["2"]["fp32"]
+    assert 0 < row["ms_min"] <= row["ms_median"] and row["ms_per_tile_min"] == pytest.approx(row["ms_min"] / 2)
+    assert 0.1 < figures["gflop_per_tile"] < 1  # prv2-mobile at 128x224: a few tenths of a GFLOP
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "refiner.py"), str(tmp_path), "--device",
+                          "cpu", "--batches", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--batches" in bad.stderr

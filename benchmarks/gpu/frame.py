@@ -3,9 +3,13 @@ and cost is the real one, the depth is not) + the prv2-mobile refiner at the def
 adaptive grid, at 1080p and 4K, frames handed over as device tensors (nothing crosses to the host).
 
     python benchmarks/gpu/frame.py OUT_DIR [--work DIR] [--device cuda] [--repeat 10] [--sizes 1080p,4K]
+                                   [--upsample bilinear,guided] [--precision fp32,fp16] [--graphs on,off]
 
 Builds the bundle (torch target, fp32, ~100 MB) into --work (default: a temporary folder, removed
-after), then times ``Runtime.predict`` per size:
+after), then times ``Runtime.predict`` per size, upsampling (the default bundle's is guided) and
+precision (fp16: the torch backend's default on CUDA) and way of running the models (CUDA graphs,
+the backend's way on CUDA, or eager: "... eager"), the variants' repetitions interleaved in random
+order:
 wall ms min/median after two warm-ups, synchronised (torch.cuda.synchronize) around every frame,
 and the runtime's own stage split (medians). Writes OUT_DIR/frame.json. ``--device cpu`` with
 ``--sizes tiny`` checks the script itself where no GPU is.
@@ -28,7 +32,9 @@ SIZES = {"tiny": (144, 256), "1080p": (1080, 1920), "4K": (2160, 3840)}
 
 
 def build_bundle(out: Path, coarse_input: tuple[int, int]) -> Path:
-    """Random-init DA-V2-Small (metric head) + prv2-mobile exported as a torch bundle (fp32)."""
+    """Random-init DA-V2-Small (metric head) + prv2-mobile exported as a torch bundle (fp32 weights,
+    listed for fp16 too), tiled as the default bundle is (adaptive grid, capped at its max_side)."""
+    from edgedepth.bundle import open_bundle
     from edgedepth.export.exporter import ExportConfig, export_bundle
     from edgedepth.tiling import Tiling
     from edgedepth.train.models import create_coarse, create_refiner
@@ -40,9 +46,9 @@ def build_bundle(out: Path, coarse_input: tuple[int, int]) -> Path:
     meta = {"coarse": {"name": coarse.registry_name, "kwargs": coarse.registry_kwargs},
             "refiner": {"name": "prv2-mobile", "kwargs": {"tile_size": [128, 224], **rkw}},
             "camera": {"fx_norm": 0.8}}
-    cfg = ExportConfig(targets=("torch",), precisions=("fp32",), calib="procedural:1", heldout="procedural:1",
-                       select="procedural:1", frame_size=(144, 256),
-                       tiling=Tiling(4, 4, 0.25, "cosine", shrink=2.4), overwrite=True)
+    tiling = Tiling.from_json(open_bundle(verify_files=False).tiling)
+    cfg = ExportConfig(targets=("torch",), precisions=("fp32", "fp16"), calib="procedural:1", heldout="procedural:1",
+                       select="procedural:1", frame_size=(144, 256), tiling=tiling, overwrite=True)
     return Path(export_bundle(coarse, refiner, meta, out, cfg, log=lambda _: None))
 
 
@@ -55,34 +61,50 @@ def measure(args: argparse.Namespace, sizes: list[str], work: Path) -> int:
     bundle = build_bundle(work / "dav2s.edgedepth", coarse_input)
     build_s = time.perf_counter() - t0
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    rt = Runtime(bundle, backend="torch", device=args.device)
+    runtimes = {}
+    for up in args.upsample:
+        for p in args.precision:
+            for graphs in args.graphs:
+                rt = Runtime(bundle, backend="torch", device=args.device, upsample=up, precision=p)
+                rt.coarse.cuda_graphs = rt.refiner.cuda_graphs = graphs == "on"
+                runtimes[f"{up} {p}" + (" eager" if graphs == "off" and args.device != "cpu" else "")] = rt
+    first = next(iter(runtimes.values()))
     results = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
                "torch": torch.__version__, "bundle_build_s": build_s, "coarse_input": list(coarse_input),
-               "info": {k: v for k, v in rt.info().items() if k in ("backend", "device", "precision", "tiling")},
+               "info": {k: v for k, v in first.info().items() if k in ("backend", "device", "precision", "tiling")},
                "sizes": {}}
     rng = np.random.default_rng(0)
+    order = np.random.default_rng(1)
     for name in sizes:
         h, w = SIZES[name]
         frame = torch.from_numpy(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).to(args.device)
-        for _ in range(2):
-            rt.predict(frame)
+        for rt in runtimes.values():
+            for _ in range(2):
+                rt.predict(frame)
         sync()
-        wall, stages = [], []
+        wall = {v: [] for v in runtimes}
+        stages = {v: [] for v in runtimes}
         for _ in range(args.repeat):
-            sync()
-            t = time.perf_counter()
-            result = rt.predict(frame)
-            sync()
-            wall.append(1e3 * (time.perf_counter() - t))
-            stages.append(result.timings)
+            for v in order.permutation(list(runtimes)):  # interleaved: drift on the machine hits every variant alike
+                sync()
+                t = time.perf_counter()
+                result = runtimes[v].predict(frame)
+                sync()
+                wall[v].append(1e3 * (time.perf_counter() - t))
+                stages[v].append(result.timings)
         grid = result.grid
-        results["sizes"][name] = {
-            "frame": [h, w], "grid": [grid.rows, grid.cols], "ms_min": min(wall), "ms_median": statistics.median(wall),
-            "stages_ms_median": {k: statistics.median(s[k] for s in stages) for k in stages[0]},
-            "depth_on_device": bool(getattr(result.depth, "is_cuda", False)),
-        }
-        print(f"{name}: {grid.rows}x{grid.cols} tiles, {min(wall):.1f} / {statistics.median(wall):.1f} ms min/median",
-              flush=True)
+        entry = {"frame": [h, w], "grid": [grid.rows, grid.cols],
+                 "depth_on_device": bool(getattr(result.depth, "is_cuda", False)), "variants": {}}
+        for v in runtimes:
+            entry["variants"][v] = {
+                "ms_min": min(wall[v]), "ms_median": statistics.median(wall[v]),
+                "stages_ms_median": {k: statistics.median(s[k] for s in stages[v]) for k in stages[v][0]},
+                # whether each model still ran as a CUDA graph (a failed capture falls back to eager)
+                "cuda_graphs": {b.role: b.cuda_graphs or b.graph_error or False
+                                for b in (runtimes[v].coarse, runtimes[v].refiner)}}
+            print(f"{name}, {v}: {grid.rows}x{grid.cols} tiles, {min(wall[v]):.1f} / "
+                  f"{statistics.median(wall[v]):.1f} ms min/median", flush=True)
+        results["sizes"][name] = entry
     tmp = args.out / "frame.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, args.out / "frame.json")
@@ -96,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--sizes", default="1080p,4K")
+    ap.add_argument("--upsample", default="bilinear,guided",
+                    help="upsamplings to time, interleaved (the default bundle's is guided)")
+    ap.add_argument("--precision", default=None,
+                    help="precisions to time, interleaved (default: fp32,fp16 on CUDA, fp32 on the CPU)")
+    ap.add_argument("--graphs", default=None,
+                    help="models run as CUDA graphs (the torch backend's way on CUDA) and/or eagerly: "
+                         "on,off (default on CUDA), off (the CPU)")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("frame.py: no CUDA device visible to torch", file=sys.stderr)
@@ -104,6 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         print(f"frame.py: unknown size(s) {unknown}: choose from {', '.join(SIZES)}", file=sys.stderr)
+        return 2
+    args.upsample = [u for u in args.upsample.split(",") if u]
+    from edgedepth.tiling import UPSAMPLING
+    if not args.upsample or any(u not in UPSAMPLING for u in args.upsample):
+        print(f"frame.py: --upsample takes a list from {', '.join(UPSAMPLING)}, got {','.join(args.upsample)!r}",
+              file=sys.stderr)
+        return 2
+    precision = args.precision or ("fp32,fp16" if args.device.startswith("cuda") else "fp32")
+    args.precision = [p for p in precision.split(",") if p]
+    if not args.precision or any(p not in ("fp32", "fp16") for p in args.precision):
+        print(f"frame.py: --precision takes a list from fp32, fp16, got {precision!r}", file=sys.stderr)
+        return 2
+    graphs = args.graphs or ("on,off" if args.device.startswith("cuda") else "off")
+    args.graphs = [g for g in graphs.split(",") if g]
+    if not args.graphs or any(g not in ("on", "off") for g in args.graphs) or (
+            "on" in args.graphs and not args.device.startswith("cuda")):
+        print(f"frame.py: --graphs takes on and/or off (on needs CUDA), got {graphs!r}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
