@@ -74,6 +74,7 @@ def test_training_step_benchmark_runs_on_cpu_at_a_tiny_size(tmp_path):
     assert figures["tiles_per_step"] == 8 and figures["batch_frames"] == 2  # a 2x2 tile group per frame
     assert figures["loader_frames_per_s"] > 0 and 0 < figures["step_ms_min"] <= figures["step_ms_median"]
     assert figures["syncs_per_step"] is None  # counted on CUDA only
+    assert figures["compile"] is False and figures["first_steps_s"] > 0
     assert [p.name for p in tmp_path.iterdir()] == ["train_step.json"]  # frames and models went to a temporary folder
 
 

@@ -154,6 +154,14 @@ class RunConfig:
     # fastest (prv2-mobile forward + backward, one CPU thread: 11-17 % less time); saved checkpoints
     # are plain contiguous tensors either way.
     channels_last: bool = True
+    # torch.compile (inductor) the trainable module's training forward and backward: fewer, fused
+    # kernels. configs/default-refiner.yaml's step (prv2-mobile, 8 tiles of 128x224, one thread of
+    # the 2-core EPYC, 2026-11-30, three runs of 6 interleaved steps): 0.42-0.44 -> 0.33-0.36 s
+    # (1.23-1.30x by the minimum) after about two minutes of compiling (seconds once inductor's
+    # cache holds it). On a GPU, where a step is bound by its kernel launches, not yet measured
+    # (benchmarks/gpu/train_step.py --compile). Needs a C++ compiler (Triton on CUDA); off by
+    # default: the shipped recipe ran eagerly.
+    compile: bool = False
     log_every: int = 10
     val_every: int = 100
     ckpt_every: int = 100

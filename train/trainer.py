@@ -195,6 +195,8 @@ class Trainer:
                 if module is not None:
                     module.to(memory_format=torch.channels_last)
         self.model = distributed.wrap(self.stage.trainable, self.dist, self.device)
+        if t.compile:  # training steps only: validation and checkpoints use the plain modules
+            self.model = torch.compile(self.model)
         o = cfg.optim
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(

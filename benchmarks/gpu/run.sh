@@ -9,13 +9,14 @@
 #   5. the refiner alone per precision and way of running it: fp32, fp16, channels_last,
 #      cudnn.benchmark, CUDA graphs (benchmarks/gpu/refiner.py);
 #   6. where a refiner training step's time goes: loader alone, step alone, host synchronisations
-#      (benchmarks/gpu/train_step.py).
+#      (benchmarks/gpu/train_step.py);
+#   7. the same with the refiner torch.compile'd (train_step.py --compile).
 # Needs Python with torch (CUDA), pybind11, CMake, ninja, onnx, onnxruntime; no network.
 #
 #   bash benchmarks/gpu/run.sh OUT_DIR
 #
-# Writes to OUT_DIR (9 files, all small): run.log, build.log, tests_cuda.log, tiling/figures.json,
-# frame.json, refiner.json, train_step.json, gpu.txt, summary.json (every step's status, exit code and seconds). The whole run
+# Writes to OUT_DIR (10 files, all small): run.log, build.log, tests_cuda.log, tiling/figures.json,
+# frame.json, refiner.json, train_step.json, train_step_compiled.json, gpu.txt, summary.json (every step's status, exit code and seconds). The whole run
 # keeps within EDGEDEPTH_GPU_BUDGET_S seconds (default 450); a step that would overrun is cut off
 # by `timeout` and reported. Without a GPU it says so and exits 2; a failed step makes it exit 1.
 set -u -o pipefail
@@ -135,6 +136,11 @@ if [ $failed -eq 0 ]; then
     rm -f "$OUT/refiner.log"
     # --- 6. a refiner training step on the GPU ------------------------------------------------
     step train_step_cuda 120 "$OUT/train_step.log" "$PY" benchmarks/gpu/train_step.py "$OUT" --steps 20 || failed=1
+    cat "$OUT/train_step.log" >> "$OUT/run.log" 2>/dev/null
+    rm -f "$OUT/train_step.log"
+    # --- 7. the same step with the refiner torch.compile'd (train.compile) ---------------------
+    step train_step_compiled_cuda 180 "$OUT/train_step.log" "$PY" benchmarks/gpu/train_step.py "$OUT" --steps 20 \
+        --compile || failed=1
     cat "$OUT/train_step.log" >> "$OUT/run.log" 2>/dev/null
     rm -f "$OUT/train_step.log"
 fi

@@ -3,12 +3,15 @@ already on the device), and the host synchronisations inside one step. The GPU t
 first run kept an H200 mostly idle (2.3 refiner steps/s of 64 tiles); this says which side held it.
 
     python benchmarks/gpu/train_step.py OUT_DIR [--device cuda] [--batch 16] [--workers N] [--steps 20] [--size 1080p]
+                                        [--compile]
 
 Renders its frames (1080p, or ``--size tiny``) and a random-weight coarse model into a temporary
 folder, builds the stage from ``configs/default-refiner.yaml`` as ``scripts/train_default_gpu.sh``
 does, and writes OUT_DIR/train_step.json: loader frames/s (after its first batch), step ms
 min/median (synchronised), tiles/s each side allows, and on CUDA the synchronisations one step makes
-(``torch.cuda.set_sync_debug_mode``). ``--device cpu --size tiny`` checks the script itself.
+(``torch.cuda.set_sync_debug_mode``). ``--compile`` trains with ``train.compile`` (the refiner
+torch.compile'd; its first three steps, compiling included, are timed apart) and writes
+OUT_DIR/train_step_compiled.json instead. ``--device cpu --size tiny`` checks the script itself.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ def _setup(work: Path, args: argparse.Namespace):
         f"data.num_workers={args.workers}", f"model.coarse_checkpoint={work / 'coarse'}", "model.init_refiner=null",
         f"model.tile_size={tile}", f"tiling.shrink={shrink}", f"train.batch_size={args.batch}",
         f"train.device={args.device}", f"train.out_dir={work / 'run'}", "train.progress=false",
-        "train.tensorboard=false"])
+        "train.tensorboard=false", f"train.compile={str(args.compile).lower()}"])
     return cfg, Trainer(cfg, resume="never")
 
 
@@ -77,9 +80,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         micro_parts, _ = trainer.optimizer_step(itertools.repeat(batch))
         return int(sum(parts.get("tiles", 0) for parts in micro_parts))
 
-    for _ in range(3):
+    t = time.perf_counter()
+    for _ in range(3):  # with --compile, the first calls compile
         tiles = step()
     sync()
+    warm_s = time.perf_counter() - t
     times = []
     for _ in range(args.steps):
         t = time.perf_counter()
@@ -99,7 +104,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     step_s = min(times)
     return {
         "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__, "size": args.size,
-        "batch_frames": args.batch, "tiles_per_step": tiles, "workers": args.workers,
+        "batch_frames": args.batch, "tiles_per_step": tiles, "workers": args.workers, "compile": args.compile,
+        "first_steps_s": warm_s,
         "loader_first_batch_s": first_s, "loader_frames_per_s": loader_fps,
         "loader_bound_tiles_per_s": loader_fps * tiles / args.batch,
         "step_ms_min": 1e3 * step_s, "step_ms_median": 1e3 * statistics.median(times),
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=max(1, len(os.sched_getaffinity(0)) - 2))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--size", choices=sorted(SIZES), default="1080p")
+    ap.add_argument("--compile", action="store_true",
+                    help="train.compile (torch.compile the refiner); writes train_step_compiled.json")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("train_step.py: no CUDA device visible to torch", file=sys.stderr)
@@ -125,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         result = measure(args, Path(tmp))
-    tmp_file = args.out / "train_step.json.tmp"
+    name = "train_step_compiled.json" if args.compile else "train_step.json"
+    tmp_file = args.out / (name + ".tmp")
     tmp_file.write_text(json.dumps(result, indent=2))
-    os.replace(tmp_file, args.out / "train_step.json")
-    print(f"loader {result['loader_frames_per_s']:.1f} frames/s ({result['loader_bound_tiles_per_s']:.0f} tiles/s), "
+    os.replace(tmp_file, args.out / name)
+    print(f"{'compiled: ' if args.compile else ''}loader {result['loader_frames_per_s']:.1f} frames/s ({result['loader_bound_tiles_per_s']:.0f} tiles/s), "
           f"step {result['step_ms_min']:.1f} ms ({result['step_bound_tiles_per_s']:.0f} tiles/s), "
           f"syncs per step {result['syncs_per_step']}", flush=True)
     return 0

@@ -351,3 +351,35 @@ def test_tile_boxes_stay_on_the_host(tmp_path):
     (moved,) = list(trainer._micro_batches([batch]))
     assert moved["gt"].device.type == "meta" and moved["name"] == "x"
     assert moved["boxes"].device.type == "cpu" and moved["frame_hw"].device.type == "cpu"
+
+
+def test_compiled_training_follows_the_eager_run_and_saves_plain_names(tmp_path):
+    """train.compile: inductor fuses the training step's kernels but must not change its maths
+    beyond rounding (the same loss and gradients on one batch), and the run saves a checkpoint
+    that loads into the plain model."""
+    from edgedepth.train.data import build_loaders
+
+    cfg = cfg_for("refiner", tmp_path, **{"train.compile": "true", "train.steps": 2, "train.val_every": 2,
+                                          "train.ckpt_every": 2})
+    trainer = Trainer(cfg, resume="never")
+    assert hasattr(trainer.model, "_orig_mod")
+    loader, _ = build_loaders(cfg, trainer.dist, trainer.stage.items)
+    (batch,) = list(trainer._micro_batches([next(iter(loader))]))
+    trainer.stage.train_mode()
+    params = list(trainer.stage.trainable.parameters())
+    losses, grads = [], []
+    for model in (trainer.model._orig_mod, trainer.model):
+        torch.manual_seed(0)  # the stage's own noise draws alike
+        loss, _ = trainer.stage.train_step(model, batch)
+        loss.backward()
+        losses.append(float(loss))
+        grads.append(torch.cat([p.grad.flatten() for p in params]))
+        trainer.optimizer.zero_grad(set_to_none=True)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    assert float((grads[1] - grads[0]).norm() / grads[0].norm()) < 1e-3
+    trainer.fit()
+    _, refiner, _ = load_models(tmp_path / "refiner" / "final")
+    trained = dict(trainer.stage.refiner.named_parameters())
+    assert set(dict(refiner.named_parameters())) == set(trained)
+    for name, p in refiner.named_parameters():
+        torch.testing.assert_close(p, trained[name].detach(), rtol=0, atol=0)
