@@ -1,7 +1,7 @@
 """The runtime's torch backend on CUDA: fp16 (its default there) against fp32 from the same bundle,
 with the bilinear and the guided upsampling, the frame kept on the GPU from input to depth.
 
-Runs on a machine with an NVIDIA GPU and edgedepth._native_cuda; skips with the reason elsewhere.
+Needs an NVIDIA GPU and edgedepth._native_cuda (conftest.py skips the tests elsewhere).
 """
 from __future__ import annotations
 
@@ -11,14 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgedepth import Runtime, native
-
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA GPU visible to torch", allow_module_level=True)
-if native.cuda is None:
-    pytest.skip(f"edgedepth._native_cuda not built: {native.cuda_error}", allow_module_level=True)
-
-pytestmark = pytest.mark.cuda
+from edgedepth import Runtime
 
 
 @pytest.fixture(scope="module")

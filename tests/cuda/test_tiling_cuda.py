@@ -1,6 +1,6 @@
 """CUDA tile engine == numpy reference, on torch device tensors and a non-default stream.
 
-Runs on a machine with an NVIDIA GPU and edgedepth._native_cuda; skips with the reason elsewhere.
+Needs an NVIDIA GPU and edgedepth._native_cuda (conftest.py skips the tests elsewhere).
 """
 from __future__ import annotations
 
@@ -13,12 +13,6 @@ from edgedepth import native, tiling
 from edgedepth import tiling_reference as ref
 from edgedepth.tiling import TileGrid
 
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA GPU visible to torch", allow_module_level=True)
-if native.cuda is None:
-    pytest.skip(f"edgedepth._native_cuda not built: {native.cuda_error}", allow_module_level=True)
-
-pytestmark = pytest.mark.cuda
 DEV = torch.device("cuda")
 
 
