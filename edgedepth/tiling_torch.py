@@ -19,7 +19,22 @@ from .tiling import _check_boxes, _check_int, _check_window, _uncovered_pixel
 from .tiling_reference import crop_axes, crop_axis, stitch_axis
 
 __all__ = ["crop_resize", "stitch", "snap_edges", "joint_upsample", "joint_upsample_batch", "joint_weights", "JointWeights",
-           "guided_upsample", "GuidedFit"]
+           "guided_upsample", "GuidedFit", "host_to_device"]
+
+
+def host_to_device(data: Any, device: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Host data (numpy array, nested list of numbers or CPU tensor) as a tensor on ``device``, in
+    ``dtype`` if given, without waiting for the device. On CUDA a copy from pageable memory returns
+    only after every kernel queued before it has run; made from pinned memory it is queued like a
+    kernel (a refiner training step on an H200 made 72 such waits, most of them sample tables sent
+    here). Elsewhere a plain conversion (a numpy array's memory is shared on the CPU)."""
+    t = torch.as_tensor(data)
+    if dtype is not None:
+        t = t.to(dtype)
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _boxes_np(boxes: Any, frame_h: int, frame_w: int) -> np.ndarray:
@@ -37,13 +52,13 @@ def _lerp_rows(img: torch.Tensor, lo: np.ndarray, hi: np.ndarray, frac: np.ndarr
     """Bilinear along one dim of img with a sample table from the reference; ``weight`` (one per
     output row) is folded into the two interpolation coefficients (the stitch's window)."""
     dev = img.device
-    a = img.index_select(dim, torch.from_numpy(lo).to(dev))
-    b = img.index_select(dim, torch.from_numpy(hi).to(dev))
+    a = img.index_select(dim, host_to_device(lo, dev))
+    b = img.index_select(dim, host_to_device(hi, dev))
     shape = [1] * img.dim()
     shape[dim] = len(frac)
     ca, cb = (c * weight for c in (1.0 - frac, frac))
-    return (a * torch.from_numpy(ca).to(device=dev, dtype=img.dtype).view(shape)
-            + b * torch.from_numpy(cb).to(device=dev, dtype=img.dtype).view(shape))
+    return (a * host_to_device(ca, dev, img.dtype).view(shape)
+            + b * host_to_device(cb, dev, img.dtype).view(shape))
 
 
 def _crop_batch(img: torch.Tensor, boxes: np.ndarray, out_h: int, out_w: int) -> torch.Tensor:
@@ -59,10 +74,10 @@ def _crop_batch(img: torch.Tensor, boxes: np.ndarray, out_h: int, out_w: int) ->
     xlo, xhi, fx = crop_axes(flat[:, 1], flat[:, 3], out_w, src_w)
     dev = img.device
     frame = torch.arange(b, device=dev).repeat_interleave(n)[:, None, None]
-    ylo_t, yhi_t = (torch.from_numpy(a).to(dev)[:, :, None] for a in (ylo, yhi))
-    xlo_t, xhi_t = (torch.from_numpy(a).to(dev)[:, None, :] for a in (xlo, xhi))
-    fy_t = torch.from_numpy(fy).to(device=dev, dtype=img.dtype)[:, :, None, None]
-    fx_t = torch.from_numpy(fx).to(device=dev, dtype=img.dtype)[:, None, :, None]
+    ylo_t, yhi_t = (host_to_device(a, dev)[:, :, None] for a in (ylo, yhi))
+    xlo_t, xhi_t = (host_to_device(a, dev)[:, None, :] for a in (xlo, xhi))
+    fy_t = host_to_device(fy, dev, img.dtype)[:, :, None, None]
+    fx_t = host_to_device(fx, dev, img.dtype)[:, None, :, None]
 
     def corner(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         return img[frame, :, ys, xs]  # (B * N, out_h, out_w, C)
@@ -90,8 +105,8 @@ def crop_resize(src: torch.Tensor, boxes: Any, out_size: Sequence[int], *, mean:
         if src.dim() != 3 or src.shape[2] != 3:
             raise ValueError(f"src: a uint8 image must be (H, W, 3) RGB, got shape {tuple(src.shape)}")
         img = src.permute(2, 0, 1).to(torch.float32) / 255.0
-        m = torch.as_tensor(np.zeros(3) if mean is None else mean, dtype=torch.float32, device=src.device)
-        s = torch.as_tensor(np.ones(3) if std is None else std, dtype=torch.float32, device=src.device)
+        m = host_to_device(np.zeros(3) if mean is None else np.asarray(mean, np.float64), src.device, torch.float32)
+        s = host_to_device(np.ones(3) if std is None else np.asarray(std, np.float64), src.device, torch.float32)
         if m.numel() not in (1, 3) or s.numel() not in (1, 3) or not bool((s > 0).all()):
             raise ValueError("mean/std must be 1 or 3 numbers with std > 0")
         img = (img - m.reshape(-1, 1, 1)) / s.reshape(-1, 1, 1)
@@ -172,7 +187,7 @@ def stitch(tiles: torch.Tensor, boxes: Any, height: int, width: int, window: str
         else:
             acc[:, fy0:fy0 + len(wy), fx0:fx0 + len(wx)] += value
     if not grid:
-        acc = acc * torch.from_numpy(1.0 / wsum).to(device=tiles.device, dtype=dtype)
+        acc = acc * host_to_device(1.0 / wsum, tiles.device, dtype)
     return acc.to(tiles.dtype)
 
 
@@ -200,7 +215,7 @@ def snap_edges(depth: torch.Tensor, guide: torch.Tensor, contrast: float) -> tor
     ok = _windows(_windows(good, 1).all(0), 1).all(0)
     ok[:2], ok[-2:], ok[:, :2], ok[:, -2:] = False, False, False, False
     r3, r5 = mx3 / mn3, mx5 / mn5
-    ratio = torch.tensor(math.exp(contrast), dtype=torch.float32, device=d.device)
+    ratio = float(np.float32(math.exp(contrast)))  # a Python number: no tensor sent to the device
     root = torch.sqrt(r3)
     step = ok & (r3 > ratio) & (r5 < r3 * root * torch.sqrt(root))
     colours = _windows(g, 1)  # (9, 3, h, w)
@@ -274,9 +289,9 @@ def joint_weights(guide: torch.Tensor, image: torch.Tensor, sigma: float) -> Joi
     height, width = int(image.shape[2]), int(image.shape[3])
     dev = guide.device
     (ylo, yhi, fy), (xlo, xhi, fx) = crop_axis(0.0, h, height, h), crop_axis(0.0, w, width, w)
-    ylo, yhi, xlo, xhi = (torch.from_numpy(a).to(dev) for a in (ylo, yhi, xlo, xhi))
-    fy = torch.from_numpy(fy).to(device=dev, dtype=torch.float32)[:, None]
-    fx = torch.from_numpy(fx).to(device=dev, dtype=torch.float32)[None, :]
+    ylo, yhi, xlo, xhi = (host_to_device(a, dev) for a in (ylo, yhi, xlo, xhi))
+    fy = host_to_device(fy, dev, torch.float32)[:, None]
+    fx = host_to_device(fx, dev, torch.float32)[None, :]
     spatial = [(ylo, xlo, (1 - fy) * (1 - fx)), (ylo, xhi, (1 - fy) * fx), (yhi, xlo, fy * (1 - fx)),
                (yhi, xhi, fy * fx)]
     with torch.no_grad():

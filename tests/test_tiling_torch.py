@@ -104,3 +104,15 @@ def test_half_precision_keeps_dtype() -> None:
 def test_errors(call, exc, match) -> None:
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_host_to_device_is_a_plain_conversion_off_cuda() -> None:
+    from edgedepth.tiling_torch import host_to_device
+
+    table = np.arange(6, dtype=np.int64)
+    t = host_to_device(table, "cpu")
+    assert t.dtype == torch.int64 and t.data_ptr() == table.ctypes.data  # no copy on the CPU
+    f = host_to_device(np.array([0.25, 1.5]), torch.device("cpu"), torch.float16)
+    assert f.dtype == torch.float16 and f.tolist() == [0.25, 1.5]
+    k = host_to_device([[-1.0, 0.0, 1.0]], "cpu")
+    assert k.dtype == torch.float32 and k.shape == (1, 3)  # as torch.tensor would make it

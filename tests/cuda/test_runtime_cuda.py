@@ -91,3 +91,31 @@ def test_a_whole_frame_through_graphs_matches_eager(bundle: Path) -> None:
     for frame, got in zip(frames, (first, second)):
         torch.testing.assert_close(got, eager.predict(frame).depth, rtol=1e-5, atol=1e-5)
     assert graphs.coarse.cuda_graphs and graphs.refiner.cuda_graphs  # nothing fell back to eager
+
+
+def test_training_crops_and_losses_queue_without_waiting_for_the_gpu() -> None:
+    """The refiner's training step sends sample tables to the GPU every call; from pageable memory
+    each copy waited for all queued kernels (72 waits a step on an H200). Through pinned memory
+    they are queued like kernels: no synchronisation at all once the pinned pool is warm."""
+    from edgedepth.tiling_torch import crop_resize
+    from edgedepth.train.losses import gpct_consistency_loss
+    from edgedepth.train.losses.masks import sobel_magnitude
+
+    maps = torch.rand(2, 5, 60, 90, device="cuda")
+    boxes = np.array([[[0.0, 0.0, 40.0, 60.0], [20.0, 30.0, 40.0, 60.0]]] * 2)
+    depths = torch.rand(2, 4, 1, 16, 24, device="cuda") + 1
+    grid = torch.tensor([[0.0, 0.0, 40.0, 60.0], [0.0, 30.0, 40.0, 60.0], [20.0, 0.0, 40.0, 60.0],
+                         [20.0, 30.0, 40.0, 60.0]], dtype=torch.float64)
+
+    def step():
+        return crop_resize(maps, boxes, (16, 24)).sum() + gpct_consistency_loss(depths, grid) \
+            + sobel_magnitude(depths[0]).sum()
+
+    want = step()  # warms the pinned-memory pool (its first allocations may synchronise)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.testing.assert_close(got, want)

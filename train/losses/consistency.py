@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgedepth.tiling_torch import crop_resize
+from edgedepth.tiling_torch import crop_resize, host_to_device
 
 from .masks import graph_zero
 
@@ -65,7 +65,7 @@ def gpct_consistency_loss(depths: torch.Tensor, boxes: torch.Tensor, mask: torch
     for out_hw, pairs in by_size.items():
         vals, valid = [], []
         for side in (0, 1):
-            index = torch.tensor([p[side][0] for p in pairs], device=depths.device)
+            index = host_to_device(np.array([p[side][0] for p in pairs], dtype=np.int64), depths.device)
             local = np.array([[p[side][1]] for p in pairs], dtype=np.float64)  # (P, 1, 4)
             crops = crop_resize(flat.index_select(0, index), local, out_hw)[:, 0]
             vals.append(crops[:, :c])

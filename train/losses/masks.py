@@ -6,6 +6,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from edgedepth.tiling_torch import host_to_device
+
 __all__ = ["as_map", "valid_mask", "masked_mean", "graph_zero", "sobel_magnitude", "bfm_mask", "edge_band_mask"]
 
 
@@ -60,7 +62,7 @@ def graph_zero(x: torch.Tensor) -> torch.Tensor:
 
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     """Sobel gradient magnitude of (B, 1, H, W) (replicate padding), per pixel, divided by 8."""
-    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device) / 8
+    kx = host_to_device([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], x.device, x.dtype) / 8
     k = torch.stack([kx, kx.t()]).unsqueeze(1)
     g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
     return g.pow(2).sum(1, keepdim=True).sqrt()

@@ -145,8 +145,8 @@ class _RefinerStageBase(Stage):
         tiles = TileBatch(flat(rgb), crop_maps(cdepth, boxes, frame_hw, size), guidance, flat(batch["gt"]),
                           flat(batch["valid"]), flat(batch["reliable"]), boxes, g)
         if "image_gt" in batch:
-            mean = torch.tensor(self.coarse.mean, device=rgb.device).view(1, 3, 1, 1)
-            std = torch.tensor(self.coarse.std, device=rgb.device).view(1, 3, 1, 1)
+            mean = tiling_torch.host_to_device(self.coarse.mean, rgb.device, torch.float32).view(1, 3, 1, 1)
+            std = tiling_torch.host_to_device(self.coarse.std, rgb.device, torch.float32).view(1, 3, 1, 1)
             colours, t = tiles.rgb * std + mean, self.cfg.tiling
             tiles.upsample = (tiling_torch.GuidedFit(colours, flat(batch["image_gt"]), t.guided_step, t.guided_radius,
                                                      t.guided_eps)
