@@ -16,8 +16,8 @@
 #   bash benchmarks/gpu/run.sh OUT_DIR
 #
 # Writes to OUT_DIR (10 files, all small): run.log, build.log, tests_cuda.log, tiling/figures.json,
-# frame.json, refiner.json, train_step.json, train_step_compiled.json, gpu.txt, summary.json (every step's status, exit code and seconds). The whole run
-# keeps within EDGEDEPTH_GPU_BUDGET_S seconds (default 450); a step that would overrun is cut off
+# frame.json, refiner.json, train_step.json, train_step_compiled.json, gpu.txt, summary.json (every
+# step's status, exit code and seconds). The whole run keeps within EDGEDEPTH_GPU_BUDGET_S seconds (default 450); a step that would overrun is cut off
 # by `timeout` and reported. Without a GPU it says so and exits 2; a failed step makes it exit 1.
 set -u -o pipefail
 
