@@ -7,7 +7,9 @@
 #   scripts/gpu_session.sh OUT_DIR [DEADLINE_SECONDS]     (default 480: everything ends by then)
 #
 # The training budget is what remains at the deadline after the benchmarks, the rendering and
-# about 110 s of stage start-up and packing; below half a minute of training it is skipped. On the
+# about 110 s of stage start-up and packing; below half a minute of training it is skipped. It
+# trains with train.compile when the benchmarks' two training-step runs (eager, compiled) say the
+# compiling pays for itself within that budget (benchmarks/gpu/choose_compile.py). On the
 # first run (an H200, 2026-11-30) the benchmarks took 69 s and the rendering 238 s on 12 cores.
 # Without a GPU, run.sh refuses (exit 2) and training runs on the CPU path; EDGEDEPTH_TINY=1 as in
 # train_default_gpu.sh. Exit status: run.sh's if it failed, else the training's.
@@ -55,8 +57,10 @@ left=$(( deadline - ($(date +%s) - start) ))
 minutes=$("$PYTHON" -c "print(round(($left - 110) / 60, 2))")
 train_rc=0
 if "$PYTHON" -c "import sys; sys.exit(0 if $minutes >= 0.5 else 1)"; then
-    say "training for $minutes min (deadline in $left s)"
-    EDGEDEPTH_DATA="$data" timeout -k 5 "$(( left - 15 ))" bash scripts/train_default_gpu.sh "$work/train" "$minutes" \
+    # train.compile only where this machine's step benchmarks say it pays for the compiling
+    compile=$("$PYTHON" benchmarks/gpu/choose_compile.py "$work/bench" "$minutes" 2>> "$log" || echo 0)
+    say "training for $minutes min (deadline in $left s), train.compile $( [ "$compile" = 1 ] && echo on || echo off)"
+    EDGEDEPTH_TRAIN_COMPILE="$compile" EDGEDEPTH_DATA="$data" timeout -k 5 "$(( left - 15 ))" bash scripts/train_default_gpu.sh "$work/train" "$minutes" \
         > "$work/train.log" 2>&1
     train_rc=$?
     say "training: exit $train_rc"

@@ -13,6 +13,8 @@
 # checkpoint.tar (coarse + refiner, what the bundle was exported from), curves.png, curves.json,
 # summary.json and train.log.
 # EDGEDEPTH_TINY=1 shrinks every count and budget so the CPU path runs in a minute or two (tested).
+# EDGEDEPTH_TRAIN_COMPILE=1 trains every stage with train.compile (scripts/gpu_session.sh sets it
+# when this machine's benchmarks say compiling pays for itself: benchmarks/gpu/choose_compile.py).
 # EDGEDEPTH_RENDER_ONLY=1 renders into $EDGEDEPTH_DATA and stops (log: OUT_DIR/render.log), so a
 # caller can render on spare cores while other work runs; the full run then finds the frames there
 # (a finished or interrupted render resumes) and goes straight to training.
@@ -81,6 +83,9 @@ early_workers=$(( workers > half ? half : workers ))
 common=(--resume never --set train.steps=1000000 --set train.progress=false --set train.tensorboard=false
         --set train.val_every=1000000 --set train.ckpt_every=200 --set train.log_every=20
         --set data.val_samples="$val")
+if [ "${EDGEDEPTH_TRAIN_COMPILE:-0}" = 1 ]; then
+    common+=(--set train.compile=true)
+fi
 say "coarse model: $m_coarse min"
 edgedepth train configs/default-coarse.yaml "${common[@]}" --set data.num_workers="$early_workers" --out "$work/coarse" \
     --set data.shards="[$data/coarse512]" --set train.batch_size="$cb" --set train.max_minutes="$m_coarse" \

@@ -91,3 +91,30 @@ def test_refiner_benchmark_runs_on_cpu_at_a_tiny_size(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "refiner.py"), str(tmp_path), "--device",
                           "cpu", "--batches", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--batches" in bad.stderr
+
+
+def test_compile_is_chosen_only_where_it_pays_for_itself(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
+    try:
+        from choose_compile import choose, main
+    finally:
+        sys.path.pop(0)
+    eager = {"step_ms_min": 80.0, "first_steps_s": 1.0}
+    fast = {"step_ms_min": 40.0, "first_steps_s": 31.0}  # half the step, 30 s of compiling per stage
+    assert choose(eager, fast, 8.0)[0]  # 240 s saved against 90 s
+    assert not choose(eager, fast, 2.0)[0]  # 60 s saved against 90 s
+    assert not choose(eager, {**fast, "step_ms_min": 90.0}, 60.0)[0]  # slower steps never pay
+    # From files: missing ones (no GPU, a failed step) mean eager, and a bad number is a usage error.
+    assert main([str(tmp_path), "8"]) == 0
+    (tmp_path / "train_step.json").write_text(json.dumps(eager))
+    (tmp_path / "train_step_compiled.json").write_text(json.dumps(fast))
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "choose_compile.py"), str(tmp_path), "8"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "1" and "train.compile on" in out.stderr
+    (tmp_path / "train_step_compiled.json").write_text("{")
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "choose_compile.py"), str(tmp_path), "8"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "0" and "no usable measurement" in out.stderr
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "choose_compile.py"), str(tmp_path), "x"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "must be a number" in bad.stderr

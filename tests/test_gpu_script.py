@@ -73,3 +73,4 @@ def test_gpu_session_script_cpu_path(tmp_path):
     assert {"./session.log", "./render/render.log", "./train/curves.png", "./train/summary.json"} <= names
     assert not any(n.startswith("./data") for n in names)  # frames are not shipped back
     assert "training for" in proc.stderr
+    assert "train.compile off" in proc.stderr  # no step benchmarks without a GPU: eager training
