@@ -105,11 +105,12 @@ def crop_resize(src: torch.Tensor, boxes: Any, out_size: Sequence[int], *, mean:
         if src.dim() != 3 or src.shape[2] != 3:
             raise ValueError(f"src: a uint8 image must be (H, W, 3) RGB, got shape {tuple(src.shape)}")
         img = src.permute(2, 0, 1).to(torch.float32) / 255.0
-        m = host_to_device(np.zeros(3) if mean is None else np.asarray(mean, np.float64), src.device, torch.float32)
-        s = host_to_device(np.ones(3) if std is None else np.asarray(std, np.float64), src.device, torch.float32)
-        if m.numel() not in (1, 3) or s.numel() not in (1, 3) or not bool((s > 0).all()):
+        # Checked on the host: a test of device values would wait for the GPU.
+        m = (np.zeros(3) if mean is None else np.asarray(mean, np.float64)).astype(np.float32).reshape(-1)
+        s = (np.ones(3) if std is None else np.asarray(std, np.float64)).astype(np.float32).reshape(-1)
+        if m.size not in (1, 3) or s.size not in (1, 3) or not bool((s > 0).all()):
             raise ValueError("mean/std must be 1 or 3 numbers with std > 0")
-        img = (img - m.reshape(-1, 1, 1)) / s.reshape(-1, 1, 1)
+        img = (img - host_to_device(m, src.device).reshape(-1, 1, 1)) / host_to_device(s, src.device).reshape(-1, 1, 1)
         return crop_resize(img, boxes, (out_h, out_w))
     if not src.is_floating_point():
         raise TypeError(f"src must be a float tensor or (H, W, 3) uint8, got dtype {src.dtype}")

@@ -116,3 +116,10 @@ def test_host_to_device_is_a_plain_conversion_off_cuda() -> None:
     assert f.dtype == torch.float16 and f.tolist() == [0.25, 1.5]
     k = host_to_device([[-1.0, 0.0, 1.0]], "cpu")
     assert k.dtype == torch.float32 and k.shape == (1, 3)  # as torch.tensor would make it
+
+
+@pytest.mark.parametrize("mean, std", [([0.5, 0.5], [1.0]), ([0.5], [1.0, 0.0, 1.0]), (None, [1e-50])])
+def test_rgb_crop_refuses_bad_normalisation(mean, std) -> None:
+    rgb = torch.zeros((8, 8, 3), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="std > 0"):
+        tt.crop_resize(rgb, np.array([[0.0, 0.0, 8.0, 8.0]]), (4, 4), mean=mean, std=std)

@@ -107,9 +107,12 @@ def test_training_crops_and_losses_queue_without_waiting_for_the_gpu() -> None:
     grid = torch.tensor([[0.0, 0.0, 40.0, 60.0], [0.0, 30.0, 40.0, 60.0], [20.0, 0.0, 40.0, 60.0],
                          [20.0, 30.0, 40.0, 60.0]], dtype=torch.float64)
 
+    rgb = torch.randint(0, 256, (60, 90, 3), dtype=torch.uint8, device="cuda")
+
     def step():
         return crop_resize(maps, boxes, (16, 24)).sum() + gpct_consistency_loss(depths, grid) \
-            + sobel_magnitude(depths[0]).sum()
+            + sobel_magnitude(depths[0]).sum() \
+            + crop_resize(rgb, boxes[0], (16, 24), mean=[0.5] * 3, std=[0.25] * 3).sum()
 
     want = step()  # warms the pinned-memory pool (its first allocations may synchronise)
     torch.cuda.synchronize()
