@@ -118,3 +118,12 @@ def test_compile_is_chosen_only_where_it_pays_for_itself(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "choose_compile.py"), str(tmp_path), "x"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "must be a number" in bad.stderr
+
+
+@pytest.mark.parametrize("bad", [["--upsample", "bilinear,nope"], ["--precision", "fp8"], ["--graphs", "on"]])
+def test_frame_benchmark_refuses_a_bad_variant_list(tmp_path, bad):
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "frame.py"), str(tmp_path), "--device",
+                           "cpu", "--sizes", "tiny", *bad], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"{bad[0]} takes a list from" in proc.stderr  # on the CPU graphs are off only
+    assert not any(tmp_path.iterdir())  # refused before building anything

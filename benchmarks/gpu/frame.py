@@ -31,12 +31,9 @@ import torch
 SIZES = {"tiny": (144, 256), "1080p": (1080, 1920), "4K": (2160, 3840)}
 
 
-def build_bundle(out: Path, coarse_input: tuple[int, int]) -> Path:
-    """Random-init DA-V2-Small (metric head) + prv2-mobile exported as a torch bundle (fp32 weights,
-    listed for fp16 too), tiled as the default bundle is (adaptive grid, capped at its max_side)."""
-    from edgedepth.bundle import open_bundle
-    from edgedepth.export.exporter import ExportConfig, export_bundle
-    from edgedepth.tiling import Tiling
+def build_models(coarse_input: tuple[int, int]) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """Random-init DA-V2-Small (metric head, ``coarse_input`` (h, w)) + prv2-mobile on 128x224 tiles:
+    (coarse, refiner, checkpoint meta)."""
     from edgedepth.train.models import create_coarse, create_refiner
 
     torch.manual_seed(0)
@@ -46,6 +43,17 @@ def build_bundle(out: Path, coarse_input: tuple[int, int]) -> Path:
     meta = {"coarse": {"name": coarse.registry_name, "kwargs": coarse.registry_kwargs},
             "refiner": {"name": "prv2-mobile", "kwargs": {"tile_size": [128, 224], **rkw}},
             "camera": {"fx_norm": 0.8}}
+    return coarse, refiner, meta
+
+
+def build_bundle(out: Path, coarse_input: tuple[int, int]) -> Path:
+    """:func:`build_models` exported as a torch bundle (fp32 weights, listed for fp16 too), tiled as
+    the default bundle is (adaptive grid, capped at its max_side)."""
+    from edgedepth.bundle import open_bundle
+    from edgedepth.export.exporter import ExportConfig, export_bundle
+    from edgedepth.tiling import Tiling
+
+    coarse, refiner, meta = build_models(coarse_input)
     tiling = Tiling.from_json(open_bundle(verify_files=False).tiling)
     cfg = ExportConfig(targets=("torch",), precisions=("fp32", "fp16"), calib="procedural:1", heldout="procedural:1",
                        select="procedural:1", frame_size=(144, 256), tiling=tiling, overwrite=True)
@@ -134,23 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"frame.py: unknown size(s) {unknown}: choose from {', '.join(SIZES)}", file=sys.stderr)
         return 2
-    args.upsample = [u for u in args.upsample.split(",") if u]
     from edgedepth.tiling import UPSAMPLING
-    if not args.upsample or any(u not in UPSAMPLING for u in args.upsample):
-        print(f"frame.py: --upsample takes a list from {', '.join(UPSAMPLING)}, got {','.join(args.upsample)!r}",
-              file=sys.stderr)
-        return 2
-    precision = args.precision or ("fp32,fp16" if args.device.startswith("cuda") else "fp32")
-    args.precision = [p for p in precision.split(",") if p]
-    if not args.precision or any(p not in ("fp32", "fp16") for p in args.precision):
-        print(f"frame.py: --precision takes a list from fp32, fp16, got {precision!r}", file=sys.stderr)
-        return 2
-    graphs = args.graphs or ("on,off" if args.device.startswith("cuda") else "off")
-    args.graphs = [g for g in graphs.split(",") if g]
-    if not args.graphs or any(g not in ("on", "off") for g in args.graphs) or (
-            "on" in args.graphs and not args.device.startswith("cuda")):
-        print(f"frame.py: --graphs takes on and/or off (on needs CUDA), got {graphs!r}", file=sys.stderr)
-        return 2
+
+    cuda = args.device.startswith("cuda")
+    lists = {"upsample": (args.upsample, UPSAMPLING),
+             "precision": (args.precision or ("fp32,fp16" if cuda else "fp32"), ("fp32", "fp16")),
+             "graphs": (args.graphs or ("on,off" if cuda else "off"), ("on", "off") if cuda else ("off",))}
+    for name, (text, allowed) in lists.items():
+        chosen = [c for c in text.split(",") if c]
+        if not chosen or any(c not in allowed for c in chosen):
+            print(f"frame.py: --{name} takes a list from {', '.join(allowed)} here, got {text!r}", file=sys.stderr)
+            return 2
+        setattr(args, name, chosen)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         return measure(args, sizes, args.work or Path(tmp))

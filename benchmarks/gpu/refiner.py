@@ -3,8 +3,8 @@ largest stage could go (issue 12: a 4K frame under 20 ms on an H200).
 
     python benchmarks/gpu/refiner.py OUT_DIR [--device cuda] [--batches 16,72] [--repeat 20]
 
-``prv2-mobile`` as ``frame.py`` builds it (random weights, 128x224 tiles, guidance from a
-DA-V2-Small-sized coarse model), fed a batch of tiles already on the device: 16 is the default grid
+``prv2-mobile`` as ``frame.py`` builds it (``build_models``: random weights, 128x224 tiles,
+guidance from a DA-V2-Small-sized coarse model), fed a batch of tiles already on the device: 16 is the default grid
 at 1080p and, capped at ``max_side``, at 4K; 72 is 4K's uncapped 9x8 grid. Variants, their calls
 interleaved in random order, wall ms min/median synchronised around each call:
 
@@ -13,7 +13,7 @@ interleaved in random order, wall ms min/median synchronised around each call:
 * ``fp16 channels_last``: NHWC weights and inputs (the layout tensor cores read);
 * ``fp16 cudnn.benchmark``: cuDNN times its algorithms per shape once and keeps the fastest;
 * ``fp16 graph``, ``fp32 graph``: the forward captured once as a CUDA graph and replayed (no
-  per-op launches; what the torch backend does on CUDA);
+  per-op launches; the torch backend's ``capture_cuda_graph``, as it runs on CUDA);
 * ``fp16 graph channels_last``; ``fp16 all``: channels_last + cudnn.benchmark + graph.
 
 Writes OUT_DIR/refiner.json: per batch and variant ms min/median, ms per tile, and GFLOP/s from the
@@ -34,8 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from frame import build_models  # benchmarks/gpu/frame.py: this script's folder is on sys.path
 
-TILE = (128, 224)
+from edgedepth.backends.torch import capture_cuda_graph
+
 VARIANTS = {  # name: (dtype, channels_last, cudnn.benchmark, CUDA graph)
     "fp32": (torch.float32, False, False, False),
     "fp16": (torch.float16, False, False, False),
@@ -48,18 +50,9 @@ VARIANTS = {  # name: (dtype, channels_last, cudnn.benchmark, CUDA graph)
 }
 
 
-def build_refiner(device: str, coarse_input: tuple[int, int]) -> torch.nn.Module:
-    from edgedepth.train.models import create_coarse, create_refiner
-
-    torch.manual_seed(0)
-    coarse = create_coarse("depth-anything-v2-small", input_size=coarse_input, max_depth=80.0).eval()
-    refiner = create_refiner("prv2-mobile", coarse, TILE, width=0.5, decoder_width=0.5).eval()
-    return refiner.to(device)
-
-
 def inputs(refiner: torch.nn.Module, batch: int, device: str) -> list[torch.Tensor]:
     g = torch.Generator(device="cpu").manual_seed(batch)
-    shapes = [(3, *TILE), (1, *TILE), *[tuple(s) for s in refiner.guidance]]
+    shapes = [(3, *refiner.tile_size), (1, *refiner.tile_size), *[tuple(s) for s in refiner.guidance]]
     xs = [torch.rand((batch, *s), generator=g) for s in shapes]
     xs[1] = 2 + 30 * xs[1]  # depth in metres
     return [x.to(device) for x in xs]
@@ -76,15 +69,8 @@ class Variant:
         self.benchmark = benchmark
         self.graph = None
         if graph:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream), self._flags():
-                for _ in range(3):  # cuDNN's choices and the allocator's blocks settle before capture
-                    self.model(*self.feeds)
-            torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with self._flags(), torch.cuda.graph(self.graph):
-                self.out = self.model(*self.feeds)
+            with self._flags():
+                self.graph, self.feeds, self.out = capture_cuda_graph(lambda xs: self.model(*xs), self.feeds)
 
     @contextlib.contextmanager
     def _flags(self):
@@ -115,11 +101,11 @@ def forward_flops(refiner: torch.nn.Module, device: str) -> int:
 def measure(args: argparse.Namespace) -> dict:
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    refiner = build_refiner(args.device, (56, 98) if args.tiny else (518, 924))
+    refiner = build_models((56, 98) if args.tiny else (518, 924))[1].to(args.device)
     names = list(VARIANTS) if cuda else ["fp32"]  # half, graphs and cuDNN need the GPU
     flops = forward_flops(refiner, args.device)
     results = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
-               "tile": list(TILE), "gflop_per_tile": flops / 1e9,
+               "tile": list(refiner.tile_size), "gflop_per_tile": flops / 1e9,
                "parameters": sum(p.numel() for p in refiner.parameters()), "batches": {}}
     order = np.random.default_rng(0)
     for batch in args.batches:

@@ -31,7 +31,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .base import Backend, TensorSpec
 
@@ -88,6 +88,26 @@ def _load_checkpoint(files: Mapping[str, bytes], device: str, dtype: Any, where:
                 coarse, refiner, _ = load_models(tmp, map_location=device)
             _CACHE[key] = tuple(m.to(dtype) if m is not None else None for m in (coarse, refiner))
         return _CACHE[key]
+
+
+def capture_cuda_graph(forward: Callable[[list[Any]], Any], args: Sequence[Any]) -> tuple[Any, list[Any], Any]:
+    """``forward(static_in)`` captured as a CUDA graph, ``static_in`` being copies of the device
+    tensors ``args``: (graph, static_in, static_out). Copy new inputs into ``static_in``, call
+    ``graph.replay()``, read ``static_out`` (overwritten by the next replay). Two warm-up calls run
+    first on a side stream: cuDNN and cuBLAS set up their handles and workspaces outside a capture."""
+    import torch
+
+    static_in = [a.clone() for a in args]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(2):
+            forward(static_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        static_out = forward(static_in)
+    return graph, static_in, static_out
 
 
 def cpu_threads_default() -> int:
@@ -170,10 +190,10 @@ class TorchBackend(Backend):
 
     def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         torch = self.torch
-        args = [torch.as_tensor(feeds[s.name]).to(self.device, self.dtype) for s in self.inputs]
+        inputs = [torch.as_tensor(feeds[s.name]) for s in self.inputs]
         if self.cuda_graphs:
             try:
-                out = self._replay(args)
+                out = self._replay(inputs)
             except RuntimeError as e:  # a model whose forward cannot be captured runs eagerly from now on
                 self.cuda_graphs = False
                 self.graph_error = f"{type(e).__name__}: {e}"
@@ -181,43 +201,30 @@ class TorchBackend(Backend):
                               RuntimeWarning, stacklevel=3)
         if not self.cuda_graphs:
             with torch.inference_mode():
-                out = self._forward(args)
+                out = self._forward([x.to(self.device, self.dtype) for x in inputs])
         return {k: v.float() if self.device_tensors else v.float().numpy() for k, v in out.items()}
 
-    def _replay(self, args: list[Any]) -> dict[str, Any]:
+    def _replay(self, inputs: list[Any]) -> dict[str, Any]:
         """The forward pass as a CUDA graph, captured once per input shape and replayed: one launch
         instead of a few hundred small kernels (the prv2-mobile refiner's 16 tiles on an H200: 8.5 ms
-        eager, 3.5 ms replayed, benchmarks/gpu/refiner.py). Outputs are copied out of the graph's
-        buffers (as float32), which the next replay overwrites."""
+        eager, 3.5 ms replayed, benchmarks/gpu/refiner.py). Inputs are copied (and cast) straight
+        into the graph's buffers; outputs are copied out of them (as float32), since the next replay
+        overwrites them."""
         torch = self.torch
-        key = tuple(tuple(a.shape) for a in args)
+        key = tuple(tuple(x.shape) for x in inputs)
         with self._graph_lock, torch.cuda.device(self.device):
             entry = self._graphs.get(key)
             if entry is None:
-                entry = self._capture(args)
+                entry = capture_cuda_graph(self._forward, [x.to(self.device, self.dtype) for x in inputs])
                 self._graphs[key] = entry
                 if len(self._graphs) > MAX_CUDA_GRAPHS:  # e.g. frames of many sizes: keep the latest few
                     self._graphs.popitem(last=False)
             self._graphs.move_to_end(key)
             graph, static_in, static_out = entry
-            for buffer, a in zip(static_in, args):
-                buffer.copy_(a)
+            for buffer, x in zip(static_in, inputs):
+                buffer.copy_(x)
             graph.replay()
             return {k: v.to(torch.float32, copy=True) for k, v in static_out.items()}
-
-    def _capture(self, args: list[Any]) -> tuple[Any, list[Any], dict[str, Any]]:
-        torch = self.torch
-        static_in = [a.clone() for a in args]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(2):  # cuDNN and cuBLAS set up their handles and workspaces outside the capture
-                self._forward(static_in)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
-            static_out = self._forward(static_in)
-        return graph, static_in, static_out
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "cuda_graphs": self.cuda_graphs,
