@@ -72,9 +72,10 @@ std::vector<double> checked_boxes(const py::array& boxes, int64_t frame_h, int64
 // The destructor restores only when an error is already on its way out (nothing to add to it).
 class DeviceGuard {
    public:
-    explicit DeviceGuard(std::initializer_list<int> devices) {
+    explicit DeviceGuard(std::initializer_list<int> devices) : DeviceGuard(std::vector<int>(devices)) {}
+    explicit DeviceGuard(const std::vector<int>& devices) {
         check_cuda(cudaGetDevice(&previous_), "cudaGetDevice");
-        const int d = *devices.begin();
+        const int d = devices.front();
         for (int other : devices)
             if (other != d) fail("all arrays must be on one CUDA device");
         if (d != previous_) {
@@ -146,6 +147,48 @@ void crop_map(uintptr_t src, bool src_half, int c, int src_h, int src_w, const p
     run_released(guard, "crop_map", [&] {
         return crop_map_cuda(reinterpret_cast<const void*>(src), src_half, c, src_h, src_w, bx, n, out_h, out_w,
                              reinterpret_cast<void*>(out), half, as_stream(stream));
+    });
+}
+
+// crop_map for several maps at once: srcs[k] (c, h, w) = shapes[k], cropped at boxes[k] (boxes is
+// (K, N, 4) float64, each map's boxes in its own pixels) to outs[k] (N, c, out_sizes[k]).
+void crop_maps(const std::vector<uintptr_t>& srcs, const std::vector<std::array<int, 3>>& shapes, bool src_half,
+               const py::array& boxes, const std::vector<uintptr_t>& outs, const std::vector<std::array<int, 2>>& out_sizes,
+               bool half, uintptr_t stream) {
+    const size_t count = srcs.size();
+    if (count < 1 || count > static_cast<size_t>(kMaxMapCrops))
+        fail("crop_maps takes 1 to " + std::to_string(kMaxMapCrops) + " maps, got " + std::to_string(count));
+    if (shapes.size() != count || outs.size() != count || out_sizes.size() != count)
+        fail("srcs, shapes, outs and out_sizes must have one entry per map");
+    if (boxes.ndim() != 3 || static_cast<size_t>(boxes.shape(0)) != count || boxes.shape(2) != 4 || boxes.shape(1) < 1)
+        fail("boxes must have shape (K, N, 4) with one (N, 4) block per map and N >= 1");
+    if (boxes.dtype().kind() != 'f' || boxes.dtype().itemsize() != 8) fail("boxes must be float64");
+    if (!(boxes.flags() & py::array::c_style)) fail("boxes must be C-contiguous");
+    check_side("number of boxes over all maps", boxes.shape(0) * boxes.shape(1));
+    const int n = static_cast<int>(boxes.shape(1));
+    const double* all = static_cast<const double*>(boxes.data());
+    std::vector<double> box_copy;
+    box_copy.reserve(count * n * 4);
+    std::vector<MapCrop> maps(count);
+    std::vector<int> devices;
+    for (size_t k = 0; k < count; ++k) {
+        const auto [c, h, w] = shapes[k];
+        const auto [oh, ow] = out_sizes[k];
+        const std::string map = "maps[" + std::to_string(k) + "] ";
+        for (const auto& [name, v] : {std::pair{"c", c}, {"src_h", h}, {"src_w", w}, {"out_h", oh}, {"out_w", ow}})
+            check_side((map + name).c_str(), v);
+        const std::vector<double> bx = checked_box_copy((map + "boxes").c_str(), all + 4 * k * n, n, h, w);
+        box_copy.insert(box_copy.end(), bx.begin(), bx.end());
+        const size_t src_bytes = static_cast<size_t>(c) * h * w * (src_half ? 2 : 4);
+        const size_t out_bytes = static_cast<size_t>(n) * c * oh * ow * (half ? 2 : 4);
+        devices.push_back(check_device_ptr((map + "src").c_str(), srcs[k], src_bytes));
+        devices.push_back(check_device_ptr((map + "out").c_str(), outs[k], out_bytes));
+        maps[k] = MapCrop{reinterpret_cast<const void*>(srcs[k]), reinterpret_cast<void*>(outs[k]), c, h, w, oh, ow};
+    }
+    DeviceGuard guard{devices};
+    run_released(guard, "crop_maps", [&] {
+        return crop_maps_cuda(maps.data(), static_cast<int>(count), src_half, box_copy.data(), n, half,
+                              as_stream(stream));
     });
 }
 
@@ -248,6 +291,8 @@ PYBIND11_MODULE(_native_cuda, m) {
           py::arg("out_h"), py::arg("out_w"), py::arg("scale"), py::arg("bias"), py::arg("half"), py::arg("stream"));
     m.def("crop_map", &crop_map, py::arg("src"), py::arg("src_half"), py::arg("c"), py::arg("src_h"), py::arg("src_w"),
           py::arg("boxes"), py::arg("out"), py::arg("out_h"), py::arg("out_w"), py::arg("half"), py::arg("stream"));
+    m.def("crop_maps", &crop_maps, py::arg("srcs"), py::arg("shapes"), py::arg("src_half"), py::arg("boxes"),
+          py::arg("outs"), py::arg("out_sizes"), py::arg("half"), py::arg("stream"));
     m.def("window", &window, py::arg("out"), py::arg("h"), py::arg("w"), py::arg("kind"), py::arg("stream"));
     m.def("stitch", &stitch, py::arg("tiles"), py::arg("tiles_half"), py::arg("n"), py::arg("c"), py::arg("th"),
           py::arg("tw"), py::arg("boxes"), py::arg("out"), py::arg("height"), py::arg("width"), py::arg("kind"),

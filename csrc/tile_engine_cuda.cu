@@ -7,20 +7,13 @@
 
 #include "grid_stitch.hpp"
 #include "guided_math.hpp"
+#include "map_crops.hpp"
 #include "tile_math.hpp"
 
 namespace edgedepth {
 namespace {
 
 constexpr int kBlock = 256;
-
-// Per-box, per-axis sample entry; lo < 0 marks a frame pixel the box does not cover (stitch).
-struct Entry {
-    int lo;
-    int hi;
-    float frac;
-    float weight;
-};
 
 int blocks_for(int64_t total) {
     // Grid-stride loops cover any size; cap the grid so huge sizes never overflow gridDim.x.
@@ -60,16 +53,6 @@ __global__ void stitch_table_kernel(const double* boxes, int n, int coord, int t
     }
 }
 
-template <typename T>
-__device__ __forceinline__ float bilinear(const T* plane, int width, const Entry& ty, const Entry& tx) {
-    const float a0 = load(plane, static_cast<int64_t>(ty.lo) * width + tx.lo);
-    const float a1 = load(plane, static_cast<int64_t>(ty.lo) * width + tx.hi);
-    const float b0 = load(plane, static_cast<int64_t>(ty.hi) * width + tx.lo);
-    const float b1 = load(plane, static_cast<int64_t>(ty.hi) * width + tx.hi);
-    const float top = a0 + (a1 - a0) * tx.frac, bot = b0 + (b1 - b0) * tx.frac;
-    return top + (bot - top) * ty.frac;
-}
-
 struct Affine3 {
     float scale[3];
     float bias[3];
@@ -103,12 +86,18 @@ __global__ void crop_map_kernel(const In* __restrict__ src, int c, int src_h, in
                                 int out_w, Out* __restrict__ out) {
     const int64_t plane = static_cast<int64_t>(out_h) * out_w;
     ED_GRID_STRIDE(idx, static_cast<int64_t>(n) * c * plane) {
-        const int64_t bc = idx / plane;
-        const int b = static_cast<int>(bc / c), ch = static_cast<int>(bc % c);
-        const int i = static_cast<int>((idx % plane) / out_w), j = static_cast<int>(idx % out_w);
-        const In* p = src + static_cast<int64_t>(ch) * src_h * src_w;
-        store(out, idx, bilinear(p, src_w, ytab[static_cast<int64_t>(b) * out_h + i], xtab[static_cast<int64_t>(b) * out_w + j]));
+        store(out, idx, crop_map_value(src, c, src_h, src_w, ytab, xtab, out_h, out_w, idx));
     }
+}
+
+__global__ void crop_maps_table_kernel(const __grid_constant__ MapJobs jobs, const double* boxes, int64_t total,
+                                       Entry* table) {
+    ED_GRID_STRIDE(idx, total) table[idx] = map_table_entry(jobs, boxes, idx);
+}
+
+template <typename In, typename Out>
+__global__ void crop_maps_kernel(const __grid_constant__ MapJobs jobs, const Entry* __restrict__ table, int64_t total) {
+    ED_GRID_STRIDE(idx, total) map_crop_element<In, Out>(jobs, table, idx);
 }
 
 __global__ void window_kernel(int h, int w, int kind, float* out) {
@@ -441,6 +430,28 @@ cudaError_t crop_map_cuda(const void* src, bool src_half, int c, int src_h, int 
         launch_crop_map<float, uint16_t>(src, c, src_h, src_w, s, n, out_h, out_w, out, stream);
     else
         launch_crop_map<float, float>(src, c, src_h, src_w, s, n, out_h, out_w, out, stream);
+    ED_LAUNCHED();
+    return s.release();
+}
+
+cudaError_t crop_maps_cuda(const MapCrop* maps, int count, bool src_half, const double* boxes, int n, bool half,
+                           cudaStream_t stream) {
+    if (count < 1 || count > kMaxMapCrops) return cudaErrorInvalidValue;
+    int64_t tables = 0, outs = 0;
+    const MapJobs jobs = map_jobs(maps, count, n, &tables, &outs);
+    Scratch<Entry> s;  // its "y table" holds every map's two tables; no x table
+    cudaError_t err = s.init(boxes, count * n, tables, 0, stream);
+    if (err != cudaSuccess) return err;
+    crop_maps_table_kernel<<<blocks_for(tables), kBlock, 0, stream>>>(jobs, s.boxes, tables, s.ytab);
+    ED_LAUNCHED();
+    if (src_half && half)
+        crop_maps_kernel<uint16_t, uint16_t><<<blocks_for(outs), kBlock, 0, stream>>>(jobs, s.ytab, outs);
+    else if (src_half)
+        crop_maps_kernel<uint16_t, float><<<blocks_for(outs), kBlock, 0, stream>>>(jobs, s.ytab, outs);
+    else if (half)
+        crop_maps_kernel<float, uint16_t><<<blocks_for(outs), kBlock, 0, stream>>>(jobs, s.ytab, outs);
+    else
+        crop_maps_kernel<float, float><<<blocks_for(outs), kBlock, 0, stream>>>(jobs, s.ytab, outs);
     ED_LAUNCHED();
     return s.release();
 }

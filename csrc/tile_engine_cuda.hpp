@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "map_crops.hpp"
+
 namespace edgedepth {
 
 cudaError_t crop_rgb_cuda(const uint8_t* src, int src_h, int src_w, const double* boxes, int n, int out_h,
@@ -16,6 +18,12 @@ cudaError_t crop_rgb_cuda(const uint8_t* src, int src_h, int src_w, const double
                           cudaStream_t stream);
 cudaError_t crop_map_cuda(const void* src, bool src_half, int c, int src_h, int src_w, const double* boxes,
                           int n, int out_h, int out_w, void* out, bool half, cudaStream_t stream);
+// crop_map_cuda for `count` (1..kMaxMapCrops) maps of one source and one output precision in one
+// go, the same bits: boxes are (count, n, 4), map k's n boxes in its own pixels. The boxes' upload,
+// one table kernel and one crop kernel serve all maps, where each crop_map_cuda call launches four
+// kernels and allocates its own scratch: the runtime's feature crops on a GPU cost launches.
+cudaError_t crop_maps_cuda(const MapCrop* maps, int count, bool src_half, const double* boxes, int n, bool half,
+                           cudaStream_t stream);
 cudaError_t window_cuda(int h, int w, int kind, float* out, cudaStream_t stream);
 cudaError_t stitch_cuda(const void* tiles, bool tiles_half, int n, int c, int th, int tw, const double* boxes,
                         int height, int width, int kind, float* out, cudaStream_t stream);

@@ -118,6 +118,9 @@ class _HostOps:
     def crop_map(self, chw, boxes, size):
         return self.tiling.crop_resize(chw, boxes, size, threads=self.threads)
 
+    def crop_maps(self, maps, boxes, sizes):
+        return self.tiling.crop_resize_maps(maps, boxes, sizes, threads=self.threads)
+
     def pad_input(self, x, fit):
         """(1, 3, content_h, content_w) coarse input -> (1, 3, ch, cw), edges repeated (CoarseFit)."""
         return fit.pad_input(x)
@@ -188,6 +191,11 @@ class _TorchOps:
 
     def crop_map(self, chw, boxes, size):
         return self.impl.crop_resize(chw.contiguous(), boxes, size)
+
+    def crop_maps(self, maps, boxes, sizes):
+        if self.impl is self.tiling_torch:
+            return [self.crop_map(m, b, s) for m, b, s in zip(maps, boxes, sizes)]
+        return self.impl.crop_resize_maps([m.contiguous() for m in maps], boxes, sizes)
 
     def pad_input(self, x, fit):
         return self.torch.nn.functional.pad(x, fit.torch_pad(), mode="replicate") if fit.padded else x
@@ -647,15 +655,14 @@ class Runtime:
         ops = self.ops
         t0 = time.perf_counter()
         grid = self.grid_for(f.height, f.width)
-        ch, cw = f.depth.shape[-2:]
-        feeds = {
-            "rgb": ops.crop_rgb(f.frame, grid.boxes, self.tile_size, self.mean, self.std),
-            "coarse_depth": ops.crop_map(f.depth[0], f.fit.map_boxes(grid.boxes, (ch, cw)), self.tile_size),
-        }
-        for name, source, _, size in self.guides:
-            feat = f.features[source][0]
-            fh, fw = feat.shape[-2:]
-            feeds[name] = ops.crop_map(feat, f.fit.map_boxes(grid.boxes, (fh, fw)), size)
+        feeds = {"rgb": ops.crop_rgb(f.frame, grid.boxes, self.tile_size, self.mean, self.std)}
+        # The coarse depth and every guidance map in one call: on a GPU these crops are small and
+        # each call costs its launches.
+        names = ["coarse_depth"] + [name for name, *_ in self.guides]
+        maps = [f.depth[0]] + [f.features[source][0] for _, source, _, _ in self.guides]
+        sizes = [self.tile_size] + [size for *_, size in self.guides]
+        boxes = [f.fit.map_boxes(grid.boxes, tuple(m.shape[-2:])) for m in maps]
+        feeds.update(zip(names, ops.crop_maps(maps, boxes, sizes)))
         t1 = time.perf_counter()
         tiles = ops.concat(self._refine(feeds, len(grid.boxes)))
         t2 = time.perf_counter()

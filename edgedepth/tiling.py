@@ -26,9 +26,9 @@ from .guided_filter import fast_guided_upsample
 from .tiling_reference import MIN_JOINT_SIGMA, UPSAMPLING, WINDOWS
 
 __all__ = [
-    "TileGrid", "Tiling", "crop_resize", "window", "stitch", "finish", "stitch_finish", "joint_upsample",
+    "TileGrid", "Tiling", "crop_resize", "crop_resize_maps", "window", "stitch", "finish", "stitch_finish", "joint_upsample",
     "guided_upsample", "upsample", "snap_edges", "stitch_joint", "stitch_low", "WINDOWS", "UPSAMPLING",
-    "get_num_threads", "set_num_threads", "native_status", "MAX_THREADS", "MAX_SIDE",
+    "get_num_threads", "set_num_threads", "native_status", "MAX_THREADS", "MAX_SIDE", "MAX_MAP_CROPS",
 ]
 
 
@@ -38,6 +38,8 @@ MAX_THREADS = 256
 #: Largest image side, channel count or box count the engines index (csrc/checks.hpp kMaxSide; they
 #: use 32-bit indices).
 MAX_SIDE = 1 << 28
+#: Most maps one CUDA call of crop_resize_maps cuts (csrc/tile_engine_cuda.hpp kMaxMapCrops).
+MAX_MAP_CROPS = 8
 
 
 # ---------------------------------------------------------------- threads
@@ -514,6 +516,46 @@ def crop_resize(src: Any, boxes: Any, out_size: Sequence[int], *, mean: Any = No
     if kind == "uint8":
         return native.cpu.crop_rgb(arr, bx, out_h, out_w, scale, bias, half, nthreads, out)
     return native.cpu.crop_map(arr, bx, out_h, out_w, half, nthreads, out)
+
+
+def crop_resize_maps(srcs: Sequence[Any], boxes: Sequence[Any], out_sizes: Sequence[Sequence[int]], *,
+                     dtype: Any = np.float32, threads: Optional[int] = None) -> list:
+    """crop_resize for several float maps cut at the same N tiles: srcs[k] (C_k, h_k, w_k) at
+    boxes[k] (N, 4) [y0, x0, h, w] in its own pixels -> (N, C_k, *out_sizes[k]), the values
+    crop_resize gives map by map. Up to MAX_MAP_CROPS maps on one CUDA device, of one dtype and
+    stream, take one call of the CUDA engine: on a GPU, small crops cost their launches, not their
+    arithmetic. Anything else is cropped one map at a time.
+    """
+    if not len(srcs) == len(boxes) == len(out_sizes):
+        raise ValueError(f"srcs, boxes and out_sizes must have one entry per map, got {len(srcs)}, {len(boxes)} "
+                         f"and {len(out_sizes)}")
+    if 1 <= len(srcs) <= MAX_MAP_CROPS and all(native.is_device_array(s) for s in srcs):
+        maps = [native.DeviceArray.wrap(s, f"srcs[{k}]") for k, s in enumerate(srcs)]
+        if (len({m.dtype for m in maps}) == 1 and maps[0].dtype in ("float32", "float16")
+                and len({m.stream for m in maps}) == 1 and all(len(m.shape) == 3 for m in maps)):
+            return _crop_maps_device(maps, boxes, out_sizes, _check_out_dtype(dtype))
+    return [crop_resize(s, b, o, dtype=dtype, threads=threads) for s, b, o in zip(srcs, boxes, out_sizes)]
+
+
+def _crop_maps_device(maps: list, boxes: Sequence[Any], out_sizes: Sequence[Sequence[int]], out_dt: np.dtype) -> list:
+    sizes, checked = [], []
+    for k, (m, b, o) in enumerate(zip(maps, boxes, out_sizes)):
+        if not isinstance(o, (tuple, list)) or len(o) != 2:
+            raise ValueError(f"out_sizes[{k}] must be (H, W), got {o!r}")
+        sizes.append(tuple(_check_int(f"out_sizes[{k}]", v, 1, MAX_SIDE) for v in o))
+        if min(m.shape) == 0:
+            raise ValueError(f"srcs[{k}] must not be empty, got shape {m.shape}")
+        _check_sides(f"srcs[{k}]", m.shape)
+        checked.append(_check_boxes(b, m.shape[1], m.shape[2]))
+    if len({len(b) for b in checked}) != 1:
+        raise ValueError(f"every map must be cut at the same number of boxes, got {[len(b) for b in checked]}")
+    n = len(checked[0])
+    dst = [m.empty((n, m.shape[0], *hw), str(out_dt)) for m, hw in zip(maps, sizes)]
+    if n:
+        _need_cuda("srcs").crop_maps([m.ptr for m in maps], [m.shape for m in maps], maps[0].dtype == "float16",
+                                     np.stack(checked), [d.ptr for d in dst], sizes, out_dt == np.float16,
+                                     maps[0].stream)
+    return [d.obj for d in dst]
 
 
 def _into(out: Optional[np.ndarray], got: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The CUDA engine's per-pixel code, compiled for the host and held to the CPU engine's bits, so that
 its kernels' arithmetic is checked where no GPU is (tests/cuda runs the kernels themselves on a GPU):
-the grid stitch (csrc/grid_stitch.hpp), which must also refuse every layout it does not take, and
-the joint upsampling's gather, blend and finish (csrc/tile_math.hpp)."""
+the grid stitch (csrc/grid_stitch.hpp), which must also refuse every layout it does not take, the
+joint upsampling's gather, blend and finish (csrc/tile_math.hpp), the guided filter
+(csrc/guided_math.hpp) and several maps cropped in one launch (csrc/map_crops.hpp)."""
 from __future__ import annotations
 
 import shutil
@@ -132,3 +133,43 @@ def test_guided_upsampling_gives_the_cpu_engines_bits(harness, tmp_path, step, r
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
         np.testing.assert_array_equal(got_valid, want_valid)
     assert seen.all()
+
+
+def _run_maps(exe: Path, tmp: Path, srcs: list[np.ndarray], boxes: np.ndarray, sizes: list[tuple[int, int]],
+              half: bool) -> list[np.ndarray]:
+    n = boxes.shape[1]
+    head = np.array([len(srcs), n, int(srcs[0].dtype == np.float16), int(half)], np.int32)
+    dims = np.array([[*s.shape, *hw] for s, hw in zip(srcs, sizes)], np.int32)
+    body = b"".join(np.ascontiguousarray(s).tobytes() for s in srcs)
+    (tmp / "in.bin").write_bytes(head.tobytes() + dims.tobytes() + np.ascontiguousarray(boxes, np.float64).tobytes() + body)
+    subprocess.run([str(exe), "maps", str(tmp / "in.bin"), str(tmp / "out.bin")], check=True)
+    flat = np.fromfile(tmp / "out.bin", np.float16 if half else np.float32)
+    out, at = [], 0
+    for s, (oh, ow) in zip(srcs, sizes):
+        size = n * s.shape[0] * oh * ow
+        out.append(flat[at:at + size].reshape(n, s.shape[0], oh, ow))
+        at += size
+    assert at == flat.size
+    return out
+
+
+@pytest.mark.parametrize("src_dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("half", [False, True])
+def test_several_maps_cut_in_one_launch_match_crops_one_map_at_a_time(harness, tmp_path, src_dtype, half) -> None:
+    # crop_maps_cuda: every map's tables in one shared table, every output element found by its map's
+    # running totals. Maps of different channels, sizes and output sizes, as the runtime's coarse
+    # depth and feature maps are, each cut at the tiles' boxes scaled to it.
+    rng = np.random.default_rng(11)
+    g = TileGrid(270, 480, 3, 4, 20)
+    shapes = [(1, 72, 128), (24, 36, 64), (40, 18, 32), (3, 9, 16), (1, 5, 7), (8, 72, 128), (16, 2, 3), (2, 50, 91)]
+    srcs = [rng.standard_normal(s).astype(src_dtype) for s in shapes]
+    sizes = [(40, 56), (20, 28), (10, 14), (5, 7), (3, 2), (1, 1), (7, 9), (33, 17)]
+    boxes = np.stack([g.boxes * np.array([s[1] / 270, s[2] / 480] * 2) for s in shapes])
+    for count in (1, 3, 8):
+        got = _run_maps(harness, tmp_path, srcs[:count], boxes[:count], sizes[:count], half)
+        for k in range(count):
+            want = tiling.crop_resize(srcs[k], boxes[k], sizes[k], dtype=np.float16 if half else np.float32)
+            # Within rounding, not to the bit: the CPU engine blends rows first, these kernels columns.
+            # One map at a time on a GPU runs the same crop_map_value, so there the bits are equal.
+            np.testing.assert_allclose(got[k].astype(np.float32), want.astype(np.float32), rtol=2e-3 if half else 1e-6,
+                                       atol=2e-3 if half else 1e-6, err_msg=f"map {k} of {count}")

@@ -261,6 +261,22 @@ def test_crop_copies_non_contiguous_and_empty_batch() -> None:
     assert tiling.crop_resize(view, np.zeros((0, 4)), (5, 6)).shape == (0, 4, 5, 6)
 
 
+def test_several_maps_on_the_host_are_each_maps_crop() -> None:
+    # The runtime cuts its coarse depth and guidance maps through crop_resize_maps on every engine;
+    # only CUDA arrays take the one-call path (tests/cuda), host maps are cropped one by one.
+    rng = np.random.default_rng(5)
+    g = TileGrid(270, 480, 2, 3, 16)
+    srcs = [rng.random(s).astype(t) for s, t in [((1, 68, 120), np.float32), ((6, 17, 30), np.float16)]]
+    boxes = [g.boxes * np.array([s.shape[1] / 270, s.shape[2] / 480] * 2) for s in srcs]
+    got = tiling.crop_resize_maps(srcs, boxes, [(32, 56), (8, 14)], dtype=np.float16)
+    for out, src, b, size in zip(got, srcs, boxes, [(32, 56), (8, 14)]):
+        np.testing.assert_array_equal(out, tiling.crop_resize(src, b, size, dtype=np.float16))
+    with pytest.raises(ValueError, match="one entry per map"):
+        tiling.crop_resize_maps(srcs, boxes[:1], [(32, 56), (8, 14)])
+    with pytest.raises(ValueError, match="outside"):
+        tiling.crop_resize_maps(srcs, [boxes[0], boxes[0]], [(32, 56), (8, 14)])
+
+
 # ---------------------------------------------------------------- window
 
 @needs_native

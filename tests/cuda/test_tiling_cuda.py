@@ -39,6 +39,45 @@ def test_crop_maps(seed: int, half: bool) -> None:
     np.testing.assert_allclose(got.cpu().numpy(), ref.crop_resize(src, boxes, out), rtol=0, atol=1e-5)
 
 
+def _maps_at_tiles(rng: np.random.Generator, dtype: torch.dtype, count: int):
+    """count device maps of different shapes, the 4x4 grid of a 1080p frame scaled to each, and crop sizes."""
+    g = TileGrid(1080, 1920, 4, 4, 120)
+    shapes = [(1, 63, 112), (48, 37, 65), (96, 19, 33), (192, 10, 17), (384, 5, 9), (1, 270, 480), (3, 8, 8),
+              (7, 100, 31), (2, 11, 13)][:count]
+    srcs = [torch.from_numpy(rng.standard_normal(s).astype(np.float32)).to(DEV, dtype) for s in shapes]
+    boxes = [g.boxes * np.array([s[1] / 1080, s[2] / 1920] * 2) for s in shapes]
+    sizes = [(128, 224), (32, 56), (16, 28), (8, 14), (4, 7), (64, 112), (3, 5), (40, 9), (6, 6)][:count]
+    return srcs, boxes, sizes
+
+
+@pytest.mark.parametrize("src_dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("out_dtype", [np.float32, np.float16])
+def test_several_maps_in_one_call_give_each_crops_bits(src_dtype, out_dtype) -> None:
+    srcs, boxes, sizes = _maps_at_tiles(np.random.default_rng(2), src_dtype, tiling.MAX_MAP_CROPS)
+    got = _on_stream(lambda: tiling.crop_resize_maps(srcs, boxes, sizes, dtype=out_dtype))
+    for k, (src, b, size) in enumerate(zip(srcs, boxes, sizes)):
+        want = _on_stream(lambda: tiling.crop_resize(src, b, size, dtype=out_dtype))
+        assert got[k].shape == want.shape and got[k].dtype == want.dtype, k
+        assert torch.equal(got[k], want), k
+
+
+def test_maps_one_call_cannot_take_are_cropped_one_by_one_and_bad_ones_refused() -> None:
+    rng = np.random.default_rng(3)
+    srcs, boxes, sizes = _maps_at_tiles(rng, torch.float32, tiling.MAX_MAP_CROPS + 1)
+    srcs[1] = srcs[1].half()  # two dtypes, and one map more than a call takes: one call per map
+    for got, src, b, size in zip(tiling.crop_resize_maps(srcs, boxes, sizes), srcs, boxes, sizes):
+        assert torch.equal(got, tiling.crop_resize(src, b, size))
+    srcs, boxes, sizes = _maps_at_tiles(rng, torch.float32, 3)
+    bad = [b.copy() for b in boxes]
+    bad[2][-1, 0] += 1.0  # the bottom row of tiles pushed below the map
+    with pytest.raises(ValueError, match="outside"):
+        tiling.crop_resize_maps(srcs, bad, sizes)
+    with pytest.raises(ValueError, match="same number of boxes"):
+        tiling.crop_resize_maps(srcs, [boxes[0], boxes[1][:3], boxes[2]], sizes)
+    with pytest.raises(ValueError, match="one entry per map"):
+        tiling.crop_resize_maps(srcs, boxes, sizes[:2])
+
+
 def test_crop_rgb_float_and_half_outputs() -> None:
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, (123, 211, 3), dtype=np.uint8)

@@ -1,5 +1,5 @@
 // Runs the CUDA engine's per-pixel code on the host, as its kernels do on a GPU, for
-// tests/test_cuda_code_on_host.py. Usage: cuda_code_host grid|joint|guided IN OUT.
+// tests/test_cuda_code_on_host.py. Usage: cuda_code_host grid|joint|guided|maps IN OUT.
 //
 // grid: the grid stitch (csrc/grid_stitch.hpp): the plan, both axis tables, then every output pixel.
 //   IN holds int32 n, c, th, tw, height, width, kind, half; then the (n, 4) float64 boxes; then the
@@ -13,6 +13,10 @@
 //   tile_engine_cuda.cu guided_upsample_cuda launches them. IN holds int32 h, w, height, width, step,
 //   radius; float64 eps; float32 scale, valid_max; then depth, guide and image as for joint. OUT as
 //   for joint.
+// maps: several maps cut at the same boxes in one go (csrc/map_crops.hpp, crop_maps_cuda's two
+//   kernels). IN holds int32 count, n, src_half, half; int32 c, src_h, src_w, out_h, out_w per map;
+//   the (count, n, 4) float64 boxes; then each map, float32 or (src_half = 1) binary16. OUT gets
+//   each map's (n, c, out_h, out_w) crops in turn, float32 or (half = 1) binary16.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -21,6 +25,7 @@
 
 #include "grid_stitch.hpp"
 #include "guided_math.hpp"
+#include "map_crops.hpp"
 #include "tile_math.hpp"
 
 using namespace edgedepth;
@@ -152,6 +157,46 @@ int guided(std::FILE* in, std::FILE* out) {
 
 }  // namespace
 
+template <typename In, typename Out>
+int maps_as(std::FILE* in, std::FILE* out, std::vector<MapCrop> maps, int n) {
+    const int count = static_cast<int>(maps.size());
+    std::vector<double> boxes;
+    if (!read(in, &boxes, static_cast<size_t>(count) * n * 4)) return 2;
+    std::vector<std::vector<In>> srcs(count);
+    std::vector<std::vector<Out>> outs(count);
+    for (int k = 0; k < count; ++k) {
+        MapCrop& m = maps[k];
+        if (!read(in, &srcs[k], static_cast<size_t>(m.c) * m.src_h * m.src_w)) return 2;
+        outs[k].resize(static_cast<size_t>(n) * m.c * m.out_h * m.out_w);
+        m.src = srcs[k].data();
+        m.out = outs[k].data();
+    }
+    // As crop_maps_cuda launches them: the shared table, then every output element.
+    int64_t tables = 0, total = 0;
+    const MapJobs jobs = map_jobs(maps.data(), count, n, &tables, &total);
+    std::vector<Entry> table(tables);
+    for (int64_t idx = 0; idx < tables; ++idx) table[idx] = map_table_entry(jobs, boxes.data(), idx);
+    for (int64_t idx = 0; idx < total; ++idx) map_crop_element<In, Out>(jobs, table.data(), idx);
+    for (const auto& o : outs)
+        if (!write(out, o)) return 2;
+    return 0;
+}
+
+int maps(std::FILE* in, std::FILE* out) {
+    std::vector<int32_t> head, sizes;
+    if (!read(in, &head, 4)) return 2;
+    const int count = head[0], n = head[1];
+    if (count < 1 || count > kMaxMapCrops || n < 1 || !read(in, &sizes, static_cast<size_t>(count) * 5)) return 2;
+    std::vector<MapCrop> maps(count);
+    for (int k = 0; k < count; ++k)
+        maps[k] = MapCrop{nullptr, nullptr, sizes[5 * k], sizes[5 * k + 1], sizes[5 * k + 2], sizes[5 * k + 3],
+                          sizes[5 * k + 4]};
+    if (head[2] && head[3]) return maps_as<uint16_t, uint16_t>(in, out, maps, n);
+    if (head[2]) return maps_as<uint16_t, float>(in, out, maps, n);
+    if (head[3]) return maps_as<float, uint16_t>(in, out, maps, n);
+    return maps_as<float, float>(in, out, maps, n);
+}
+
 int main(int argc, char** argv) {
     if (argc != 4) return 2;
     std::FILE* in = std::fopen(argv[2], "rb");
@@ -160,6 +205,7 @@ int main(int argc, char** argv) {
     const int status = std::strcmp(argv[1], "grid") == 0    ? grid(in, out)
                        : std::strcmp(argv[1], "joint") == 0 ? joint(in, out)
                        : std::strcmp(argv[1], "guided") == 0 ? guided(in, out)
+                       : std::strcmp(argv[1], "maps") == 0   ? maps(in, out)
                                                              : 2;
     std::fclose(in);
     return std::fclose(out) == 0 ? status : 2;
