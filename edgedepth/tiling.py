@@ -26,9 +26,9 @@ from .guided_filter import fast_guided_upsample
 from .tiling_reference import MIN_JOINT_SIGMA, UPSAMPLING, WINDOWS
 
 __all__ = [
-    "TileGrid", "Tiling", "crop_resize", "crop_resize_maps", "window", "stitch", "finish", "stitch_finish", "joint_upsample",
-    "guided_upsample", "upsample", "snap_edges", "stitch_joint", "stitch_low", "WINDOWS", "UPSAMPLING",
-    "get_num_threads", "set_num_threads", "native_status", "MAX_THREADS", "MAX_SIDE", "MAX_MAP_CROPS",
+    "TileGrid", "Tiling", "crop_resize", "crop_resize_maps", "window", "stitch", "finish", "stitch_finish",
+    "joint_upsample", "guided_upsample", "upsample", "snap_edges", "stitch_joint", "stitch_low", "WINDOWS",
+    "UPSAMPLING", "get_num_threads", "set_num_threads", "native_status", "MAX_THREADS", "MAX_SIDE", "MAX_MAP_CROPS",
 ]
 
 
@@ -38,7 +38,7 @@ MAX_THREADS = 256
 #: Largest image side, channel count or box count the engines index (csrc/checks.hpp kMaxSide; they
 #: use 32-bit indices).
 MAX_SIDE = 1 << 28
-#: Most maps one CUDA call of crop_resize_maps cuts (csrc/tile_engine_cuda.hpp kMaxMapCrops).
+#: Most maps one CUDA call of crop_resize_maps cuts (csrc/map_crops.hpp kMaxMapCrops).
 MAX_MAP_CROPS = 8
 
 
@@ -529,6 +529,8 @@ def crop_resize_maps(srcs: Sequence[Any], boxes: Sequence[Any], out_sizes: Seque
     if not len(srcs) == len(boxes) == len(out_sizes):
         raise ValueError(f"srcs, boxes and out_sizes must have one entry per map, got {len(srcs)}, {len(boxes)} "
                          f"and {len(out_sizes)}")
+    if len({len(b) for b in boxes}) > 1:
+        raise ValueError(f"every map must be cut at the same number of boxes, got {[len(b) for b in boxes]}")
     if 1 <= len(srcs) <= MAX_MAP_CROPS and all(native.is_device_array(s) for s in srcs):
         maps = [native.DeviceArray.wrap(s, f"srcs[{k}]") for k, s in enumerate(srcs)]
         if (len({m.dtype for m in maps}) == 1 and maps[0].dtype in ("float32", "float16")
@@ -547,8 +549,6 @@ def _crop_maps_device(maps: list, boxes: Sequence[Any], out_sizes: Sequence[Sequ
             raise ValueError(f"srcs[{k}] must not be empty, got shape {m.shape}")
         _check_sides(f"srcs[{k}]", m.shape)
         checked.append(_check_boxes(b, m.shape[1], m.shape[2]))
-    if len({len(b) for b in checked}) != 1:
-        raise ValueError(f"every map must be cut at the same number of boxes, got {[len(b) for b in checked]}")
     n = len(checked[0])
     dst = [m.empty((n, m.shape[0], *hw), str(out_dt)) for m, hw in zip(maps, sizes)]
     if n:

@@ -275,6 +275,8 @@ def test_several_maps_on_the_host_are_each_maps_crop() -> None:
         tiling.crop_resize_maps(srcs, boxes[:1], [(32, 56), (8, 14)])
     with pytest.raises(ValueError, match="outside"):
         tiling.crop_resize_maps(srcs, [boxes[0], boxes[0]], [(32, 56), (8, 14)])
+    with pytest.raises(ValueError, match="same number of boxes"):
+        tiling.crop_resize_maps(srcs, [boxes[0], boxes[1][:2]], [(32, 56), (8, 14)])
 
 
 # ---------------------------------------------------------------- window
