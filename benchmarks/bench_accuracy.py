@@ -244,17 +244,22 @@ def _stitched(out, tile_size: tuple[int, int], window: str) -> tuple[np.ndarray,
 
 
 def _run_info(final: Path) -> dict:
-    """Steps and tile-iterations of the run a checkpoint came from (its train.csv), if present."""
+    """Steps, tile-iterations and training frames of the run a checkpoint came from (its train.csv and
+    data.json), if present."""
+    info = {}
+    data_path = final.parent / "data.json"
+    if data_path.is_file():
+        info["train_frames"] = json.loads(data_path.read_text())["frames"]
     csv_path = final.parent / "train.csv"
     if not csv_path.is_file():
-        return {}
+        return info
     from edgedepth.train.trainer import read_metrics
 
     rows = read_metrics(csv_path)
     if not rows:
-        return {}
+        return info
     last = rows[-1]
-    return {"steps": int(last["step"]), "tiles_seen": int(last.get("train/tiles_seen", 0) or 0)}
+    return {**info, "steps": int(last["step"]), "tiles_seen": int(last.get("train/tiles_seen", 0) or 0)}
 
 
 def bundle_method(name: str, spec: str) -> Method:

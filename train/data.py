@@ -369,6 +369,22 @@ def frame_sources(cfg: Config) -> tuple[Any, Any, bool]:
     return train, val, True
 
 
+def training_frames(cfg: Config) -> Optional[dict]:
+    """What a run trains on, when it is a finite set (shard folders, a data-set folder):
+    {"frames": total, "parts": [{"source", "frames", "frame_size"}]}; None for the endless
+    procedural stream. Written beside the run's metrics and printed at its start, so that a run on
+    a folder holding fewer frames than its config says is seen at once, not after training."""
+    train, _, _ = frame_sources(cfg)
+    if cfg.data.shards:
+        parts = [{"source": str(root), "frames": int(meta["count"]), "frame_size": list(meta["frame_size"])}
+                 for root, meta, _ in train.parts]
+    elif cfg.data.source != "procedural":
+        parts = [{"source": str(cfg.data.root), "frames": len(train), "frame_size": list(cfg.data.frame_size)}]
+    else:
+        return None
+    return {"frames": sum(p["frames"] for p in parts), "parts": parts}
+
+
 def build_loaders(cfg: Config, dist: DistInfo, items: Callable[[Any], Dataset],
                   start_step: int = 0) -> tuple[DataLoader, DataLoader]:
     """(endless train loader of ``items(train_source)`` from ``start_step``, val loader of whole

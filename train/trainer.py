@@ -22,7 +22,7 @@ from torch import nn
 from . import distributed
 from .checkpoint import latest_checkpoint, load_tensors, remove_stale_temporaries, load_trainer_state, save_models, save_training_checkpoint
 from .config import Config, save_config, validate_config
-from .data import build_loaders
+from .data import build_loaders, training_frames
 
 
 # Item fields read on the host (crop tables, GPCT's tile pairs): on a GPU they would come back to the
@@ -303,6 +303,7 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
+            self._record_data()
             if t.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -384,6 +385,26 @@ class Trainer:
                 print(f"{cfg.name}: {self.step} steps{seen} -> {self.run_dir / 'final'}", flush=True)
         distributed.barrier(self.dist)
         return last_val
+
+    def _record_data(self) -> None:
+        """data.json in the run folder and one line on stdout: how many frames the run trains on and
+        how often it will see each (train/data.py: training_frames)."""
+        data = training_frames(self.cfg)
+        if data is None:
+            return
+        import json
+
+        from edgedepth.atomic import atomic_write_text
+
+        t = self.cfg.train
+        per_step = t.batch_size * t.grad_accum * self.dist.world_size
+        data["visits_per_frame"] = round(t.steps * per_step / max(1, data["frames"]), 1)
+        atomic_write_text(self.run_dir / "data.json", json.dumps(data, indent=1), durable=True)
+        parts = ", ".join(f"{p['source']} {p['frames']} at {p['frame_size'][1]}x{p['frame_size'][0]}"
+                          for p in data["parts"])
+        bound = "up to " if t.max_minutes > 0 else ""
+        print(f"{self.cfg.name}: {data['frames']} training frames ({parts}); {bound}{t.steps} steps of {per_step} "
+              f"frames visit each about {data['visits_per_frame']:g} times", flush=True)
 
     def save_checkpoint(self) -> Optional[Path]:
         """Write a resumable checkpoint of the current step (main process only)."""

@@ -1,6 +1,7 @@
 """The trainer on real registry models and real procedural frames, tiny sizes."""
 from __future__ import annotations
 
+import json
 import time
 
 from pathlib import Path
@@ -65,6 +66,7 @@ def test_coarse_run_writes_metrics_checkpoints_and_a_loadable_model(coarse_run):
     assert {"val/absrel", "val/delta1", "val/rmse", "val/edge_absrel"} <= set(metrics)
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_00000003", "step_00000006"]
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (run / "data.json").exists()  # the endless procedural stream has no frame count
     coarse, refiner, meta = load_models(run / "final")
     assert refiner is None and meta["train"]["stage"] == "coarse" and meta["camera"]["fx_norm"] == 0.8
     fresh = load_config(CONFIGS / "tiny-coarse.yaml")
@@ -75,6 +77,23 @@ def test_coarse_run_writes_metrics_checkpoints_and_a_loadable_model(coarse_run):
     changed = [n for (n, a), b in zip(coarse.state_dict().items(), init.state_dict().values())
                if a.is_floating_point() and not torch.equal(a, b)]
     assert changed, "training changed no weight"
+
+
+def test_a_run_on_shard_folders_says_how_many_frames_it_trains_on(tmp_path, capsys):
+    # A shard folder holding 16 frames where its config's comment said 640 once trained a whole
+    # refiner before anyone noticed: the count is now printed when training starts and kept.
+    from edgedepth.train.shards import render_shards
+
+    a = render_shards(tmp_path / "a", 3, (64, 96), seed=5, shard_size=2, workers=1, progress=False)
+    b = render_shards(tmp_path / "b", 2, (64, 96), seed=6, shard_size=2, workers=1, progress=False)
+    cfg = cfg_for("coarse", tmp_path, **{"data.shards": f"[{a}, {b}]", "train.steps": 2, "train.val_every": 2,
+                                         "train.ckpt_every": 2})
+    Trainer(cfg, resume="never").fit()
+    data = json.loads((tmp_path / "coarse" / "data.json").read_text())
+    assert data["frames"] == 5 and [p["frames"] for p in data["parts"]] == [3, 2]
+    assert data["parts"][0]["source"] == str(a) and data["parts"][1]["frame_size"] == [64, 96]
+    assert data["visits_per_frame"] == 0.8  # 2 steps of 2 frames over 5
+    assert f"5 training frames ({a} 3 at 96x64, {b} 2 at 96x64)" in capsys.readouterr().out
 
 
 def test_encoder_gets_a_tenth_of_the_learning_rate(tmp_path):
