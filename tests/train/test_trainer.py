@@ -391,7 +391,7 @@ def test_compiled_training_follows_the_eager_run_and_saves_plain_names(tmp_path)
         torch.manual_seed(0)  # the stage's own noise draws alike
         loss, _ = trainer.stage.train_step(model, batch)
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         grads.append(torch.cat([p.grad.flatten() for p in params]))
         trainer.optimizer.zero_grad(set_to_none=True)
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
