@@ -385,6 +385,12 @@ def _check_window(kind: Any) -> int:
     return WINDOWS.index(kind)
 
 
+def _check_out_size(name: str, size: Any) -> tuple[int, int]:
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise ValueError(f"{name} must be (H, W), got {size!r}")
+    return tuple(_check_int(name, v, 1, MAX_SIDE) for v in size)
+
+
 def _check_out_dtype(dtype: Any) -> np.dtype:
     try:
         dt = np.dtype(dtype)
@@ -460,9 +466,7 @@ def crop_resize(src: Any, boxes: Any, out_size: Sequence[int], *, mean: Any = No
     above the allocator's mmap threshold (32 MiB) then skips its fresh pages (~5 ms per 38 MB).
     """
     out_dt = _check_out_dtype(dtype)
-    if not isinstance(out_size, (tuple, list)) or len(out_size) != 2:
-        raise ValueError(f"out_size must be (H, W), got {out_size!r}")
-    out_h, out_w = (_check_int("out_size", v, 1, MAX_SIDE) for v in out_size)
+    out_h, out_w = _check_out_size("out_size", out_size)
     on_device = native.is_device_array(src)
     dev = native.DeviceArray.wrap(src, "src") if on_device else None
     arr = None if on_device else _host_array(src, "src")
@@ -542,9 +546,7 @@ def crop_resize_maps(srcs: Sequence[Any], boxes: Sequence[Any], out_sizes: Seque
 def _crop_maps_device(maps: list, boxes: Sequence[Any], out_sizes: Sequence[Sequence[int]], out_dt: np.dtype) -> list:
     sizes, checked = [], []
     for k, (m, b, o) in enumerate(zip(maps, boxes, out_sizes)):
-        if not isinstance(o, (tuple, list)) or len(o) != 2:
-            raise ValueError(f"out_sizes[{k}] must be (H, W), got {o!r}")
-        sizes.append(tuple(_check_int(f"out_sizes[{k}]", v, 1, MAX_SIDE) for v in o))
+        sizes.append(_check_out_size(f"out_sizes[{k}]", o))
         if min(m.shape) == 0:
             raise ValueError(f"srcs[{k}] must not be empty, got shape {m.shape}")
         _check_sides(f"srcs[{k}]", m.shape)

@@ -374,12 +374,16 @@ def training_frames(cfg: Config) -> Optional[dict]:
     {"frames": total, "parts": [{"source", "frames", "frame_size"}]}; None for the endless
     procedural stream. Written beside the run's metrics and printed at its start, so that a run on
     a folder holding fewer frames than its config says is seen at once, not after training."""
-    train, _, _ = frame_sources(cfg)
-    if cfg.data.shards:
-        parts = [{"source": str(root), "frames": int(meta["count"]), "frame_size": list(meta["frame_size"])}
-                 for root, meta, _ in train.parts]
-    elif cfg.data.source != "procedural":
-        parts = [{"source": str(cfg.data.root), "frames": len(train), "frame_size": list(cfg.data.frame_size)}]
+    d = cfg.data
+    if d.shards:
+        from .shards import shard_folder_meta
+
+        metas = [shard_folder_meta(root) for root in d.shards]
+        parts = [{"source": str(root), "frames": int(m["count"]), "frame_size": list(m["frame_size"])}
+                 for root, m in zip(d.shards, metas)]
+    elif d.source != "procedural":
+        frames = len(FolderFrames(d.source, d.root, d.train_split, d.frame_size))
+        parts = [{"source": str(d.root), "frames": frames, "frame_size": list(d.frame_size)}]
     else:
         return None
     return {"frames": sum(p["frames"] for p in parts), "parts": parts}
