@@ -146,3 +146,32 @@ def test_rebuild_after_pip_deleted_its_build_environment(tmp_path) -> None:
     cache = (build / "CMakeCache.txt").read_text()
     assert re.search(rf"^CMAKE_MAKE_PROGRAM:\w+={re.escape(shutil.which('ninja'))}$", cache, re.M), cache
 
+
+
+@pytest.mark.skipif(native.cuda is None or native.cuda_device_count() > 0, reason="needs the CUDA module without a GPU")
+def test_cuda_map_crops_refuse_bad_arguments_and_host_pointers() -> None:
+    src, out = np.zeros((1, 4, 4), np.float32), np.zeros((2, 1, 2, 2), np.float32)
+    ok = np.array([[[0.0, 0, 2, 2], [1, 1, 3, 3]]] * 2)
+
+    def call(count=2, shapes=None, boxes=ok, sizes=None, srcs=None):
+        return native.cuda.crop_maps(srcs or [src.ctypes.data] * count, shapes or [(1, 4, 4)] * count, False, boxes,
+                                     [out.ctypes.data] * count, sizes or [(2, 2)] * count, False, 0)
+
+    with pytest.raises(ValueError, match="1 to 8 maps, got 0"):
+        call(count=0, boxes=np.zeros((0, 2, 4)))
+    with pytest.raises(ValueError, match="1 to 8 maps, got 9"):
+        call(count=9, boxes=np.concatenate([ok] * 5)[:9])
+    with pytest.raises(ValueError, match="one entry per map"):
+        call(sizes=[(2, 2)])
+    with pytest.raises(ValueError, match=r"shape \(K, N, 4\)"):
+        call(boxes=ok[:1])
+    with pytest.raises(ValueError, match="float64"):
+        call(boxes=ok.astype(np.float32))
+    bad = ok.copy()
+    bad[0, 1, 2] = 9.0
+    with pytest.raises(ValueError, match=r"maps\[0\] boxes\[1\] lies outside"):
+        call(boxes=bad)
+    with pytest.raises(ValueError, match=r"maps\[0\] out_w"):
+        call(sizes=[(2, 0), (2, 2)])
+    with pytest.raises(ValueError, match=r"maps\[0\] src"):  # a map's sizes and boxes, then its pointers
+        call()
