@@ -117,6 +117,10 @@ class LossConfig:
     upsample: str = "bilinear"
     weight: float = 1.0  # of the depth term
     grad: float = 0.5  # l1_log: weight of the gradient-matching part
+    # l1_log: the share of a too-far pixel's relative error (pred / gt - 1) charged in place of its
+    # ln error (losses.depth.relative_far): AbsRel's charge, under which the nearer side of an
+    # uncertain depth edge is the cheaper guess.
+    far: float = 0.0
     # l1_log: pixels within 2 px of a ground-truth depth edge weigh 1 + edge_weight (the band where
     # blur costs most and the edge-band metrics look; elsewhere the coarse map is often right).
     # 8: oracle sweep at 600 steps, edge-band error -0 / -21 / -24 % for 0 / 4 / 8.
@@ -401,8 +405,9 @@ def check_config(cfg: Config) -> None:
     _at_least("loss", lo, 1, "scale", "grad_scales")
     if lo.upsample not in UPSAMPLING:
         _fail("loss.upsample", f"must be one of {', '.join(UPSAMPLING)}, got {lo.upsample!r}")
-    if not 0 <= lo.silog_focus <= 1:
-        _fail("loss.silog_focus", f"must be in [0, 1], got {lo.silog_focus}")
+    for name in ("silog_focus", "far"):
+        if not 0 <= getattr(lo, name) <= 1:
+            _fail(f"loss.{name}", f"must be in [0, 1], got {getattr(lo, name)}")
     if d.far_depth and d.far_depth <= d.valid_max:
         _fail("data.far_depth", f"must be 0 or beyond data.valid_max ({d.valid_max}), got {d.far_depth}")
     if d.oracle_coarse and t.stage not in ("refiner", "noisy-pretrain"):

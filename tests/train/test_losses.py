@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from edgedepth.train import losses as L
+from edgedepth.train.config import config_from_dict
+from edgedepth.train.stages.base import Stage
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -237,6 +240,37 @@ def test_log_l1_loss_is_metric_and_matches_gradients():
     empty.backward()
 
 
+def test_relative_far_charges_too_far_pixels_their_relative_error():
+    e = torch.tensor([-2.0, -1e-3, 0.0, 1e-3, math.log(6.0), 3.0, 4.0], requires_grad=True)
+    cost = L.relative_far(e)
+    torch.testing.assert_close(cost[:4], torch.tensor([2.0, 1e-3, 0.0, 1e-3]), rtol=1e-3, atol=1e-6)
+    assert cost[4].item() == pytest.approx(5.0, rel=1e-5)  # read 6x too far: 500 % wrong, not ln 6
+    # past e = 3 it grows linearly with the slope it has there, so one far pixel cannot swamp a batch
+    assert (cost[6] - cost[5]).item() == pytest.approx(math.exp(3.0), rel=1e-5)
+    cost.sum().backward()
+    assert torch.isfinite(e.grad).all() and e.grad[0].item() == -1.0
+
+
+def test_log_l1_loss_far_relative_prefers_the_near_side_of_an_ambiguous_edge():
+    # a tile half at 5 m and half at 30 m predicted flat: L1 on ln depth charges the near and the far
+    # guess alike; with over-estimates charged relatively the near guess is the cheaper one
+    gt = torch.full((1, 1, 8, 8), 5.0)
+    gt[..., 4:] = 30.0
+    near, far = torch.full_like(gt, 5.0), torch.full_like(gt, 30.0)
+    assert L.log_l1_loss(near, gt, grad=0.0).item() == pytest.approx(L.log_l1_loss(far, gt, grad=0.0).item())
+    near_cost = L.log_l1_loss(near, gt, grad=0.0, far=1.0).item()
+    far_cost = L.log_l1_loss(far, gt, grad=0.0, far=1.0).item()
+    assert near_cost == pytest.approx(0.5 * math.log(6.0), rel=1e-5) and far_cost == pytest.approx(2.5, rel=1e-5)
+    # a share of it: half way between the two charges
+    half = L.log_l1_loss(far, gt, grad=0.0, far=0.5).item()
+    assert half == pytest.approx(0.5 * (2.5 + 0.5 * math.log(6.0)), rel=1e-5)
+    # small errors cost what they cost under L1 on ln depth
+    d, _ = _scene(b=2, h=24, w=32)
+    torch.testing.assert_close(L.log_l1_loss(1.01 * d, d, far=1.0), L.log_l1_loss(1.01 * d, d), rtol=1e-2, atol=0)
+    with pytest.raises(ValueError, match="far"):
+        L.log_l1_loss(d, d, far=1.5)
+
+
 EMPTY_CASES = {
     "silog": lambda p, t: L.silog_loss(p, t),
     "ssi": lambda p, t: L.ssi_loss(p, t),
@@ -270,3 +304,16 @@ def test_edge_band_mask_and_weighted_log_l1():
     torch.testing.assert_close(L.log_l1_loss(1.1 * d, d, weight=1 + 4 * band.float()), L.log_l1_loss(1.1 * d, d))
     off_band = torch.where(band, d, 1.1 * d)
     assert L.log_l1_loss(off_band, d, grad=0.0, weight=1 + 4 * band.float()) < L.log_l1_loss(off_band, d, grad=0.0)
+
+
+def test_the_stage_depth_term_takes_the_configured_far_charge():
+    gt = torch.full((1, 1, 8, 8), 5.0)
+    gt[..., 4:] = 30.0
+    far, mask = torch.full_like(gt, 30.0), torch.ones_like(gt, dtype=torch.bool)
+
+    def term(share):
+        stage = SimpleNamespace(cfg=config_from_dict({"loss": {"far": share, "edge_weight": 0.0, "grad": 0.0}}))
+        return Stage.depth_term(stage, far, gt, mask).item()
+
+    assert term(0.0) == pytest.approx(0.5 * math.log(6.0), rel=1e-5)
+    assert term(1.0) == pytest.approx(2.5, rel=1e-5)

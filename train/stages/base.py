@@ -62,7 +62,8 @@ class Stage:
         weight = None
         if lc.edge_weight > 0:
             weight = 1.0 + lc.edge_weight * edge_band_mask(target, mask).to(pred.dtype)
-        return log_l1_loss(pred, target, mask, grad=lc.grad, scales=lc.grad_scales, weight=weight)
+        return log_l1_loss(pred, target, mask, grad=lc.grad, scales=lc.grad_scales, weight=weight,
+                           far=lc.far)
 
     def loss_mask(self, valid: torch.Tensor, reliable: torch.Tensor) -> torch.Tensor:
         """Pixels the loss uses: valid ground truth, minus those the source marks unreliable when
