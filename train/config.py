@@ -121,6 +121,7 @@ class LossConfig:
     # ln error (losses.depth.relative_far): AbsRel's charge, under which the nearer side of an
     # uncertain depth edge is the cheaper guess.
     far: float = 0.0
+    far_band: bool = False  # the far charge only within the edge band below
     # l1_log: pixels within 2 px of a ground-truth depth edge weigh 1 + edge_weight (the band where
     # blur costs most and the edge-band metrics look; elsewhere the coarse map is often right).
     # 8: oracle sweep at 600 steps, edge-band error -0 / -21 / -24 % for 0 / 4 / 8.

@@ -264,6 +264,13 @@ def test_log_l1_loss_far_relative_prefers_the_near_side_of_an_ambiguous_edge():
     # a share of it: half way between the two charges
     half = L.log_l1_loss(far, gt, grad=0.0, far=0.5).item()
     assert half == pytest.approx(0.5 * (2.5 + 0.5 * math.log(6.0)), rel=1e-5)
+    # limited to a mask: only its pixels pay the relative charge
+    left = torch.zeros_like(gt, dtype=torch.bool)
+    left[..., :2] = True
+    assert L.log_l1_loss(far, gt, grad=0.0, far=1.0, far_mask=~left & (gt < 10)).item() == pytest.approx(
+        0.25 * 5.0 + 0.25 * math.log(6.0), rel=1e-5)
+    assert L.log_l1_loss(far, gt, grad=0.0, far=1.0, far_mask=torch.zeros_like(left)).item() == pytest.approx(
+        0.5 * math.log(6.0), rel=1e-5)
     # small errors cost what they cost under L1 on ln depth
     d, _ = _scene(b=2, h=24, w=32)
     torch.testing.assert_close(L.log_l1_loss(1.01 * d, d, far=1.0), L.log_l1_loss(1.01 * d, d), rtol=1e-2, atol=0)
@@ -311,9 +318,15 @@ def test_the_stage_depth_term_takes_the_configured_far_charge():
     gt[..., 4:] = 30.0
     far, mask = torch.full_like(gt, 30.0), torch.ones_like(gt, dtype=torch.bool)
 
-    def term(share):
-        stage = SimpleNamespace(cfg=config_from_dict({"loss": {"far": share, "edge_weight": 0.0, "grad": 0.0}}))
-        return Stage.depth_term(stage, far, gt, mask).item()
+    def term(share, band=False):
+        loss = {"far": share, "far_band": band, "edge_weight": 0.0, "grad": 0.0}
+        return Stage.depth_term(SimpleNamespace(cfg=config_from_dict({"loss": loss})), far, gt, mask).item()
 
     assert term(0.0) == pytest.approx(0.5 * math.log(6.0), rel=1e-5)
     assert term(1.0) == pytest.approx(2.5, rel=1e-5)
+    # within the edge band only: the near pixels there cost 5, the others ln 6
+    band = L.edge_band_mask(gt, mask)
+    near = gt < 10
+    assert 0 < (band & near).sum() < near.sum()
+    expected = torch.where(band & near, 5.0, torch.where(near, math.log(6.0), 0.0)).mean().item()
+    assert term(1.0, band=True) == pytest.approx(expected, rel=1e-5)

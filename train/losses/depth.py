@@ -26,7 +26,8 @@ def relative_far(e: torch.Tensor) -> torch.Tensor:
 
 def log_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
                 grad: float = 0.5, scales: int = 3, min_depth: float = 1e-3,
-                weight: torch.Tensor | None = None, far: float = 0.0) -> torch.Tensor:
+                weight: torch.Tensor | None = None, far: float = 0.0,
+                far_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean |e| + ``grad`` x mean |grad e| over ``scales`` dyadic subsamplings, e = ln pred - ln target
     over the valid pixels (gradients over pairs of valid pixels), averaged over samples. ``weight``
     (B, 1, H, W) >= 0 weighs the pixels of the first term (a weighted mean).
@@ -37,8 +38,9 @@ def log_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     over-estimate that share of the way from |e| to :func:`relative_far`'s: at 1 a pole read at
     the wall 6x behind it costs 5, not ln 6 = 1.8, so where the model cannot tell which side of a
     depth edge a pixel is on, the nearer side is the cheaper guess (what AbsRel and an obstacle
-    check reward; L1 on ln depth is indifferent). pred, target (B, 1, H, W) metres; target 0 =
-    invalid.
+    check reward; L1 on ln depth is indifferent). ``far_mask`` (B, 1, H, W) bool limits that charge
+    to its pixels (the band around depth edges, where that choice is made). pred, target (B, 1, H,
+    W) metres; target 0 = invalid.
     """
     if not 0.0 <= far <= 1.0:
         raise ValueError(f"far must be in [0, 1], got {far}")
@@ -49,7 +51,8 @@ def log_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     has = valid.flatten(1).any(1)
     cost = e.abs()
     if far > 0:
-        cost = torch.where(valid, cost + far * (relative_far(e) - cost), torch.zeros_like(e))
+        where = valid if far_mask is None else valid & as_map(far_mask, "far_mask").bool()
+        cost = torch.where(where, cost + far * (relative_far(e) - cost), cost)
     if weight is None:
         per = masked_mean(cost, valid, (1, 2, 3))
     else:

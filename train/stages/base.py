@@ -59,11 +59,13 @@ class Stage:
         lc = self.cfg.loss
         if lc.depth == "silog":
             return silog_loss(pred, target, mask, variance_focus=lc.silog_focus)
-        weight = None
+        weight = band = None
+        if lc.edge_weight > 0 or lc.far_band:
+            band = edge_band_mask(target, mask)
         if lc.edge_weight > 0:
-            weight = 1.0 + lc.edge_weight * edge_band_mask(target, mask).to(pred.dtype)
+            weight = 1.0 + lc.edge_weight * band.to(pred.dtype)
         return log_l1_loss(pred, target, mask, grad=lc.grad, scales=lc.grad_scales, weight=weight,
-                           far=lc.far)
+                           far=lc.far, far_mask=band if lc.far_band else None)
 
     def loss_mask(self, valid: torch.Tensor, reliable: torch.Tensor) -> torch.Tensor:
         """Pixels the loss uses: valid ground truth, minus those the source marks unreliable when
