@@ -409,6 +409,8 @@ def check_config(cfg: Config) -> None:
     for name in ("silog_focus", "far"):
         if not 0 <= getattr(lo, name) <= 1:
             _fail(f"loss.{name}", f"must be in [0, 1], got {getattr(lo, name)}")
+    if (lo.far > 0 or lo.far_band) and lo.depth != "l1_log":
+        _fail("loss.far", f"and loss.far_band act on loss.depth l1_log only, not {lo.depth!r}")
     if d.far_depth and d.far_depth <= d.valid_max:
         _fail("data.far_depth", f"must be 0 or beyond data.valid_max ({d.valid_max}), got {d.far_depth}")
     if d.oracle_coarse and t.stage not in ("refiner", "noisy-pretrain"):

@@ -66,6 +66,7 @@ def test_yaml_values_and_overrides(tmp_path):
         ({"tiling": {"shrink": -1.0}}, "tiling", ValueError),
         ({"loss": {"depth": "l2"}}, "loss.depth", ValueError),
         ({"loss": {"far": 1.5}}, "loss.far", ValueError),
+        ({"loss": {"far": 0.5, "depth": "silog"}}, "loss.far", ValueError),
         ({"loss": {"gpct": -1.0}}, "loss.gpct", ValueError),
         ({"data": {"far_depth": 50.0}}, "data.far_depth", ValueError),
         ({"data": {"oracle_coarse": True}}, "data.oracle_coarse", ValueError),

@@ -11,7 +11,7 @@ from .masks import as_map, masked_mean, per_sample_mean, valid_mask
 __all__ = ["log_l1_loss", "relative_far", "silog_loss", "ssi_loss"]
 
 
-# Beyond this ln-depth over-estimate (pred = 21 x target) the relative charge grows linearly, so
+# Beyond this ln-depth over-estimate (pred = 20 x target) the relative charge grows linearly, so
 # one pixel read at the horizon cannot swamp a batch's gradient.
 _FAR_CAP = 3.0
 
