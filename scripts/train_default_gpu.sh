@@ -23,9 +23,18 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=$(mkdir -p "$1" && cd "$1" && pwd)
 budget=${2:-8}
-data=${EDGEDEPTH_DATA:-$(mktemp -d)}
-work=$(mktemp -d)
 render_only=${EDGEDEPTH_RENDER_ONLY:-0}
+data=${EDGEDEPTH_DATA:-}
+if [ -z "$data" ]; then
+    [ "$render_only" != 1 ] || { echo "EDGEDEPTH_RENDER_ONLY=1 needs EDGEDEPTH_DATA, where the frames stay" >&2; exit 2; }
+    data=$(mktemp -d)
+    own_data=$data
+fi
+work=$(mktemp -d)
+# The frames (gigabytes at full counts) and the stages' checkpoints go with the run unless the caller
+# named a data folder: what is kept has been copied to OUT_DIR by then.
+cleanup() { rm -rf "$work" ${own_data:+"$own_data"}; }
+trap cleanup EXIT
 log="$out/train.log"
 [ "$render_only" = 1 ] && log="$out/render.log"
 : > "$log"
@@ -77,7 +86,8 @@ half=$(( cores > 1 ? cores / 2 : 1 ))
 say "rendering $n1080 frames of $size1080 and $n4k of $size4k on $half cores, beside the first two stages"
 render_tiles "$half" > "$work/render_tiles.log" 2>&1 &
 render_pid=$!
-trap 'kill "$render_pid" 2>/dev/null || true' EXIT  # a failed stage leaves no renderer behind
+# A failed stage leaves no renderer behind (and none writing into a folder being removed).
+trap 'kill "$render_pid" 2>/dev/null || true; wait "$render_pid" 2>/dev/null || true; cleanup' EXIT
 early_workers=$(( workers > half ? half : workers ))
 
 common=(--resume never --set train.steps=1000000 --set train.progress=false --set train.tensorboard=false

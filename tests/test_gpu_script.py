@@ -21,7 +21,9 @@ def test_gpu_training_script_cpu_path(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxsim")
     out = tmp_path / "out"
-    env = {**os.environ, "EDGEDEPTH_TINY": "1", "EDGEDEPTH_DATA": str(tmp_path / "data"),
+    scratch = tmp_path / "tmp"  # where its mktemp folders go; it must remove them (torch keeps caches here)
+    scratch.mkdir()
+    env = {**os.environ, "EDGEDEPTH_TINY": "1", "EDGEDEPTH_DATA": str(tmp_path / "data"), "TMPDIR": str(scratch),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     script = str(REPO / "scripts" / "train_default_gpu.sh")
     # From nothing: the refiner's frames render beside the first two stages.
@@ -37,6 +39,7 @@ def test_gpu_training_script_cpu_path(tmp_path):
     assert render.returncode == 0, render.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "render").iterdir()) == ["render.log"]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("shard_*")} == rendered
+    assert not list(scratch.glob("tmp.*")), sorted(p.name for p in scratch.iterdir())
     files = sorted(p.name for p in out.iterdir())
     assert files == ["checkpoint.tar", "curves.json", "curves.png", "default.edgedepth.tar", "summary.json",
                      "train.log"]
@@ -74,3 +77,13 @@ def test_gpu_session_script_cpu_path(tmp_path):
     assert not any(n.startswith("./data") for n in names)  # frames are not shipped back
     assert "training for" in proc.stderr
     assert "train.compile off" in proc.stderr  # no step benchmarks without a GPU: eager training
+
+
+def test_gpu_training_script_render_only_needs_a_data_folder(tmp_path):
+    # frames rendered into a temporary folder would be removed with it: refused, in one line
+    env = {k: v for k, v in os.environ.items() if k != "EDGEDEPTH_DATA"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "train_default_gpu.sh"), str(tmp_path / "out")],
+                          env={**env, "EDGEDEPTH_RENDER_ONLY": "1", "TMPDIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "needs EDGEDEPTH_DATA" in proc.stderr
+    assert not list(tmp_path.glob("tmp.*"))
