@@ -147,7 +147,6 @@ def test_rebuild_after_pip_deleted_its_build_environment(tmp_path) -> None:
     assert re.search(rf"^CMAKE_MAKE_PROGRAM:\w+={re.escape(shutil.which('ninja'))}$", cache, re.M), cache
 
 
-
 @pytest.mark.skipif(native.cuda is None or native.cuda_device_count() > 0, reason="needs the CUDA module without a GPU")
 def test_cuda_map_crops_refuse_bad_arguments_and_host_pointers() -> None:
     src, out = np.zeros((1, 4, 4), np.float32), np.zeros((2, 1, 2, 2), np.float32)

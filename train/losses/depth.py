@@ -2,6 +2,8 @@
 and the scale-and-shift-invariant L1 (MiDaS style)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .alignment import fit_scale_shift
@@ -20,7 +22,7 @@ def relative_far(e: torch.Tensor) -> torch.Tensor:
     """|e| for e <= 0, exp(e) - 1 for e > 0 (linear beyond e = 3): an ln-depth error charged as the
     relative error |pred - target| / target when the prediction is too far, as ln(target / pred)
     when it is too near. Equal to |e| to first order, so only large errors see the difference."""
-    over = torch.expm1(e.clamp(0.0, _FAR_CAP)) + torch.relu(e - _FAR_CAP) * torch.exp(e.new_tensor(_FAR_CAP))
+    over = torch.expm1(e.clamp(0.0, _FAR_CAP)) + torch.relu(e - _FAR_CAP) * math.exp(_FAR_CAP)
     return torch.where(e > 0, over, -e)
 
 
