@@ -7,7 +7,7 @@ checkpoint.
 Frames: the tuning stream of the accuracy benchmark (1001; never the held-out streams 3000/3001),
 32 at 1080p and 12 at 4K by default, rendered once into --data. The shift is the mean over frames of
 each frame's median ln(refined / ground truth); the checkpoint records it under
-``train.calibration``. About 3 minutes on one core.
+``train.calibration``. A few minutes on one core, most of them rendering.
 """
 from __future__ import annotations
 
