@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One run on a GPU machine makes the default model from nothing: render the training scenes on every
 # core (the refiner's while the first two stages train), train the coarse model, Noisy Pretraining
-# and the refiner for a fixed wall-clock budget,
-# export the bundle, and leave it with the training curves in OUT_DIR.
+# and the refiner for a fixed wall-clock budget, take the refiner's constant lean off
+# (scripts/calibrate_refiner.py, 16 + 4 tuning frames), export the bundle, and leave it with the
+# training curves in OUT_DIR.
 #
 #   scripts/train_default_gpu.sh OUT_DIR [BUDGET_MINUTES]      (default budget: 8 minutes of training)
 #
@@ -52,6 +53,7 @@ print('cuda' if torch.cuda.is_available() else 'cpu', len(os.sched_getaffinity(0
 # budget decides (train.max_minutes drives the schedule too).
 if [ "${EDGEDEPTH_TINY:-0}" = 1 ]; then
     n1080=4; size1080=512x288; n4k=2; size4k=1024x576; n512=16; size512=256x144; budget=${2:-0.3}
+    calib_frames=1080p:1
     cb=4; nb=4; rb=2; workers=0; val=1; tile="[64, 96]"; cin="[64, 96]"; shrink=1.2
 elif [ "$device" = cuda ]; then
     n1080=640; size1080=1920x1080; n4k=96; size4k=3840x2160; n512=6000; size512=512x288
@@ -130,11 +132,15 @@ summary = {name: {"steps": rows["train"][-1]["step"] if rows["train"] else 0,
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 print(json.dumps(summary))
 PY
-tar -C "$work/refiner" -cf "$out/checkpoint.tar" final
+say "calibrating the refiner's lean on ${calib_frames:=1080p:16,4K:4} tuning frames"
+mkdir -p "$work/calibrated"
+python3 scripts/calibrate_refiner.py "$work/refiner/final" "$work/calibrated/final" --frames "$calib_frames" \
+    --data "$work/calib_data" >> "$log" 2>&1
+tar -C "$work/calibrated" -cf "$out/checkpoint.tar" final
 
 if python3 -c "import onnx, onnxsim, onnxruntime" 2>/dev/null; then
     say "exporting the bundle"
-    edgedepth export "$work/refiner/final" --out "$work/default.edgedepth" --targets onnx \
+    edgedepth export "$work/calibrated/final" --out "$work/default.edgedepth" --targets onnx \
         --precision fp32,fp16,int8 --max-side 1920 --calib procedural:4 --heldout procedural:2 --overwrite \
         >> "$log" 2>&1
     tar -C "$work" -cf "$out/default.edgedepth.tar" default.edgedepth

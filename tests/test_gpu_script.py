@@ -47,6 +47,9 @@ def test_gpu_training_script_cpu_path(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert all(summary[s]["steps"] > 0 for s in ("coarse", "noisy", "refiner"))
     assert summary["refiner"]["tiles_seen"] > 0 and "absrel" in " ".join(summary["refiner"]["val"])
+    with tarfile.open(out / "checkpoint.tar") as tar:  # the bundle's models: the refiner's lean taken off
+        meta = json.load(tar.extractfile("final/model.json"))
+    assert meta["train"]["calibration"]["frames"] == {"1080p": 1}
     with tarfile.open(out / "default.edgedepth.tar") as tar:
         tar.extractall(tmp_path, filter="data")
     from edgedepth import Runtime
