@@ -2,7 +2,8 @@
 
 A refiner sees tiles, never the whole frame, yet it can learn a constant lean: the shipped one reads
 every frame about 2.4 % farther than its coarse map, on frames where the coarse map is too near and
-too far alike (docs/experiments.md, "The refiner's lean"). Such a lean carries no information about
+too far alike, because in training the shadow shapes made the coarse map read near on half the
+frames (docs/experiments.md, "The refiner's lean"). Such a lean carries no information about
 the frame, and AbsRel and RMSE pay for it on every frame. With a log residual the refined depth is
 ``coarse * exp(r)``, so subtracting a constant from the last convolution's bias scales every output
 by the same factor, exactly, in every export of the model.
