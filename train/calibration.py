@@ -16,14 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgedepth.metrics import MAX_DEPTH
 from edgedepth.tiling import Tiling
 
 from .pipeline import refine_frame
 
-VALID_MAX = 80.0  # metres: the range the models are trained and scored in
 
-
-def frame_log_bias(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, valid_max: float = VALID_MAX) -> float:
+def frame_log_bias(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, valid_max: float = MAX_DEPTH) -> float:
     """Median of ln(pred / gt) (H, W maps, metres) over pixels of ``mask`` with ground truth in
     (0, valid_max] and a finite positive prediction; NaN when there is none."""
     ok = mask & (gt > 0) & (gt <= valid_max) & np.isfinite(pred) & (pred > 0)
