@@ -78,3 +78,16 @@ def test_script_writes_a_calibrated_checkpoint(tmp_path) -> None:
     assert cal.out.bias.item() == pytest.approx(refiner.out.bias.item() - shift, abs=1e-6)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # the output exists now
     assert again.returncode != 0 and "exists" in again.stderr
+
+
+def test_script_refuses_bad_frames_and_a_checkpoint_without_refiner(tmp_path) -> None:
+    coarse, _ = tiny_models()
+    save_models(tmp_path / "coarse_only", coarse, None, meta_for(coarse, None))
+    script = str(REPO / "scripts" / "calibrate_refiner.py")
+    for args, says in (([str(tmp_path / "coarse_only"), str(tmp_path / "a"), "--frames", "720p:3"], "--frames"),
+                       ([str(tmp_path / "coarse_only"), str(tmp_path / "b"), "--frames", "1080p:0"], "--frames"),
+                       ([str(tmp_path / "coarse_only"), str(tmp_path / "c"), "--frames", "1080p:1"], "holds no refiner")):
+        got = subprocess.run([sys.executable, script, *args, "--data", str(tmp_path / "data")],
+                             capture_output=True, text=True, timeout=300)
+        assert got.returncode != 0 and says in got.stderr, got.stderr
+        assert not (tmp_path / args[1]).exists()
