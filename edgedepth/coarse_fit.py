@@ -31,8 +31,9 @@ def fit_for_training(frame_size: Sequence[int] | None, size: Sequence[int]) -> s
     """The fit for a model trained on frames of ``frame_size`` (h, w) with a coarse input of ``size``:
     "pad" when those frames fill the input as they are (then "pad" feeds them exactly as training
     did, and only other aspects are fitted), "squeeze" when training squeezed them (the runtime must
-    squeeze as training did). Training always squeezes; frames within ``ASPECT_TOLERANCE`` of the
-    input's aspect are the same either way."""
+    squeeze as training did). The coarse model is trained squeezed; a refiner trained with "pad"
+    sees frames of another aspect padded, as the runtime feeds them (``train.data.TileItems``);
+    frames within ``ASPECT_TOLERANCE`` of the input's aspect are the same either way."""
     if frame_size and CoarseFit.for_frame(int(frame_size[0]), int(frame_size[1]), size, "pad").padded:
         return "squeeze"
     return "pad"

@@ -377,14 +377,13 @@ def check_config(cfg: Config) -> None:
     if t.stage in ("refiner", "distill"):
         if g.overlap_ratio <= 0:
             _fail("tiling.overlap_ratio", "must be > 0: GPCT needs tiles that overlap")
-        if not d.shards:  # shard frames are checked when read (every frame needs a 2x2 grid)
+        if not d.shards:  # shard frames are checked when read (every frame needs two tiles)
             try:
                 grid = runtime_grid(cfg)
             except ValueError as err:
                 _fail("tiling.rows", f"and tiling.cols do not give a tile grid for a {fh}x{fw} frame: {err}")
-            if grid.rows < 2 or grid.cols < 2:
-                _fail("tiling.rows", f"GPCT needs a grid of at least 2x2 tiles, got {grid.rows}x{grid.cols} "
-                                     f"for a {fh}x{fw} frame")
+            if grid.rows < 2 and grid.cols < 2:
+                _fail("tiling.rows", f"GPCT needs a grid of at least two tiles, got 1x1 for a {fh}x{fw} frame")
             if min(grid.tile_h, grid.tile_w) < 4:
                 _fail("tiling.rows", f"a {grid.rows}x{grid.cols} grid does not fit a {fh}x{fw} frame")
             # The refiner must see tiles with the aspect ratio it sees at run time; a grid whose

@@ -22,6 +22,7 @@ exceed the source's length, and the frame is index % length.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgedepth import tiling
+from edgedepth.coarse_fit import FITS, CoarseFit
 from edgedepth.tiling import TileGrid
 
 from .augment import draw_shapes, shaded_crops
@@ -228,14 +230,24 @@ class TileItems(Dataset):
     gets random shadow and paint shapes (``augment.shade``) before anything is cut from it (computed
     only at the pixels the crops read: ``augment.shaded_crops``); with ``shade_coarse`` False the
     coarse model's input is cut from the frame without them.
+
+    ``fit`` is how frames fill the coarse input (``edgedepth.coarse_fit``): with "pad" a frame of
+    another aspect (a 640x480 camera's) keeps its proportions there, as the runtime feeds it, and the
+    item carries ``coarse_boxes`` (G, 4), its boxes on the coarse input's pixel grid, and
+    ``coarse_hw`` (2,) that grid's size; its ground truth is divided by the fit's width share, since
+    the runtime multiplies the refined depth by it. Unpadded items carry their frame boxes and size
+    there. A grid one tile wide or high (a 640x480 frame's 2x1) gives a group of its two tiles, each
+    twice, so that every item has four.
     """
 
     def __init__(self, source, coarse_size: tuple[int, int], tile_sizes: Sequence[tuple[int, int]],
                  grid_fn: Callable[[int, int], TileGrid], mean: Sequence[float], std: Sequence[float],
                  hflip: bool = False, seed: int = 0, oracle: bool = False,
                  gt_size: Optional[tuple[int, int]] = None, gt_image: bool = False, shade: float = 0.0,
-                 shade_coarse: bool = True) -> None:
-        self.source, self.coarse_size = source, tuple(coarse_size)
+                 shade_coarse: bool = True, fit: str = "squeeze") -> None:
+        if fit not in FITS:
+            raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+        self.source, self.coarse_size, self.fit = source, tuple(coarse_size), fit
         self.shade, self.shade_coarse = float(shade), bool(shade_coarse)
         self.gt_image = gt_image
         self.tile_sizes = [tuple(t) for t in tile_sizes]
@@ -250,12 +262,12 @@ class TileItems(Dataset):
         f = self.source.frame(int(index) % len(self.source))
         h, w = f["image"].shape[:2]
         grid = self.grid_fn(h, w)
-        if grid.rows < 2 or grid.cols < 2:
-            raise ValueError(f"frame {index} ({h}x{w}) gives a {grid.rows}x{grid.cols} grid: GPCT needs 2x2 tiles")
+        if grid.rows < 2 and grid.cols < 2:
+            raise ValueError(f"frame {index} ({h}x{w}) gives a single tile: GPCT needs two")
         rng = np.random.default_rng((self.seed, int(index)))
         flip = _flip(rng, self.hflip)
-        r0, c0 = int(rng.integers(0, grid.rows - 1)), int(rng.integers(0, grid.cols - 1))
-        ids = group_ids(grid.cols, r0, c0)
+        r0, c0 = int(rng.integers(0, max(1, grid.rows - 1))), int(rng.integers(0, max(1, grid.cols - 1)))
+        ids = group_ids(grid.rows, grid.cols, r0, c0)
         boxes = np.asarray(grid.boxes)[ids]  # in the (possibly flipped) frame the model sees
         src = mirror_boxes(boxes, w) if flip else boxes
         image = f["image"]
@@ -267,10 +279,18 @@ class TileItems(Dataset):
                 return shaded_crops(image, shapes, boxes, size, mean=mean, std=std)
             return tiling.crop_resize(image, boxes, size, mean=mean, std=std, threads=1)
 
-        item = {"coarse_image": crop(whole_box(h, w), self.coarse_size, self.mean, self.std, self.shade_coarse)[0]}
+        where = CoarseFit.for_frame(h, w, self.coarse_size, self.fit)
+        content = crop(whole_box(h, w), (where.content_h, where.content_w), self.mean, self.std, self.shade_coarse)
+        # padded where the flip below brings the content to where the runtime puts the flipped frame's
+        pad = dataclasses.replace(where, left=where.cw - where.left - where.content_w) if flip else where
+        item = {"coarse_image": pad.pad_input(content)[0]}
         for k, size in enumerate(self.tile_sizes):
             item[f"rgb{k}"] = crop(src, size, self.mean, self.std)
         item["gt"], item["valid"] = crop_valid(f["depth"], src, self.gt_size)
+        if where.padded:
+            if self.oracle:
+                raise ValueError(f"frame {index} ({h}x{w}): oracle coarse maps need frames of the coarse input's aspect")
+            item["gt"] = item["gt"] / np.float32(where.width_share)
         item["reliable"] = crop_mask(f["reliable"], src, self.gt_size)
         if self.gt_image:
             item["image_gt"] = crop(src, self.gt_size, 0.0, 1.0)
@@ -281,6 +301,11 @@ class TileItems(Dataset):
         out = {k: torch.from_numpy(v) for k, v in item.items()}
         out["boxes"] = torch.from_numpy(boxes.astype(np.float64))
         out["frame_hw"] = torch.tensor([h, w], dtype=torch.float64)
+        if where.padded:
+            out["coarse_boxes"] = torch.from_numpy(where.map_boxes(boxes, self.coarse_size))
+            out["coarse_hw"] = torch.tensor([float(where.ch), float(where.cw)], dtype=torch.float64)
+        else:
+            out["coarse_boxes"], out["coarse_hw"] = out["boxes"], out["frame_hw"]
         out["index"] = torch.tensor(int(index), dtype=torch.int64)
         return out
 
@@ -301,9 +326,11 @@ class FrameItems(Dataset):
                 "reliable": torch.from_numpy(f["reliable"]), "index": torch.tensor(f["index"])}
 
 
-def group_ids(cols: int, r0: int, c0: int) -> list[int]:
-    """Tile ids of the 2x2 neighbourhood whose top-left tile is (r0, c0) in a row-major grid: TL, TR, BL, BR."""
-    return [r0 * cols + c0, r0 * cols + c0 + 1, (r0 + 1) * cols + c0, (r0 + 1) * cols + c0 + 1]
+def group_ids(rows: int, cols: int, r0: int, c0: int) -> list[int]:
+    """Tile ids of the 2x2 neighbourhood whose top-left tile is (r0, c0) in a row-major grid: TL, TR,
+    BL, BR. A grid one tile wide (high) repeats its column (row): TL = TR, BL = BR (TL = BL, TR = BR)."""
+    r1, c1 = min(r0 + 1, rows - 1), min(c0 + 1, cols - 1)
+    return [r0 * cols + c0, r0 * cols + c1, r1 * cols + c0, r1 * cols + c1]
 
 
 # -- sampling: frame index = f(step, micro-batch, rank) ------------------------------------------

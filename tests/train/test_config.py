@@ -59,7 +59,7 @@ def test_yaml_values_and_overrides(tmp_path):
         ({"model": {"tile_size": [100, 128]}}, "model.tile_size", ValueError),
         ({"model": "prv2"}, "model", TypeError),
         ({"tiling": {"overlap_ratio": 0.7}}, "tiling.overlap_ratio", ValueError),
-        ({"train": {"stage": "refiner"}, "tiling": {"rows": 1}}, "tiling.rows", ValueError),
+        ({"train": {"stage": "refiner"}, "tiling": {"rows": 1, "cols": 1}}, "tiling.rows", ValueError),
         ({"train": {"stage": "refiner"}, "tiling": {"overlap_ratio": 0.0}}, "tiling.overlap_ratio", ValueError),
         ({"train": {"stage": "distill"}}, "model.teacher_checkpoint", ValueError),
         ({"tiling": {"rows": 0}}, "tiling", ValueError),

@@ -149,6 +149,61 @@ def test_training_tiles_equal_the_runtime_crops(tmp_path, flip):
                 np.testing.assert_allclose(tiles.guidance[k][n].numpy(), g[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("cols", [3, 1])  # the tiny config's 2x3 grid; 2x1
+def test_training_tiles_of_a_frame_of_another_aspect_equal_the_runtime_feeds(tmp_path, flip, cols):
+    """A 4:3 frame (the coarse input is 3:2) keeps its proportions in the coarse input in training
+    as at run time (coarse.fit pad): the coarse input, the depth and feature crops are the runtime's
+    feeds for the same tiles, and the ground truth is divided by the width share the runtime
+    multiplies the refined depth by. A grid one tile wide (a 640x480 frame's 2x1) trains as a group
+    of its two tiles, each twice."""
+    from edgedepth.coarse_fit import CoarseFit
+    from edgedepth.train.pipeline import coarse_input, frame_feeds, refiner_input_names
+
+    over = {} if cols > 1 else {"tiling.rows": 2, "tiling.cols": 1, "model.tile_size": "[32, 96]"}
+    cfg = cfg_for("refiner", tmp_path, **over)
+    stage = Trainer(cfg, resume="never").stage
+    vary_coarse(stage)
+    assert stage.coarse_fit(stage.coarse) == "pad"  # trained on frames of the input's aspect
+    frames = ProceduralFrames((72, 96), cfg.data.layouts, seed=3)
+    where = CoarseFit.for_frame(72, 96, stage.coarse.input_size, "pad")
+    assert where.padded and where.width_share < 1
+    items = stage.items(frames)
+    chosen, batch = flipped_batch(items, flip)
+    tiles = stage.cut_tiles(batch)
+    coarse, refiner = stage.coarse, stage.refiner
+    names = refiner_input_names(refiner)
+    for b, i in enumerate(chosen):
+        f = frames.frame(i)
+        image, depth = f["image"], f["depth"]
+        if flip:
+            image, depth = np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(depth[:, ::-1])
+        np.testing.assert_allclose(batch["coarse_image"][b].numpy(), coarse_input(image, coarse, "pad")[0], atol=2e-5)
+        grid = cfg.tiling.grid(72, 96, cfg.model.tile_size)
+        feeds, _, _ = frame_feeds(coarse, refiner, image, grid, fit="pad")
+        ids = [next(k for k, gb in enumerate(grid.boxes) if np.array_equal(bx, gb)) for bx in batch["boxes"][b].numpy()]
+        if cols == 1:
+            assert ids == [ids[0], ids[0], ids[2], ids[2]] and ids[0] != ids[2]
+        for j, k in enumerate(ids):
+            n = b * 4 + j
+            np.testing.assert_allclose(tiles.coarse[n].numpy(), feeds[names[1]][k], rtol=1e-4, atol=1e-4)
+            for g in range(len(refiner.guidance)):
+                np.testing.assert_allclose(tiles.guidance[g][n].numpy(), feeds[f"guide{g}"][k], rtol=1e-4, atol=1e-4)
+            gt = tiling.crop_resize(np.ascontiguousarray(depth, np.float32)[None], grid.boxes[k][None],
+                                    tuple(cfg.model.tile_size))[0]
+            ok = tiles.valid[n].numpy()
+            np.testing.assert_allclose(tiles.gt[n].numpy()[ok], gt[ok] / where.width_share, rtol=1e-5)
+    assert float(stage.train_step(refiner, batch)[0].detach()) > 0  # and it trains
+
+
+def test_tile_groups_of_narrow_grids():
+    from edgedepth.train.data import group_ids
+
+    assert group_ids(3, 4, 1, 2) == [6, 7, 10, 11]
+    assert group_ids(2, 1, 0, 0) == [0, 0, 1, 1]
+    assert group_ids(1, 3, 0, 1) == [1, 2, 1, 2]
+
+
 def test_every_epoch_cuts_each_frame_anew(tmp_path):
     """Finite data sets: the sampler's visits cover every frame once per epoch, resume where they
     left off, and an item's tile group and flip come from the visit, not the frame alone (a 1080p

@@ -117,7 +117,7 @@ class _RefinerStageBase(Stage):
                          self.coarse.std, hflip=self.cfg.data.hflip, seed=self.cfg.train.seed,
                          oracle=self.cfg.data.oracle_coarse, gt_size=(k * tile_sizes[0][0], k * tile_sizes[0][1]),
                          gt_image=self.colour_loss, shade=self.cfg.data.shade,
-                         shade_coarse=self.cfg.data.shade_coarse)
+                         shade_coarse=self.cfg.data.shade_coarse, fit=self.coarse_fit(self.coarse))
 
     @property
     def colour_loss(self) -> bool:
@@ -139,10 +139,12 @@ class _RefinerStageBase(Stage):
             with torch.no_grad():
                 cdepth, feats = coarse(batch["coarse_image"])
                 cdepth, feats = cdepth.float(), [f.float() for f in feats]
-        guidance = [crop_maps(feats[i], boxes, frame_hw, (h, w))
+        # the coarse maps cover the coarse input, where a frame of another aspect is padded (TileItems)
+        cboxes, chw = batch.get("coarse_boxes", boxes), batch.get("coarse_hw", frame_hw)
+        guidance = [crop_maps(feats[i], cboxes, chw, (h, w))
                     for (_, h, w), i in zip(refiner.guidance, refiner.guide_indices)]
         flat = lambda t: t.reshape(b * g, *t.shape[2:])
-        tiles = TileBatch(flat(rgb), crop_maps(cdepth, boxes, frame_hw, size), guidance, flat(batch["gt"]),
+        tiles = TileBatch(flat(rgb), crop_maps(cdepth, cboxes, chw, size), guidance, flat(batch["gt"]),
                           flat(batch["valid"]), flat(batch["reliable"]), boxes, g)
         if "image_gt" in batch:
             mean = tiling_torch.host_to_device(self.coarse.mean, rgb.device, torch.float32).view(1, 3, 1, 1)
