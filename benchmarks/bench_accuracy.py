@@ -64,10 +64,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_runtime import machine  # noqa: E402
+from edgedepth.train.calibration import TUNE_STREAM  # noqa: E402
 
 # 640x480: the 1080p stream's scenes rendered at a 4:3 VGA size (bench_operating_points.py).
 HELDOUT = {"1080p": (3000, (1080, 1920)), "4K": (3001, (2160, 3840)), "640x480": (3000, (480, 640))}
-TUNE_STREAM = 1001
 COLUMNS = ("abs_rel", "rmse", "delta1", "silog", "edge_absrel", "b_f1", "si_bf1", "see", "ce", "seam", "seam_uniform",
            "seam_low", "seam_low_uniform", "border")
 HEADERS = {"abs_rel": "AbsRel", "rmse": "RMSE", "delta1": "δ1", "silog": "SILog", "edge_absrel": "edge AbsRel",
@@ -480,14 +480,14 @@ def margins(per_frame: dict, baseline: str, names: list[str]) -> dict:
         n = len(per[baseline])
         draws = rng.integers(0, n, (BOOTSTRAP_DRAWS, n))
         out[res] = {}
+        base = {key: np.array([r[key] for r in per[baseline]]) for key in MARGIN_KEYS}
         for name in names:
             out[res][name] = {}
             for key in MARGIN_KEYS:
-                base = np.array([r[key] for r in per[baseline]])
                 mine = np.array([r[key] for r in per[name]])
-                boot = mine[draws].mean(axis=1) / base[draws].mean(axis=1) - 1
+                boot = mine[draws].mean(axis=1) / base[key][draws].mean(axis=1) - 1
                 lo, hi = np.percentile(boot, [5, 95])
-                out[res][name][key] = [float(mine.mean() / base.mean() - 1), float(lo), float(hi)]
+                out[res][name][key] = [float(mine.mean() / base[key].mean() - 1), float(lo), float(hi)]
     return out
 
 

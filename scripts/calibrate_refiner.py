@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-TUNE_STREAM = 1001
 SIZES = {"1080p": (1080, 1920), "4K": (2160, 3840)}
 
 
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgedepth.coarse_fit import fit_for_training
     from edgedepth.tiling import Tiling
-    from edgedepth.train.calibration import fold_log_shift, measure_log_bias
+    from edgedepth.train.calibration import TUNE_STREAM, fold_log_shift, measure_log_bias
     from edgedepth.train.checkpoint import load_models, save_models
     from edgedepth.train.shards import ShardFrames, render_shards
 

@@ -21,6 +21,10 @@ from edgedepth.tiling import Tiling
 
 from .pipeline import refine_frame
 
+# The procedural stream that choices and calibrations are made on (benchmarks/bench_accuracy.py's
+# tuning frames), never the held-out streams 3000/3001.
+TUNE_STREAM = 1001
+
 
 def frame_log_bias(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, valid_max: float = MAX_DEPTH) -> float:
     """Median of ln(pred / gt) (H, W maps, metres) over pixels of ``mask`` with ground truth in

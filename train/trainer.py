@@ -27,7 +27,7 @@ from .data import build_loaders, training_frames
 
 # Item fields read on the host (crop tables, GPCT's tile pairs): on a GPU they would come back to the
 # host with a synchronisation per crop and per frame, every step.
-HOST_KEYS = frozenset({"boxes", "frame_hw"})
+HOST_KEYS = frozenset({"boxes", "frame_hw", "coarse_boxes", "coarse_hw"})
 
 
 def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:

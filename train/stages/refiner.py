@@ -140,7 +140,7 @@ class _RefinerStageBase(Stage):
                 cdepth, feats = coarse(batch["coarse_image"])
                 cdepth, feats = cdepth.float(), [f.float() for f in feats]
         # the coarse maps cover the coarse input, where a frame of another aspect is padded (TileItems)
-        cboxes, chw = batch.get("coarse_boxes", boxes), batch.get("coarse_hw", frame_hw)
+        cboxes, chw = batch["coarse_boxes"], batch["coarse_hw"]
         guidance = [crop_maps(feats[i], cboxes, chw, (h, w))
                     for (_, h, w), i in zip(refiner.guidance, refiner.guide_indices)]
         flat = lambda t: t.reshape(b * g, *t.shape[2:])
