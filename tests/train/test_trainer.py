@@ -196,6 +196,17 @@ def test_training_tiles_of_a_frame_of_another_aspect_equal_the_runtime_feeds(tmp
     assert float(stage.train_step(refiner, batch)[0].detach()) > 0  # and it trains
 
 
+def test_the_item_fields_read_on_the_host_stay_there(tmp_path):
+    """Boxes and frame sizes feed crop tables on the host: a field the trainer moved to a GPU would
+    come back with a synchronisation per crop, every step."""
+    from edgedepth.train.trainer import HOST_KEYS
+
+    cfg = cfg_for("refiner", tmp_path)
+    item = Trainer(cfg, resume="never").stage.items(ProceduralFrames((72, 96), cfg.data.layouts, seed=3))[0]
+    assert {k for k in item if k.endswith(("boxes", "_hw"))} == {"boxes", "frame_hw", "coarse_boxes", "coarse_hw"}
+    assert {k for k in item if k.endswith(("boxes", "_hw"))} <= HOST_KEYS
+
+
 def test_tile_groups_of_narrow_grids():
     from edgedepth.train.data import group_ids
 
