@@ -2,7 +2,7 @@
 reads on tuning frames, fold the mean into its residual head (train/calibration.py), write a new
 checkpoint.
 
-    python scripts/calibrate_refiner.py runs/default-refiner-ft/final runs/default-refiner-cal
+    python scripts/calibrate_refiner.py runs/default-refiner-640/final runs/default-refiner-cal
 
 Frames: the tuning stream of the accuracy benchmark (1001; never the held-out streams 3000/3001),
 32 at 1080p and 12 at 4K by default, rendered once into --data. The shift is the mean over frames of

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Rebuild what ships in edgedepth/assets/: the sample frame and the default bundle, with our own
-# pipelines only (procedural shards -> edgedepth train x4 -> edgedepth export). Needs the
-# [train,export] extras. On a 2-core CPU: about 40 minutes of rendering, then the four training
+# pipelines only (procedural shards -> edgedepth train x5 -> edgedepth export). Needs the
+# [train,export] extras. On a 2-core CPU: about 50 minutes of rendering, then the five training
 # stages (see the configs' step counts; the refiner is the long one), then a few minutes of export.
 # Every step resumes where it stopped (shards per file, training from its newest checkpoint).
 #
 #   scripts/make_default.sh            # everything
-#   SKIP_TRAIN=1 scripts/make_default.sh   # only the calibration and export of runs/default-refiner-ft/final
+#   SKIP_TRAIN=1 scripts/make_default.sh   # only the calibration and export of runs/default-refiner-640/final
 set -euo pipefail
 cd "$(dirname "$0")/.."
 assets=edgedepth/assets
@@ -30,21 +30,29 @@ if [ "${SKIP_TRAIN:-0}" != 1 ]; then
     edgedepth train configs/default-noisy.yaml
     edgedepth train configs/default-refiner.yaml
     edgedepth train configs/default-refiner-ft.yaml
+    # Step 5 trains on 640x480 frames too (the photographs' and many robot cameras' size), beside
+    # more 1080p and 4K ones: streams 0, 4, 2 and 6.
+    edgedepth train-data data/ft1080 --count 320 --size 1920x1080 --seed 0
+    edgedepth train-data data/ft1080s4 --count 320 --size 1920x1080 --seed 4
+    edgedepth train-data data/ft2160 --count 192 --size 3840x2160 --seed 2 --shard-size 4
+    edgedepth train-data data/ft480s6 --count 160 --size 640x480 --seed 6
+    edgedepth train configs/default-refiner-640.yaml
 fi
-# Step 4's shapes, drawn on the coarse input too, teach the refiner to read every frame about 1.4 %
-# farther than it should: that constant comes off its last bias, measured on the accuracy
-# benchmark's tuning stream (1001).
+# The shadow and paint shapes of steps 4 and 5, drawn on the coarse input too, teach the refiner to
+# read every frame 1-3 % farther than it should: that constant comes off its last bias, measured on
+# the accuracy benchmark's tuning stream (1001).
 rm -rf runs/default-refiner-cal
-python scripts/calibrate_refiner.py runs/default-refiner-ft/final runs/default-refiner-cal
+python scripts/calibrate_refiner.py runs/default-refiner-640/final runs/default-refiner-cal
 
 # The bundle keeps the refiner's adaptive grid (from its checkpoint); calibration and parity on
 # 1080p procedural frames; INT8 must stay within +2 % AbsRel of float32 or the export fails. ONNX,
 # plus NNCF's INT8 refiner as OpenVINO IR (1.2 MB): OpenVINO compiles the float ONNX files as they
 # are, but the Q/DQ file (TensorRT's) costs it accuracy; TensorRT builds its engines from the ONNX.
 # Its tiling (max_side 1920: frames larger than 1080p keep its 4x4 grid with larger tiles, at 4K 16
-# tiles instead of 72) is the checkpoint's, as configs/default-refiner-ft.yaml trained it, except the
-# upsampling: the fast guided filter (docs/native.md) instead of the joint bilateral one it was
-# trained with, chosen on the tuning frames (held-out edge AbsRel 1080p -8 %, 4K -9 %).
+# tiles instead of 72) and its upsampling, the fast guided filter (docs/native.md), are the
+# checkpoint's, as configs/default-refiner-640.yaml trained it (step 4 trained with the joint
+# bilateral one; the guided filter was chosen on the tuning frames: held-out edge AbsRel 1080p -8 %,
+# 4K -9 %); --upsample says so explicitly.
 edgedepth export runs/default-refiner-cal --out "$assets/default.edgedepth" --overwrite \
     --targets onnx,openvino --openvino-precision int8 --precision fp32,fp16,int8 \
     --calib procedural:8 --heldout procedural:4 --upsample guided
