@@ -54,6 +54,53 @@ def test_camera_pitch_keeps_z_depth():
     assert d[4, 5] == pytest.approx(10.0 / math.cos(0.2), rel=1e-5)
 
 
+def test_cast_shadows_fall_where_the_geometry_puts_them():
+    # sun straight overhead (y down), a box floating 1 m above the ground, seen from above: the
+    # ground right under it is in shade, the ground beside it lit, and depth is the same either way
+    ground = Plane((0.0, 1.0, 0.0), 3.0, GREY)
+    block = Box((0.0, 1.0, 8.0), (0.3, 0.3, 0.3), GREY)
+    scene = Scene(Camera(pitch=0.0), [ground, block], sun=(0.0, -1.0, 0.0), ambient=0.3, sun_strength=0.8)
+    h, w = 61, 61
+    img0, d0, K, _ = render(scene, h, w)
+    img1, d1, _, _ = render(scene, h, w, shadows=True)
+    np.testing.assert_array_equal(d0, d1)
+    assert (img1 <= img0).all()  # a shadow only takes light away
+    # the ground point straight under the box: x = 0, y = 3, z = 8 -> pixel (cy + fy 3 / 8, cx)
+    row = int(round(K[1, 2] + K[1, 1] * 3.0 / 8.0))
+    col = int(round(K[0, 2]))
+    assert d1[row, col] == pytest.approx(8.0, rel=0.05)  # it is the ground that pixel sees
+    assert img1[row, col].sum() < 0.8 * img0[row, col].sum()
+    # ground 2 m to the side of the box's shadow is lit as before
+    side = int(round(K[0, 2] + K[0, 0] * 2.0 / 8.0))
+    assert (img1[row, side] == img0[row, side]).all()
+    # planes cast no shadow: with the ground alone nothing changes
+    alone = Scene(Camera(), [ground], sun=(0.3, -1.0, 0.2))
+    assert (render(alone, h, w, shadows=True)[0] == render(alone, h, w)[0]).all()
+
+
+def test_box_hit_takes_one_origin_per_ray():
+    from edgedepth.datasets.procedural import _Rays
+
+    box = Box((0.0, 0.0, 5.0), (1.0, 0.5, 0.5), GREY, yaw=0.4)
+    rng = np.random.default_rng(0)
+    origins = rng.uniform(-0.5, 0.5, (7, 3)).astype(np.float32)
+    d = rng.normal(0, 0.2, (7, 3)).astype(np.float32)
+    d[:, 2] = 1.0
+    together = box.hit(_Rays(tuple(origins.T), d[:, 0], d[:, 1], d[:, 2]))
+    one_by_one = [box.hit(_Rays(tuple(float(v) for v in o), d[i:i + 1, 0], d[i:i + 1, 1], d[i:i + 1, 2]))[0]
+                  for i, o in enumerate(origins)]
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-6)
+    assert np.isfinite(together).any()
+
+
+@pytest.mark.parametrize("layout", ["street", "indoor"])
+def test_render_scene_with_shadows_darkens_only(layout):
+    a = render_scene(11, 90, 160, layout)
+    b = render_scene(11, 90, 160, layout, shadows=True)
+    np.testing.assert_array_equal(a["depth"], b["depth"])
+    assert (b["image"] <= a["image"]).all() and (b["image"] < a["image"]).any()
+
+
 @pytest.mark.parametrize("layout", ["street", "indoor"])
 def test_render_scene_contract_and_determinism(layout):
     a = render_scene(7, 48, 64, layout)

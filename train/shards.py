@@ -5,7 +5,8 @@ a fraction of that, so on-the-fly rendering would starve the trainer. ``render_s
 stream of scenes in worker processes into a folder::
 
     ROOT/meta.json                 {"format": 1, "frame_size": [H, W], "count": N, "shard_size": k,
-                                    "seed": s, "layouts": [...], "unreliable": b, "far_depth": f}
+                                    "seed": s, "layouts": [...], "unreliable": b, "far_depth": f,
+                                    "shadows": true (only when rendered with cast shadows)}
     ROOT/shard_00000/image.npy     (k, H, W, 3) uint8 RGB
     ROOT/shard_00000/depth.npy     (k, H, W) float32 metres (0 invalid; sky and beyond range = far_depth)
     ROOT/shard_00000/reliable.npy  (k, H, W) bool (False on transparent panes)
@@ -55,7 +56,7 @@ def _render_shard(root: str, k: int, meta: dict) -> int:
     for j, i in enumerate(range(start, stop)):
         seed = scene_seed(meta["seed"], i)
         s = render_scene(seed, h, w, layouts[i % len(layouts)], unreliable=meta["unreliable"],
-                         far_depth=meta["far_depth"] or None)
+                         far_depth=meta["far_depth"] or None, shadows=meta.get("shadows", False))
         image[j], depth[j], seeds[j] = s["image"], s["depth"], seed
         reliable[j] = True if s["mask"] is None else s["mask"]
     with atomic_dir(Path(root) / _shard_name(k)) as tmp:
@@ -77,10 +78,12 @@ def shard_folder_meta(root: str | Path) -> dict:
 
 def render_shards(root: str | Path, count: int, frame_size: tuple[int, int], *, seed: int = 0,
                   layouts: Sequence[str] = ("street", "indoor"), unreliable: bool = True, far_depth: float = 120.0,
-                  shard_size: int = 8, workers: Optional[int] = None, progress: bool = True) -> Path:
+                  shard_size: int = 8, workers: Optional[int] = None, progress: bool = True,
+                  shadows: bool = False) -> Path:
     """Render ``count`` procedural frames of ``frame_size`` (H, W) into shard folder ``root`` with
-    ``workers`` processes (default: every usable core). Resumes an interrupted folder of the same
-    settings; refuses one rendered with other settings."""
+    ``workers`` processes (default: every usable core); ``shadows``: cast shadows from the sun
+    (``render_scene``). Resumes an interrupted folder of the same settings; refuses one rendered
+    with other settings."""
     from tqdm.auto import tqdm
 
     from edgedepth.datasets.procedural import LAYOUTS
@@ -95,6 +98,8 @@ def render_shards(root: str | Path, count: int, frame_size: tuple[int, int], *, 
     meta = {"format": FORMAT, "frame_size": [h, w], "count": int(count), "shard_size": int(shard_size),
             "seed": int(seed), "layouts": list(layouts), "unreliable": bool(unreliable),
             "far_depth": float(far_depth)}
+    if shadows:  # absent when off, so that folders rendered before the option still resume
+        meta["shadows"] = True
     root = Path(root)
     if (root / META).is_file():
         old = shard_folder_meta(root)

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--far-depth", type=float, default=120.0,
                         help="depth (m) of the sky and of anything beyond 80 m (default 120; 0 = invalid)")
     parser.add_argument("--no-panes", action="store_true", help="no transparent panes (unreliable ground truth)")
+    parser.add_argument("--shadows", action="store_true",
+                        help="cast shadows from the sun (colour edges without depth edges, as in photographs)")
     parser.add_argument("--shard-size", type=int, default=8, help="frames per shard file (default 8)")
     parser.add_argument("--workers", type=int, default=None, help="render processes (default: every core)")
 
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         root = render_shards(args.out, args.count, (h, w), seed=args.seed, layouts=layouts,
                              unreliable=not args.no_panes, far_depth=args.far_depth, shard_size=args.shard_size,
-                             workers=args.workers)
+                             workers=args.workers, shadows=args.shadows)
     except (ValueError, FileNotFoundError) as err:
         print(f"edgedepth train-data: {err}", file=sys.stderr)
         return 2

@@ -109,7 +109,9 @@ class Box:
 
     def hit(self, r: _Rays):
         R = self._rot()
-        o = R.T @ (np.asarray(r.o, np.float32) - np.asarray(self.center, np.float32))
+        c = np.asarray(self.center, np.float32)
+        # one origin for a camera's rays, one per ray for the sun's (3, N)
+        o = R.T @ (np.asarray(r.o, np.float32) - (c if np.ndim(r.o[0]) == 0 else c[:, None]))
         d = [R[0, k] * r.dx + R[1, k] * r.dy + R[2, k] * r.dz for k in range(3)]
         tmin = np.full(r.dx.shape, -np.inf, np.float32)
         tmax = np.full(r.dx.shape, np.inf, np.float32)
@@ -299,12 +301,14 @@ def _uv(local, n):
 
 def render(scene: Scene, height: int, width: int, max_depth: float = MAX_DEPTH,
            min_depth: float = MIN_DEPTH, noise: Optional[np.ndarray] = None, far_depth: Optional[float] = None, *,
-           return_ids: bool = False):
+           return_ids: bool = False, shadows: bool = False):
     """Ray-cast ``scene``: returns (image HxWx3 uint8, depth HxW float32 m, K 3x3, pane HxW bool), and
     with ``return_ids`` also the index into ``scene.primitives`` of what each pixel sees (HxW int32,
     -1 = sky): which pixels show a moving object in a rendered sequence.
     Pixels whose nearest hit lies beyond ``max_depth`` (or that hit nothing) read ``far_depth``
-    when it is given, else 0."""
+    when it is given, else 0. ``shadows``: every primitive but the planes casts a shadow from the
+    sun (a pole's across the road, a chair's on the floor): colour edges with no depth edge that
+    lie where photographs have them."""
     far = np.float32(0 if far_depth is None else far_depth)
     K = scene.camera.intrinsics(height, width)
     R = scene.camera.rotation()
@@ -321,6 +325,7 @@ def render(scene: Scene, height: int, width: int, max_depth: float = MAX_DEPTH,
     o32 = tuple(float(v) for v in o)
     sun = np.asarray(scene.sun, np.float32)
     sun /= np.linalg.norm(sun)
+    occluders = _Occluders(scene.primitives, sun) if shadows else None
     for s0 in range(0, height, _STRIP):
         s1 = min(s0 + _STRIP, height)
         ys = ((np.arange(s0, s1) - K[1, 2]) / K[1, 1]).astype(np.float32)
@@ -344,7 +349,7 @@ def render(scene: Scene, height: int, width: int, max_depth: float = MAX_DEPTH,
             closer = t < tb
             np.copyto(tb, t, where=closer)
             np.copyto(ids[r0:r1, c0:c1], np.int32(k), where=closer)
-        color = _shade(scene, tile, ids, t_best, regions, o32, dx, dy, dz, sun)
+        color = _shade(scene, tile, ids, t_best, regions, o32, dx, dy, dz, sun, occluders)
         _apply_panes(scene, tile, pane_boxes, s0, s1, color, t_best, pane_mask, o32, dx, dy, dz, sun)
         srgb = np.clip(color, 0, 1) ** (1 / 2.2)
         image[s0:s1] = (srgb * 255 + 0.5).astype(np.uint8)
@@ -365,7 +370,49 @@ def _clip(box, s0, s1):
     return (r0, r1, c0, c1) if r0 < r1 else None
 
 
-def _shade(scene, tile, ids, t_best, regions, o, dx, dy, dz, sun):
+class _Occluders:
+    """What can stand between a surface point and the sun: every primitive but the planes (ground,
+    walls: a room's walls would put all of it in shade), each with the rectangle its bounding box
+    covers seen along the sun, so that a point's shadow ray is cast only at those it could hit."""
+
+    def __init__(self, primitives, sun):
+        self.sun = sun
+        helper = np.array([1.0, 0.0, 0.0] if abs(sun[0]) < 0.9 else [0.0, 1.0, 0.0], np.float32)
+        e1 = np.cross(sun, helper)
+        e1 /= np.linalg.norm(e1)
+        self.basis = np.stack([e1, np.cross(sun, e1), sun]).astype(np.float32)  # (u, v, along the sun)
+        self.items = []
+        for prim in primitives:
+            b = prim.bounds()
+            if b is None:
+                continue
+            lo, hi = b
+            corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])],
+                               np.float32) @ self.basis.T
+            self.items.append((prim, corners.min(0), corners.max(0)))
+
+    def lit(self, p, n):
+        """(N,) bool: the sun reaches point p (N, 3) on a surface with normal n (N, 3) facing it."""
+        lit = np.ones(len(p), bool)
+        if not self.items or not len(p):
+            return lit
+        q = p + n * np.float32(2e-3)  # off the surface, so that it does not shade itself
+        uvw = q @ self.basis.T
+        order = np.argsort(uvw[:, 0], kind="stable")
+        u = uvw[order, 0]
+        d = [np.full(len(p), c, np.float32) for c in self.sun]
+        for prim, lo, hi in self.items:
+            i0, i1 = np.searchsorted(u, [lo[0], hi[0]])
+            idx = order[i0:i1]
+            idx = idx[(uvw[idx, 1] >= lo[1]) & (uvw[idx, 1] <= hi[1]) & (uvw[idx, 2] < hi[2]) & lit[idx]]
+            if not len(idx):
+                continue
+            rays = _Rays((q[idx, 0], q[idx, 1], q[idx, 2]), d[0][idx], d[1][idx], d[2][idx])
+            lit[idx[np.isfinite(prim.hit(rays))]] = False
+        return lit
+
+
+def _shade(scene, tile, ids, t_best, regions, o, dx, dy, dz, sun, occluders=None):
     h, w = ids.shape
     color = np.empty((h, w, 3), np.float32)
     sky = ids < 0
@@ -384,17 +431,20 @@ def _shade(scene, tile, ids, t_best, regions, o, dx, dy, dz, sun):
         t = t_best[r0:r1, c0:c1][sel]
         d = np.stack([dx[r0:r1, c0:c1][sel], dy[r0:r1, c0:c1][sel], dz[r0:r1, c0:c1][sel]], axis=1)
         p = np.asarray(o, np.float32) + t[:, None] * d
-        color[r0:r1, c0:c1][sel] = _surface_color(scene, tile, prim, p, d, t, sun)
+        color[r0:r1, c0:c1][sel] = _surface_color(scene, tile, prim, p, d, t, sun, occluders)
     return color
 
 
-def _surface_color(scene, tile, prim, p, d, t, sun):
+def _surface_color(scene, tile, prim, p, d, t, sun, occluders=None):
     n, local = prim.surface(p)
     n = np.asarray(n, np.float32)
     facing = np.sum(n * d, axis=1) > 0
     n = np.where(facing[:, None], -n, n)  # shade the side the camera sees
     alb = albedo(prim.material, _uv(local, n), tile)
     lambert = np.maximum(n @ sun, 0)
+    if occluders is not None:
+        toward = np.flatnonzero(lambert > 0)
+        lambert[toward[~occluders.lit(p[toward], n[toward])]] = 0
     hemi = 0.75 - 0.25 * n[:, 1]  # up-facing (y < 0) surfaces see more sky
     col = alb * (scene.ambient * hemi + scene.sun_strength * lambert)[:, None]
     if scene.fog_distance > 0:
@@ -680,14 +730,16 @@ _LAYOUT_BUILDERS = {"street": street_scene, "indoor": indoor_scene}
 
 
 def render_scene(seed: int, height: int, width: int, layout: str = "street", *, unreliable: bool = False,
-                 fx_norm: float = FX_NORM, max_depth: float = MAX_DEPTH, far_depth: Optional[float] = None) -> Sample:
+                 fx_norm: float = FX_NORM, max_depth: float = MAX_DEPTH, far_depth: Optional[float] = None,
+                 shadows: bool = False) -> Sample:
     """Render one procedural scene, deterministic in ``seed``.
 
     Returns a Sample: image HxWx3 uint8 RGB, depth HxW float32 metres (0 = invalid; sky and
     anything beyond ``max_depth`` read ``far_depth`` when given (> ``max_depth``), else 0),
     intrinsics 3x3 float64 (fx = fy = ``fx_norm`` * width), mask HxW bool
     (False on transparent panes whose ground truth is the surface behind) when ``unreliable``
-    else None, and name ``"{layout}_{seed:08d}"``.
+    else None, and name ``"{layout}_{seed:08d}"``. ``shadows``: cast shadows from the sun
+    (:func:`render`); the scene and its depth are the same either way.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -702,7 +754,7 @@ def render_scene(seed: int, height: int, width: int, layout: str = "street", *, 
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), LAYOUTS.index(layout)]))
     scene = _LAYOUT_BUILDERS[layout](rng, unreliable=unreliable, fx_norm=fx_norm)
     image, depth, K, pane = render(scene, int(height), int(width), max_depth=max_depth, noise=noise_tile(rng),
-                                   far_depth=far_depth)
+                                   far_depth=far_depth, shadows=shadows)
     return Sample(image=image, depth=depth, intrinsics=K, mask=~pane if unreliable else None,
                   name=f"{layout}_{int(seed):08d}")
 

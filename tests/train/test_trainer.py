@@ -96,6 +96,23 @@ def test_a_run_on_shard_folders_says_how_many_frames_it_trains_on(tmp_path, caps
     assert f"5 training frames ({a} 3 at 96x64, {b} 2 at 96x64)" in capsys.readouterr().out
 
 
+def test_shard_folders_with_cast_shadows(tmp_path):
+    from edgedepth.train.shards import ShardFrames, render_shards, shard_folder_meta
+
+    plain = render_shards(tmp_path / "plain", 2, (48, 80), seed=5, shard_size=2, workers=1, progress=False)
+    lit = render_shards(tmp_path / "lit", 2, (48, 80), seed=5, shard_size=2, workers=1, progress=False,
+                        shadows=True)
+    assert "shadows" not in shard_folder_meta(plain)  # folders rendered before the option still resume
+    assert shard_folder_meta(lit)["shadows"] is True
+    a, b = ShardFrames([plain]), ShardFrames([lit])
+    for i in range(2):
+        np.testing.assert_array_equal(a.frame(i)["depth"], b.frame(i)["depth"])
+        assert (b.frame(i)["image"] <= a.frame(i)["image"]).all()
+    assert any((b.frame(i)["image"] < a.frame(i)["image"]).any() for i in range(2))
+    with pytest.raises(ValueError, match="other settings"):
+        render_shards(lit, 2, (48, 80), seed=5, shard_size=2, workers=1, progress=False)
+
+
 def test_encoder_gets_a_tenth_of_the_learning_rate(tmp_path):
     cfg = cfg_for("refiner", tmp_path, **{"optim.lr": "1.0e-3", "optim.encoder_lr_mult": "0.1"})
     trainer = Trainer(cfg, resume="never")
