@@ -377,6 +377,7 @@ class _Occluders:
 
     def __init__(self, primitives, sun):
         self.sun = sun
+        self.primitives = primitives
         helper = np.array([1.0, 0.0, 0.0] if abs(sun[0]) < 0.9 else [0.0, 1.0, 0.0], np.float32)
         e1 = np.cross(sun, helper)
         e1 /= np.linalg.norm(e1)
@@ -412,9 +413,45 @@ class _Occluders:
         return lit
 
 
+def _facing_normals(prim, p, d):
+    """The surface normal at p (N, 3) turned towards the camera (rays d), and the local coordinates."""
+    n, local = prim.surface(p)
+    n = np.asarray(n, np.float32)
+    facing = np.sum(n * d, axis=1) > 0
+    return np.where(facing[:, None], -n, n), local
+
+
+def _in_shade(occluders, ids, t_best, regions, o, dx, dy, dz, sun):
+    """(h, w) bool: pixels whose surface faces the sun but does not see it. One shadow query for
+    the whole strip: the occluder loop costs per call, not per point."""
+    h, w = ids.shape
+    points, normals, where = [], [], []
+    for k, (prim, reg) in enumerate(zip(occluders.primitives, regions)):
+        if reg is None:
+            continue
+        r0, r1, c0, c1 = reg
+        sel = ids[r0:r1, c0:c1] == k
+        if not sel.any():
+            continue
+        d = np.stack([dx[r0:r1, c0:c1][sel], dy[r0:r1, c0:c1][sel], dz[r0:r1, c0:c1][sel]], axis=1)
+        p = np.asarray(o, np.float32) + t_best[r0:r1, c0:c1][sel][:, None] * d
+        n, _ = _facing_normals(prim, p, d)
+        toward = n @ sun > 0
+        rows, cols = np.nonzero(sel)
+        points.append(p[toward])
+        normals.append(n[toward])
+        where.append((rows[toward] + r0) * w + cols[toward] + c0)
+    shade = np.zeros((h, w), bool)
+    if points:
+        flat = np.concatenate(where)
+        shade.flat[flat[~occluders.lit(np.concatenate(points), np.concatenate(normals))]] = True
+    return shade
+
+
 def _shade(scene, tile, ids, t_best, regions, o, dx, dy, dz, sun, occluders=None):
     h, w = ids.shape
     color = np.empty((h, w, 3), np.float32)
+    shade = None if occluders is None else _in_shade(occluders, ids, t_best, regions, o, dx, dy, dz, sun)
     sky = ids < 0
     if sky.any():
         norm = np.sqrt(dx[sky] ** 2 + dy[sky] ** 2 + dz[sky] ** 2)
@@ -431,20 +468,17 @@ def _shade(scene, tile, ids, t_best, regions, o, dx, dy, dz, sun, occluders=None
         t = t_best[r0:r1, c0:c1][sel]
         d = np.stack([dx[r0:r1, c0:c1][sel], dy[r0:r1, c0:c1][sel], dz[r0:r1, c0:c1][sel]], axis=1)
         p = np.asarray(o, np.float32) + t[:, None] * d
-        color[r0:r1, c0:c1][sel] = _surface_color(scene, tile, prim, p, d, t, sun, occluders)
+        in_shade = None if shade is None else shade[r0:r1, c0:c1][sel]
+        color[r0:r1, c0:c1][sel] = _surface_color(scene, tile, prim, p, d, t, sun, in_shade)
     return color
 
 
-def _surface_color(scene, tile, prim, p, d, t, sun, occluders=None):
-    n, local = prim.surface(p)
-    n = np.asarray(n, np.float32)
-    facing = np.sum(n * d, axis=1) > 0
-    n = np.where(facing[:, None], -n, n)  # shade the side the camera sees
+def _surface_color(scene, tile, prim, p, d, t, sun, in_shade=None):
+    n, local = _facing_normals(prim, p, d)  # shade the side the camera sees
     alb = albedo(prim.material, _uv(local, n), tile)
     lambert = np.maximum(n @ sun, 0)
-    if occluders is not None:
-        toward = np.flatnonzero(lambert > 0)
-        lambert[toward[~occluders.lit(p[toward], n[toward])]] = 0
+    if in_shade is not None:
+        lambert[in_shade] = 0
     hemi = 0.75 - 0.25 * n[:, 1]  # up-facing (y < 0) surfaces see more sky
     col = alb * (scene.ambient * hemi + scene.sun_strength * lambert)[:, None]
     if scene.fog_distance > 0:
