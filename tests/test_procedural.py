@@ -237,6 +237,13 @@ def test_scenes_cli(tmp_path, capsys):
         np.testing.assert_array_equal(ds[i]["depth"], want)
     with pytest.raises(SystemExit):
         cli_main(["scenes", str(out), "--size", "16by12"])
+    lit = tmp_path / "lit"
+    assert cli_main(["scenes", str(lit), "--count", "2", "--size", "96x54", "--shadows", "--seed", "5"]) == 0
+    written = {s["name"]: s["image"] for s in open_dataset("folder", lit)}
+    for i, layout in enumerate(["street", "indoor"]):
+        want = render_scene(scene_seed(5, i), 54, 96, layout, shadows=True)
+        np.testing.assert_array_equal(written[want["name"]], want["image"])
+        assert (want["image"] < render_scene(scene_seed(5, i), 54, 96, layout)["image"]).any()
 
 
 def test_pfm_round_trip_and_corrupt_file(tmp_path):

@@ -800,11 +800,12 @@ def scene_seed(seed: int, index: int) -> int:
 
 def iter_scenes(seed: int, height: int, width: int, layout: str | Sequence[str] = ("street", "indoor"),
                 count: Optional[int] = None, *, start: int = 0, step: int = 1, unreliable: bool = False,
-                fx_norm: float = FX_NORM, far_depth: Optional[float] = None) -> Iterator[Sample]:
+                fx_norm: float = FX_NORM, far_depth: Optional[float] = None,
+                shadows: bool = False) -> Iterator[Sample]:
     """Stream procedural samples: sample i (i = start, start+step, ... ; infinite when ``count``
     is None, else i < count) uses scene seed ``scene_seed(seed, i)`` and layout
     ``layouts[i % len(layouts)]``. ``start``/``step`` shard the stream across data-loader
-    workers."""
+    workers. ``shadows``: as in :func:`render_scene`."""
     layouts = [layout] if isinstance(layout, str) else list(layout)
     if not layouts or any(l not in LAYOUTS for l in layouts):
         raise ValueError(f"layout must be one or more of {LAYOUTS}, got {layout!r}")
@@ -813,5 +814,5 @@ def iter_scenes(seed: int, height: int, width: int, layout: str | Sequence[str] 
     i = start
     while count is None or i < count:
         yield render_scene(scene_seed(seed, i), height, width, layouts[i % len(layouts)],
-                           unreliable=unreliable, fx_norm=fx_norm, far_depth=far_depth)
+                           unreliable=unreliable, fx_norm=fx_norm, far_depth=far_depth, shadows=shadows)
         i += step

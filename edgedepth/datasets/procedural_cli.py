@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add transparent panes and write mask/ (False = unreliable ground truth)")
     parser.add_argument("--sensor", choices=SENSORS, default=None,
                         help="real-domain mode: degrade depth like this sensor")
+    parser.add_argument("--shadows", action="store_true",
+                        help="cast shadows from the sun (colour edges without depth edges, as in photographs)")
     parser.add_argument("--fx-norm", type=float, default=FX_NORM, help=f"fx / width (default {FX_NORM})")
 
 
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise SystemExit("edgedepth scenes: --count must be >= 1")
     h, w = args.size
-    stream = iter_scenes(args.seed, h, w, layouts, count=args.count, unreliable=args.unreliable, fx_norm=args.fx_norm)
+    stream = iter_scenes(args.seed, h, w, layouts, count=args.count, unreliable=args.unreliable, fx_norm=args.fx_norm,
+                         shadows=args.shadows)
     if args.sensor:
         sensor = SensorConfig(args.sensor)
         stream = (degrade(s, sensor, seed=scene_seed(args.seed, i)) for i, s in enumerate(stream))
