@@ -413,6 +413,21 @@ class _Occluders:
         return lit
 
 
+def _seen(primitives, ids, t_best, regions, o, dx, dy, dz):
+    """The primitives a strip's pixels see: (primitive, its region (r0, r1, c0, c1), sel (the
+    region's pixels that see it), hit points p (N, 3), ray directions d (N, 3), depths t (N,))."""
+    for k, (prim, reg) in enumerate(zip(primitives, regions)):
+        if reg is None:
+            continue
+        r0, r1, c0, c1 = reg
+        sel = ids[r0:r1, c0:c1] == k
+        if not sel.any():
+            continue
+        t = t_best[r0:r1, c0:c1][sel]
+        d = np.stack([dx[r0:r1, c0:c1][sel], dy[r0:r1, c0:c1][sel], dz[r0:r1, c0:c1][sel]], axis=1)
+        yield prim, reg, sel, np.asarray(o, np.float32) + t[:, None] * d, d, t
+
+
 def _facing_normals(prim, p, d):
     """The surface normal at p (N, 3) turned towards the camera (rays d), and the local coordinates."""
     n, local = prim.surface(p)
@@ -426,15 +441,7 @@ def _in_shade(occluders, ids, t_best, regions, o, dx, dy, dz, sun):
     the whole strip: the occluder loop costs per call, not per point."""
     h, w = ids.shape
     points, normals, where = [], [], []
-    for k, (prim, reg) in enumerate(zip(occluders.primitives, regions)):
-        if reg is None:
-            continue
-        r0, r1, c0, c1 = reg
-        sel = ids[r0:r1, c0:c1] == k
-        if not sel.any():
-            continue
-        d = np.stack([dx[r0:r1, c0:c1][sel], dy[r0:r1, c0:c1][sel], dz[r0:r1, c0:c1][sel]], axis=1)
-        p = np.asarray(o, np.float32) + t_best[r0:r1, c0:c1][sel][:, None] * d
+    for prim, (r0, _, c0, _), sel, p, d, _ in _seen(occluders.primitives, ids, t_best, regions, o, dx, dy, dz):
         n, _ = _facing_normals(prim, p, d)
         toward = n @ sun > 0
         rows, cols = np.nonzero(sel)
@@ -458,16 +465,7 @@ def _shade(scene, tile, ids, t_best, regions, o, dx, dy, dz, sun, occluders=None
         up = np.clip(-dy[sky] / norm, 0, 1)[:, None]
         horizon, zenith = scene.sky or ((0.6, 0.6, 0.6), (0.6, 0.6, 0.6))
         color[sky] = np.asarray(horizon, np.float32) * (1 - up) + np.asarray(zenith, np.float32) * up
-    for k, (prim, reg) in enumerate(zip(scene.primitives, regions)):
-        if reg is None:
-            continue
-        r0, r1, c0, c1 = reg
-        sel = ids[r0:r1, c0:c1] == k
-        if not sel.any():
-            continue
-        t = t_best[r0:r1, c0:c1][sel]
-        d = np.stack([dx[r0:r1, c0:c1][sel], dy[r0:r1, c0:c1][sel], dz[r0:r1, c0:c1][sel]], axis=1)
-        p = np.asarray(o, np.float32) + t[:, None] * d
+    for prim, (r0, r1, c0, c1), sel, p, d, t in _seen(scene.primitives, ids, t_best, regions, o, dx, dy, dz):
         in_shade = None if shade is None else shade[r0:r1, c0:c1][sel]
         color[r0:r1, c0:c1][sel] = _surface_color(scene, tile, prim, p, d, t, sun, in_shade)
     return color
