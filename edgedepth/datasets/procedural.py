@@ -377,7 +377,6 @@ class _Occluders:
 
     def __init__(self, primitives, sun):
         self.sun = sun
-        self.primitives = primitives
         helper = np.array([1.0, 0.0, 0.0] if abs(sun[0]) < 0.9 else [0.0, 1.0, 0.0], np.float32)
         e1 = np.cross(sun, helper)
         e1 /= np.linalg.norm(e1)
@@ -436,12 +435,12 @@ def _facing_normals(prim, p, d):
     return np.where(facing[:, None], -n, n), local
 
 
-def _in_shade(occluders, ids, t_best, regions, o, dx, dy, dz, sun):
+def _in_shade(primitives, occluders, ids, t_best, regions, o, dx, dy, dz, sun):
     """(h, w) bool: pixels whose surface faces the sun but does not see it. One shadow query for
     the whole strip: the occluder loop costs per call, not per point."""
     h, w = ids.shape
     points, normals, where = [], [], []
-    for prim, (r0, _, c0, _), sel, p, d, _ in _seen(occluders.primitives, ids, t_best, regions, o, dx, dy, dz):
+    for prim, (r0, _, c0, _), sel, p, d, _ in _seen(primitives, ids, t_best, regions, o, dx, dy, dz):
         n, _ = _facing_normals(prim, p, d)
         toward = n @ sun > 0
         rows, cols = np.nonzero(sel)
@@ -458,7 +457,8 @@ def _in_shade(occluders, ids, t_best, regions, o, dx, dy, dz, sun):
 def _shade(scene, tile, ids, t_best, regions, o, dx, dy, dz, sun, occluders=None):
     h, w = ids.shape
     color = np.empty((h, w, 3), np.float32)
-    shade = None if occluders is None else _in_shade(occluders, ids, t_best, regions, o, dx, dy, dz, sun)
+    shade = None if occluders is None else _in_shade(scene.primitives, occluders, ids, t_best, regions, o, dx, dy, dz,
+                                                     sun)
     sky = ids < 0
     if sky.any():
         norm = np.sqrt(dx[sky] ** 2 + dy[sky] ** 2 + dz[sky] ** 2)
